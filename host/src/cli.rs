@@ -1,0 +1,230 @@
+//! Command-line interface. `bench` takes `vllm bench serve`'s flag names, so a vLLM user's
+//! command line works unchanged.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "llmb", version, about = "Benchmark LLM inference servers; adapters are WebAssembly plugins")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a benchmark (against the built-in simulator when no --base-url/--port is given).
+    Bench(Box<BenchArgs>),
+    /// Serve the built-in OpenAI-compatible simulator.
+    Sim(SimArgs),
+    /// List embedded and loaded plugins.
+    Plugins(PluginsArgs),
+    /// Measure llmb's own overhead: WASM vs native parse cost, client CPU per streamed token.
+    Selfbench(SelfbenchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PluginsArgs {
+    /// Load a plugin component (repeatable).
+    #[arg(long = "plugin", value_name = "PATH.wasm")]
+    pub plugins: Vec<PathBuf>,
+}
+
+/// The simulator's timing model, shared by `llmb sim` and the in-process simulator of `bench`.
+#[derive(Debug, Clone, Args)]
+pub struct SimTiming {
+    /// Time to first token, ms.
+    #[arg(long = "sim-ttft-ms", default_value_t = 20.0)]
+    pub ttft_ms: f64,
+    /// Inter-token latency, ms.
+    #[arg(long = "sim-itl-ms", default_value_t = 5.0)]
+    pub itl_ms: f64,
+    /// Jitter as a fraction of each delay (0.1 = ±10 %).
+    #[arg(long = "sim-jitter", default_value_t = 0.0)]
+    pub jitter: f64,
+    /// Continuous-batching slowdown: ITL × (1 + this × (active streams − 1)).
+    #[arg(long = "sim-batch-slowdown", default_value_t = 0.0)]
+    pub batch_slowdown: f64,
+    /// Extra TTFT per prompt token, µs (prefill cost).
+    #[arg(long = "sim-prefill-us-per-token", default_value_t = 0.0)]
+    pub prefill_us_per_token: f64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SimArgs {
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// Served model name.
+    #[arg(long, default_value = "llmb-sim")]
+    pub model: String,
+    /// Require this API key (Authorization: Bearer).
+    #[arg(long, env = "LLMB_SIM_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub timing: SimTiming,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SelfbenchArgs {
+    /// Events parsed per measurement.
+    #[arg(long, default_value_t = 200_000)]
+    pub events: usize,
+    /// Output tokens per request in the client-CPU scenarios.
+    #[arg(long, default_value_t = 128)]
+    pub output_len: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Backend adapter (an embedded or --plugin one): vllm, openai, openai-chat, ...
+    #[arg(long, default_value = "vllm")]
+    pub backend: String,
+    /// Server base URL, e.g. http://127.0.0.1:8000. Without it (and without --port) llmb starts
+    /// its simulator in-process.
+    #[arg(long)]
+    pub base_url: Option<String>,
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Server port (with --host) when --base-url is not given.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Request path; defaults to the adapter's (e.g. /v1/completions).
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Model name sent to the server; asked from /v1/models when omitted.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Model name shown in reports, when it differs from --model.
+    #[arg(long)]
+    pub served_model_name: Option<String>,
+    /// Tokenizer: a tokenizer.json or a folder holding one (no downloads).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+
+    /// Dataset plugin: random, custom, ...
+    #[arg(long, default_value = "random")]
+    pub dataset_name: String,
+    #[arg(long)]
+    pub dataset_path: Option<PathBuf>,
+    #[arg(long, default_value_t = 1000)]
+    pub num_prompts: usize,
+    #[arg(long, default_value_t = 1024)]
+    pub random_input_len: u32,
+    #[arg(long, default_value_t = 128)]
+    pub random_output_len: u32,
+    #[arg(long, default_value_t = 0.0)]
+    pub random_range_ratio: f64,
+    #[arg(long, default_value_t = 0)]
+    pub random_prefix_len: u32,
+    #[arg(long, default_value_t = 256)]
+    pub custom_output_len: u32,
+    /// Keep the dataset's order instead of shuffling it with --seed.
+    #[arg(long)]
+    pub disable_shuffle: bool,
+
+    /// Requests per second ("inf" sends all at once).
+    #[arg(long, default_value = "inf", value_parser = parse_rate)]
+    pub request_rate: f64,
+    /// Gamma shape of the gaps: 1 = Poisson, < 1 burstier, > 1 more regular.
+    #[arg(long, default_value_t = 1.0)]
+    pub burstiness: f64,
+    /// Cap on requests in flight; the wait is recorded as client queue time, not TTFT.
+    #[arg(long)]
+    pub max_concurrency: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Extra request header KEY=VALUE (repeatable).
+    #[arg(long = "header", value_name = "KEY=VALUE")]
+    pub headers: Vec<String>,
+    /// JSON object merged into every request body.
+    #[arg(long)]
+    pub extra_body: Option<String>,
+    /// Per-request timeout in seconds.
+    #[arg(long, default_value_t = 600.0)]
+    pub timeout: f64,
+    /// API key (or OPENAI_API_KEY); sent as a bearer token, never printed or saved.
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Ask the server to ignore EOS so outputs have exactly the requested length.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    #[arg(long)]
+    pub temperature: Option<f32>,
+
+    /// Metrics with percentile lines: ttft,tpot,itl,e2el.
+    #[arg(long, default_value = "ttft,tpot,itl")]
+    pub percentile_metrics: String,
+    /// Percentiles to report, e.g. 50,90,99.
+    #[arg(long, default_value = "99")]
+    pub metric_percentiles: String,
+    /// SLOs for goodput, e.g. ttft:200 tpot:50 (ms).
+    #[arg(long, num_args = 1..)]
+    pub goodput: Vec<String>,
+
+    /// Save the result JSON (vLLM's keys).
+    #[arg(long)]
+    pub save_result: bool,
+    /// Add per-request arrays (ttfts, itls, generated_texts, errors) to the result JSON.
+    #[arg(long)]
+    pub save_detailed: bool,
+    /// Directory for the result JSON and the per-request records.
+    #[arg(long, default_value = "results")]
+    pub result_dir: PathBuf,
+    #[arg(long)]
+    pub result_filename: Option<String>,
+    /// Label for the result (defaults to the backend name).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Do not write per-request records (JSONL).
+    #[arg(long)]
+    pub no_records: bool,
+    /// No progress line.
+    #[arg(long)]
+    pub disable_tqdm: bool,
+
+    /// Load a plugin component (repeatable).
+    #[arg(long = "plugin", value_name = "PATH.wasm")]
+    pub plugins: Vec<PathBuf>,
+    /// Option for the backend adapter KEY=VALUE (repeatable).
+    #[arg(long = "plugin-opt", value_name = "KEY=VALUE")]
+    pub plugin_opts: Vec<String>,
+
+    #[command(flatten)]
+    pub sim: SimTiming,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "inf" | "infinity" => Ok(f64::INFINITY),
+        other => other
+            .parse::<f64>()
+            .ok()
+            .filter(|r| *r > 0.0)
+            .ok_or_else(|| format!("expected a positive number or inf, got {s:?}")),
+    }
+}
+
+/// Splits `KEY=VALUE`, naming the flag in the error.
+pub fn split_kv(flag: &str, item: &str) -> anyhow::Result<(String, String)> {
+    match item.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => anyhow::bail!("{flag} expects KEY=VALUE, got {item:?}"),
+    }
+}
+
+impl BenchArgs {
+    /// Defaults for library callers and tests (the same as the command line's).
+    pub fn defaults() -> Self {
+        let cli = Cli::parse_from(["llmb", "bench"]);
+        match cli.command {
+            Command::Bench(args) => *args,
+            _ => unreachable!(),
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! llmb: a load generator and benchmark client for LLM inference servers.
+//!
+//! Data flows one way: a dataset plugin produces samples, the [`scheduler`] decides when each
+//! request goes out, [`transport`] sends it and stamps every response frame as it arrives while a
+//! backend plugin parses it, each request becomes a [`records::RequestRecord`], and
+//! [`metrics`]/[`report`] turn records into vLLM-compatible numbers.
+
+pub mod bench;
+pub mod cli;
+pub mod metrics;
+pub mod plugin;
+pub mod records;
+pub mod report;
+pub mod scheduler;
+pub mod selfbench;
+pub mod sim;
+pub mod tokenizer;
+pub mod transport;

@@ -1,0 +1,22 @@
+use clap::Parser;
+use llmb::cli::{Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Bench(args) => llmb::bench::main(*args).await,
+            Command::Sim(args) => llmb::bench::serve_sim(args).await,
+            Command::Plugins(args) => llmb::bench::list_plugins(&args),
+            Command::Selfbench(args) => llmb::selfbench::run(args).await,
+        }
+    });
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,316 @@
+//! Backend adapters: one sandboxed instance per in-flight request, reused from a pool.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use wasmtime::component::{HasSelf, Linker, ResourceAny, ResourceTable};
+use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::{
+    LogSink, MEMORY_CAP_BYTES, Origin, PluginComponent, PluginFault, PluginKind, PluginStore,
+    PluginSummary, engine, guarded,
+};
+
+/// Host-side bindings of the `backend-plugin` world.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        world: "backend-plugin",
+        path: "../wit",
+    });
+}
+
+pub use bindings::exports::llmb::plugin::backend::BackendInfo;
+pub use bindings::llmb::plugin::types::{
+    BackendError, ChatMessage, Completion, Delta, ErrorKind, Frame, Framing, GenRequest,
+    HttpRequest, Kv, Prompt, Role, StreamEvent, Usage,
+};
+
+/// Response headers or trailers as the adapter sees them.
+pub type Headers = Vec<(String, String)>;
+
+/// A per-request parser living inside one instance.
+pub type ParserHandle = ResourceAny;
+
+/// Deadline for one call on the hot path (feed, build-request): 1 s.
+const CALL_DEADLINE_TICKS: u64 = 100;
+
+/// What a backend instance's store holds: an empty WASI context (no files, no env, no network).
+pub struct BackendState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    log: LogSink,
+    name: Arc<str>,
+}
+
+impl WasiView for BackendState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl PluginStore for BackendState {
+    fn plugin_name(&self) -> &str {
+        &self.name
+    }
+    fn log_sink(&mut self) -> &mut LogSink {
+        &mut self.log
+    }
+}
+
+impl bindings::llmb::plugin::types::Host for BackendState {}
+
+impl bindings::llmb::plugin::host_log::Host for BackendState {
+    fn log(&mut self, level: bindings::llmb::plugin::host_log::Level, message: String) {
+        use bindings::llmb::plugin::host_log::Level;
+        let (label, is_error) = match level {
+            Level::Debug => ("debug", false),
+            Level::Info => ("info", false),
+            Level::Warn => ("warn", false),
+            Level::Error => ("error", true),
+        };
+        let name = self.name.clone();
+        self.log.log(&name, label, &message, is_error);
+    }
+}
+
+/// A compiled backend plugin, linked and ready to instantiate.
+pub struct BackendFactory {
+    pre: bindings::BackendPluginPre<BackendState>,
+    pub info: BackendInfo,
+    pub wit_version: String,
+    pub origin: Origin,
+    pub sha256: String,
+}
+
+impl BackendFactory {
+    pub(super) fn new(plugin: PluginComponent) -> anyhow::Result<Self> {
+        debug_assert_eq!(plugin.kind, PluginKind::Backend);
+        let mut linker = Linker::<BackendState>::new(engine());
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        bindings::BackendPlugin::add_to_linker::<_, HasSelf<BackendState>>(&mut linker, |s| s)?;
+        let pre = linker
+            .instantiate_pre(&plugin.component)
+            .map_err(|e| anyhow::anyhow!("cannot be linked: {e}"))?;
+        let pre = bindings::BackendPluginPre::new(pre)
+            .map_err(|e| anyhow::anyhow!("does not match the backend world: {e}"))?;
+        let mut factory = BackendFactory {
+            pre,
+            info: BackendInfo {
+                name: String::new(),
+                version: String::new(),
+                description: String::new(),
+                default_endpoint: String::new(),
+                framing: Framing::Sse,
+                supports_ignore_eos: false,
+            },
+            wit_version: plugin.wit_version,
+            origin: plugin.origin,
+            sha256: plugin.sha256,
+        };
+        let mut probe = factory.instantiate("(loading)".into())?;
+        factory.info = probe.info().context("calling info()")?;
+        Ok(factory)
+    }
+
+    fn instantiate(&self, name: Arc<str>) -> anyhow::Result<BackendInstance> {
+        let state = BackendState {
+            wasi: WasiCtxBuilder::new().build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new().memory_size(MEMORY_CAP_BYTES).build(),
+            log: LogSink::default(),
+            name,
+        };
+        let mut store = Store::new(engine(), state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(CALL_DEADLINE_TICKS);
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| anyhow::anyhow!("instantiating the plugin: {e:#}"))?;
+        Ok(BackendInstance { store, bindings, poisoned: false })
+    }
+
+    pub fn summary(&self) -> PluginSummary {
+        PluginSummary {
+            name: self.info.name.clone(),
+            kind: PluginKind::Backend,
+            wit_version: self.wit_version.clone(),
+            origin: self.origin.clone(),
+            sha256: self.sha256.clone(),
+            description: self.info.description.clone(),
+        }
+    }
+}
+
+/// One live adapter instance. After a fault it is poisoned and never reused.
+pub struct BackendInstance {
+    store: Store<BackendState>,
+    bindings: bindings::BackendPlugin,
+    poisoned: bool,
+}
+
+impl BackendInstance {
+    fn call<T>(
+        &mut self,
+        f: impl FnOnce(&mut Store<BackendState>, &bindings::BackendPlugin) -> wasmtime::Result<T>,
+    ) -> Result<T, PluginFault> {
+        let bindings = &self.bindings;
+        let result = guarded(&mut self.store, CALL_DEADLINE_TICKS, |store| f(store, bindings));
+        if result.is_err() {
+            self.poisoned = true;
+        }
+        result
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    pub fn info(&mut self) -> Result<BackendInfo, PluginFault> {
+        self.call(|s, b| b.llmb_plugin_backend().call_info(s))
+    }
+
+    pub fn configure(&mut self, options: &[Kv]) -> Result<Result<(), String>, PluginFault> {
+        self.call(|s, b| b.llmb_plugin_backend().call_configure(s, options))
+    }
+
+    pub fn build_request(
+        &mut self,
+        req: &GenRequest,
+    ) -> Result<Result<HttpRequest, String>, PluginFault> {
+        self.call(|s, b| b.llmb_plugin_backend().call_build_request(s, req))
+    }
+
+    pub fn new_parser(
+        &mut self,
+        status: u16,
+        headers: &Headers,
+    ) -> Result<ParserHandle, PluginFault> {
+        self.call(|s, b| b.llmb_plugin_backend().response_parser().call_constructor(s, status, headers))
+    }
+
+    /// Hands over every frame of one read; events name their frame by index.
+    pub fn feed(&mut self, parser: ParserHandle, frames: &[Frame]) -> Result<Vec<StreamEvent>, PluginFault> {
+        self.call(|s, b| b.llmb_plugin_backend().response_parser().call_feed(s, parser, frames))
+    }
+
+    pub fn finish(
+        &mut self,
+        parser: ParserHandle,
+        trailers: &Headers,
+    ) -> Result<Vec<StreamEvent>, PluginFault> {
+        self.call(|s, b| b.llmb_plugin_backend().response_parser().call_finish(s, parser, trailers))
+    }
+
+    pub fn drop_parser(&mut self, parser: ParserHandle) {
+        if !self.poisoned && parser.resource_drop(&mut self.store).is_err() {
+            self.poisoned = true;
+        }
+    }
+
+    pub fn parse_body(
+        &mut self,
+        status: u16,
+        headers: &Headers,
+        body: &[u8],
+    ) -> Result<Result<Completion, BackendError>, PluginFault> {
+        self.call(|s, b| b.llmb_plugin_backend().call_parse_body(s, status, headers, body))
+    }
+
+    pub fn map_error(
+        &mut self,
+        status: u16,
+        headers: &Headers,
+        body: &[u8],
+    ) -> Result<BackendError, PluginFault> {
+        self.call(|s, b| b.llmb_plugin_backend().call_map_error(s, status, headers, body))
+    }
+}
+
+/// Idle instances of one configured adapter. A request checks one out for its whole life (its
+/// parser lives in that instance), so a trap can only ever fail the request that caused it.
+pub struct BackendPool {
+    factory: Arc<BackendFactory>,
+    options: Vec<Kv>,
+    idle: Mutex<Vec<BackendInstance>>,
+    /// Instances discarded after a fault and rebuilt.
+    pub faults: AtomicU64,
+}
+
+impl BackendPool {
+    /// Configures a first instance with `options`, so a bad `--plugin-opt` fails before the run.
+    pub fn new(factory: Arc<BackendFactory>, options: Vec<(String, String)>) -> anyhow::Result<Arc<Self>> {
+        let options: Vec<Kv> = options.into_iter().map(|(key, value)| Kv { key, value }).collect();
+        let pool = Arc::new(BackendPool { factory, options, idle: Mutex::new(Vec::new()), faults: AtomicU64::new(0) });
+        let first = pool.fresh()?;
+        pool.idle.lock().unwrap().push(first);
+        Ok(pool)
+    }
+
+    pub fn info(&self) -> &BackendInfo {
+        &self.factory.info
+    }
+
+    fn fresh(&self) -> anyhow::Result<BackendInstance> {
+        let name: Arc<str> = self.factory.info.name.as_str().into();
+        let mut inst = self.factory.instantiate(name.clone())?;
+        inst.info()?;
+        inst.configure(&self.options)?
+            .map_err(|e| anyhow::anyhow!("backend {name}: {e}"))?;
+        Ok(inst)
+    }
+
+    /// Creates instances up front so instantiation stays out of the measured run.
+    pub fn prewarm(&self, count: usize) -> anyhow::Result<()> {
+        let have = self.idle.lock().unwrap().len();
+        let mut fresh = Vec::new();
+        for _ in have..count {
+            fresh.push(self.fresh()?);
+        }
+        self.idle.lock().unwrap().extend(fresh);
+        Ok(())
+    }
+
+    pub fn checkout(self: &Arc<Self>) -> anyhow::Result<PooledBackend> {
+        let idle = self.idle.lock().unwrap().pop();
+        let inst = match idle {
+            Some(i) => i,
+            None => self.fresh()?,
+        };
+        Ok(PooledBackend { pool: self.clone(), inst: Some(inst) })
+    }
+}
+
+/// A checked-out instance; it goes back to the pool on drop unless it faulted.
+pub struct PooledBackend {
+    pool: Arc<BackendPool>,
+    inst: Option<BackendInstance>,
+}
+
+impl std::ops::Deref for PooledBackend {
+    type Target = BackendInstance;
+    fn deref(&self) -> &BackendInstance {
+        self.inst.as_ref().expect("present until drop")
+    }
+}
+
+impl std::ops::DerefMut for PooledBackend {
+    fn deref_mut(&mut self) -> &mut BackendInstance {
+        self.inst.as_mut().expect("present until drop")
+    }
+}
+
+impl Drop for PooledBackend {
+    fn drop(&mut self) {
+        if let Some(inst) = self.inst.take() {
+            if inst.poisoned {
+                self.pool.faults.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.pool.idle.lock().unwrap().push(inst);
+            }
+        }
+    }
+}

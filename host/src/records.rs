@@ -1,0 +1,165 @@
+//! Per-request records: what the host measured for one request, with host timestamps only.
+//!
+//! Records are the single source of truth for metrics and reports, and are appended to a JSONL
+//! file as each request finishes so an interrupted run keeps everything it measured.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Where the output token count of a request came from, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum TokenSource {
+    /// `usage.completion_tokens` reported by the server.
+    Usage,
+    /// Per-delta token counts reported by the server.
+    ServerDeltas,
+    /// The host tokenizer over the generated text.
+    Tokenizer,
+    /// The number of delta frames (last resort).
+    DeltaCount,
+}
+
+impl TokenSource {
+    pub fn describe(self) -> &'static str {
+        match self {
+            TokenSource::Usage => "server usage (completion_tokens)",
+            TokenSource::ServerDeltas => "server per-delta counts",
+            TokenSource::Tokenizer => "host tokenizer over the generated text",
+            TokenSource::DeltaCount => "number of streamed deltas",
+        }
+    }
+}
+
+/// Why a request failed, grouped so reports can count failures by kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestError {
+    /// `http`, `protocol`, `timeout`, `connect`, `plugin`, `cancelled`, or the adapter's error kind.
+    pub kind: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+}
+
+/// Everything measured about one request. Times are nanoseconds since the run's start instant
+/// (just before the first dispatch), taken by the host.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// Position of the request in the run (0-based, in dispatch order).
+    pub id: u64,
+    /// When the arrival schedule meant the request to go out.
+    pub scheduled_ns: u64,
+    /// When a concurrency slot was obtained (`scheduled_ns` when there is no cap).
+    pub dispatched_ns: u64,
+    /// Just before the request was written (vLLM's `st`): latencies count from here.
+    pub sent_ns: u64,
+    /// Arrival of the first response body byte (diagnostic).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_byte_ns: Option<u64>,
+    /// Arrival time of every frame that carried a delta; the first one is the TTFT point.
+    pub delta_ns: Vec<u64>,
+    /// When the response ended (body finished or the request failed).
+    pub end_ns: u64,
+    /// Prompt length from the dataset (tokenizer count).
+    pub prompt_tokens: u32,
+    /// `usage.prompt_tokens` when the server sent it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_prompt_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cached_prompt_tokens: Option<u32>,
+    /// The max-tokens value sent.
+    pub requested_output_tokens: u32,
+    /// Output tokens and where that count came from.
+    pub output_tokens: u32,
+    pub token_source: Option<TokenSource>,
+    pub success: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<RequestError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
+    pub generated_text: String,
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub reasoning_text: String,
+}
+
+impl RequestRecord {
+    /// Time to first token in seconds (first delta frame − send).
+    pub fn ttft_s(&self) -> Option<f64> {
+        self.delta_ns.first().map(|&t| ns_to_s(t.saturating_sub(self.sent_ns)))
+    }
+
+    /// End-to-end latency in seconds: last delta frame − send (vLLM's `latency`); for a
+    /// non-streaming request, the end of the body.
+    pub fn e2el_s(&self) -> f64 {
+        let end = self.delta_ns.last().copied().unwrap_or(self.end_ns);
+        ns_to_s(end.saturating_sub(self.sent_ns))
+    }
+
+    /// Gaps between successive delta frames in seconds.
+    pub fn itls_s(&self) -> impl Iterator<Item = f64> + '_ {
+        self.delta_ns.windows(2).map(|w| ns_to_s(w[1].saturating_sub(w[0])))
+    }
+
+    /// Time spent waiting for a `--max-concurrency` slot, in seconds.
+    pub fn queue_s(&self) -> f64 {
+        ns_to_s(self.dispatched_ns.saturating_sub(self.scheduled_ns))
+    }
+
+    /// How late the request went out against its schedule, in seconds (queue wait excluded).
+    pub fn schedule_lag_s(&self) -> f64 {
+        ns_to_s(self.sent_ns.saturating_sub(self.dispatched_ns.max(self.scheduled_ns)))
+    }
+
+    /// Input tokens as reported: the server's count when present, else the dataset's.
+    pub fn input_tokens(&self) -> u32 {
+        self.server_prompt_tokens.unwrap_or(self.prompt_tokens)
+    }
+}
+
+pub fn ns_to_s(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+/// Appends records to a JSONL file as they arrive, flushing each so a crash loses nothing.
+pub struct RecordWriter {
+    path: PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+}
+
+impl RecordWriter {
+    pub fn create(path: &Path) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create directory {}", dir.display()))?;
+        }
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(Self { path: path.to_path_buf(), out: std::io::BufWriter::new(file) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn write(&mut self, record: &RequestRecord) -> std::io::Result<()> {
+        serde_json::to_writer(&mut self.out, record)?;
+        self.out.write_all(b"\n")?;
+        self.out.flush()
+    }
+}
+
+/// Reads a JSONL record file back (for re-reporting and tests).
+pub fn read_records(path: &Path) -> anyhow::Result<Vec<RequestRecord>> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).with_context(|| format!("{}:{}: not a request record", path.display(), i + 1))
+        })
+        .collect()
+}

@@ -1,0 +1,423 @@
+//! Sending one request and reading its response: hyper over tokio, the host framing the body
+//! and stamping each read as its bytes arrive, the adapter parsing the frames of each read in a
+//! single call.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Request, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use llmb_plugin_sdk::framing::{NdjsonFramer, SseEvent, SseFramer};
+
+use crate::plugin::backend::{
+    BackendError, ErrorKind, Frame, Framing, GenRequest, PooledBackend, StreamEvent, Usage,
+};
+use crate::records::{RequestError, RequestRecord, TokenSource};
+use crate::tokenizer::HostTokenizer;
+
+/// The keep-alive HTTP client shared by all requests of a run.
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// Largest error body kept for the error message.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// A client whose idle pool holds as many connections as requests may be in flight.
+pub fn client(pool_size: usize) -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(pool_size.max(1))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(connector)
+}
+
+/// Where and how requests are sent. The API key lives only here, as a sensitive header value
+/// that is never formatted into records, logs or errors.
+#[derive(Clone)]
+pub struct Target {
+    /// Scheme and authority plus any path prefix of `--base-url`, without a trailing slash.
+    pub base_url: String,
+    /// `--endpoint`, replacing the adapter's default path.
+    pub endpoint: Option<String>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub authorization: Option<HeaderValue>,
+    pub timeout: Duration,
+    pub framing: Framing,
+}
+
+impl Target {
+    /// Builds the `Authorization: Bearer` value, marked sensitive so hyper never logs it.
+    pub fn bearer(api_key: &str) -> anyhow::Result<HeaderValue> {
+        let mut v = HeaderValue::from_str(&format!("Bearer {api_key}"))
+            .map_err(|_| anyhow::anyhow!("the API key contains characters not allowed in a header"))?;
+        v.set_sensitive(true);
+        Ok(v)
+    }
+}
+
+/// Per-request accumulation of what the adapter's events say.
+#[derive(Default)]
+struct StreamOutcome {
+    text: String,
+    reasoning: String,
+    usage: Option<Usage>,
+    server_tokens: Option<u32>,
+    finish_reason: Option<String>,
+    error: Option<RequestError>,
+}
+
+impl StreamOutcome {
+    /// Applies events from one read, all of whose frames arrived at `now_ns`.
+    fn apply(&mut self, events: Vec<StreamEvent>, now_ns: u64, delta_ns: &mut Vec<u64>) {
+        let mut stamped_frame: Option<u32> = None;
+        for event in events {
+            match event {
+                StreamEvent::Delta(d) => {
+                    if stamped_frame != Some(d.frame) {
+                        delta_ns.push(now_ns);
+                        stamped_frame = Some(d.frame);
+                    }
+                    self.text.push_str(&d.text);
+                    self.reasoning.push_str(&d.reasoning);
+                    if let Some(t) = d.tokens {
+                        *self.server_tokens.get_or_insert(0) += t;
+                    }
+                }
+                StreamEvent::Finish(reason) => self.finish_reason = Some(reason),
+                StreamEvent::Usage(u) => self.usage = Some(merge_usage(self.usage.take(), u)),
+                StreamEvent::Error(e) => {
+                    if self.error.is_none() {
+                        self.error = Some(backend_error(e));
+                    }
+                }
+                StreamEvent::Done => {}
+            }
+        }
+    }
+}
+
+fn merge_usage(old: Option<Usage>, new: Usage) -> Usage {
+    match old {
+        None => new,
+        Some(o) => Usage {
+            prompt_tokens: new.prompt_tokens.or(o.prompt_tokens),
+            completion_tokens: new.completion_tokens.or(o.completion_tokens),
+            cached_prompt_tokens: new.cached_prompt_tokens.or(o.cached_prompt_tokens),
+        },
+    }
+}
+
+fn kind_name(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::BadRequest => "bad-request",
+        ErrorKind::ContextLength => "context-length",
+        ErrorKind::Unauthorized => "unauthorized",
+        ErrorKind::NotFound => "not-found",
+        ErrorKind::RateLimited => "rate-limited",
+        ErrorKind::Overloaded => "overloaded",
+        ErrorKind::Timeout => "timeout",
+        ErrorKind::Server => "server",
+        ErrorKind::Protocol => "protocol",
+        ErrorKind::Unknown => "unknown",
+    }
+}
+
+fn backend_error(e: BackendError) -> RequestError {
+    RequestError { kind: kind_name(e.kind).into(), message: e.message, http_status: e.http_status }
+}
+
+fn fail(kind: &str, message: impl Into<String>) -> RequestError {
+    RequestError { kind: kind.into(), message: message.into(), http_status: None }
+}
+
+/// Formats an error with its sources ("client error (Connect): tcp connect error: Connection refused").
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut src = err.source();
+    while let Some(s) = src {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        src = s.source();
+    }
+    out
+}
+
+/// Host framing state for one response body.
+enum Framer {
+    Sse(SseFramer, Vec<SseEvent>),
+    Ndjson(NdjsonFramer, Vec<Vec<u8>>),
+    Raw,
+}
+
+impl Framer {
+    fn new(framing: Framing) -> Self {
+        match framing {
+            Framing::Sse => Framer::Sse(SseFramer::new(), Vec::new()),
+            Framing::Ndjson => Framer::Ndjson(NdjsonFramer::new(), Vec::new()),
+            Framing::Raw => Framer::Raw,
+        }
+    }
+
+    fn push(&mut self, chunk: Bytes, frames: &mut Vec<Frame>) {
+        match self {
+            Framer::Sse(f, scratch) => {
+                f.push(&chunk, scratch);
+                frames.extend(scratch.drain(..).map(|e| Frame { event: e.event, data: e.data }));
+            }
+            Framer::Ndjson(f, scratch) => {
+                f.push(&chunk, scratch);
+                frames.extend(scratch.drain(..).map(|data| Frame { event: None, data }));
+            }
+            Framer::Raw => frames.push(Frame { event: None, data: chunk.to_vec() }),
+        }
+    }
+
+    fn finish(&mut self, frames: &mut Vec<Frame>) {
+        match self {
+            Framer::Sse(f, scratch) => {
+                f.finish(scratch);
+                frames.extend(scratch.drain(..).map(|e| Frame { event: e.event, data: e.data }));
+            }
+            Framer::Ndjson(f, scratch) => {
+                f.finish(scratch);
+                frames.extend(scratch.drain(..).map(|data| Frame { event: None, data }));
+            }
+            Framer::Raw => {}
+        }
+    }
+}
+
+/// Everything `execute` needs besides the request itself.
+pub struct Exchange<'a> {
+    pub client: &'a HttpClient,
+    pub target: &'a Target,
+    pub tokenizer: &'a HostTokenizer,
+    /// The run's time origin: every timestamp is nanoseconds since this instant.
+    pub t0: Instant,
+}
+
+impl Exchange<'_> {
+    fn ns(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.t0).as_nanos() as u64
+    }
+
+    /// Sends `req` and measures it. Never fails: every problem becomes a failed record.
+    pub async fn execute(
+        &self,
+        adapter: &mut PooledBackend,
+        req: &GenRequest,
+        mut record: RequestRecord,
+    ) -> RequestRecord {
+        record.requested_output_tokens = req.max_tokens;
+        let mut outcome = StreamOutcome::default();
+        match self.exchange(adapter, req, &mut record, &mut outcome).await {
+            Ok(()) => {}
+            Err(e) => {
+                outcome.error.get_or_insert(e);
+            }
+        }
+        if record.end_ns == 0 {
+            record.end_ns = self.ns(Instant::now());
+        }
+        if outcome.error.is_none() && req.streaming && record.delta_ns.is_empty() {
+            outcome.error = Some(fail(
+                "protocol",
+                "never received a valid chunk to calculate TTFT (no delta in the stream)",
+            ));
+        }
+        self.resolve_tokens(&mut record, &outcome);
+        record.success = outcome.error.is_none();
+        record.error = outcome.error;
+        record.finish_reason = outcome.finish_reason;
+        record.generated_text = outcome.text;
+        record.reasoning_text = outcome.reasoning;
+        record
+    }
+
+    /// Output tokens: server usage, else server per-delta counts, else a real tokenizer, else
+    /// the number of deltas (the word tokenizer only approximates a real server's tokens).
+    fn resolve_tokens(&self, record: &mut RequestRecord, outcome: &StreamOutcome) {
+        if let Some(u) = &outcome.usage {
+            record.server_prompt_tokens = u.prompt_tokens;
+            record.cached_prompt_tokens = u.cached_prompt_tokens;
+        }
+        let (tokens, source) = if let Some(n) = outcome.usage.as_ref().and_then(|u| u.completion_tokens) {
+            (n, TokenSource::Usage)
+        } else if let Some(n) = outcome.server_tokens {
+            (n, TokenSource::ServerDeltas)
+        } else if matches!(self.tokenizer, HostTokenizer::HuggingFace { .. }) || record.delta_ns.is_empty() {
+            (self.tokenizer.count(&format!("{}{}", outcome.text, outcome.reasoning)), TokenSource::Tokenizer)
+        } else {
+            (record.delta_ns.len() as u32, TokenSource::DeltaCount)
+        };
+        record.output_tokens = tokens;
+        record.token_source = Some(source);
+    }
+
+    async fn exchange(
+        &self,
+        adapter: &mut PooledBackend,
+        req: &GenRequest,
+        record: &mut RequestRecord,
+        outcome: &mut StreamOutcome,
+    ) -> Result<(), RequestError> {
+        let http = adapter
+            .build_request(req)
+            .map_err(|f| fail("plugin", f.to_string()))?
+            .map_err(|e| fail("plugin", format!("the adapter refused request {}: {e}", req.id)))?;
+        let path = self.target.endpoint.as_deref().unwrap_or(&http.path);
+        let uri: Uri = format!("{}{}", self.target.base_url, path)
+            .parse()
+            .map_err(|e| fail("bad-request", format!("invalid URL {}{path}: {e}", self.target.base_url)))?;
+        let mut builder = Request::builder().method(http.method.as_str()).uri(uri);
+        let headers = builder.headers_mut().expect("valid builder");
+        for (k, v) in &http.headers {
+            if let (Ok(k), Ok(v)) = (HeaderName::try_from(k.as_str()), HeaderValue::try_from(v.as_str())) {
+                headers.insert(k, v);
+            }
+        }
+        for (k, v) in &self.target.headers {
+            headers.insert(k.clone(), v.clone());
+        }
+        if let Some(auth) = &self.target.authorization {
+            headers.insert(hyper::header::AUTHORIZATION, auth.clone());
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(http.body)))
+            .map_err(|e| fail("plugin", format!("the adapter built an invalid request: {e}")))?;
+
+        let sent = Instant::now();
+        let deadline = tokio::time::Instant::from_std(sent + self.target.timeout);
+        record.sent_ns = self.ns(sent);
+        let timeout_error = || fail("timeout", format!("no complete response within {:?}", self.target.timeout));
+
+        let response = match tokio::time::timeout_at(deadline, self.client.request(request)).await {
+            Err(_) => return Err(timeout_error()),
+            Ok(Err(e)) => return Err(fail("connect", chain(&e))),
+            Ok(Ok(r)) => r,
+        };
+        let status = response.status().as_u16();
+        let resp_headers: Vec<(String, String)> = response
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        let mut body = response.into_body();
+
+        if !(200..300).contains(&status) {
+            let mut bytes = Vec::new();
+            while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(deadline, body.frame()).await {
+                if let Ok(data) = frame.into_data() {
+                    bytes.extend_from_slice(&data[..data.len().min(MAX_ERROR_BODY - bytes.len())]);
+                    if bytes.len() >= MAX_ERROR_BODY {
+                        break;
+                    }
+                }
+            }
+            record.end_ns = self.ns(Instant::now());
+            let err = adapter
+                .map_error(status, &resp_headers, &bytes)
+                .map_err(|f| fail("plugin", f.to_string()))?;
+            let mut err = backend_error(err);
+            err.http_status = Some(status);
+            return Err(err);
+        }
+
+        if !req.streaming {
+            let collected = tokio::time::timeout_at(deadline, body.collect())
+                .await
+                .map_err(|_| timeout_error())?
+                .map_err(|e| fail("connect", format!("connection error while reading the body: {}", chain(&e))))?
+                .to_bytes();
+            let done = Instant::now();
+            record.first_byte_ns = Some(self.ns(done));
+            record.end_ns = self.ns(done);
+            let completion = adapter
+                .parse_body(status, &resp_headers, &collected)
+                .map_err(|f| fail("plugin", f.to_string()))?
+                .map_err(backend_error)?;
+            outcome.text = completion.text;
+            outcome.finish_reason = completion.finish;
+            outcome.usage = completion.usage;
+            return Ok(());
+        }
+
+        let parser = adapter.new_parser(status, &resp_headers).map_err(|f| fail("plugin", f.to_string()))?;
+        let result = self.read_stream(adapter, parser, &mut body, deadline, record, outcome).await;
+        adapter.drop_parser(parser);
+        result
+    }
+
+    async fn read_stream(
+        &self,
+        adapter: &mut PooledBackend,
+        parser: crate::plugin::ParserHandle,
+        body: &mut hyper::body::Incoming,
+        deadline: tokio::time::Instant,
+        record: &mut RequestRecord,
+        outcome: &mut StreamOutcome,
+    ) -> Result<(), RequestError> {
+        let mut framer = Framer::new(self.target.framing);
+        let mut frames: Vec<Frame> = Vec::new();
+        let mut trailers: Vec<(String, String)> = Vec::new();
+        let mut ended = false;
+        while !ended {
+            let first = match tokio::time::timeout_at(deadline, body.frame()).await {
+                Err(_) => return Err(fail("timeout", format!("stream incomplete after {:?}", self.target.timeout))),
+                Ok(f) => f,
+            };
+            let arrived = Instant::now();
+            let now_ns = self.ns(arrived);
+            record.first_byte_ns.get_or_insert(now_ns);
+            // Everything already buffered arrived with this read: frame it all, one plugin call.
+            let mut next = Some(first);
+            while let Some(item) = next.take() {
+                match item {
+                    None => ended = true,
+                    Some(Err(e)) => {
+                        return Err(fail("connection", format!("the connection failed mid-stream: {}", chain(&e))));
+                    }
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) => framer.push(data, &mut frames),
+                        Err(frame) => {
+                            if let Ok(map) = frame.into_trailers() {
+                                trailers.extend(map.iter().map(|(k, v)| {
+                                    (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())
+                                }));
+                            }
+                        }
+                    },
+                }
+                if !ended {
+                    next = body.frame().now_or_never();
+                }
+            }
+            if ended {
+                framer.finish(&mut frames);
+            }
+            if !frames.is_empty() {
+                let events = adapter.feed(parser, &frames).map_err(|f| fail("plugin", f.to_string()))?;
+                frames.clear();
+                outcome.apply(events, now_ns, &mut record.delta_ns);
+                if outcome.error.is_some() {
+                    record.end_ns = now_ns;
+                    return Ok(());
+                }
+            }
+        }
+        let events = adapter.finish(parser, &trailers).map_err(|f| fail("plugin", f.to_string()))?;
+        let now_ns = self.ns(Instant::now());
+        outcome.apply(events, now_ns, &mut record.delta_ns);
+        record.end_ns = now_ns;
+        Ok(())
+    }
+}

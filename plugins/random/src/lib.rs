@@ -1,0 +1,134 @@
+//! The `random` dataset: prompts of random tokens with seeded lengths, as `vllm bench serve`
+//! builds them (`--random-input-len`, `--random-output-len`, `--random-range-ratio`,
+//! `--random-prefix-len`). Token ids are decoded with the host tokenizer and the prompt is
+//! re-encoded so the reported input length is the tokenizer's true count.
+
+use std::cell::RefCell;
+
+use llmb_plugin_sdk::SplitMix64;
+use llmb_plugin_sdk::dataset::{
+    DatasetInfo, DatasetParams, Guest, GuestSource, Prompt, Sample, parse_option, tokenizer,
+};
+
+pub struct Random;
+
+/// The generator state behind one `source`.
+pub struct RandomSource {
+    state: RefCell<State>,
+}
+
+struct State {
+    config: Result<Config, String>,
+    rng: SplitMix64,
+    produced: u64,
+    prefix: Vec<u32>,
+}
+
+#[derive(Clone, Copy)]
+struct Config {
+    count: u64,
+    input_len: u32,
+    output_len: u32,
+    range_ratio: f64,
+    prefix_len: u32,
+    vocab: u32,
+}
+
+fn config(params: &DatasetParams) -> Result<Config, String> {
+    let range_ratio: f64 = parse_option(params, "random-range-ratio", 0.0)?;
+    if !(0.0..1.0).contains(&range_ratio) {
+        return Err(format!("--random-range-ratio must be in [0, 1), got {range_ratio}"));
+    }
+    let vocab = tokenizer::vocab_size();
+    if vocab == 0 {
+        return Err("the tokenizer has an empty vocabulary".into());
+    }
+    Ok(Config {
+        count: params.count,
+        input_len: parse_option(params, "random-input-len", 1024)?,
+        output_len: parse_option(params, "random-output-len", 128)?,
+        range_ratio,
+        prefix_len: parse_option(params, "random-prefix-len", 0)?,
+        vocab,
+    })
+}
+
+/// The range vLLM samples from: `[floor(len*(1-r)), ceil(len*(1+r))]`.
+fn sample_len(rng: &mut SplitMix64, len: u32, ratio: f64) -> u32 {
+    let lo = (len as f64 * (1.0 - ratio)).floor() as u64;
+    let hi = (len as f64 * (1.0 + ratio)).ceil() as u64;
+    rng.range_inclusive(lo, hi) as u32
+}
+
+fn random_ids(rng: &mut SplitMix64, n: u32, vocab: u32) -> Vec<u32> {
+    (0..n).map(|_| (rng.next_u64() % vocab as u64) as u32).collect()
+}
+
+/// Decodes `ids` and re-encodes until the text is exactly `target` tokens long (or as close as
+/// the tokenizer allows after a few rounds), returning the text and its true token count.
+fn text_of_len(rng: &mut SplitMix64, mut ids: Vec<u32>, target: usize, vocab: u32) -> (String, u32) {
+    let mut text = tokenizer::decode(&ids);
+    for _ in 0..4 {
+        let encoded = tokenizer::encode(&text);
+        if encoded.len() == target {
+            return (text, target as u32);
+        }
+        ids = encoded;
+        if ids.len() > target {
+            ids.truncate(target);
+        } else {
+            let missing = (target - ids.len()) as u32;
+            ids.extend(random_ids(rng, missing, vocab));
+        }
+        text = tokenizer::decode(&ids);
+    }
+    let count = tokenizer::count(&text);
+    (text, count)
+}
+
+impl Guest for Random {
+    type Source = RandomSource;
+
+    fn info() -> DatasetInfo {
+        DatasetInfo {
+            name: "random".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Random-token prompts with seeded lengths (--random-input-len, --random-output-len, --random-range-ratio, --random-prefix-len)".into(),
+        }
+    }
+}
+
+impl GuestSource for RandomSource {
+    fn new(params: DatasetParams) -> Self {
+        let mut rng = SplitMix64::new(params.seed ^ 0x5EED_0000_0000_0001);
+        let config = config(&params);
+        let prefix = match &config {
+            Ok(c) => random_ids(&mut rng, c.prefix_len, c.vocab),
+            Err(_) => Vec::new(),
+        };
+        Self { state: RefCell::new(State { config, rng, produced: 0, prefix }) }
+    }
+
+    fn next_batch(&self, max: u32) -> Result<Vec<Sample>, String> {
+        let mut st = self.state.borrow_mut();
+        let c = st.config.clone()?;
+        let count = if c.count == 0 { 1000 } else { c.count };
+        let n = (count - st.produced).min(max as u64);
+        let mut out = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let State { rng, prefix, .. } = &mut *st;
+            let input_len = sample_len(rng, c.input_len, c.range_ratio);
+            let output_len = sample_len(rng, c.output_len, c.range_ratio).max(1);
+            let mut ids = prefix.clone();
+            ids.extend(random_ids(rng, input_len, c.vocab));
+            let target = ids.len();
+            let (text, input_tokens) = text_of_len(rng, ids, target, c.vocab);
+            out.push(Sample { prompt: Prompt::Text(text), input_tokens, output_tokens: output_len });
+        }
+        st.produced += n;
+        Ok(out)
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+llmb_plugin_sdk::export_dataset!(Random);

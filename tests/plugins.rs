@@ -1,0 +1,122 @@
+//! Plugins end to end: embedded ones are listed, a third-party adapter built here is loaded with
+//! `--plugin` and benchmarks the simulator, misbehaving plugins fail only their own request, and
+//! every kind of bad file is refused with a clear message.
+
+mod common;
+
+use common::*;
+use llmb::plugin::{Origin, PluginKind, Registry, load_component};
+
+#[test]
+fn embedded_plugins_are_listed_with_origin_version_and_hash() {
+    let registry = Registry::load(&[]).unwrap();
+    let summaries = registry.summaries();
+    for (name, kind) in [
+        ("openai", PluginKind::Backend),
+        ("openai-chat", PluginKind::Backend),
+        ("vllm", PluginKind::Backend),
+        ("random", PluginKind::Dataset),
+        ("custom", PluginKind::Dataset),
+    ] {
+        let p = summaries.iter().find(|p| p.name == name).unwrap_or_else(|| panic!("{name} missing"));
+        assert_eq!(p.kind, kind);
+        assert_eq!(p.wit_version, "1.0.0");
+        assert_eq!(p.origin, Origin::Embedded);
+        assert_eq!(p.sha256.len(), 64);
+        assert!(p.sha256.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn third_party_adapter_loaded_with_plugin_flag_benchmarks_the_simulator() {
+    let wasm = echo_adapter_wasm();
+    let registry = Registry::load(std::slice::from_ref(&wasm)).unwrap();
+    let echo = registry.summaries().into_iter().find(|p| p.name == "echo-test").expect("loaded");
+    assert_eq!(echo.origin, Origin::File(wasm.clone()));
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = quick_args(dir.path());
+    args.plugins = vec![wasm];
+    args.backend = "echo-test".into();
+    let outcome = bench(&args).await;
+    assert_eq!(outcome.metrics.completed, 8, "{:?}", outcome.records.iter().map(|r| &r.error).collect::<Vec<_>>());
+    assert_eq!(outcome.metrics.total_output, 8 * 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_or_spinning_plugin_fails_only_its_request() {
+    let wasm = echo_adapter_wasm();
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = quick_args(dir.path());
+    args.plugins = vec![wasm];
+    args.backend = "echo-test".into();
+    args.dataset_name = "custom".into();
+    args.disable_shuffle = true;
+    args.custom_output_len = 4;
+    args.max_concurrency = Some(2);
+    args.dataset_path = Some(custom_dataset(
+        dir.path(),
+        &["hello there", "please llmb-test-panic now", "more words", "llmb-test-spin forever", "last one"],
+    ));
+    args.num_prompts = 5;
+    let outcome = bench(&args).await;
+    assert_eq!(outcome.records.len(), 5);
+    assert_eq!(outcome.metrics.completed, 3);
+    assert_eq!(outcome.metrics.failed, 2);
+    let by_id = |id: u64| outcome.records.iter().find(|r| r.id == id).unwrap();
+    let panic = by_id(1).error.as_ref().expect("panic request failed");
+    assert_eq!(panic.kind, "plugin");
+    assert!(panic.message.contains("asked to panic"), "{}", panic.message);
+    let spin = by_id(3).error.as_ref().expect("spinning request failed");
+    assert!(spin.message.contains("time limit"), "{}", spin.message);
+    assert!(by_id(4).success, "requests after a trap still work");
+}
+
+fn component_for(wit: &str, world: &str) -> Vec<u8> {
+    let mut resolve = wit_parser::Resolve::default();
+    let pkg = resolve.push_str("test.wit", wit).unwrap();
+    let world = resolve.select_world(&[pkg], Some(world)).unwrap();
+    let mut module = wit_component::dummy_module(&resolve, world, wit_parser::ManglingAndAbi::Standard32);
+    wit_component::embed_component_metadata(&mut module, &resolve, world, wit_component::StringEncoding::UTF8)
+        .unwrap();
+    wit_component::ComponentEncoder::default().module(&module).unwrap().encode().unwrap()
+}
+
+#[test]
+fn bad_plugin_files_are_refused_with_clear_messages() {
+    let err = |bytes: &[u8]| load_component(bytes, Origin::Embedded).err().expect("refused").to_string();
+
+    assert!(err(b"#!/bin/sh\necho not wasm\n").contains("not a WebAssembly file"));
+    assert!(err(b"\0asm\x01\0\0\0").contains("core WebAssembly module, not a component"));
+
+    let v2 = component_for(
+        "package llmb:plugin@2.0.0;
+         interface backend { info: func() -> string; }
+         world backend-plugin { export backend; }",
+        "backend-plugin",
+    );
+    let msg = err(&v2);
+    assert!(msg.contains("llmb:plugin@2.0.0") && msg.contains("major"), "{msg}");
+
+    let sneaky = component_for(
+        "package llmb:plugin@1.0.0;
+         interface backend { info: func() -> string; }
+         interface raw-socket { connect: func(addr: string) -> u32; }
+         world backend-plugin { import raw-socket; export backend; }",
+        "backend-plugin",
+    );
+    let msg = err(&sneaky);
+    assert!(msg.contains("imports `llmb:plugin/raw-socket@1.0.0`") && msg.contains("does not provide"), "{msg}");
+
+    let nothing = component_for(
+        "package acme:thing@1.0.0; interface run { go: func(); } world w { export run; }",
+        "w",
+    );
+    assert!(err(&nothing).contains("not an llmb plugin"));
+}
+
+#[test]
+fn a_missing_plugin_file_names_the_path() {
+    let e = Registry::load(&[std::path::PathBuf::from("/nonexistent/adapter.wasm")]).err().unwrap();
+    assert!(format!("{e:#}").contains("/nonexistent/adapter.wasm"));
+}
