@@ -6,9 +6,6 @@ mod common;
 use common::*;
 use llmb::records::{TokenSource, read_records};
 
-fn mean(xs: &[f64]) -> f64 {
-    xs.iter().sum::<f64>() / xs.len() as f64
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn measured_ttft_and_itl_match_the_simulator() {
@@ -35,7 +32,6 @@ async fn measured_ttft_and_itl_match_the_simulator() {
     assert!(outcome.records.iter().all(|r| r.prompt_tokens == 16 && r.server_prompt_tokens == Some(16)));
     // A concurrency cap queues requests: the wait is queue time, not TTFT.
     assert!(m.queue.mean > 50.0, "queue mean {} ms", m.queue.mean);
-    assert!(m.max_concurrent_requests <= 4 + 4);
 
     let on_disk = read_records(outcome.records_path.as_ref().unwrap()).unwrap();
     assert_eq!(on_disk.len(), 12);

@@ -427,6 +427,8 @@ impl Run {
             }
         }
         let duration = t0.elapsed();
+        // The dispatcher may stop and the last record arrive before the loop sees the request.
+        interrupted |= *stop.borrow();
         dispatcher.await.context("request dispatcher failed")?;
         if shared.show_progress {
             eprintln!("\r{}/{} done, {} failed, {:.1} s", records.len(), total, failed, duration.as_secs_f64());
