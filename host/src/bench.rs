@@ -226,7 +226,7 @@ pub async fn run(args: &BenchArgs, stop: watch::Receiver<bool>) -> anyhow::Resul
             .await
             .with_context(|| format!("--model not given and {base_url}/v1/models did not name one"))?,
     };
-    pool.prewarm(in_flight_cap.min(256))?;
+    pool.prewarm(in_flight_cap.min(1024))?;
 
     let run_info = RunInfo {
         backend: args.backend.clone(),

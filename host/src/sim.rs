@@ -66,6 +66,9 @@ impl Default for SimConfig {
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
+/// The kernel caps this at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 65_535;
+
 struct SimState {
     config: SimConfig,
     requests: AtomicU64,
@@ -107,7 +110,13 @@ impl SimHandle {
 
 /// Binds `addr` (port 0 picks a free port) and serves on the current tokio runtime.
 pub async fn start(config: SimConfig, addr: SocketAddr) -> anyhow::Result<SimHandle> {
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot bind {addr}"))?;
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
+        .context("cannot create a socket")?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr).with_context(|| format!("cannot bind {addr}"))?;
+    // A benchmark opens hundreds of connections at once: a short accept queue drops SYNs and
+    // the client's retry adds a full second to TTFT.
+    let listener = socket.listen(LISTEN_BACKLOG).with_context(|| format!("cannot listen on {addr}"))?;
     let addr = listener.local_addr()?;
     let state = Arc::new(SimState {
         config,
