@@ -9,10 +9,19 @@ const PROFILE: &str = "plugin";
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
-    let root = manifest_dir.parent().expect("host/ lives in the workspace").to_path_buf();
+    let root = manifest_dir
+        .parent()
+        .expect("host/ lives in the workspace")
+        .to_path_buf();
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
 
-    for dir in ["wit", "plugin-sdk/src", "plugin-sdk/Cargo.toml", "plugins", "Cargo.lock"] {
+    for dir in [
+        "wit",
+        "plugin-sdk/src",
+        "plugin-sdk/Cargo.toml",
+        "plugins",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     println!("cargo:rerun-if-env-changed=LLMB_SKIP_PLUGIN_BUILD");
@@ -24,7 +33,14 @@ fn main() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&root)
-        .args(["build", "--target", TARGET, "--profile", PROFILE, "--target-dir"])
+        .args([
+            "build",
+            "--target",
+            TARGET,
+            "--profile",
+            PROFILE,
+            "--target-dir",
+        ])
         .arg(&target_dir);
     for (_, package) in &plugins {
         cmd.args(["-p", package]);
@@ -40,7 +56,9 @@ fn main() {
     ] {
         cmd.env_remove(var);
     }
-    let status = cmd.status().unwrap_or_else(|e| panic!("cannot run cargo to build plugins: {e}"));
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build plugins: {e}"));
     if !status.success() {
         panic!("building the first-party plugins for {TARGET} failed (see the cargo output above)");
     }
@@ -54,8 +72,15 @@ fn main() {
             .join(TARGET)
             .join(PROFILE)
             .join(format!("{}.wasm", package.replace('-', "_")));
-        assert!(wasm.exists(), "expected plugin output {} is missing", wasm.display());
-        table.push_str(&format!("    ({dir:?}, include_bytes!({:?})),\n", wasm.display().to_string()));
+        assert!(
+            wasm.exists(),
+            "expected plugin output {} is missing",
+            wasm.display()
+        );
+        table.push_str(&format!(
+            "    ({dir:?}, include_bytes!({:?})),\n",
+            wasm.display().to_string()
+        ));
     }
     table.push_str("];\n");
     std::fs::write(out_dir.join("embedded_plugins.rs"), table).unwrap();
@@ -67,12 +92,21 @@ fn first_party_plugins(dir: &Path) -> Vec<(String, String)> {
     for entry in std::fs::read_dir(dir).expect("plugins/ directory") {
         let path = entry.unwrap().path();
         let manifest = path.join("Cargo.toml");
-        let Ok(text) = std::fs::read_to_string(&manifest) else { continue };
+        let Ok(text) = std::fs::read_to_string(&manifest) else {
+            continue;
+        };
         let name = text
             .lines()
-            .find_map(|l| l.trim().strip_prefix("name = ").map(|v| v.trim_matches('"').to_string()))
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("name = ")
+                    .map(|v| v.trim_matches('"').to_string())
+            })
             .unwrap_or_else(|| panic!("{}: no package name", manifest.display()));
-        found.push((path.file_name().unwrap().to_string_lossy().into_owned(), name));
+        found.push((
+            path.file_name().unwrap().to_string_lossy().into_owned(),
+            name,
+        ));
     }
     found.sort();
     found
@@ -95,9 +129,13 @@ fn ensure_wasm_target() {
         .output()
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    let installed = sysroot
-        .as_ref()
-        .is_some_and(|s| Path::new(s).join("lib/rustlib").join(TARGET).join("lib").exists());
+    let installed = sysroot.as_ref().is_some_and(|s| {
+        Path::new(s)
+            .join("lib/rustlib")
+            .join(TARGET)
+            .join("lib")
+            .exists()
+    });
     if installed {
         return;
     }

@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use llmb::records::{TokenSource, read_records};
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn measured_ttft_and_itl_match_the_simulator() {
     let dir = tempfile::tempdir().unwrap();
@@ -23,13 +22,39 @@ async fn measured_ttft_and_itl_match_the_simulator() {
     assert_eq!(m.failed, 0);
     assert_eq!(m.total_output, 12 * 20);
     // Sleeps only overshoot; allow scheduling noise on a loaded 2-core machine.
-    assert!(m.ttft.mean >= 59.0 && m.ttft.mean < 75.0, "mean TTFT {} ms", m.ttft.mean);
-    assert!(m.itl.mean >= 11.0 && m.itl.mean < 14.5, "mean ITL {} ms", m.itl.mean);
-    assert!(m.tpot.mean >= 11.0 && m.tpot.mean < 14.5, "mean TPOT {} ms", m.tpot.mean);
+    assert!(
+        m.ttft.mean >= 59.0 && m.ttft.mean < 75.0,
+        "mean TTFT {} ms",
+        m.ttft.mean
+    );
+    assert!(
+        m.itl.mean >= 11.0 && m.itl.mean < 14.5,
+        "mean ITL {} ms",
+        m.itl.mean
+    );
+    assert!(
+        m.tpot.mean >= 11.0 && m.tpot.mean < 14.5,
+        "mean TPOT {} ms",
+        m.tpot.mean
+    );
     let expected_e2el = 60.0 + 19.0 * 12.0;
-    assert!(m.e2el.mean >= expected_e2el - 1.0 && m.e2el.mean < expected_e2el + 30.0, "e2el {}", m.e2el.mean);
-    assert!(outcome.records.iter().all(|r| r.token_source == Some(TokenSource::Usage)));
-    assert!(outcome.records.iter().all(|r| r.prompt_tokens == 16 && r.server_prompt_tokens == Some(16)));
+    assert!(
+        m.e2el.mean >= expected_e2el - 1.0 && m.e2el.mean < expected_e2el + 30.0,
+        "e2el {}",
+        m.e2el.mean
+    );
+    assert!(
+        outcome
+            .records
+            .iter()
+            .all(|r| r.token_source == Some(TokenSource::Usage))
+    );
+    assert!(
+        outcome
+            .records
+            .iter()
+            .all(|r| r.prompt_tokens == 16 && r.server_prompt_tokens == Some(16))
+    );
     // A concurrency cap queues requests: the wait is queue time, not TTFT.
     assert!(m.queue.mean > 50.0, "queue mean {} ms", m.queue.mean);
 
@@ -81,22 +106,46 @@ async fn faulty_responses_become_failed_requests_with_reasons() {
     let outcome = bench(&args).await;
     assert_eq!(outcome.metrics.completed, 2);
     assert_eq!(outcome.metrics.failed, 4);
-    let err = |id: u64| outcome.records.iter().find(|r| r.id == id).unwrap().error.clone().expect("failed");
+    let err = |id: u64| {
+        outcome
+            .records
+            .iter()
+            .find(|r| r.id == id)
+            .unwrap()
+            .error
+            .clone()
+            .expect("failed")
+    };
     let malformed = err(1);
     assert_eq!(malformed.kind, "protocol");
     assert!(malformed.message.contains("malformed"), "{malformed:?}");
     let http = err(2);
     assert_eq!(http.http_status, Some(500));
-    assert!(http.message.contains("simulated internal error"), "{http:?}");
+    assert!(
+        http.message.contains("simulated internal error"),
+        "{http:?}"
+    );
     let dropped = err(3);
-    assert!(dropped.kind == "connection" || dropped.kind == "protocol", "{dropped:?}");
+    assert!(
+        dropped.kind == "connection" || dropped.kind == "protocol",
+        "{dropped:?}"
+    );
     let in_stream = err(4);
-    assert!(in_stream.message.contains("simulated in-stream error"), "{in_stream:?}");
+    assert!(
+        in_stream.message.contains("simulated in-stream error"),
+        "{in_stream:?}"
+    );
 
     // Every request, failed or not, is on disk and in the detailed result.
-    assert_eq!(read_records(outcome.records_path.as_ref().unwrap()).unwrap().len(), 6);
+    assert_eq!(
+        read_records(outcome.records_path.as_ref().unwrap())
+            .unwrap()
+            .len(),
+        6
+    );
     let saved: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(outcome.result_path.as_ref().unwrap()).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(outcome.result_path.as_ref().unwrap()).unwrap())
+            .unwrap();
     assert_eq!(saved["completed"], 2);
     assert_eq!(saved["failed"], 4);
     assert_eq!(saved["errors"].as_array().unwrap().len(), 6);
@@ -105,10 +154,15 @@ async fn faulty_responses_become_failed_requests_with_reasons() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_key_is_sent_but_never_saved() {
     let secret = "sk-test-very-secret-4242";
-    let mut config = llmb::sim::SimConfig { api_key: Some(secret.into()), ..Default::default() };
+    let mut config = llmb::sim::SimConfig {
+        api_key: Some(secret.into()),
+        ..Default::default()
+    };
     config.ttft_ms = 2.0;
     config.itl_ms = 1.0;
-    let sim = llmb::sim::start(config, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let sim = llmb::sim::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut args = quick_args(dir.path());
     args.base_url = Some(sim.base_url());
@@ -122,7 +176,10 @@ async fn api_key_is_sent_but_never_saved() {
     args.result_filename = Some("wrong.json".into());
     let denied = bench(&args).await;
     assert_eq!(denied.metrics.failed, 8);
-    assert_eq!(denied.records[0].error.as_ref().unwrap().http_status, Some(401));
+    assert_eq!(
+        denied.records[0].error.as_ref().unwrap().http_status,
+        Some(401)
+    );
     sim.shutdown().await;
 
     for entry in std::fs::read_dir(dir.path()).unwrap() {
@@ -147,7 +204,12 @@ async fn interrupting_a_run_keeps_what_was_measured() {
     assert!(outcome.info.interrupted);
     let n = outcome.records.len();
     assert!(n > 5 && n < 200, "{n} records");
-    assert_eq!(read_records(outcome.records_path.as_ref().unwrap()).unwrap().len(), n);
+    assert_eq!(
+        read_records(outcome.records_path.as_ref().unwrap())
+            .unwrap()
+            .len(),
+        n
+    );
     assert!(outcome.result_path.unwrap().exists());
 }
 
@@ -176,7 +238,11 @@ async fn random_dataset_lengths_are_seeded_and_exact() {
     let a = bench(&args).await;
     let b = bench(&args).await;
     let lens = |o: &llmb::bench::BenchOutcome| {
-        let mut v: Vec<(u64, u32, u32)> = o.records.iter().map(|r| (r.id, r.prompt_tokens, r.requested_output_tokens)).collect();
+        let mut v: Vec<(u64, u32, u32)> = o
+            .records
+            .iter()
+            .map(|r| (r.id, r.prompt_tokens, r.requested_output_tokens))
+            .collect();
         v.sort();
         v
     };

@@ -35,7 +35,11 @@ fn failed(id: u64) -> RequestRecord {
         sent_ns: 0,
         end_ns: 50 * MS,
         prompt_tokens: 10,
-        error: Some(RequestError { kind: "server".into(), message: "boom".into(), http_status: Some(500) }),
+        error: Some(RequestError {
+            kind: "server".into(),
+            message: "boom".into(),
+            http_status: Some(500),
+        }),
         ..Default::default()
     }
 }
@@ -126,7 +130,9 @@ fn percentiles_follow_numpy_linear_and_std_is_population() {
     assert!(close(percentile(&v, 0.0), 1.0));
     assert!(close(percentile(&v, 100.0), 4.0));
     // TTFTs 10, 20, 30, 40 ms: mean 25, population std sqrt(125)
-    let records: Vec<_> = (1..=4u64).map(|i| ok(i, 0, &[i * 10, i * 10 + 1], 2)).collect();
+    let records: Vec<_> = (1..=4u64)
+        .map(|i| ok(i, 0, &[i * 10, i * 10 + 1], 2))
+        .collect();
     let m = compute(&records, 1.0, &all_metrics());
     assert!(close(m.ttft.mean, 25.0));
     assert!(close(m.ttft.median, 25.0));
@@ -178,10 +184,20 @@ fn console_and_json_use_vllm_layout_and_keys() {
     assert!(text.contains("Maximum request concurrency:             16"));
     assert!(text.contains("---------------Time to First Token----------------"));
     assert!(text.contains("P99 TTFT (ms):"));
-    assert!(!text.contains("End-to-end Latency"), "e2el is not in the default percentile metrics");
+    assert!(
+        !text.contains("End-to-end Latency"),
+        "e2el is not in the default percentile metrics"
+    );
 
     let plain = result_json(&run_info(), &m, &cfg, &records, false);
-    for key in ["p99_ttft_ms", "median_itl_ms", "std_e2el_ms", "mean_tpot_ms", "request_throughput", "max_concurrent_requests"] {
+    for key in [
+        "p99_ttft_ms",
+        "median_itl_ms",
+        "std_e2el_ms",
+        "mean_tpot_ms",
+        "request_throughput",
+        "max_concurrent_requests",
+    ] {
         assert!(plain.get(key).is_some(), "missing {key}");
     }
     assert_eq!(plain["request_rate"], "inf");
@@ -201,14 +217,19 @@ fn result_file_names_follow_vllm() {
     let mut info = run_info();
     info.request_rate = 10.0;
     info.max_concurrency = None;
-    assert_eq!(default_result_filename(&info, 0), "vllm-10.0qps-Llama-3.1-8B-19700101-000000.json");
+    assert_eq!(
+        default_result_filename(&info, 0),
+        "vllm-10.0qps-Llama-3.1-8B-19700101-000000.json"
+    );
     assert_eq!(timestamp(1_700_000_000), "20231114-221320");
 }
 
 #[test]
 fn goodput_flags_are_validated() {
     assert!(MetricsConfig::parse_goodput(&["ttft:200".into(), "e2el:1000".into()]).is_ok());
-    let e = MetricsConfig::parse_goodput(&["itl:5".into()]).unwrap_err().to_string();
+    let e = MetricsConfig::parse_goodput(&["itl:5".into()])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("itl:5"), "{e}");
     assert!(MetricsConfig::parse_goodput(&["ttft=5".into()]).is_err());
 }

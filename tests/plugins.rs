@@ -18,7 +18,10 @@ fn embedded_plugins_are_listed_with_origin_version_and_hash() {
         ("random", PluginKind::Dataset),
         ("custom", PluginKind::Dataset),
     ] {
-        let p = summaries.iter().find(|p| p.name == name).unwrap_or_else(|| panic!("{name} missing"));
+        let p = summaries
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("{name} missing"));
         assert_eq!(p.kind, kind);
         assert_eq!(p.wit_version, "1.0.0");
         assert_eq!(p.origin, Origin::Embedded);
@@ -31,7 +34,11 @@ fn embedded_plugins_are_listed_with_origin_version_and_hash() {
 async fn third_party_adapter_loaded_with_plugin_flag_benchmarks_the_simulator() {
     let wasm = echo_adapter_wasm();
     let registry = Registry::load(std::slice::from_ref(&wasm)).unwrap();
-    let echo = registry.summaries().into_iter().find(|p| p.name == "echo-test").expect("loaded");
+    let echo = registry
+        .summaries()
+        .into_iter()
+        .find(|p| p.name == "echo-test")
+        .expect("loaded");
     assert_eq!(echo.origin, Origin::File(wasm.clone()));
 
     let dir = tempfile::tempdir().unwrap();
@@ -39,7 +46,12 @@ async fn third_party_adapter_loaded_with_plugin_flag_benchmarks_the_simulator() 
     args.plugins = vec![wasm];
     args.backend = "echo-test".into();
     let outcome = bench(&args).await;
-    assert_eq!(outcome.metrics.completed, 8, "{:?}", outcome.records.iter().map(|r| &r.error).collect::<Vec<_>>());
+    assert_eq!(
+        outcome.metrics.completed,
+        8,
+        "{:?}",
+        outcome.records.iter().map(|r| &r.error).collect::<Vec<_>>()
+    );
     assert_eq!(outcome.metrics.total_output, 8 * 8);
 }
 
@@ -56,7 +68,13 @@ async fn a_panicking_or_spinning_plugin_fails_only_its_request() {
     args.max_concurrency = Some(2);
     args.dataset_path = Some(custom_dataset(
         dir.path(),
-        &["hello there", "please llmb-test-panic now", "more words", "llmb-test-spin forever", "last one"],
+        &[
+            "hello there",
+            "please llmb-test-panic now",
+            "more words",
+            "llmb-test-spin forever",
+            "last one",
+        ],
     ));
     args.num_prompts = 5;
     let outcome = bench(&args).await;
@@ -66,7 +84,11 @@ async fn a_panicking_or_spinning_plugin_fails_only_its_request() {
     let by_id = |id: u64| outcome.records.iter().find(|r| r.id == id).unwrap();
     let panic = by_id(1).error.as_ref().expect("panic request failed");
     assert_eq!(panic.kind, "plugin");
-    assert!(panic.message.contains("asked to panic"), "{}", panic.message);
+    assert!(
+        panic.message.contains("asked to panic"),
+        "{}",
+        panic.message
+    );
     let spin = by_id(3).error.as_ref().expect("spinning request failed");
     assert!(spin.message.contains("time limit"), "{}", spin.message);
     assert!(by_id(4).success, "requests after a trap still work");
@@ -76,15 +98,30 @@ fn component_for(wit: &str, world: &str) -> Vec<u8> {
     let mut resolve = wit_parser::Resolve::default();
     let pkg = resolve.push_str("test.wit", wit).unwrap();
     let world = resolve.select_world(&[pkg], Some(world)).unwrap();
-    let mut module = wit_component::dummy_module(&resolve, world, wit_parser::ManglingAndAbi::Standard32);
-    wit_component::embed_component_metadata(&mut module, &resolve, world, wit_component::StringEncoding::UTF8)
-        .unwrap();
-    wit_component::ComponentEncoder::default().module(&module).unwrap().encode().unwrap()
+    let mut module =
+        wit_component::dummy_module(&resolve, world, wit_parser::ManglingAndAbi::Standard32);
+    wit_component::embed_component_metadata(
+        &mut module,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+    )
+    .unwrap();
+    wit_component::ComponentEncoder::default()
+        .module(&module)
+        .unwrap()
+        .encode()
+        .unwrap()
 }
 
 #[test]
 fn bad_plugin_files_are_refused_with_clear_messages() {
-    let err = |bytes: &[u8]| load_component(bytes, Origin::Embedded).err().expect("refused").to_string();
+    let err = |bytes: &[u8]| {
+        load_component(bytes, Origin::Embedded)
+            .err()
+            .expect("refused")
+            .to_string()
+    };
 
     assert!(err(b"#!/bin/sh\necho not wasm\n").contains("not a WebAssembly file"));
     assert!(err(b"\0asm\x01\0\0\0").contains("core WebAssembly module, not a component"));
@@ -96,7 +133,10 @@ fn bad_plugin_files_are_refused_with_clear_messages() {
         "backend-plugin",
     );
     let msg = err(&v2);
-    assert!(msg.contains("llmb:plugin@2.0.0") && msg.contains("major"), "{msg}");
+    assert!(
+        msg.contains("llmb:plugin@2.0.0") && msg.contains("major"),
+        "{msg}"
+    );
 
     let sneaky = component_for(
         "package llmb:plugin@1.0.0;
@@ -106,7 +146,10 @@ fn bad_plugin_files_are_refused_with_clear_messages() {
         "backend-plugin",
     );
     let msg = err(&sneaky);
-    assert!(msg.contains("imports `llmb:plugin/raw-socket@1.0.0`") && msg.contains("does not provide"), "{msg}");
+    assert!(
+        msg.contains("imports `llmb:plugin/raw-socket@1.0.0`") && msg.contains("does not provide"),
+        "{msg}"
+    );
 
     let nothing = component_for(
         "package acme:thing@1.0.0; interface run { go: func(); } world w { export run; }",
@@ -117,6 +160,8 @@ fn bad_plugin_files_are_refused_with_clear_messages() {
 
 #[test]
 fn a_missing_plugin_file_names_the_path() {
-    let e = Registry::load(&[std::path::PathBuf::from("/nonexistent/adapter.wasm")]).err().unwrap();
+    let e = Registry::load(&[std::path::PathBuf::from("/nonexistent/adapter.wasm")])
+        .err()
+        .unwrap();
     assert!(format!("{e:#}").contains("/nonexistent/adapter.wasm"));
 }

@@ -40,13 +40,20 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\nInterrupted: no new requests; waiting up to {INTERRUPT_GRACE:?} for those in flight");
+            eprintln!(
+                "\nInterrupted: no new requests; waiting up to {INTERRUPT_GRACE:?} for those in flight"
+            );
             let _ = stop_tx.send(true);
         }
     });
     let outcome = run(&args, stop_rx).await?;
     let mut stdout = std::io::stdout().lock();
-    report::print_console(&outcome.info, &outcome.metrics, &outcome.metrics_config, &mut stdout)?;
+    report::print_console(
+        &outcome.info,
+        &outcome.metrics,
+        &outcome.metrics_config,
+        &mut stdout,
+    )?;
     if let Some(p) = &outcome.records_path {
         println!("Per-request records: {}", p.display());
     }
@@ -59,7 +66,10 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
 /// `llmb plugins`.
 pub fn list_plugins(args: &PluginsArgs) -> anyhow::Result<()> {
     let registry = Registry::load(&args.plugins)?;
-    println!("{:<14} {:<8} {:<6} {:<10} {:<64}  description", "name", "kind", "wit", "origin", "sha256");
+    println!(
+        "{:<14} {:<8} {:<6} {:<10} {:<64}  description",
+        "name", "kind", "wit", "origin", "sha256"
+    );
     for p in registry.summaries() {
         println!(
             "{:<14} {:<8} {:<6} {:<10} {:<64}  {}",
@@ -83,7 +93,11 @@ pub async fn serve_sim(args: SimArgs) -> anyhow::Result<()> {
     config.model = args.model.clone();
     config.api_key = args.api_key.clone();
     let handle = sim::start(config, addr).await?;
-    eprintln!("llmb simulator serving model {:?} on {}", args.model, handle.base_url());
+    eprintln!(
+        "llmb simulator serving model {:?} on {}",
+        args.model,
+        handle.base_url()
+    );
     tokio::signal::ctrl_c().await?;
     handle.shutdown().await;
     Ok(())
@@ -102,8 +116,12 @@ pub fn sim_config(t: &SimTiming, seed: u64) -> SimConfig {
 }
 
 fn metrics_config(args: &BenchArgs) -> anyhow::Result<MetricsConfig> {
-    let percentile_metrics: Vec<String> =
-        args.percentile_metrics.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    let percentile_metrics: Vec<String> = args
+        .percentile_metrics
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
     for m in &percentile_metrics {
         if !["ttft", "tpot", "itl", "e2el"].contains(&m.as_str()) {
             bail!("--percentile-metrics: unknown metric {m:?} (use ttft, tpot, itl, e2el)");
@@ -117,7 +135,9 @@ fn metrics_config(args: &BenchArgs) -> anyhow::Result<MetricsConfig> {
                 .parse::<f64>()
                 .ok()
                 .filter(|p| (0.0..=100.0).contains(p))
-                .ok_or_else(|| anyhow::anyhow!("--metric-percentiles: {s:?} is not a percentile in [0, 100]"))
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--metric-percentiles: {s:?} is not a percentile in [0, 100]")
+                })
         })
         .collect::<anyhow::Result<Vec<f64>>>()?;
     Ok(MetricsConfig {
@@ -129,16 +149,36 @@ fn metrics_config(args: &BenchArgs) -> anyhow::Result<MetricsConfig> {
 
 fn dataset_request(args: &BenchArgs) -> DatasetRequest {
     let mut options = vec![
-        ("random-input-len".to_string(), args.random_input_len.to_string()),
-        ("random-output-len".to_string(), args.random_output_len.to_string()),
-        ("random-range-ratio".to_string(), args.random_range_ratio.to_string()),
-        ("random-prefix-len".to_string(), args.random_prefix_len.to_string()),
-        ("custom-output-len".to_string(), args.custom_output_len.to_string()),
+        (
+            "random-input-len".to_string(),
+            args.random_input_len.to_string(),
+        ),
+        (
+            "random-output-len".to_string(),
+            args.random_output_len.to_string(),
+        ),
+        (
+            "random-range-ratio".to_string(),
+            args.random_range_ratio.to_string(),
+        ),
+        (
+            "random-prefix-len".to_string(),
+            args.random_prefix_len.to_string(),
+        ),
+        (
+            "custom-output-len".to_string(),
+            args.custom_output_len.to_string(),
+        ),
     ];
     if args.disable_shuffle {
         options.push(("disable-shuffle".into(), "true".into()));
     }
-    DatasetRequest { seed: args.seed, count: args.num_prompts as u64, options, file: args.dataset_path.clone() }
+    DatasetRequest {
+        seed: args.seed,
+        count: args.num_prompts as u64,
+        options,
+        file: args.dataset_path.clone(),
+    }
 }
 
 fn user_headers(args: &BenchArgs) -> anyhow::Result<Vec<(HeaderName, HeaderValue)>> {
@@ -146,8 +186,10 @@ fn user_headers(args: &BenchArgs) -> anyhow::Result<Vec<(HeaderName, HeaderValue
         .iter()
         .map(|h| {
             let (k, v) = split_kv("--header", h)?;
-            let name = HeaderName::try_from(k.as_str()).with_context(|| format!("--header: invalid name {k:?}"))?;
-            let value = HeaderValue::try_from(v.as_str()).with_context(|| format!("--header {k}: invalid value"))?;
+            let name = HeaderName::try_from(k.as_str())
+                .with_context(|| format!("--header: invalid name {k:?}"))?;
+            let value = HeaderValue::try_from(v.as_str())
+                .with_context(|| format!("--header {k}: invalid value"))?;
             Ok((name, value))
         })
         .collect()
@@ -160,13 +202,19 @@ async fn discover_model(client: &transport::HttpClient, target: &Target) -> anyh
     if let Some(auth) = &target.authorization {
         req = req.header(hyper::header::AUTHORIZATION, auth.clone());
     }
-    let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req.body(Default::default())?))
-        .await
-        .context("timed out")??;
+    let resp = tokio::time::timeout(
+        Duration::from_secs(30),
+        client.request(req.body(Default::default())?),
+    )
+    .await
+    .context("timed out")??;
     anyhow::ensure!(resp.status().is_success(), "HTTP {}", resp.status());
     let body = resp.into_body().collect().await?.to_bytes();
     let v: serde_json::Value = serde_json::from_slice(&body)?;
-    v["data"][0]["id"].as_str().map(str::to_owned).context("no model listed")
+    v["data"][0]["id"]
+        .as_str()
+        .map(str::to_owned)
+        .context("no model listed")
 }
 
 /// Runs a benchmark as `args` says; `stop` turning true stops sending (Ctrl-C).
@@ -177,8 +225,11 @@ pub async fn run(args: &BenchArgs, stop: watch::Receiver<bool>) -> anyhow::Resul
     if args.max_concurrency == Some(0) {
         bail!("--max-concurrency must be at least 1");
     }
-    let plugin_opts: Vec<(String, String)> =
-        args.plugin_opts.iter().map(|o| split_kv("--plugin-opt", o)).collect::<anyhow::Result<_>>()?;
+    let plugin_opts: Vec<(String, String)> = args
+        .plugin_opts
+        .iter()
+        .map(|o| split_kv("--plugin-opt", o))
+        .collect::<anyhow::Result<_>>()?;
     let headers = user_headers(args)?;
     if let Some(extra) = &args.extra_body {
         let v: serde_json::Value =
@@ -196,7 +247,7 @@ pub async fn run(args: &BenchArgs, stop: watch::Receiver<bool>) -> anyhow::Resul
 
     let simulator: Option<SimHandle> = if args.base_url.is_none() && args.port.is_none() {
         let config = sim_config(&args.sim, args.seed);
-        Some(sim::start(config, "127.0.0.1:0".parse()?).await?)
+        Some(sim::start_dedicated(config, "127.0.0.1:0".parse()?)?)
     } else {
         None
     };
@@ -217,14 +268,17 @@ pub async fn run(args: &BenchArgs, stop: watch::Receiver<bool>) -> anyhow::Resul
         timeout: Duration::from_secs_f64(args.timeout),
         framing: info.framing,
     };
-    let in_flight_cap = args.max_concurrency.unwrap_or(samples.len()).min(samples.len());
+    let in_flight_cap = args
+        .max_concurrency
+        .unwrap_or(samples.len())
+        .min(samples.len());
     let client = transport::client(in_flight_cap);
     let model = match (&args.model, &simulator) {
         (Some(m), _) => m.clone(),
         (None, Some(_)) => SimConfig::default().model,
-        (None, None) => discover_model(&client, &target)
-            .await
-            .with_context(|| format!("--model not given and {base_url}/v1/models did not name one"))?,
+        (None, None) => discover_model(&client, &target).await.with_context(|| {
+            format!("--model not given and {base_url}/v1/models did not name one")
+        })?,
     };
     pool.prewarm(in_flight_cap.min(1024))?;
 
@@ -232,10 +286,16 @@ pub async fn run(args: &BenchArgs, stop: watch::Receiver<bool>) -> anyhow::Resul
         backend: args.backend.clone(),
         endpoint_type: args.backend.clone(),
         label: args.label.clone(),
-        model_id: args.served_model_name.clone().unwrap_or_else(|| model.clone()),
+        model_id: args
+            .served_model_name
+            .clone()
+            .unwrap_or_else(|| model.clone()),
         tokenizer_id: tokenizer.id(),
         base_url: base_url.clone(),
-        endpoint: args.endpoint.clone().unwrap_or_else(|| info.default_endpoint.clone()),
+        endpoint: args
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| info.default_endpoint.clone()),
         dataset_name: args.dataset_name.clone(),
         num_prompts: samples.len(),
         request_rate: args.request_rate,
@@ -244,17 +304,30 @@ pub async fn run(args: &BenchArgs, stop: watch::Receiver<bool>) -> anyhow::Resul
         output_len_forced: args.ignore_eos && info.supports_ignore_eos,
         interrupted: false,
     };
-    let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let unix_now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let result_name = args
         .result_filename
         .clone()
         .unwrap_or_else(|| report::default_result_filename(&run_info, unix_now));
     let records_path = (!args.no_records).then(|| {
-        let stem = Path::new(&result_name).file_stem().map(|s| s.to_string_lossy().into_owned());
-        args.result_dir.join(format!("{}.records.jsonl", stem.unwrap_or_else(|| result_name.clone())))
+        let stem = Path::new(&result_name)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned());
+        args.result_dir.join(format!(
+            "{}.records.jsonl",
+            stem.unwrap_or_else(|| result_name.clone())
+        ))
     });
 
-    let offsets = crate::scheduler::arrival_offsets(samples.len(), args.request_rate, args.burstiness, args.seed)?;
+    let offsets = crate::scheduler::arrival_offsets(
+        samples.len(),
+        args.request_rate,
+        args.burstiness,
+        args.seed,
+    )?;
     let requests: Vec<GenRequest> = samples
         .iter()
         .enumerate()
@@ -270,17 +343,27 @@ pub async fn run(args: &BenchArgs, stop: watch::Receiver<bool>) -> anyhow::Resul
         show_progress: !args.disable_tqdm && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
     let cpu_before = crate::selfbench::process_cpu();
-    let (records, duration, interrupted) =
-        run.execute(requests, &samples, &offsets, records_path.as_deref(), stop).await?;
+    let (records, duration, interrupted) = run
+        .execute(requests, &samples, &offsets, records_path.as_deref(), stop)
+        .await?;
 
     let client_cpu = crate::selfbench::process_cpu().saturating_sub(cpu_before);
     if let Some(s) = simulator {
         s.shutdown().await;
     }
     let metrics = crate::metrics::compute(&records, duration.as_secs_f64(), &metrics_config);
-    let info = RunInfo { interrupted, ..run_info };
+    let info = RunInfo {
+        interrupted,
+        ..run_info
+    };
     let result_path = if args.save_result || args.save_detailed {
-        let json = report::result_json(&info, &metrics, &metrics_config, &records, args.save_detailed);
+        let json = report::result_json(
+            &info,
+            &metrics,
+            &metrics_config,
+            &records,
+            args.save_detailed,
+        );
         std::fs::create_dir_all(&args.result_dir)
             .with_context(|| format!("cannot create {}", args.result_dir.display()))?;
         let path = args.result_dir.join(&result_name);
@@ -290,7 +373,15 @@ pub async fn run(args: &BenchArgs, stop: watch::Receiver<bool>) -> anyhow::Resul
     } else {
         None
     };
-    Ok(BenchOutcome { info, metrics, metrics_config, records, records_path, result_path, client_cpu })
+    Ok(BenchOutcome {
+        info,
+        metrics,
+        metrics_config,
+        records,
+        records_path,
+        result_path,
+        client_cpu,
+    })
 }
 
 fn gen_request(args: &BenchArgs, model: &str, id: u64, sample: &Sample) -> GenRequest {
@@ -431,14 +522,25 @@ impl Run {
         interrupted |= *stop.borrow();
         dispatcher.await.context("request dispatcher failed")?;
         if shared.show_progress {
-            eprintln!("\r{}/{} done, {} failed, {:.1} s", records.len(), total, failed, duration.as_secs_f64());
+            eprintln!(
+                "\r{}/{} done, {} failed, {:.1} s",
+                records.len(),
+                total,
+                failed,
+                duration.as_secs_f64()
+            );
         }
         Ok((records, duration, interrupted))
     }
 
     async fn one(&self, req: GenRequest, mut record: RequestRecord, t0: Instant) -> RequestRecord {
         let _permit = match &self.semaphore {
-            Some(s) => Some(s.clone().acquire_owned().await.expect("semaphore never closed")),
+            Some(s) => Some(
+                s.clone()
+                    .acquire_owned()
+                    .await
+                    .expect("semaphore never closed"),
+            ),
             None => None,
         };
         record.dispatched_ns = t0.elapsed().as_nanos() as u64;
@@ -447,11 +549,20 @@ impl Run {
             Err(e) => {
                 record.sent_ns = record.dispatched_ns;
                 record.end_ns = record.dispatched_ns;
-                record.error = Some(RequestError { kind: "plugin".into(), message: format!("{e:#}"), http_status: None });
+                record.error = Some(RequestError {
+                    kind: "plugin".into(),
+                    message: format!("{e:#}"),
+                    http_status: None,
+                });
                 return record;
             }
         };
-        let exchange = Exchange { client: &self.client, target: &self.target, tokenizer: &self.tokenizer, t0 };
+        let exchange = Exchange {
+            client: &self.client,
+            target: &self.target,
+            tokenizer: &self.tokenizer,
+            t0,
+        };
         exchange.execute(&mut adapter, &req, record).await
     }
 }

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "llmb", version, about = "Benchmark LLM inference servers; adapters are WebAssembly plugins")]
+#[command(
+    name = "llmb",
+    version,
+    about = "Benchmark LLM inference servers; adapters are WebAssembly plugins"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -44,7 +48,7 @@ pub struct SimTiming {
     #[arg(long = "sim-jitter", default_value_t = 0.0)]
     pub jitter: f64,
     /// Continuous-batching slowdown: ITL × (1 + this × (active streams − 1)).
-    #[arg(long = "sim-batch-slowdown", default_value_t = 0.0)]
+    #[arg(long = "sim-batch-slowdown", default_value_t = 0.002)]
     pub batch_slowdown: f64,
     /// Extra TTFT per prompt token, µs (prefill cost).
     #[arg(long = "sim-prefill-us-per-token", default_value_t = 0.0)]
@@ -191,12 +195,26 @@ pub struct BenchArgs {
     /// Load a plugin component (repeatable).
     #[arg(long = "plugin", value_name = "PATH.wasm")]
     pub plugins: Vec<PathBuf>,
+    /// Threads for the client's runtime (default: one core left to the OS and an in-process
+    /// simulator: 1 on a 2-core machine). Fewer threads means fewer cross-thread wakeups per token.
+    #[arg(long)]
+    pub client_threads: Option<usize>,
     /// Option for the backend adapter KEY=VALUE (repeatable).
     #[arg(long = "plugin-opt", value_name = "KEY=VALUE")]
     pub plugin_opts: Vec<String>,
 
     #[command(flatten)]
     pub sim: SimTiming,
+}
+
+/// The client runtime's worker count: `requested`, else all cores but one.
+pub fn client_threads(requested: Option<usize>) -> usize {
+    requested.filter(|n| *n > 0).unwrap_or_else(|| {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        cores.saturating_sub(1).max(1)
+    })
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {

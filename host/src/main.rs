@@ -1,9 +1,15 @@
 use clap::Parser;
 use llmb::cli::{Cli, Command};
 
+/// Small on purpose: everything lives in the library so tests drive the same code.
 fn main() {
     let cli = Cli::parse();
+    let requested = match &cli.command {
+        Command::Bench(args) => args.client_threads,
+        _ => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(llmb::cli::client_threads(requested))
         .enable_all()
         .build()
         .expect("tokio runtime");

@@ -34,9 +34,9 @@ impl MetricsConfig {
         args.iter()
             .flat_map(|a| a.split_whitespace())
             .map(|item| {
-                let (name, value) = item
-                    .split_once(':')
-                    .ok_or_else(|| anyhow::anyhow!("--goodput {item:?}: expected METRIC:MS, e.g. ttft:200"))?;
+                let (name, value) = item.split_once(':').ok_or_else(|| {
+                    anyhow::anyhow!("--goodput {item:?}: expected METRIC:MS, e.g. ttft:200")
+                })?;
                 anyhow::ensure!(
                     ["ttft", "tpot", "e2el"].contains(&name),
                     "--goodput {item:?}: the metric must be ttft, tpot or e2el"
@@ -45,7 +45,9 @@ impl MetricsConfig {
                     .parse()
                     .ok()
                     .filter(|v: &f64| *v >= 0.0)
-                    .ok_or_else(|| anyhow::anyhow!("--goodput {item:?}: {value:?} is not a number of ms"))?;
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("--goodput {item:?}: {value:?} is not a number of ms")
+                    })?;
                 Ok((name.to_string(), ms))
             })
             .collect()
@@ -67,7 +69,10 @@ impl MetricStats {
     /// Stats of `values_ms`; all zero when empty (vLLM's `or 0`).
     pub fn of(mut values_ms: Vec<f64>, percentiles: &[f64]) -> Self {
         if values_ms.is_empty() {
-            return Self { percentiles: percentiles.iter().map(|&p| (p, 0.0)).collect(), ..Default::default() };
+            return Self {
+                percentiles: percentiles.iter().map(|&p| (p, 0.0)).collect(),
+                ..Default::default()
+            };
         }
         values_ms.sort_by(f64::total_cmp);
         let n = values_ms.len() as f64;
@@ -77,7 +82,10 @@ impl MetricStats {
             mean,
             median: percentile(&values_ms, 50.0),
             std: var.sqrt(),
-            percentiles: percentiles.iter().map(|&p| (p, percentile(&values_ms, p))).collect(),
+            percentiles: percentiles
+                .iter()
+                .map(|&p| (p, percentile(&values_ms, p)))
+                .collect(),
             count: values_ms.len(),
         }
     }
@@ -149,7 +157,11 @@ fn safe_div(a: f64, b: f64) -> f64 {
 }
 
 /// Computes the metrics of a run lasting `duration_s` (first dispatch to last completion).
-pub fn compute(records: &[RequestRecord], duration_s: f64, cfg: &MetricsConfig) -> BenchmarkMetrics {
+pub fn compute(
+    records: &[RequestRecord],
+    duration_s: f64,
+    cfg: &MetricsConfig,
+) -> BenchmarkMetrics {
     let ms = 1e3;
     let mut ttfts = Vec::new();
     let mut tpots = Vec::new();
@@ -164,7 +176,11 @@ pub fn compute(records: &[RequestRecord], duration_s: f64, cfg: &MetricsConfig) 
 
     for r in records {
         if !r.success {
-            let kind = r.error.as_ref().map(|e| e.kind.clone()).unwrap_or_else(|| "unknown".into());
+            let kind = r
+                .error
+                .as_ref()
+                .map(|e| e.kind.clone())
+                .unwrap_or_else(|| "unknown".into());
             *errors_by_kind.entry(kind).or_insert(0) += 1;
             continue;
         }
@@ -191,12 +207,15 @@ pub fn compute(records: &[RequestRecord], duration_s: f64, cfg: &MetricsConfig) 
         itls.extend(r.itls_s().map(|v| v * ms));
         e2els.push(e2el * ms);
         if !cfg.goodput_slos_ms.is_empty() {
-            let ok = cfg.goodput_slos_ms.iter().all(|(metric, slo)| match metric.as_str() {
-                "ttft" => ttft.unwrap_or(0.0) * ms <= *slo,
-                "tpot" => tpot * ms <= *slo,
-                "e2el" => e2el * ms <= *slo,
-                _ => true,
-            });
+            let ok = cfg
+                .goodput_slos_ms
+                .iter()
+                .all(|(metric, slo)| match metric.as_str() {
+                    "ttft" => ttft.unwrap_or(0.0) * ms <= *slo,
+                    "tpot" => tpot * ms <= *slo,
+                    "e2el" => e2el * ms <= *slo,
+                    _ => true,
+                });
             good += usize::from(ok);
         }
     }
@@ -210,7 +229,8 @@ pub fn compute(records: &[RequestRecord], duration_s: f64, cfg: &MetricsConfig) 
         total_output,
         duration_s,
         request_throughput: safe_div(completed as f64, duration_s),
-        request_goodput: (!cfg.goodput_slos_ms.is_empty()).then(|| safe_div(good as f64, duration_s)),
+        request_goodput: (!cfg.goodput_slos_ms.is_empty())
+            .then(|| safe_div(good as f64, duration_s)),
         output_throughput: safe_div(total_output as f64, duration_s),
         total_token_throughput: safe_div((total_input + total_output) as f64, duration_s),
         max_output_tokens_per_s,
@@ -233,8 +253,14 @@ fn peaks(records: &[RequestRecord]) -> (f64, usize) {
     if ok.is_empty() {
         return (0.0, 0);
     }
-    let start = ok.iter().map(|r| ns_to_s(r.sent_ns)).fold(f64::INFINITY, f64::min);
-    let end = ok.iter().map(|r| ns_to_s(r.sent_ns) + r.e2el_s()).fold(f64::NEG_INFINITY, f64::max);
+    let start = ok
+        .iter()
+        .map(|r| ns_to_s(r.sent_ns))
+        .fold(f64::INFINITY, f64::min);
+    let end = ok
+        .iter()
+        .map(|r| ns_to_s(r.sent_ns) + r.e2el_s())
+        .fold(f64::NEG_INFINITY, f64::max);
     let buckets = (end - start).ceil().max(0.0) as usize + 1;
     let mut tokens = vec![0u64; buckets];
     let mut concurrent = vec![0usize; buckets];
@@ -248,7 +274,11 @@ fn peaks(records: &[RequestRecord]) -> (f64, usize) {
         let sent = ns_to_s(r.sent_ns);
         let first = (sent - start).floor().max(0.0) as usize;
         let last = ((sent + r.e2el_s()) - start).floor().max(0.0) as usize;
-        for slot in concurrent.iter_mut().take(last.min(buckets - 1) + 1).skip(first) {
+        for slot in concurrent
+            .iter_mut()
+            .take(last.min(buckets - 1) + 1)
+            .skip(first)
+        {
             *slot += 1;
         }
     }
@@ -259,7 +289,9 @@ fn peaks(records: &[RequestRecord]) -> (f64, usize) {
 }
 
 fn lag_stats(records: &[RequestRecord]) -> LagStats {
-    let Ok(mut hist) = hdrhistogram::Histogram::<u64>::new(3) else { return LagStats::default() };
+    let Ok(mut hist) = hdrhistogram::Histogram::<u64>::new(3) else {
+        return LagStats::default();
+    };
     hist.auto(true);
     for r in records.iter().filter(|r| r.sent_ns > 0) {
         let _ = hist.record((r.schedule_lag_s() * 1e6).round() as u64);

@@ -87,7 +87,9 @@ pub struct RequestRecord {
 impl RequestRecord {
     /// Time to first token in seconds (first delta frame − send).
     pub fn ttft_s(&self) -> Option<f64> {
-        self.delta_ns.first().map(|&t| ns_to_s(t.saturating_sub(self.sent_ns)))
+        self.delta_ns
+            .first()
+            .map(|&t| ns_to_s(t.saturating_sub(self.sent_ns)))
     }
 
     /// End-to-end latency in seconds: last delta frame − send (vLLM's `latency`); for a
@@ -99,7 +101,9 @@ impl RequestRecord {
 
     /// Gaps between successive delta frames in seconds.
     pub fn itls_s(&self) -> impl Iterator<Item = f64> + '_ {
-        self.delta_ns.windows(2).map(|w| ns_to_s(w[1].saturating_sub(w[0])))
+        self.delta_ns
+            .windows(2)
+            .map(|w| ns_to_s(w[1].saturating_sub(w[0])))
     }
 
     /// Time spent waiting for a `--max-concurrency` slot, in seconds.
@@ -109,7 +113,10 @@ impl RequestRecord {
 
     /// How late the request went out against its schedule, in seconds (queue wait excluded).
     pub fn schedule_lag_s(&self) -> f64 {
-        ns_to_s(self.sent_ns.saturating_sub(self.dispatched_ns.max(self.scheduled_ns)))
+        ns_to_s(
+            self.sent_ns
+                .saturating_sub(self.dispatched_ns.max(self.scheduled_ns)),
+        )
     }
 
     /// Input tokens as reported: the server's count when present, else the dataset's.
@@ -137,7 +144,10 @@ impl RecordWriter {
         }
         let file = std::fs::File::create(path)
             .with_context(|| format!("cannot create {}", path.display()))?;
-        Ok(Self { path: path.to_path_buf(), out: std::io::BufWriter::new(file) })
+        Ok(Self {
+            path: path.to_path_buf(),
+            out: std::io::BufWriter::new(file),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -154,12 +164,14 @@ impl RecordWriter {
 /// Reads a JSONL record file back (for re-reporting and tests).
 pub fn read_records(path: &Path) -> anyhow::Result<Vec<RequestRecord>> {
     use anyhow::Context;
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l).with_context(|| format!("{}:{}: not a request record", path.display(), i + 1))
+            serde_json::from_str(l)
+                .with_context(|| format!("{}:{}: not a request record", path.display(), i + 1))
         })
         .collect()
 }

@@ -48,12 +48,21 @@ fn center(s: &str, width: usize, fill: char) -> String {
     // CPython: left = total / 2 + (total & width & 1)
     let left = total / 2 + (total & width & 1);
     let right = total - left;
-    format!("{}{}{}", fill.to_string().repeat(left), s, fill.to_string().repeat(right))
+    format!(
+        "{}{}{}",
+        fill.to_string().repeat(left),
+        s,
+        fill.to_string().repeat(right)
+    )
 }
 
 /// vLLM's percentile word: "99" for 99.0, "99.9" otherwise.
 fn p_word(p: f64) -> String {
-    if p.fract() == 0.0 { format!("{}", p as i64) } else { format!("{p}") }
+    if p.fract() == 0.0 {
+        format!("{}", p as i64)
+    } else {
+        format!("{p}")
+    }
 }
 
 /// How Python prints a float rate in file names and JSON: "10.0", "0.5", "inf".
@@ -101,9 +110,21 @@ pub fn print_console(
         fline(out, "Request goodput (req/s):", g)?;
     }
     fline(out, "Output token throughput (tok/s):", m.output_throughput)?;
-    fline(out, "Peak output token throughput (tok/s):", m.max_output_tokens_per_s)?;
-    fline(out, "Peak concurrent requests:", m.max_concurrent_requests as f64)?;
-    fline(out, "Total Token throughput (tok/s):", m.total_token_throughput)?;
+    fline(
+        out,
+        "Peak output token throughput (tok/s):",
+        m.max_output_tokens_per_s,
+    )?;
+    fline(
+        out,
+        "Peak concurrent requests:",
+        m.max_concurrent_requests as f64,
+    )?;
+    fline(
+        out,
+        "Total Token throughput (tok/s):",
+        m.total_token_throughput,
+    )?;
     for (key, short, title) in METRICS {
         if !cfg.percentile_metrics.iter().any(|k| k == key) {
             continue;
@@ -119,19 +140,44 @@ pub fn print_console(
     writeln!(out, "{}", "=".repeat(50))?;
 
     let lag = &m.schedule_lag;
-    writeln!(out, "{:<40} mean {:.2}, p99 {:.2}", "Client queue time (ms):", m.queue.mean, percentile_of(&m.queue, 99.0))?;
-    writeln!(out, "{:<40} p50 {:.3}, p99 {:.3}, max {:.3}", "Schedule lag (ms):", lag.p50_ms, lag.p99_ms, lag.max_ms)?;
+    writeln!(
+        out,
+        "{:<40} mean {:.2}, p99 {:.2}",
+        "Client queue time (ms):",
+        m.queue.mean,
+        percentile_of(&m.queue, 99.0)
+    )?;
+    writeln!(
+        out,
+        "{:<40} p50 {:.3}, p99 {:.3}, max {:.3}",
+        "Schedule lag (ms):", lag.p50_ms, lag.p99_ms, lag.max_ms
+    )?;
     if !m.token_sources.is_empty() {
-        let sources: Vec<String> =
-            m.token_sources.iter().map(|(src, n)| format!("{} ({n})", src.describe())).collect();
-        writeln!(out, "{:<40} {}", "Output token counts from:", sources.join("; "))?;
+        let sources: Vec<String> = m
+            .token_sources
+            .iter()
+            .map(|(src, n)| format!("{} ({n})", src.describe()))
+            .collect();
+        writeln!(
+            out,
+            "{:<40} {}",
+            "Output token counts from:",
+            sources.join("; ")
+        )?;
     }
     if !m.errors_by_kind.is_empty() {
-        let errors: Vec<String> = m.errors_by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let errors: Vec<String> = m
+            .errors_by_kind
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
         writeln!(out, "{:<40} {}", "Failures by kind:", errors.join(", "))?;
     }
     if !info.output_len_forced {
-        writeln!(out, "Output lengths were not forced (no --ignore-eos, or the adapter cannot ignore EOS).")?;
+        writeln!(
+            out,
+            "Output lengths were not forced (no --ignore-eos, or the adapter cannot ignore EOS)."
+        )?;
     }
     if info.interrupted {
         writeln!(out, "Interrupted: these are partial results.")?;
@@ -140,7 +186,11 @@ pub fn print_console(
 }
 
 fn percentile_of(s: &MetricStats, p: f64) -> f64 {
-    s.percentiles.iter().find(|(q, _)| *q == p).map(|(_, v)| *v).unwrap_or(s.mean)
+    s.percentiles
+        .iter()
+        .find(|(q, _)| *q == p)
+        .map(|(_, v)| *v)
+        .unwrap_or(s.mean)
 }
 
 /// The `--save-result` document: vLLM's keys, per-request arrays when `detailed`, and llmb's
@@ -169,7 +219,11 @@ pub fn result_json(
     put("num_prompts", json!(info.num_prompts));
     put(
         "request_rate",
-        if info.request_rate.is_infinite() { json!("inf") } else { json!(info.request_rate) },
+        if info.request_rate.is_infinite() {
+            json!("inf")
+        } else {
+            json!(info.request_rate)
+        },
     );
     put("burstiness", json!(info.burstiness));
     put("max_concurrency", json!(info.max_concurrency));
@@ -196,28 +250,59 @@ pub fn result_json(
     if detailed {
         let mut ordered: Vec<&RequestRecord> = records.iter().collect();
         ordered.sort_by_key(|r| r.id);
-        put("input_lens", ordered.iter().map(|r| json!(r.input_tokens())).collect());
+        put(
+            "input_lens",
+            ordered.iter().map(|r| json!(r.input_tokens())).collect(),
+        );
         put(
             "output_lens",
-            ordered.iter().map(|r| json!(if r.success { r.output_tokens } else { 0 })).collect(),
+            ordered
+                .iter()
+                .map(|r| json!(if r.success { r.output_tokens } else { 0 }))
+                .collect(),
         );
         put(
             "ttfts",
             ordered
                 .iter()
-                .map(|r| json!(if r.success { r.ttft_s().unwrap_or(0.0) } else { 0.0 }))
+                .map(|r| {
+                    json!(if r.success {
+                        r.ttft_s().unwrap_or(0.0)
+                    } else {
+                        0.0
+                    })
+                })
                 .collect(),
         );
-        put("itls", ordered.iter().map(|r| json!(r.itls_s().collect::<Vec<f64>>())).collect());
-        put("generated_texts", ordered.iter().map(|r| json!(r.generated_text)).collect());
+        put(
+            "itls",
+            ordered
+                .iter()
+                .map(|r| json!(r.itls_s().collect::<Vec<f64>>()))
+                .collect(),
+        );
+        put(
+            "generated_texts",
+            ordered.iter().map(|r| json!(r.generated_text)).collect(),
+        );
         put(
             "errors",
             ordered
                 .iter()
-                .map(|r| json!(r.error.as_ref().map(|e| e.message.clone()).unwrap_or_default()))
+                .map(|r| {
+                    json!(
+                        r.error
+                            .as_ref()
+                            .map(|e| e.message.clone())
+                            .unwrap_or_default()
+                    )
+                })
                 .collect(),
         );
-        put("start_times", ordered.iter().map(|r| json!(ns_to_s(r.sent_ns))).collect());
+        put(
+            "start_times",
+            ordered.iter().map(|r| json!(ns_to_s(r.sent_ns))).collect(),
+        );
     }
     put(
         "llmb",
@@ -240,7 +325,10 @@ pub fn result_json(
 
 /// vLLM's default result name: `{backend}-{rate}qps[-concurrency{N}]-{model basename}-{date}.json`.
 pub fn default_result_filename(info: &RunInfo, unix_secs: u64) -> String {
-    let concurrency = info.max_concurrency.map(|c| format!("-concurrency{c}")).unwrap_or_default();
+    let concurrency = info
+        .max_concurrency
+        .map(|c| format!("-concurrency{c}"))
+        .unwrap_or_default();
     let model = info.model_id.rsplit('/').next().unwrap_or(&info.model_id);
     format!(
         "{}-{}qps{}-{}-{}.json",
@@ -266,7 +354,12 @@ pub fn timestamp(unix_secs: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}{month:02}{day:02}-{:02}{:02}{:02}", secs / 3600, secs % 3600 / 60, secs % 60)
+    format!(
+        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
 }
 
 #[cfg(test)]
@@ -275,9 +368,18 @@ mod tests {
 
     #[test]
     fn python_style_centering_and_dates() {
-        assert_eq!(center(" Serving Benchmark Result ", 50, '='), "============ Serving Benchmark Result ============");
-        assert_eq!(center("Time to First Token", 50, '-'), "---------------Time to First Token----------------");
-        assert_eq!(center("Time per Output Token (excl. 1st token)", 50, '-'), "-----Time per Output Token (excl. 1st token)------");
+        assert_eq!(
+            center(" Serving Benchmark Result ", 50, '='),
+            "============ Serving Benchmark Result ============"
+        );
+        assert_eq!(
+            center("Time to First Token", 50, '-'),
+            "---------------Time to First Token----------------"
+        );
+        assert_eq!(
+            center("Time per Output Token (excl. 1st token)", 50, '-'),
+            "-----Time per Output Token (excl. 1st token)------"
+        );
         assert_eq!(timestamp(0), "19700101-000000");
         assert_eq!(timestamp(1_700_000_000), "20231114-221320");
         assert_eq!(p_word(99.0), "99");

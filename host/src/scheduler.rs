@@ -13,9 +13,20 @@ use rand_distr::{Distribution, Gamma};
 /// Gaps are drawn from gamma(shape = burstiness, scale = 1 / (rate · burstiness)) — burstiness 1
 /// is a Poisson process — and, as `vllm bench serve` does, rescaled so the last request goes out
 /// at `n / rate`. An infinite rate sends everything at offset zero.
-pub fn arrival_offsets(n: usize, rate: f64, burstiness: f64, seed: u64) -> anyhow::Result<Vec<Duration>> {
-    anyhow::ensure!(rate > 0.0, "--request-rate must be positive (or inf), got {rate}");
-    anyhow::ensure!(burstiness > 0.0, "--burstiness must be positive, got {burstiness}");
+pub fn arrival_offsets(
+    n: usize,
+    rate: f64,
+    burstiness: f64,
+    seed: u64,
+) -> anyhow::Result<Vec<Duration>> {
+    anyhow::ensure!(
+        rate > 0.0,
+        "--request-rate must be positive (or inf), got {rate}"
+    );
+    anyhow::ensure!(
+        burstiness > 0.0,
+        "--burstiness must be positive, got {burstiness}"
+    );
     if rate.is_infinite() {
         return Ok(vec![Duration::ZERO; n]);
     }
@@ -46,7 +57,12 @@ mod tests {
 
     #[test]
     fn infinite_rate_sends_at_once() {
-        assert!(arrival_offsets(5, f64::INFINITY, 1.0, 0).unwrap().iter().all(|d| d.is_zero()));
+        assert!(
+            arrival_offsets(5, f64::INFINITY, 1.0, 0)
+                .unwrap()
+                .iter()
+                .all(|d| d.is_zero())
+        );
     }
 
     #[test]
@@ -54,18 +70,31 @@ mod tests {
         let n = 20_000;
         let offsets = arrival_offsets(n, 50.0, 1.0, 7).unwrap();
         assert!((offsets[n - 1].as_secs_f64() - n as f64 / 50.0).abs() < 1e-6);
-        let gaps: Vec<f64> = offsets.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
+        let gaps: Vec<f64> = offsets
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_secs_f64())
+            .collect();
         let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
         let var = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / gaps.len() as f64;
         // Exponential: coefficient of variation 1.
         assert!((mean - 0.02).abs() < 0.001, "mean gap {mean}");
-        assert!((var.sqrt() / mean - 1.0).abs() < 0.05, "cv {}", var.sqrt() / mean);
+        assert!(
+            (var.sqrt() / mean - 1.0).abs() < 0.05,
+            "cv {}",
+            var.sqrt() / mean
+        );
         assert!(offsets.windows(2).all(|w| w[0] <= w[1]));
     }
 
     #[test]
     fn same_seed_same_schedule() {
-        assert_eq!(arrival_offsets(100, 10.0, 0.5, 3).unwrap(), arrival_offsets(100, 10.0, 0.5, 3).unwrap());
-        assert_ne!(arrival_offsets(100, 10.0, 0.5, 3).unwrap(), arrival_offsets(100, 10.0, 0.5, 4).unwrap());
+        assert_eq!(
+            arrival_offsets(100, 10.0, 0.5, 3).unwrap(),
+            arrival_offsets(100, 10.0, 0.5, 3).unwrap()
+        );
+        assert_ne!(
+            arrival_offsets(100, 10.0, 0.5, 3).unwrap(),
+            arrival_offsets(100, 10.0, 0.5, 4).unwrap()
+        );
     }
 }

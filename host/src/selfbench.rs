@@ -13,7 +13,7 @@ use llmb_plugin_sdk::openai::{Api, OpenAiStream};
 
 use crate::cli::{BenchArgs, SelfbenchArgs};
 use crate::plugin::Registry;
-use crate::plugin::backend::{BackendPool, Frame};
+use crate::plugin::backend::{BackendPool, FrameBatch, FrameSpan};
 
 /// A vLLM-style chat chunk of about 260 bytes, the commonest frame llmb parses.
 fn chat_chunk(i: usize) -> Vec<u8> {
@@ -24,12 +24,40 @@ fn chat_chunk(i: usize) -> Vec<u8> {
 }
 
 /// Nanoseconds per event parsing `events` frames in calls of `batch` frames: (native, wasm).
-fn parse_cost(pool: &std::sync::Arc<BackendPool>, events: usize, batch: usize) -> anyhow::Result<(f64, f64)> {
-    let frames: Vec<Frame> = (0..batch).map(|i| Frame { event: None, data: chat_chunk(i) }).collect();
-    let native_frames: Vec<llmb_plugin_sdk::backend::Frame> = frames
-        .iter()
-        .map(|f| llmb_plugin_sdk::backend::Frame { event: None, data: f.data.clone() })
-        .collect();
+fn parse_cost(
+    pool: &std::sync::Arc<BackendPool>,
+    events: usize,
+    batch: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let mut data = Vec::new();
+    let mut spans = Vec::new();
+    for i in 0..batch {
+        let chunk = chat_chunk(i);
+        spans.push((data.len() as u32, chunk.len() as u32));
+        data.extend_from_slice(&chunk);
+    }
+    let frames = FrameBatch {
+        data: data.clone(),
+        frames: spans
+            .iter()
+            .map(|&(start, len)| FrameSpan {
+                start,
+                len,
+                event: None,
+            })
+            .collect(),
+    };
+    let native_frames = llmb_plugin_sdk::backend::FrameBatch {
+        data,
+        frames: spans
+            .iter()
+            .map(|&(start, len)| llmb_plugin_sdk::backend::FrameSpan {
+                start,
+                len,
+                event: None,
+            })
+            .collect(),
+    };
     let calls = events.div_ceil(batch);
     const PER_STREAM: usize = 512;
 
@@ -43,9 +71,13 @@ fn parse_cost(pool: &std::sync::Arc<BackendPool>, events: usize, batch: usize) -
             if call % PER_STREAM == 0 {
                 stream = OpenAiStream::new(Api::Chat);
             }
-            produced += std::hint::black_box(stream.feed(std::hint::black_box(&native_frames))).len();
+            produced +=
+                std::hint::black_box(stream.feed(std::hint::black_box(&native_frames))).len();
         }
-        anyhow::ensure!(produced == calls * batch, "native parser produced {produced} events");
+        anyhow::ensure!(
+            produced == calls * batch,
+            "native parser produced {produced} events"
+        );
         best_native = best_native.min(start.elapsed().as_nanos() as f64 / (calls * batch) as f64);
 
         let mut adapter = pool.checkout()?;
@@ -60,7 +92,10 @@ fn parse_cost(pool: &std::sync::Arc<BackendPool>, events: usize, batch: usize) -
             produced += adapter.feed(parser, &frames)?.len();
         }
         adapter.drop_parser(parser);
-        anyhow::ensure!(produced == calls * batch, "wasm parser produced {produced} events");
+        anyhow::ensure!(
+            produced == calls * batch,
+            "wasm parser produced {produced} events"
+        );
         best_wasm = best_wasm.min(start.elapsed().as_nanos() as f64 / (calls * batch) as f64);
     }
     Ok((best_native, best_wasm))
@@ -74,7 +109,9 @@ pub fn process_cpu() -> Duration {
         libc::getrusage(libc::RUSAGE_SELF, &mut u);
         u
     };
-    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
@@ -86,17 +123,30 @@ struct ChildSim {
 
 impl ChildSim {
     async fn start(itl_ms: f64) -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let exe = std::env::current_exe().context("locating the llmb binary")?;
         let child = std::process::Command::new(exe)
-            .args(["sim", "--port", &port.to_string(), "--sim-ttft-ms", "10", "--sim-itl-ms", &itl_ms.to_string()])
+            .args([
+                "sim",
+                "--port",
+                &port.to_string(),
+                "--sim-ttft-ms",
+                "10",
+                "--sim-itl-ms",
+                &itl_ms.to_string(),
+            ])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .context("starting `llmb sim`")?;
         let base_url = format!("http://127.0.0.1:{port}");
         for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
                 return Ok(ChildSim { child, base_url });
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -114,15 +164,31 @@ impl Drop for ChildSim {
 
 /// Runs the self-benchmark and prints its figures.
 pub async fn run(args: SelfbenchArgs) -> anyhow::Result<()> {
-    println!("llmb selfbench (build: {})", if cfg!(debug_assertions) { "debug" } else { "release" });
+    println!(
+        "llmb selfbench (build: {})",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
     let registry = Registry::load(&[])?;
     let pool = BackendPool::new(registry.backend("openai-chat")?, Vec::new())?;
 
     println!("\n== openai-chat adapter: parse cost per event (~260 B chat chunk), best of 3 ==");
-    println!("{:<22} {:>12} {:>12} {:>10}", "frames per call", "native ns", "wasm ns", "wasm/native");
+    println!(
+        "{:<22} {:>12} {:>12} {:>10}",
+        "frames per call", "native ns", "wasm ns", "wasm/native"
+    );
     for batch in [1usize, 8, 32] {
         let (native, wasm) = parse_cost(&pool, args.events, batch)?;
-        println!("{:<22} {:>12.0} {:>12.0} {:>10.2}", batch, native, wasm, wasm / native);
+        println!(
+            "{:<22} {:>12.0} {:>12.0} {:>10.2}",
+            batch,
+            native,
+            wasm,
+            wasm / native
+        );
     }
 
     println!("\n== client CPU per streamed token (simulator in a separate process) ==");
@@ -136,7 +202,7 @@ pub async fn run(args: SelfbenchArgs) -> anyhow::Result<()> {
         bench.backend = "openai-chat".into();
         bench.base_url = Some(sim.base_url.clone());
         bench.model = Some("llmb-sim".into());
-        bench.num_prompts = concurrency * 4;
+        bench.num_prompts = (concurrency * 4).max(256);
         bench.max_concurrency = Some(concurrency);
         bench.random_input_len = 32;
         bench.random_output_len = args.output_len;
@@ -157,6 +223,8 @@ pub async fn run(args: SelfbenchArgs) -> anyhow::Result<()> {
             outcome.metrics.failed
         );
     }
-    println!("\nTargets: wasm/native <= 2.0 with per-read batching; <= 10 µs client CPU per streamed token.");
+    println!(
+        "\nTargets: wasm/native <= 2.0 with per-read batching; <= 10 µs client CPU per streamed token."
+    );
     Ok(())
 }

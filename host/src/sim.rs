@@ -83,7 +83,13 @@ pub struct SimHandle {
     addr: SocketAddr,
     state: Arc<SimState>,
     stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    runner: Runner,
+}
+
+/// What to wait for on shutdown: the accept task, or the simulator's own thread.
+enum Runner {
+    Task(tokio::task::JoinHandle<()>),
+    Thread(std::thread::JoinHandle<()>),
 }
 
 impl SimHandle {
@@ -104,20 +110,36 @@ impl SimHandle {
     /// Stops accepting and aborts open connections.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        let _ = self.task.await;
+        match self.runner {
+            Runner::Task(task) => {
+                let _ = task.await;
+            }
+            Runner::Thread(thread) => {
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            }
+        }
     }
 }
 
-/// Binds `addr` (port 0 picks a free port) and serves on the current tokio runtime.
-pub async fn start(config: SimConfig, addr: SocketAddr) -> anyhow::Result<SimHandle> {
-    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
-        .context("cannot create a socket")?;
+async fn bind(
+    config: SimConfig,
+    addr: SocketAddr,
+) -> anyhow::Result<(tokio::net::TcpListener, Arc<SimState>)> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .context("cannot create a socket")?;
     socket.set_reuseaddr(true)?;
-    socket.bind(addr).with_context(|| format!("cannot bind {addr}"))?;
+    socket
+        .bind(addr)
+        .with_context(|| format!("cannot bind {addr}"))?;
     // A benchmark opens hundreds of connections at once: a short accept queue drops SYNs and
     // the client's retry adds a full second to TTFT.
-    let listener = socket.listen(LISTEN_BACKLOG).with_context(|| format!("cannot listen on {addr}"))?;
-    let addr = listener.local_addr()?;
+    let listener = socket
+        .listen(LISTEN_BACKLOG)
+        .with_context(|| format!("cannot listen on {addr}"))?;
     let state = Arc::new(SimState {
         config,
         requests: AtomicU64::new(0),
@@ -126,39 +148,105 @@ pub async fn start(config: SimConfig, addr: SocketAddr) -> anyhow::Result<SimHan
         generation_tokens: AtomicU64::new(0),
         successes: AtomicU64::new(0),
     });
-    let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    let accept_state = state.clone();
-    let task = tokio::spawn(async move {
-        let mut connections = tokio::task::JoinSet::new();
-        loop {
-            tokio::select! {
-                _ = stopped.changed() => break,
-                accepted = listener.accept() => {
-                    let Ok((stream, _)) = accepted else { continue };
-                    let _ = stream.set_nodelay(true);
-                    let state = accept_state.clone();
-                    connections.spawn(async move {
-                        let service = service_fn(move |req| handle(state.clone(), req));
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .keep_alive(true)
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
-                    });
+    Ok((listener, state))
+}
+
+/// Binds `addr` (port 0 picks a free port) and serves on the current tokio runtime.
+pub async fn start(config: SimConfig, addr: SocketAddr) -> anyhow::Result<SimHandle> {
+    let (listener, state) = bind(config, addr).await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(serve(listener, state.clone(), stopped));
+    Ok(SimHandle {
+        addr,
+        state,
+        stop,
+        runner: Runner::Task(task),
+    })
+}
+
+/// Like [`start`], but on a thread and runtime of its own, so an in-process simulator neither
+/// competes with the client's tasks for its scheduler nor perturbs the client's timestamps.
+pub fn start_dedicated(config: SimConfig, addr: SocketAddr) -> anyhow::Result<SimHandle> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let thread = std::thread::Builder::new()
+        .name("llmb-sim".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(anyhow::anyhow!("simulator runtime: {e}")));
+                    return;
                 }
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            };
+            runtime.block_on(async move {
+                match bind(config, addr)
+                    .await
+                    .and_then(|(l, s)| Ok((l.local_addr()?, l, s)))
+                {
+                    Ok((addr, listener, state)) => {
+                        let _ = ready_tx.send(Ok((addr, state.clone())));
+                        serve(listener, state, stopped).await;
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            });
+        })
+        .context("cannot start the simulator thread")?;
+    let (addr, state) = ready_rx
+        .recv()
+        .context("the simulator thread ended early")??;
+    Ok(SimHandle {
+        addr,
+        state,
+        stop,
+        runner: Runner::Thread(thread),
+    })
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<SimState>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => break,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                connections.spawn(async move {
+                    let service = service_fn(move |req| handle(state.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
             }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
-        connections.abort_all();
-        while connections.join_next().await.is_some() {}
-    });
-    Ok(SimHandle { addr, state, stop, task })
+    }
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
 }
 
 fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
     Response::builder()
         .status(status)
         .header("content-type", content_type)
-        .body(Full::new(body.into()).map_err(|e: Infallible| match e {}).boxed())
+        .body(
+            Full::new(body.into())
+                .map_err(|e: Infallible| match e {})
+                .boxed(),
+        )
         .expect("valid response")
 }
 
@@ -169,16 +257,26 @@ fn json_error(status: StatusCode, kind: &str, message: &str) -> Response<Body> {
     full(status, "application/json", body.to_string())
 }
 
-async fn handle(state: Arc<SimState>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    state: Arc<SimState>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     if path.starts_with("/v1/")
         && let Some(key) = &state.config.api_key
     {
         let expected = format!("Bearer {key}");
-        let ok = req.headers().get("authorization").is_some_and(|v| v.as_bytes() == expected.as_bytes());
+        let ok = req
+            .headers()
+            .get("authorization")
+            .is_some_and(|v| v.as_bytes() == expected.as_bytes());
         if !ok {
-            return Ok(full(StatusCode::UNAUTHORIZED, "application/json", r#"{"error":"Unauthorized"}"#));
+            return Ok(full(
+                StatusCode::UNAUTHORIZED,
+                "application/json",
+                r#"{"error":"Unauthorized"}"#,
+            ));
         }
     }
     let response = match (method, path.as_str()) {
@@ -206,19 +304,45 @@ fn metrics(state: &SimState) -> Response<Body> {
     let m = &state.config.model;
     let mut out = String::new();
     let gauges = [
-        ("vllm:num_requests_running", "Number of requests in model execution batches.", state.active.load(Ordering::Relaxed) as u64),
-        ("vllm:num_requests_waiting", "Number of requests waiting to be processed.", 0),
+        (
+            "vllm:num_requests_running",
+            "Number of requests in model execution batches.",
+            state.active.load(Ordering::Relaxed) as u64,
+        ),
+        (
+            "vllm:num_requests_waiting",
+            "Number of requests waiting to be processed.",
+            0,
+        ),
     ];
     for (name, help, v) in gauges {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{model_name=\"{m}\"}} {v}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{model_name=\"{m}\"}} {v}"
+        );
     }
     let counters = [
-        ("vllm:prompt_tokens_total", "Number of prefill tokens processed.", state.prompt_tokens.load(Ordering::Relaxed)),
-        ("vllm:generation_tokens_total", "Number of generation tokens processed.", state.generation_tokens.load(Ordering::Relaxed)),
-        ("vllm:request_success_total", "Count of successfully processed requests.", state.successes.load(Ordering::Relaxed)),
+        (
+            "vllm:prompt_tokens_total",
+            "Number of prefill tokens processed.",
+            state.prompt_tokens.load(Ordering::Relaxed),
+        ),
+        (
+            "vllm:generation_tokens_total",
+            "Number of generation tokens processed.",
+            state.generation_tokens.load(Ordering::Relaxed),
+        ),
+        (
+            "vllm:request_success_total",
+            "Count of successfully processed requests.",
+            state.successes.load(Ordering::Relaxed),
+        ),
     ];
     for (name, help, v) in counters {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{model_name=\"{m}\"}} {v}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{model_name=\"{m}\"}} {v}"
+        );
     }
     full(StatusCode::OK, "text/plain; version=0.0.4", out)
 }
@@ -238,7 +362,10 @@ enum Fault {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The prompt text of a request (completions `prompt`, or all chat message contents).
@@ -246,7 +373,13 @@ fn prompt_text(api: Api, body: &Value) -> Option<String> {
     match api {
         Api::Completions => match &body["prompt"] {
             Value::String(s) => Some(s.clone()),
-            Value::Array(items) => Some(items.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" ")),
+            Value::Array(items) => Some(
+                items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
             _ => None,
         },
         Api::Chat => {
@@ -291,11 +424,23 @@ async fn generate(state: Arc<SimState>, req: Request<Incoming>, api: Api) -> Res
     let n = state.requests.fetch_add(1, Ordering::Relaxed);
     let bytes = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return json_error(StatusCode::BAD_REQUEST, "BadRequestError", "could not read the body"),
+        Err(_) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "BadRequestError",
+                "could not read the body",
+            );
+        }
     };
     let body: Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, "BadRequestError", &format!("invalid JSON: {e}")),
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "BadRequestError",
+                &format!("invalid JSON: {e}"),
+            );
+        }
     };
     if let Some(model) = body["model"].as_str()
         && model != state.config.model
@@ -307,11 +452,23 @@ async fn generate(state: Arc<SimState>, req: Request<Incoming>, api: Api) -> Res
         );
     }
     let Some(prompt) = prompt_text(api, &body) else {
-        let field = if api == Api::Chat { "messages" } else { "prompt" };
-        return json_error(StatusCode::BAD_REQUEST, "BadRequestError", &format!("missing or invalid `{field}`"));
+        let field = if api == Api::Chat {
+            "messages"
+        } else {
+            "prompt"
+        };
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequestError",
+            &format!("missing or invalid `{field}`"),
+        );
     };
     if prompt.contains("__sim_fault:http500__") {
-        return json_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", "simulated internal error");
+        return json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            "simulated internal error",
+        );
     }
     let fault = if prompt.contains("__sim_fault:malformed__") {
         Fault::Malformed
@@ -327,7 +484,8 @@ async fn generate(state: Arc<SimState>, req: Request<Incoming>, api: Api) -> Res
         .or_else(|| body["max_tokens"].as_u64())
         .unwrap_or(16)
         .clamp(1, 1 << 20) as u32;
-    let mut rng = SmallRng::seed_from_u64(state.config.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng =
+        SmallRng::seed_from_u64(state.config.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let output_tokens = if body["ignore_eos"].as_bool() == Some(true) {
         max_tokens
     } else {
@@ -337,7 +495,10 @@ async fn generate(state: Arc<SimState>, req: Request<Incoming>, api: Api) -> Res
     let prefix = if api == Api::Chat { "chatcmpl" } else { "cmpl" };
     let plan = Plan {
         api,
-        id: format!("{prefix}-{:032x}", (n as u128) << 64 | state.config.seed as u128),
+        id: format!(
+            "{prefix}-{:032x}",
+            (n as u128) << 64 | state.config.seed as u128
+        ),
         created: unix_now(),
         model: state.config.model.clone(),
         prompt_tokens,
@@ -347,10 +508,14 @@ async fn generate(state: Arc<SimState>, req: Request<Incoming>, api: Api) -> Res
         word_offset: n.wrapping_mul(7919),
         fault,
     };
-    state.prompt_tokens.fetch_add(u64::from(prompt_tokens), Ordering::Relaxed);
+    state
+        .prompt_tokens
+        .fetch_add(u64::from(prompt_tokens), Ordering::Relaxed);
     let cfg = &state.config;
     let ttft = Duration::from_secs_f64(
-        ((cfg.ttft_ms * jitter_of(cfg, &mut rng)) / 1e3 + cfg.prefill_us_per_token * f64::from(prompt_tokens) / 1e6).max(0.0),
+        ((cfg.ttft_ms * jitter_of(cfg, &mut rng)) / 1e3
+            + cfg.prefill_us_per_token * f64::from(prompt_tokens) / 1e6)
+            .max(0.0),
     );
 
     if body["stream"].as_bool() != Some(true) {
@@ -360,7 +525,9 @@ async fn generate(state: Arc<SimState>, req: Request<Incoming>, api: Api) -> Res
             total += itl(&state, jitter_of(cfg, &mut rng));
         }
         tokio::time::sleep_until(arrived + total).await;
-        state.generation_tokens.fetch_add(u64::from(plan.output_tokens), Ordering::Relaxed);
+        state
+            .generation_tokens
+            .fetch_add(u64::from(plan.output_tokens), Ordering::Relaxed);
         state.successes.fetch_add(1, Ordering::Relaxed);
         return full(StatusCode::OK, "application/json", whole_body(&plan));
     }
@@ -381,7 +548,9 @@ async fn generate(state: Arc<SimState>, req: Request<Incoming>, api: Api) -> Res
 fn itl(state: &SimState, jitter: f64) -> Duration {
     let cfg = &state.config;
     let active = state.active.load(Ordering::Relaxed).max(1) as f64;
-    Duration::from_secs_f64((cfg.itl_ms * jitter * (1.0 + cfg.batch_slowdown * (active - 1.0)) / 1e3).max(0.0))
+    Duration::from_secs_f64(
+        (cfg.itl_ms * jitter * (1.0 + cfg.batch_slowdown * (active - 1.0)) / 1e3).max(0.0),
+    )
 }
 
 /// Counts a stream as active for its whole life, aborted ones included.
@@ -473,20 +642,30 @@ async fn stream(
                 let _ = send(Bytes::from_static(b"data: [DONE]\n\n")).await;
                 return;
             }
-            (Fault::Malformed, 1) => {
-                if send(Bytes::from_static(b"data: {\"choices\":[{\"text\": BROKEN\n\n")).await.is_err() {
-                    return;
-                }
+            (Fault::Malformed, 1)
+                if send(Bytes::from_static(
+                    b"data: {\"choices\":[{\"text\": BROKEN\n\n",
+                ))
+                .await
+                .is_err() =>
+            {
+                return;
             }
             (Fault::Drop, 1) => {
-                let _ = tx.send(Err(std::io::Error::other("simulated connection drop"))).await;
+                let _ = tx
+                    .send(Err(std::io::Error::other("simulated connection drop")))
+                    .await;
                 return;
             }
             _ => {}
         }
     }
     if plan.include_usage {
-        let object = if plan.api == Api::Chat { "chat.completion.chunk" } else { "text_completion" };
+        let object = if plan.api == Api::Chat {
+            "chat.completion.chunk"
+        } else {
+            "text_completion"
+        };
         let _ = write!(
             buf,
             "data: {{\"id\":\"{}\",\"object\":\"{object}\",\"created\":{},\"model\":\"{}\",\"choices\":[],\"usage\":{{\"prompt_tokens\":{},\"total_tokens\":{},\"completion_tokens\":{}}}}}",
@@ -507,12 +686,17 @@ async fn stream(
 }
 
 fn jitter_of(cfg: &SimConfig, rng: &mut SmallRng) -> f64 {
-    if cfg.jitter > 0.0 { 1.0 + cfg.jitter * rng.random_range(-1.0..=1.0) } else { 1.0 }
+    if cfg.jitter > 0.0 {
+        1.0 + cfg.jitter * rng.random_range(-1.0..=1.0)
+    } else {
+        1.0
+    }
 }
 
 fn whole_body(plan: &Plan) -> String {
-    let text: String =
-        (0..plan.output_tokens).map(|k| format!(" {}", word_for(plan.word_offset.wrapping_add(u64::from(k))))).collect();
+    let text: String = (0..plan.output_tokens)
+        .map(|k| format!(" {}", word_for(plan.word_offset.wrapping_add(u64::from(k)))))
+        .collect();
     let finish = if plan.hit_max { "length" } else { "stop" };
     let usage = serde_json::json!({
         "prompt_tokens": plan.prompt_tokens,
@@ -552,7 +736,11 @@ mod tests {
     }
 
     fn fast() -> SimConfig {
-        SimConfig { ttft_ms: 1.0, itl_ms: 1.0, ..Default::default() }
+        SimConfig {
+            ttft_ms: 1.0,
+            itl_ms: 1.0,
+            ..Default::default()
+        }
     }
 
     #[tokio::test]
@@ -568,7 +756,9 @@ mod tests {
         assert!(out.starts_with("HTTP/1.1 200"), "{out}");
         assert_eq!(out.matches("\"object\":\"text_completion\"").count(), 6);
         assert_eq!(out.matches("\"finish_reason\":\"length\"").count(), 1);
-        assert!(out.contains("\"usage\":{\"prompt_tokens\":3,\"total_tokens\":8,\"completion_tokens\":5}"));
+        assert!(out.contains(
+            "\"usage\":{\"prompt_tokens\":3,\"total_tokens\":8,\"completion_tokens\":5}"
+        ));
         assert!(out.trim_end().ends_with("data: [DONE]") || out.contains("data: [DONE]\n\n"));
         sim.shutdown().await;
     }
@@ -585,8 +775,20 @@ mod tests {
         .await;
         let first = out.find("data: ").unwrap();
         assert!(out[first..].starts_with("data: {\"id\":\"chatcmpl-"));
-        assert!(out[first..].split("\n\n").next().unwrap().contains("\"delta\":{\"role\":\"assistant\",\"content\":\"\"}"));
-        let missing = raw(sim.addr(), "POST", "/v1/completions", r#"{"model":"nope","prompt":"x"}"#).await;
+        assert!(
+            out[first..]
+                .split("\n\n")
+                .next()
+                .unwrap()
+                .contains("\"delta\":{\"role\":\"assistant\",\"content\":\"\"}")
+        );
+        let missing = raw(
+            sim.addr(),
+            "POST",
+            "/v1/completions",
+            r#"{"model":"nope","prompt":"x"}"#,
+        )
+        .await;
         assert!(missing.starts_with("HTTP/1.1 404"));
         assert!(missing.contains("The model `nope` does not exist."));
         let metrics = raw(sim.addr(), "GET", "/metrics", "").await;

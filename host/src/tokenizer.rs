@@ -13,15 +13,24 @@ const WORD_VOCAB: usize = 4096;
 /// Counts, encodes and decodes text for datasets (prompt lengths) and metrics (output lengths
 /// when the server reports no usage).
 pub enum HostTokenizer {
-    HuggingFace { id: String, inner: Box<tokenizers::Tokenizer> },
+    HuggingFace {
+        id: String,
+        inner: Box<tokenizers::Tokenizer>,
+    },
     Words,
 }
 
 impl HostTokenizer {
     /// Loads `path` (a tokenizer.json or a folder holding one); `None` gives the word tokenizer.
     pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
-        let Some(path) = path else { return Ok(HostTokenizer::Words) };
-        let file: PathBuf = if path.is_dir() { path.join("tokenizer.json") } else { path.to_path_buf() };
+        let Some(path) = path else {
+            return Ok(HostTokenizer::Words);
+        };
+        let file: PathBuf = if path.is_dir() {
+            path.join("tokenizer.json")
+        } else {
+            path.to_path_buf()
+        };
         if !file.exists() {
             bail!(
                 "tokenizer {}: no such file (give a tokenizer.json or a folder holding one; \
@@ -32,7 +41,10 @@ impl HostTokenizer {
         let inner = tokenizers::Tokenizer::from_file(&file)
             .map_err(|e| anyhow::anyhow!("{e}"))
             .with_context(|| format!("cannot load tokenizer {}", file.display()))?;
-        Ok(HostTokenizer::HuggingFace { id: path.display().to_string(), inner: Box::new(inner) })
+        Ok(HostTokenizer::HuggingFace {
+            id: path.display().to_string(),
+            inner: Box::new(inner),
+        })
     }
 
     /// What the report calls this tokenizer (`tokenizer_id`).
@@ -45,18 +57,20 @@ impl HostTokenizer {
 
     pub fn count(&self, text: &str) -> u32 {
         match self {
-            HostTokenizer::HuggingFace { inner, .. } => {
-                inner.encode_fast(text, false).map(|e| e.len() as u32).unwrap_or(0)
-            }
+            HostTokenizer::HuggingFace { inner, .. } => inner
+                .encode_fast(text, false)
+                .map(|e| e.len() as u32)
+                .unwrap_or(0),
             HostTokenizer::Words => count_words(text),
         }
     }
 
     pub fn encode(&self, text: &str) -> Vec<u32> {
         match self {
-            HostTokenizer::HuggingFace { inner, .. } => {
-                inner.encode_fast(text, false).map(|e| e.get_ids().to_vec()).unwrap_or_default()
-            }
+            HostTokenizer::HuggingFace { inner, .. } => inner
+                .encode_fast(text, false)
+                .map(|e| e.get_ids().to_vec())
+                .unwrap_or_default(),
             HostTokenizer::Words => text.split_whitespace().map(word_id).collect(),
         }
     }
@@ -93,12 +107,14 @@ pub fn count_words(text: &str) -> u32 {
 fn words() -> &'static [String] {
     static WORDS: OnceLock<Vec<String>> = OnceLock::new();
     WORDS.get_or_init(|| {
-        const ONSETS: [&str; 16] =
-            ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "ch", "st"];
+        const ONSETS: [&str; 16] = [
+            "b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "ch", "st",
+        ];
         const VOWELS: [&str; 8] = ["a", "e", "i", "o", "u", "ai", "ou", "ea"];
         const CODAS: [&str; 32] = [
             "", "n", "r", "l", "s", "t", "m", "k", "nd", "st", "rk", "lt", "mp", "ng", "x", "sh",
-            "na", "ra", "lo", "mi", "ve", "to", "da", "ko", "ne", "ri", "su", "be", "ga", "po", "ze", "fu",
+            "na", "ra", "lo", "mi", "ve", "to", "da", "ko", "ne", "ri", "su", "be", "ga", "po",
+            "ze", "fu",
         ];
         let mut out = Vec::with_capacity(WORD_VOCAB);
         for o in ONSETS {
@@ -121,10 +137,16 @@ pub fn word_for(id: u64) -> &'static str {
 fn word_id(word: &str) -> u32 {
     static INDEX: OnceLock<std::collections::HashMap<&'static str, u32>> = OnceLock::new();
     let index = INDEX.get_or_init(|| {
-        words().iter().enumerate().map(|(i, w)| (w.as_str(), i as u32)).collect()
+        words()
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.as_str(), i as u32))
+            .collect()
     });
     index.get(word).copied().unwrap_or_else(|| {
-        let h = word.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        let h = word.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+        });
         (h % WORD_VOCAB as u64) as u32
     })
 }
@@ -141,6 +163,10 @@ mod tests {
         assert_eq!(t.encode(&text), ids);
         assert_eq!(t.count(&text), 500);
         let distinct: std::collections::HashSet<_> = words().iter().collect();
-        assert_eq!(distinct.len(), WORD_VOCAB, "vocabulary words must be unique");
+        assert_eq!(
+            distinct.len(),
+            WORD_VOCAB,
+            "vocabulary words must be unique"
+        );
     }
 }

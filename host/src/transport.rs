@@ -12,10 +12,11 @@ use hyper::{Request, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use llmb_plugin_sdk::framing::{NdjsonFramer, SseEvent, SseFramer};
+use llmb_plugin_sdk::framing::{Batch, NdjsonFramer, SseFramer};
 
 use crate::plugin::backend::{
-    BackendError, ErrorKind, Frame, Framing, GenRequest, PooledBackend, StreamEvent, Usage,
+    BackendError, ErrorKind, FrameBatch, FrameSpan, Framing, GenRequest, PooledBackend,
+    StreamEvent, Usage,
 };
 use crate::records::{RequestError, RequestRecord, TokenSource};
 use crate::tokenizer::HostTokenizer;
@@ -54,8 +55,9 @@ pub struct Target {
 impl Target {
     /// Builds the `Authorization: Bearer` value, marked sensitive so hyper never logs it.
     pub fn bearer(api_key: &str) -> anyhow::Result<HeaderValue> {
-        let mut v = HeaderValue::from_str(&format!("Bearer {api_key}"))
-            .map_err(|_| anyhow::anyhow!("the API key contains characters not allowed in a header"))?;
+        let mut v = HeaderValue::from_str(&format!("Bearer {api_key}")).map_err(|_| {
+            anyhow::anyhow!("the API key contains characters not allowed in a header")
+        })?;
         v.set_sensitive(true);
         Ok(v)
     }
@@ -129,11 +131,19 @@ fn kind_name(kind: ErrorKind) -> &'static str {
 }
 
 fn backend_error(e: BackendError) -> RequestError {
-    RequestError { kind: kind_name(e.kind).into(), message: e.message, http_status: e.http_status }
+    RequestError {
+        kind: kind_name(e.kind).into(),
+        message: e.message,
+        http_status: e.http_status,
+    }
 }
 
 fn fail(kind: &str, message: impl Into<String>) -> RequestError {
-    RequestError { kind: kind.into(), message: message.into(), http_status: None }
+    RequestError {
+        kind: kind.into(),
+        message: message.into(),
+        http_status: None,
+    }
 }
 
 /// Formats an error with its sources ("client error (Connect): tcp connect error: Connection refused").
@@ -153,46 +163,50 @@ fn chain(err: &(dyn std::error::Error + 'static)) -> String {
 
 /// Host framing state for one response body.
 enum Framer {
-    Sse(SseFramer, Vec<SseEvent>),
-    Ndjson(NdjsonFramer, Vec<Vec<u8>>),
+    Sse(SseFramer),
+    Ndjson(NdjsonFramer),
     Raw,
 }
 
 impl Framer {
     fn new(framing: Framing) -> Self {
         match framing {
-            Framing::Sse => Framer::Sse(SseFramer::new(), Vec::new()),
-            Framing::Ndjson => Framer::Ndjson(NdjsonFramer::new(), Vec::new()),
+            Framing::Sse => Framer::Sse(SseFramer::new()),
+            Framing::Ndjson => Framer::Ndjson(NdjsonFramer::new()),
             Framing::Raw => Framer::Raw,
         }
     }
 
-    fn push(&mut self, chunk: Bytes, frames: &mut Vec<Frame>) {
+    fn push(&mut self, chunk: &[u8], batch: &mut Batch) {
         match self {
-            Framer::Sse(f, scratch) => {
-                f.push(&chunk, scratch);
-                frames.extend(scratch.drain(..).map(|e| Frame { event: e.event, data: e.data }));
-            }
-            Framer::Ndjson(f, scratch) => {
-                f.push(&chunk, scratch);
-                frames.extend(scratch.drain(..).map(|data| Frame { event: None, data }));
-            }
-            Framer::Raw => frames.push(Frame { event: None, data: chunk.to_vec() }),
+            Framer::Sse(f) => f.push(chunk, batch),
+            Framer::Ndjson(f) => f.push(chunk, batch),
+            Framer::Raw => batch.push(None, chunk),
         }
     }
 
-    fn finish(&mut self, frames: &mut Vec<Frame>) {
+    fn finish(&mut self, batch: &mut Batch) {
         match self {
-            Framer::Sse(f, scratch) => {
-                f.finish(scratch);
-                frames.extend(scratch.drain(..).map(|e| Frame { event: e.event, data: e.data }));
-            }
-            Framer::Ndjson(f, scratch) => {
-                f.finish(scratch);
-                frames.extend(scratch.drain(..).map(|data| Frame { event: None, data }));
-            }
+            Framer::Sse(f) => f.finish(batch),
+            Framer::Ndjson(f) => f.finish(batch),
             Framer::Raw => {}
         }
+    }
+}
+
+/// Moves a framed batch into the plugin's type (the data buffer is moved, not copied).
+fn to_plugin_batch(batch: &mut Batch) -> FrameBatch {
+    FrameBatch {
+        data: std::mem::take(&mut batch.data),
+        frames: batch
+            .frames
+            .drain(..)
+            .map(|s| FrameSpan {
+                start: s.start,
+                len: s.len,
+                event: s.event,
+            })
+            .collect(),
     }
 }
 
@@ -250,15 +264,22 @@ impl Exchange<'_> {
             record.server_prompt_tokens = u.prompt_tokens;
             record.cached_prompt_tokens = u.cached_prompt_tokens;
         }
-        let (tokens, source) = if let Some(n) = outcome.usage.as_ref().and_then(|u| u.completion_tokens) {
-            (n, TokenSource::Usage)
-        } else if let Some(n) = outcome.server_tokens {
-            (n, TokenSource::ServerDeltas)
-        } else if matches!(self.tokenizer, HostTokenizer::HuggingFace { .. }) || record.delta_ns.is_empty() {
-            (self.tokenizer.count(&format!("{}{}", outcome.text, outcome.reasoning)), TokenSource::Tokenizer)
-        } else {
-            (record.delta_ns.len() as u32, TokenSource::DeltaCount)
-        };
+        let (tokens, source) =
+            if let Some(n) = outcome.usage.as_ref().and_then(|u| u.completion_tokens) {
+                (n, TokenSource::Usage)
+            } else if let Some(n) = outcome.server_tokens {
+                (n, TokenSource::ServerDeltas)
+            } else if matches!(self.tokenizer, HostTokenizer::HuggingFace { .. })
+                || record.delta_ns.is_empty()
+            {
+                (
+                    self.tokenizer
+                        .count(&format!("{}{}", outcome.text, outcome.reasoning)),
+                    TokenSource::Tokenizer,
+                )
+            } else {
+                (record.delta_ns.len() as u32, TokenSource::DeltaCount)
+            };
         record.output_tokens = tokens;
         record.token_source = Some(source);
     }
@@ -273,15 +294,28 @@ impl Exchange<'_> {
         let http = adapter
             .build_request(req)
             .map_err(|f| fail("plugin", f.to_string()))?
-            .map_err(|e| fail("plugin", format!("the adapter refused request {}: {e}", req.id)))?;
+            .map_err(|e| {
+                fail(
+                    "plugin",
+                    format!("the adapter refused request {}: {e}", req.id),
+                )
+            })?;
         let path = self.target.endpoint.as_deref().unwrap_or(&http.path);
         let uri: Uri = format!("{}{}", self.target.base_url, path)
             .parse()
-            .map_err(|e| fail("bad-request", format!("invalid URL {}{path}: {e}", self.target.base_url)))?;
+            .map_err(|e| {
+                fail(
+                    "bad-request",
+                    format!("invalid URL {}{path}: {e}", self.target.base_url),
+                )
+            })?;
         let mut builder = Request::builder().method(http.method.as_str()).uri(uri);
         let headers = builder.headers_mut().expect("valid builder");
         for (k, v) in &http.headers {
-            if let (Ok(k), Ok(v)) = (HeaderName::try_from(k.as_str()), HeaderValue::try_from(v.as_str())) {
+            if let (Ok(k), Ok(v)) = (
+                HeaderName::try_from(k.as_str()),
+                HeaderValue::try_from(v.as_str()),
+            ) {
                 headers.insert(k, v);
             }
         }
@@ -293,12 +327,22 @@ impl Exchange<'_> {
         }
         let request = builder
             .body(Full::new(Bytes::from(http.body)))
-            .map_err(|e| fail("plugin", format!("the adapter built an invalid request: {e}")))?;
+            .map_err(|e| {
+                fail(
+                    "plugin",
+                    format!("the adapter built an invalid request: {e}"),
+                )
+            })?;
 
         let sent = Instant::now();
         let deadline = tokio::time::Instant::from_std(sent + self.target.timeout);
         record.sent_ns = self.ns(sent);
-        let timeout_error = || fail("timeout", format!("no complete response within {:?}", self.target.timeout));
+        let timeout_error = || {
+            fail(
+                "timeout",
+                format!("no complete response within {:?}", self.target.timeout),
+            )
+        };
 
         let response = match tokio::time::timeout_at(deadline, self.client.request(request)).await {
             Err(_) => return Err(timeout_error()),
@@ -309,7 +353,12 @@ impl Exchange<'_> {
         let resp_headers: Vec<(String, String)> = response
             .headers()
             .iter()
-            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         let mut body = response.into_body();
 
@@ -336,7 +385,12 @@ impl Exchange<'_> {
             let collected = tokio::time::timeout_at(deadline, body.collect())
                 .await
                 .map_err(|_| timeout_error())?
-                .map_err(|e| fail("connect", format!("connection error while reading the body: {}", chain(&e))))?
+                .map_err(|e| {
+                    fail(
+                        "connect",
+                        format!("connection error while reading the body: {}", chain(&e)),
+                    )
+                })?
                 .to_bytes();
             let done = Instant::now();
             record.first_byte_ns = Some(self.ns(done));
@@ -351,8 +405,12 @@ impl Exchange<'_> {
             return Ok(());
         }
 
-        let parser = adapter.new_parser(status, &resp_headers).map_err(|f| fail("plugin", f.to_string()))?;
-        let result = self.read_stream(adapter, parser, &mut body, deadline, record, outcome).await;
+        let parser = adapter
+            .new_parser(status, &resp_headers)
+            .map_err(|f| fail("plugin", f.to_string()))?;
+        let result = self
+            .read_stream(adapter, parser, &mut body, deadline, record, outcome)
+            .await;
         adapter.drop_parser(parser);
         result
     }
@@ -367,12 +425,17 @@ impl Exchange<'_> {
         outcome: &mut StreamOutcome,
     ) -> Result<(), RequestError> {
         let mut framer = Framer::new(self.target.framing);
-        let mut frames: Vec<Frame> = Vec::new();
+        let mut frames = Batch::default();
         let mut trailers: Vec<(String, String)> = Vec::new();
         let mut ended = false;
         while !ended {
             let first = match tokio::time::timeout_at(deadline, body.frame()).await {
-                Err(_) => return Err(fail("timeout", format!("stream incomplete after {:?}", self.target.timeout))),
+                Err(_) => {
+                    return Err(fail(
+                        "timeout",
+                        format!("stream incomplete after {:?}", self.target.timeout),
+                    ));
+                }
                 Ok(f) => f,
             };
             let arrived = Instant::now();
@@ -384,14 +447,20 @@ impl Exchange<'_> {
                 match item {
                     None => ended = true,
                     Some(Err(e)) => {
-                        return Err(fail("connection", format!("the connection failed mid-stream: {}", chain(&e))));
+                        return Err(fail(
+                            "connection",
+                            format!("the connection failed mid-stream: {}", chain(&e)),
+                        ));
                     }
                     Some(Ok(frame)) => match frame.into_data() {
-                        Ok(data) => framer.push(data, &mut frames),
+                        Ok(data) => framer.push(&data, &mut frames),
                         Err(frame) => {
                             if let Ok(map) = frame.into_trailers() {
                                 trailers.extend(map.iter().map(|(k, v)| {
-                                    (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())
+                                    (
+                                        k.as_str().to_string(),
+                                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                                    )
                                 }));
                             }
                         }
@@ -405,8 +474,12 @@ impl Exchange<'_> {
                 framer.finish(&mut frames);
             }
             if !frames.is_empty() {
-                let events = adapter.feed(parser, &frames).map_err(|f| fail("plugin", f.to_string()))?;
-                frames.clear();
+                let batch = to_plugin_batch(&mut frames);
+                let events = adapter
+                    .feed(parser, &batch)
+                    .map_err(|f| fail("plugin", f.to_string()))?;
+                frames.data = batch.data;
+                frames.data.clear();
                 outcome.apply(events, now_ns, &mut record.delta_ns);
                 if outcome.error.is_some() {
                     record.end_ns = now_ns;
@@ -414,7 +487,9 @@ impl Exchange<'_> {
                 }
             }
         }
-        let events = adapter.finish(parser, &trailers).map_err(|f| fail("plugin", f.to_string()))?;
+        let events = adapter
+            .finish(parser, &trailers)
+            .map_err(|f| fail("plugin", f.to_string()))?;
         let now_ns = self.ns(Instant::now());
         outcome.apply(events, now_ns, &mut record.delta_ns);
         record.end_ns = now_ns;

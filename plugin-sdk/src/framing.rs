@@ -1,16 +1,57 @@
 //! Incremental stream framing: Server-Sent Events and newline-delimited JSON.
 //!
-//! The host frames responses natively with these same types so each frame can be stamped with
+//! The host frames responses natively with these same types, so each frame can be stamped with
 //! the arrival time of the read that completed it; adapters that ask for `raw` framing can use
 //! them to do the framing themselves. Both accept arbitrary split points, including a split inside
-//! a multi-byte UTF-8 character or between `\r` and `\n`.
+//! a multi-byte UTF-8 character or between `\r` and `\n`. Frames are appended to a [`Batch`]:
+//! one buffer for all frames of a read, so framing allocates nothing per frame.
 
-/// One complete SSE event: its `event:` name (or a non-`data` field name such as llama.cpp's
-/// `error:`) and its `data:` lines joined with `\n`.
+/// Where one frame lies in [`Batch::data`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct SseEvent {
+pub struct Span {
+    pub start: u32,
+    pub len: u32,
+    /// The SSE `event:` name, or a non-standard field carrying the payload (llama.cpp's `error:`).
     pub event: Option<String>,
+}
+
+/// Frames completed by one or more reads, back to back.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Batch {
     pub data: Vec<u8>,
+    pub frames: Vec<Span>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.frames.clear();
+    }
+
+    /// Frame `i` as (event name, payload).
+    pub fn get(&self, i: usize) -> (Option<&str>, &[u8]) {
+        let span = &self.frames[i];
+        let start = span.start as usize;
+        (
+            span.event.as_deref(),
+            &self.data[start..start + span.len as usize],
+        )
+    }
+
+    /// Appends one frame.
+    pub fn push(&mut self, event: Option<String>, data: &[u8]) {
+        let start = self.data.len() as u32;
+        self.data.extend_from_slice(data);
+        self.frames.push(Span {
+            start,
+            len: data.len() as u32,
+            event,
+        });
+    }
 }
 
 /// Incremental SSE parser (WHATWG rules: optional space after the colon, `:` comments,
@@ -18,7 +59,8 @@ pub struct SseEvent {
 #[derive(Debug, Default)]
 pub struct SseFramer {
     buf: Vec<u8>,
-    pending: SseEvent,
+    data: Vec<u8>,
+    event: Option<String>,
     has_field: bool,
 }
 
@@ -28,45 +70,53 @@ impl SseFramer {
     }
 
     /// Feeds bytes as read; complete events are appended to `out`.
-    pub fn push(&mut self, bytes: &[u8], out: &mut Vec<SseEvent>) {
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.extend_from_slice(bytes);
+    pub fn push(&mut self, bytes: &[u8], out: &mut Batch) {
+        if self.buf.is_empty() {
+            let used = self.lines(bytes, out);
+            self.buf.extend_from_slice(&bytes[used..]);
+        } else {
+            let mut buf = std::mem::take(&mut self.buf);
+            buf.extend_from_slice(bytes);
+            let used = self.lines(&buf, out);
+            buf.drain(..used);
+            self.buf = buf;
+        }
+    }
+
+    /// Handles every complete line of `bytes`; returns how many bytes were consumed.
+    fn lines(&mut self, bytes: &[u8], out: &mut Batch) -> usize {
         let mut start = 0;
-        while let Some(pos) = buf[start..].iter().position(|&b| b == b'\n' || b == b'\r') {
+        while let Some(pos) = bytes[start..]
+            .iter()
+            .position(|&b| b == b'\n' || b == b'\r')
+        {
             let end = start + pos;
             let mut next = end + 1;
-            if buf[end] == b'\r' {
-                if next == buf.len() {
-                    // A lone CR at the end of the read: wait, it may be the first half of CRLF.
+            if bytes[end] == b'\r' {
+                if next == bytes.len() {
+                    // A CR ending the read may be the first half of CRLF: wait for more.
                     break;
                 }
-                if buf[next] == b'\n' {
+                if bytes[next] == b'\n' {
                     next += 1;
                 }
             }
-            self.line(&buf[start..end], out);
+            self.line(&bytes[start..end], out);
             start = next;
         }
-        buf.drain(..start);
-        self.buf = buf;
+        start
     }
 
     /// End of body: a final event without its blank line is still delivered.
-    pub fn finish(&mut self, out: &mut Vec<SseEvent>) {
+    pub fn finish(&mut self, out: &mut Batch) {
         if !self.buf.is_empty() {
             let line = std::mem::take(&mut self.buf);
-            let line = line.strip_suffix(b"\r").unwrap_or(&line).to_vec();
-            self.line(&line, out);
+            self.line(line.strip_suffix(b"\r").unwrap_or(&line), out);
         }
         self.dispatch(out);
     }
 
-    /// Bytes received but not yet part of a complete line.
-    pub fn leftover(&self) -> &[u8] {
-        &self.buf
-    }
-
-    fn line(&mut self, line: &[u8], out: &mut Vec<SseEvent>) {
+    fn line(&mut self, line: &[u8], out: &mut Batch) {
         if line.is_empty() {
             self.dispatch(out);
             return;
@@ -83,29 +133,29 @@ impl SseFramer {
         };
         match field {
             b"data" => {
-                if self.has_field && !self.pending.data.is_empty() {
-                    self.pending.data.push(b'\n');
+                if self.has_field && !self.data.is_empty() {
+                    self.data.push(b'\n');
                 }
-                self.pending.data.extend_from_slice(value);
+                self.data.extend_from_slice(value);
                 self.has_field = true;
             }
             b"event" => {
-                self.pending.event = Some(String::from_utf8_lossy(value).into_owned());
+                self.event = Some(String::from_utf8_lossy(value).into_owned());
                 self.has_field = true;
             }
             b"id" | b"retry" => {}
             other => {
-                // Non-standard field carrying a payload (llama.cpp sends `error: {...}`).
-                self.pending.event = Some(String::from_utf8_lossy(other).into_owned());
-                self.pending.data.extend_from_slice(value);
+                self.event = Some(String::from_utf8_lossy(other).into_owned());
+                self.data.extend_from_slice(value);
                 self.has_field = true;
             }
         }
     }
 
-    fn dispatch(&mut self, out: &mut Vec<SseEvent>) {
+    fn dispatch(&mut self, out: &mut Batch) {
         if self.has_field {
-            out.push(std::mem::take(&mut self.pending));
+            out.push(self.event.take(), &self.data);
+            self.data.clear();
             self.has_field = false;
         }
     }
@@ -122,58 +172,43 @@ impl NdjsonFramer {
         Self::default()
     }
 
-    pub fn push(&mut self, bytes: &[u8], out: &mut Vec<Vec<u8>>) {
+    pub fn push(&mut self, bytes: &[u8], out: &mut Batch) {
         self.buf.extend_from_slice(bytes);
         let mut start = 0;
         while let Some(pos) = self.buf[start..].iter().position(|&b| b == b'\n') {
-            let line = trim(&self.buf[start..start + pos]);
+            let line = self.buf[start..start + pos].trim_ascii();
             if !line.is_empty() {
-                out.push(line.to_vec());
+                out.push(None, line);
             }
             start += pos + 1;
         }
         self.buf.drain(..start);
     }
 
-    pub fn finish(&mut self, out: &mut Vec<Vec<u8>>) {
-        let line = trim(&self.buf).to_vec();
+    pub fn finish(&mut self, out: &mut Batch) {
+        let line = self.buf.trim_ascii();
         if !line.is_empty() {
-            out.push(line);
+            out.push(None, line);
         }
         self.buf.clear();
     }
-}
-
-fn trim(mut s: &[u8]) -> &[u8] {
-    while let [first, rest @ ..] = s {
-        if first.is_ascii_whitespace() {
-            s = rest;
-        } else {
-            break;
-        }
-    }
-    while let [rest @ .., last] = s {
-        if last.is_ascii_whitespace() {
-            s = rest;
-        } else {
-            break;
-        }
-    }
-    s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn frame_all(chunks: &[&[u8]]) -> Vec<SseEvent> {
+    fn frame_all(chunks: &[&[u8]]) -> Vec<(Option<String>, Vec<u8>)> {
         let mut f = SseFramer::new();
-        let mut out = Vec::new();
+        let mut out = Batch::default();
         for c in chunks {
             f.push(c, &mut out);
         }
         f.finish(&mut out);
-        out
+        (0..out.frames.len())
+            .map(|i| out.get(i))
+            .map(|(e, d)| (e.map(str::to_owned), d.to_vec()))
+            .collect()
     }
 
     #[test]
@@ -181,12 +216,12 @@ mod tests {
         let body = b": ping\n\ndata: {\"a\":1}\n\ndata:{\"b\":2}\r\n\r\nevent: response.done\ndata: x\ndata: y\n\nerror: {\"code\":500}\n\ndata: [DONE]\n\n";
         let whole = frame_all(&[body]);
         assert_eq!(whole.len(), 5);
-        assert_eq!(whole[0].data, b"{\"a\":1}");
-        assert_eq!(whole[1].data, b"{\"b\":2}");
-        assert_eq!(whole[2].event.as_deref(), Some("response.done"));
-        assert_eq!(whole[2].data, b"x\ny");
-        assert_eq!(whole[3].event.as_deref(), Some("error"));
-        assert_eq!(whole[4].data, b"[DONE]");
+        assert_eq!(whole[0].1, b"{\"a\":1}");
+        assert_eq!(whole[1].1, b"{\"b\":2}");
+        assert_eq!(whole[2].0.as_deref(), Some("response.done"));
+        assert_eq!(whole[2].1, b"x\ny");
+        assert_eq!(whole[3].0.as_deref(), Some("error"));
+        assert_eq!(whole[4].1, b"[DONE]");
         for i in 0..body.len() {
             let (a, b) = body.split_at(i);
             assert_eq!(frame_all(&[a, b]), whole, "split at {i}");
@@ -198,10 +233,11 @@ mod tests {
     #[test]
     fn ndjson_lines() {
         let mut f = NdjsonFramer::new();
-        let mut out = Vec::new();
+        let mut out = Batch::default();
         f.push(b"{\"a\":1}\n\n{\"b\"", &mut out);
         f.push(b":2}\n{\"c\":3}", &mut out);
         f.finish(&mut out);
-        assert_eq!(out, vec![b"{\"a\":1}".to_vec(), b"{\"b\":2}".to_vec(), b"{\"c\":3}".to_vec()]);
+        let got: Vec<&[u8]> = (0..out.frames.len()).map(|i| out.get(i).1).collect();
+        assert_eq!(got, vec![&b"{\"a\":1}"[..], b"{\"b\":2}", b"{\"c\":3}"]);
     }
 }

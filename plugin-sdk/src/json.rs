@@ -51,10 +51,14 @@ pub fn error_message(v: &Value) -> Option<String> {
 
 /// True when a stream payload is an in-band error object rather than a normal chunk.
 pub fn is_error_object(v: &Value) -> bool {
-    v.as_object().is_some_and(|o| o.contains_key("error") || o.get("object").and_then(Value::as_str) == Some("error"))
+    v.as_object().is_some_and(|o| {
+        o.contains_key("error") || o.get("object").and_then(Value::as_str) == Some("error")
+    })
 }
 
 /// Reads an optional non-negative integer field.
 pub fn get_u32(obj: &Map<String, Value>, key: &str) -> Option<u32> {
-    obj.get(key).and_then(Value::as_u64).map(|n| n.min(u32::MAX as u64) as u32)
+    obj.get(key)
+        .and_then(Value::as_u64)
+        .map(|n| n.min(u32::MAX as u64) as u32)
 }

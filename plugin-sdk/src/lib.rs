@@ -127,10 +127,39 @@ pub mod backend {
     };
     pub use crate::backend_bindings::llmb::plugin::host_log::{Level, log};
     pub use crate::backend_bindings::llmb::plugin::types::{
-        BackendError, ChatMessage, Completion, Delta, ErrorKind, Frame, Framing, GenRequest,
-        HttpRequest, Kv, Prompt, Role, StreamEvent, Usage,
+        BackendError, ChatMessage, Completion, Delta, ErrorKind, FrameBatch, FrameSpan, Framing,
+        GenRequest, HttpRequest, Kv, Prompt, Role, StreamEvent, Usage,
     };
     pub type Headers = Vec<(String, String)>;
+}
+
+impl backend::FrameBatch {
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Frame `i` as (event name, payload); a span outside the data gives an empty payload.
+    pub fn get(&self, i: usize) -> (Option<&str>, &[u8]) {
+        let span = &self.frames[i];
+        let start = span.start as usize;
+        let data = start
+            .checked_add(span.len as usize)
+            .and_then(|end| self.data.get(start..end))
+            .unwrap_or_default();
+        (span.event.as_deref(), data)
+    }
+
+    /// `(frame index, event name, payload)` for every frame, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, Option<&str>, &[u8])> {
+        (0..self.frames.len()).map(|i| {
+            let (event, data) = self.get(i);
+            (i as u32, event, data)
+        })
+    }
 }
 
 /// Everything a dataset reader touches, under short names.

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::backend::{
-    BackendError, ChatMessage, Completion, Delta, ErrorKind, Frame, GenRequest, Prompt, Role,
+    BackendError, ChatMessage, Completion, Delta, ErrorKind, FrameBatch, GenRequest, Prompt, Role,
     StreamEvent, Usage,
 };
 use crate::json::{error_message, merge_extra_body};
@@ -77,7 +77,10 @@ pub fn build_body(api: Api, req: &GenRequest, opts: BodyOptions) -> Result<Vec<u
                     .collect(),
             };
             obj.insert("messages".into(), Value::Array(messages));
-            if matches!(opts.max_tokens_field, MaxTokensField::MaxTokens | MaxTokensField::Both) {
+            if matches!(
+                opts.max_tokens_field,
+                MaxTokensField::MaxTokens | MaxTokensField::Both
+            ) {
                 obj.insert("max_tokens".into(), req.max_tokens.into());
             }
             if matches!(
@@ -185,14 +188,18 @@ pub struct OpenAiStream {
 
 impl OpenAiStream {
     pub fn new(api: Api) -> Self {
-        Self { api, done: false, failed: false }
+        Self {
+            api,
+            done: false,
+            failed: false,
+        }
     }
 
     /// Parses the frames of one read into events, in order.
-    pub fn feed(&mut self, frames: &[Frame]) -> Vec<StreamEvent> {
-        let mut events = Vec::with_capacity(frames.len() + 1);
-        for (i, frame) in frames.iter().enumerate() {
-            self.frame(i as u32, frame, &mut events);
+    pub fn feed(&mut self, batch: &FrameBatch) -> Vec<StreamEvent> {
+        let mut events = Vec::with_capacity(batch.len() + 1);
+        for (i, event, data) in batch.iter() {
+            self.frame(i, event, data, &mut events);
         }
         events
     }
@@ -208,11 +215,17 @@ impl OpenAiStream {
         ))]
     }
 
-    fn frame(&mut self, index: u32, frame: &Frame, events: &mut Vec<StreamEvent>) {
+    fn frame(
+        &mut self,
+        index: u32,
+        event: Option<&str>,
+        data: &[u8],
+        events: &mut Vec<StreamEvent>,
+    ) {
         if self.done || self.failed {
             return;
         }
-        let data = trim_ascii(&frame.data);
+        let data = data.trim_ascii();
         if data.is_empty() {
             return;
         }
@@ -221,7 +234,7 @@ impl OpenAiStream {
             events.push(StreamEvent::Done);
             return;
         }
-        if frame.event.as_deref() == Some("error") {
+        if event == Some("error") {
             self.fail(error_from_payload(data, None), events);
             return;
         }
@@ -229,7 +242,10 @@ impl OpenAiStream {
             Ok(c) => c,
             Err(e) => {
                 let shown = String::from_utf8_lossy(&data[..data.len().min(120)]).into_owned();
-                self.fail(protocol_error(format!("malformed stream chunk ({e}): {shown}")), events);
+                self.fail(
+                    protocol_error(format!("malformed stream chunk ({e}): {shown}")),
+                    events,
+                );
                 return;
             }
         };
@@ -240,11 +256,16 @@ impl OpenAiStream {
         if let Some(choices) = chunk.choices {
             for choice in choices {
                 let (text, reasoning) = match self.api {
-                    Api::Completions => (choice.text.unwrap_or_default().into_owned(), String::new()),
+                    Api::Completions => {
+                        (choice.text.unwrap_or_default().into_owned(), String::new())
+                    }
                     Api::Chat => match choice.delta {
                         Some(d) => (
                             d.content.unwrap_or_default().into_owned(),
-                            d.reasoning.or(d.reasoning_content).unwrap_or_default().into_owned(),
+                            d.reasoning
+                                .or(d.reasoning_content)
+                                .unwrap_or_default()
+                                .into_owned(),
                         ),
                         None => (choice.text.unwrap_or_default().into_owned(), String::new()),
                     },
@@ -261,7 +282,9 @@ impl OpenAiStream {
                         self.fail(
                             BackendError {
                                 kind: ErrorKind::Server,
-                                message: format!("the server ended the stream with finish_reason {reason:?}"),
+                                message: format!(
+                                    "the server ended the stream with finish_reason {reason:?}"
+                                ),
                                 http_status: None,
                                 retryable: false,
                             },
@@ -284,20 +307,22 @@ impl OpenAiStream {
     }
 }
 
-fn trim_ascii(s: &[u8]) -> &[u8] {
-    s.trim_ascii()
-}
-
 fn protocol_error(message: String) -> BackendError {
-    BackendError { kind: ErrorKind::Protocol, message, http_status: None, retryable: false }
+    BackendError {
+        kind: ErrorKind::Protocol,
+        message,
+        http_status: None,
+        retryable: false,
+    }
 }
 
 fn error_from_payload(data: &[u8], status: Option<u16>) -> BackendError {
     let parsed: Option<Value> = serde_json::from_slice(data).ok();
-    let message = parsed
-        .as_ref()
-        .and_then(error_message)
-        .unwrap_or_else(|| String::from_utf8_lossy(&data[..data.len().min(300)]).trim().to_owned());
+    let message = parsed.as_ref().and_then(error_message).unwrap_or_else(|| {
+        String::from_utf8_lossy(&data[..data.len().min(300)])
+            .trim()
+            .to_owned()
+    });
     let code = parsed.as_ref().and_then(|v| {
         v.get("error")
             .and_then(|e| e.get("code"))
@@ -329,12 +354,17 @@ pub fn classify(status: Option<u16>, message: String) -> BackendError {
         }
     };
     let message = if message.is_empty() {
-        status.map(|s| format!("HTTP {s} with an empty body")).unwrap_or_else(|| "unknown error".into())
+        status
+            .map(|s| format!("HTTP {s} with an empty body"))
+            .unwrap_or_else(|| "unknown error".into())
     } else {
         message
     };
     BackendError {
-        retryable: matches!(kind, ErrorKind::RateLimited | ErrorKind::Overloaded | ErrorKind::Timeout),
+        retryable: matches!(
+            kind,
+            ErrorKind::RateLimited | ErrorKind::Overloaded | ErrorKind::Timeout
+        ),
         kind,
         message,
         http_status: status,
@@ -358,7 +388,9 @@ pub fn parse_body(api: Api, status: u16, body: &[u8]) -> Result<Completion, Back
     let choice = v.get("choices").and_then(|c| c.get(0));
     let text = match api {
         Api::Completions => choice.and_then(|c| c.get("text")),
-        Api::Chat => choice.and_then(|c| c.get("message")).and_then(|m| m.get("content")),
+        Api::Chat => choice
+            .and_then(|c| c.get("message"))
+            .and_then(|m| m.get("content")),
     }
     .and_then(Value::as_str)
     .unwrap_or_default()
@@ -371,7 +403,11 @@ pub fn parse_body(api: Api, status: u16, body: &[u8]) -> Result<Completion, Back
         .get("usage")
         .and_then(|u| serde_json::from_value::<UsageJson>(u.clone()).ok())
         .map(Usage::from);
-    Ok(Completion { text, finish, usage })
+    Ok(Completion {
+        text,
+        finish,
+        usage,
+    })
 }
 
 /// What distinguishes one OpenAI-compatible adapter from another.
@@ -429,8 +465,10 @@ impl<F: Flavor> crate::backend::Guest for OpenAiAdapter<F> {
     }
 
     fn build_request(req: GenRequest) -> Result<crate::backend::HttpRequest, String> {
-        let max_tokens_field =
-            MAX_TOKENS_FIELD.lock().unwrap().unwrap_or(F::DEFAULT_MAX_TOKENS_FIELD);
+        let max_tokens_field = MAX_TOKENS_FIELD
+            .lock()
+            .unwrap()
+            .unwrap_or(F::DEFAULT_MAX_TOKENS_FIELD);
         let body = build_body(
             F::API,
             &req,
@@ -463,11 +501,14 @@ impl<F: Flavor> crate::backend::Guest for OpenAiAdapter<F> {
 
 impl<F: Flavor> crate::backend::GuestResponseParser for OpenAiParser<F> {
     fn new(_status: u16, _headers: crate::backend::Headers) -> Self {
-        Self { stream: OpenAiStream::new(F::API).into(), _flavor: std::marker::PhantomData }
+        Self {
+            stream: OpenAiStream::new(F::API).into(),
+            _flavor: std::marker::PhantomData,
+        }
     }
 
-    fn feed(&self, frames: Vec<Frame>) -> Vec<StreamEvent> {
-        self.stream.borrow_mut().feed(&frames)
+    fn feed(&self, batch: FrameBatch) -> Vec<StreamEvent> {
+        self.stream.borrow_mut().feed(&batch)
     }
 
     fn finish(&self, _trailers: crate::backend::Headers) -> Vec<StreamEvent> {

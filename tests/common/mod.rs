@@ -10,7 +10,10 @@ use llmb::bench::{BenchOutcome, run};
 use llmb::cli::BenchArgs;
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Bench arguments for a small, quick run with records under `dir`.

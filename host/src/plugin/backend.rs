@@ -23,8 +23,8 @@ pub mod bindings {
 
 pub use bindings::exports::llmb::plugin::backend::BackendInfo;
 pub use bindings::llmb::plugin::types::{
-    BackendError, ChatMessage, Completion, Delta, ErrorKind, Frame, Framing, GenRequest,
-    HttpRequest, Kv, Prompt, Role, StreamEvent, Usage,
+    BackendError, ChatMessage, Completion, Delta, ErrorKind, FrameBatch, FrameSpan, Framing,
+    GenRequest, HttpRequest, Kv, Prompt, Role, StreamEvent, Usage,
 };
 
 /// Response headers or trailers as the adapter sees them.
@@ -47,7 +47,10 @@ pub struct BackendState {
 
 impl WasiView for BackendState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -119,7 +122,9 @@ impl BackendFactory {
         let state = BackendState {
             wasi: WasiCtxBuilder::new().build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new().memory_size(MEMORY_CAP_BYTES).build(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(MEMORY_CAP_BYTES)
+                .build(),
             log: LogSink::default(),
             name,
         };
@@ -130,7 +135,11 @@ impl BackendFactory {
             .pre
             .instantiate(&mut store)
             .map_err(|e| anyhow::anyhow!("instantiating the plugin: {e:#}"))?;
-        Ok(BackendInstance { store, bindings, poisoned: false })
+        Ok(BackendInstance {
+            store,
+            bindings,
+            poisoned: false,
+        })
     }
 
     pub fn summary(&self) -> PluginSummary {
@@ -158,7 +167,9 @@ impl BackendInstance {
         f: impl FnOnce(&mut Store<BackendState>, &bindings::BackendPlugin) -> wasmtime::Result<T>,
     ) -> Result<T, PluginFault> {
         let bindings = &self.bindings;
-        let result = guarded(&mut self.store, CALL_DEADLINE_TICKS, |store| f(store, bindings));
+        let result = guarded(&mut self.store, CALL_DEADLINE_TICKS, |store| {
+            f(store, bindings)
+        });
         if result.is_err() {
             self.poisoned = true;
         }
@@ -189,12 +200,24 @@ impl BackendInstance {
         status: u16,
         headers: &Headers,
     ) -> Result<ParserHandle, PluginFault> {
-        self.call(|s, b| b.llmb_plugin_backend().response_parser().call_constructor(s, status, headers))
+        self.call(|s, b| {
+            b.llmb_plugin_backend()
+                .response_parser()
+                .call_constructor(s, status, headers)
+        })
     }
 
     /// Hands over every frame of one read; events name their frame by index.
-    pub fn feed(&mut self, parser: ParserHandle, frames: &[Frame]) -> Result<Vec<StreamEvent>, PluginFault> {
-        self.call(|s, b| b.llmb_plugin_backend().response_parser().call_feed(s, parser, frames))
+    pub fn feed(
+        &mut self,
+        parser: ParserHandle,
+        batch: &FrameBatch,
+    ) -> Result<Vec<StreamEvent>, PluginFault> {
+        self.call(|s, b| {
+            b.llmb_plugin_backend()
+                .response_parser()
+                .call_feed(s, parser, batch)
+        })
     }
 
     pub fn finish(
@@ -202,7 +225,11 @@ impl BackendInstance {
         parser: ParserHandle,
         trailers: &Headers,
     ) -> Result<Vec<StreamEvent>, PluginFault> {
-        self.call(|s, b| b.llmb_plugin_backend().response_parser().call_finish(s, parser, trailers))
+        self.call(|s, b| {
+            b.llmb_plugin_backend()
+                .response_parser()
+                .call_finish(s, parser, trailers)
+        })
     }
 
     pub fn drop_parser(&mut self, parser: ParserHandle) {
@@ -217,7 +244,10 @@ impl BackendInstance {
         headers: &Headers,
         body: &[u8],
     ) -> Result<Result<Completion, BackendError>, PluginFault> {
-        self.call(|s, b| b.llmb_plugin_backend().call_parse_body(s, status, headers, body))
+        self.call(|s, b| {
+            b.llmb_plugin_backend()
+                .call_parse_body(s, status, headers, body)
+        })
     }
 
     pub fn map_error(
@@ -226,7 +256,10 @@ impl BackendInstance {
         headers: &Headers,
         body: &[u8],
     ) -> Result<BackendError, PluginFault> {
-        self.call(|s, b| b.llmb_plugin_backend().call_map_error(s, status, headers, body))
+        self.call(|s, b| {
+            b.llmb_plugin_backend()
+                .call_map_error(s, status, headers, body)
+        })
     }
 }
 
@@ -242,9 +275,20 @@ pub struct BackendPool {
 
 impl BackendPool {
     /// Configures a first instance with `options`, so a bad `--plugin-opt` fails before the run.
-    pub fn new(factory: Arc<BackendFactory>, options: Vec<(String, String)>) -> anyhow::Result<Arc<Self>> {
-        let options: Vec<Kv> = options.into_iter().map(|(key, value)| Kv { key, value }).collect();
-        let pool = Arc::new(BackendPool { factory, options, idle: Mutex::new(Vec::new()), faults: AtomicU64::new(0) });
+    pub fn new(
+        factory: Arc<BackendFactory>,
+        options: Vec<(String, String)>,
+    ) -> anyhow::Result<Arc<Self>> {
+        let options: Vec<Kv> = options
+            .into_iter()
+            .map(|(key, value)| Kv { key, value })
+            .collect();
+        let pool = Arc::new(BackendPool {
+            factory,
+            options,
+            idle: Mutex::new(Vec::new()),
+            faults: AtomicU64::new(0),
+        });
         let first = pool.fresh()?;
         pool.idle.lock().unwrap().push(first);
         Ok(pool)
@@ -280,7 +324,10 @@ impl BackendPool {
             Some(i) => i,
             None => self.fresh()?,
         };
-        Ok(PooledBackend { pool: self.clone(), inst: Some(inst) })
+        Ok(PooledBackend {
+            pool: self.clone(),
+            inst: Some(inst),
+        })
     }
 }
 

@@ -65,7 +65,10 @@ pub struct DatasetState {
 
 impl WasiView for DatasetState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -131,7 +134,11 @@ impl DatasetFactory {
             .map_err(|e| anyhow::anyhow!("does not match the dataset world: {e}"))?;
         let mut factory = DatasetFactory {
             pre,
-            info: DatasetInfo { name: String::new(), version: String::new(), description: String::new() },
+            info: DatasetInfo {
+                name: String::new(),
+                version: String::new(),
+                description: String::new(),
+            },
             wit_version: plugin.wit_version,
             origin: plugin.origin,
             sha256: plugin.sha256,
@@ -144,7 +151,9 @@ impl DatasetFactory {
                     Arc::new(HostTokenizer::Words),
                     WasiCtxBuilder::new().build(),
                 )?;
-                Ok(guarded(&mut store, CALL_DEADLINE_TICKS, |s| plugin.llmb_plugin_dataset().call_info(s))?)
+                Ok(guarded(&mut store, CALL_DEADLINE_TICKS, |s| {
+                    plugin.llmb_plugin_dataset().call_info(s)
+                })?)
             })
             .join()
             .expect("dataset info thread")
@@ -162,7 +171,9 @@ impl DatasetFactory {
         let state = DatasetState {
             wasi,
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new().memory_size(4 * MEMORY_CAP_BYTES).build(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(4 * MEMORY_CAP_BYTES)
+                .build(),
             log: LogSink::default(),
             name,
             tokenizer,
@@ -190,38 +201,75 @@ impl DatasetFactory {
 
     /// Produces the samples for a run. Runs on its own thread: WASI file access must not
     /// happen on an async runtime's worker.
-    pub fn load(&self, req: &DatasetRequest, tokenizer: Arc<HostTokenizer>) -> anyhow::Result<Vec<Sample>> {
-        std::thread::scope(|s| s.spawn(|| self.load_here(req, tokenizer)).join().expect("dataset thread"))
+    pub fn load(
+        &self,
+        req: &DatasetRequest,
+        tokenizer: Arc<HostTokenizer>,
+    ) -> anyhow::Result<Vec<Sample>> {
+        std::thread::scope(|s| {
+            s.spawn(|| self.load_here(req, tokenizer))
+                .join()
+                .expect("dataset thread")
+        })
     }
 
-    fn load_here(&self, req: &DatasetRequest, tokenizer: Arc<HostTokenizer>) -> anyhow::Result<Vec<Sample>> {
+    fn load_here(
+        &self,
+        req: &DatasetRequest,
+        tokenizer: Arc<HostTokenizer>,
+    ) -> anyhow::Result<Vec<Sample>> {
         let name = self.info.name.clone();
         let mut wasi = WasiCtxBuilder::new();
-        let mut options: Vec<dtypes::Kv> =
-            req.options.iter().map(|(k, v)| dtypes::Kv { key: k.clone(), value: v.clone() }).collect();
+        let mut options: Vec<dtypes::Kv> = req
+            .options
+            .iter()
+            .map(|(k, v)| dtypes::Kv {
+                key: k.clone(),
+                value: v.clone(),
+            })
+            .collect();
         let mut files = Vec::new();
         if let Some(path) = &req.file {
             let meta = std::fs::metadata(path)
                 .with_context(|| format!("dataset file {}: cannot open", path.display()))?;
-            anyhow::ensure!(meta.is_file(), "dataset path {} is not a file", path.display());
+            anyhow::ensure!(
+                meta.is_file(),
+                "dataset path {} is not a file",
+                path.display()
+            );
             let abs = std::fs::canonicalize(path)
                 .with_context(|| format!("dataset file {}", path.display()))?;
             let dir = abs.parent().expect("a file has a parent directory");
             wasi.preopened_dir(dir, "/data", FsPerms::ReadOnly)
-                .map_err(|e| anyhow::anyhow!("cannot grant read access to {}: {e}", dir.display()))?;
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot grant read access to {}: {e}", dir.display())
+                })?;
             files.push(abs.file_name().unwrap().to_string_lossy().into_owned());
-            options.push(dtypes::Kv { key: "dataset-path-display".into(), value: path.display().to_string() });
+            options.push(dtypes::Kv {
+                key: "dataset-path-display".into(),
+                value: path.display().to_string(),
+            });
         }
-        let (mut store, plugin) = self.instantiate(name.as_str().into(), tokenizer, wasi.build())?;
+        let (mut store, plugin) =
+            self.instantiate(name.as_str().into(), tokenizer, wasi.build())?;
         let api = plugin.llmb_plugin_dataset();
         guarded(&mut store, CALL_DEADLINE_TICKS, |s| api.call_info(s))?;
-        let params = DatasetParams { seed: req.seed, count: req.count, options, files };
-        let source = guarded(&mut store, CALL_DEADLINE_TICKS, |s| api.source().call_constructor(s, &params))?;
+        let params = DatasetParams {
+            seed: req.seed,
+            count: req.count,
+            options,
+            files,
+        };
+        let source = guarded(&mut store, CALL_DEADLINE_TICKS, |s| {
+            api.source().call_constructor(s, &params)
+        })?;
         let mut samples = Vec::new();
         loop {
-            let batch = guarded(&mut store, CALL_DEADLINE_TICKS, |s| api.source().call_next_batch(s, source, BATCH))?
-                .map_err(|e| anyhow::anyhow!("{e}"))
-                .with_context(|| format!("dataset {name}"))?;
+            let batch = guarded(&mut store, CALL_DEADLINE_TICKS, |s| {
+                api.source().call_next_batch(s, source, BATCH)
+            })?
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("dataset {name}"))?;
             if batch.is_empty() {
                 break;
             }

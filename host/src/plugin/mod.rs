@@ -95,7 +95,7 @@ pub fn engine() -> &'static Engine {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.concurrency_support(false);
-        config.epoch_interruption(true);
+        config.epoch_interruption(std::env::var_os("LLMB_EXPERIMENT_NO_EPOCH").is_none());
         let engine = Engine::new(&config).expect("the plugin engine configuration is valid");
         let weak = engine.weak();
         std::thread::Builder::new()
@@ -121,7 +121,10 @@ pub struct Registry {
 impl Registry {
     /// Loads the embedded plugins and every `--plugin` file; a bad file is an error naming it.
     pub fn load(extra: &[PathBuf]) -> anyhow::Result<Self> {
-        let mut registry = Registry { backends: Vec::new(), datasets: Vec::new() };
+        let mut registry = Registry {
+            backends: Vec::new(),
+            datasets: Vec::new(),
+        };
         for (dir, bytes) in embedded::EMBEDDED {
             let component = load_component(bytes, Origin::Embedded)
                 .with_context(|| format!("embedded plugin {dir}"))?;
@@ -132,7 +135,9 @@ impl Registry {
                 .with_context(|| format!("cannot read plugin {}", path.display()))?;
             let component = load_component(&bytes, Origin::File(path.clone()))
                 .with_context(|| format!("plugin {}", path.display()))?;
-            registry.add(component).with_context(|| format!("plugin {}", path.display()))?;
+            registry
+                .add(component)
+                .with_context(|| format!("plugin {}", path.display()))?;
         }
         Ok(registry)
     }
@@ -155,17 +160,25 @@ impl Registry {
     }
 
     pub fn backend(&self, name: &str) -> anyhow::Result<Arc<BackendFactory>> {
-        self.backends.iter().find(|b| b.info.name == name).cloned().ok_or_else(|| {
-            let known: Vec<&str> = self.backends.iter().map(|b| b.info.name.as_str()).collect();
-            anyhow::anyhow!("unknown backend {name:?} (available: {})", known.join(", "))
-        })
+        self.backends
+            .iter()
+            .find(|b| b.info.name == name)
+            .cloned()
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.backends.iter().map(|b| b.info.name.as_str()).collect();
+                anyhow::anyhow!("unknown backend {name:?} (available: {})", known.join(", "))
+            })
     }
 
     pub fn dataset(&self, name: &str) -> anyhow::Result<Arc<DatasetFactory>> {
-        self.datasets.iter().find(|d| d.info.name == name).cloned().ok_or_else(|| {
-            let known: Vec<&str> = self.datasets.iter().map(|d| d.info.name.as_str()).collect();
-            anyhow::anyhow!("unknown dataset {name:?} (available: {})", known.join(", "))
-        })
+        self.datasets
+            .iter()
+            .find(|d| d.info.name == name)
+            .cloned()
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.datasets.iter().map(|d| d.info.name.as_str()).collect();
+                anyhow::anyhow!("unknown dataset {name:?} (available: {})", known.join(", "))
+            })
     }
 
     pub fn summaries(&self) -> Vec<PluginSummary> {
@@ -198,14 +211,19 @@ pub fn load_component(bytes: &[u8], origin: Origin) -> anyhow::Result<PluginComp
 
     let mut found: Option<(PluginKind, String)> = None;
     for (name, _) in ty.exports(engine) {
-        let Some(rest) = name.strip_prefix("llmb:plugin/") else { continue };
+        let Some(rest) = name.strip_prefix("llmb:plugin/") else {
+            continue;
+        };
         let (iface, version) = rest.split_once('@').unwrap_or((rest, "0.0.0"));
         let kind = match iface {
             "backend" => PluginKind::Backend,
             "dataset" => PluginKind::Dataset,
             _ => continue,
         };
-        let major = version.split('.').next().and_then(|m| m.parse::<u64>().ok());
+        let major = version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse::<u64>().ok());
         if major != Some(WIT_MAJOR) {
             bail!(
                 "is built for WIT {WIT_PACKAGE}@{version}, but this llmb speaks \
@@ -219,10 +237,19 @@ pub fn load_component(bytes: &[u8], origin: Origin) -> anyhow::Result<PluginComp
     };
     for (name, _) in ty.imports(engine) {
         if !import_allowed(kind, name) {
-            bail!("imports `{name}`, which llmb does not provide to {} plugins", kind.as_str());
+            bail!(
+                "imports `{name}`, which llmb does not provide to {} plugins",
+                kind.as_str()
+            );
         }
     }
-    Ok(PluginComponent { kind, wit_version, origin, sha256, component })
+    Ok(PluginComponent {
+        kind,
+        wit_version,
+        origin,
+        sha256,
+        component,
+    })
 }
 
 /// The host provides the WASI pieces Rust's std links against (no sockets, no HTTP), the host

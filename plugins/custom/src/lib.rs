@@ -67,7 +67,8 @@ pub fn parse_entries(name: &str, text: &str) -> Result<Vec<(String, Option<u32>)
             continue;
         }
         let at = format!("{name}:{}", i + 1);
-        let v: Value = serde_json::from_str(line).map_err(|e| format!("{at}: invalid JSON: {e}"))?;
+        let v: Value =
+            serde_json::from_str(line).map_err(|e| format!("{at}: invalid JSON: {e}"))?;
         out.push(entry(&v, &at)?);
     }
     Ok(out)
@@ -94,7 +95,11 @@ fn open(params: &DatasetParams) -> Result<State, String> {
         }
     }
     Ok(State {
-        count: if params.count == 0 { entries.len() as u64 } else { params.count },
+        count: if params.count == 0 {
+            entries.len() as u64
+        } else {
+            params.count
+        },
         output_len: parse_option(params, "custom-output-len", 256)?,
         entries,
         order,
@@ -116,7 +121,9 @@ impl Guest for Custom {
 
 impl GuestSource for CustomSource {
     fn new(params: DatasetParams) -> Self {
-        Self { state: RefCell::new(open(&params)) }
+        Self {
+            state: RefCell::new(open(&params)),
+        }
     }
 
     fn next_batch(&self, max: u32) -> Result<Vec<Sample>, String> {

@@ -6,7 +6,8 @@ pub struct OpenAiCompletions;
 
 impl Flavor for OpenAiCompletions {
     const NAME: &'static str = "openai";
-    const DESCRIPTION: &'static str = "OpenAI completions API (POST /v1/completions), streaming with usage.";
+    const DESCRIPTION: &'static str =
+        "OpenAI completions API (POST /v1/completions), streaming with usage.";
     const API: Api = Api::Completions;
     const DEFAULT_ENDPOINT: &'static str = "/v1/completions";
     const DEFAULT_MAX_TOKENS_FIELD: MaxTokensField = MaxTokensField::MaxTokens;

@@ -37,7 +37,9 @@ struct Config {
 fn config(params: &DatasetParams) -> Result<Config, String> {
     let range_ratio: f64 = parse_option(params, "random-range-ratio", 0.0)?;
     if !(0.0..1.0).contains(&range_ratio) {
-        return Err(format!("--random-range-ratio must be in [0, 1), got {range_ratio}"));
+        return Err(format!(
+            "--random-range-ratio must be in [0, 1), got {range_ratio}"
+        ));
     }
     let vocab = tokenizer::vocab_size();
     if vocab == 0 {
@@ -61,12 +63,19 @@ fn sample_len(rng: &mut SplitMix64, len: u32, ratio: f64) -> u32 {
 }
 
 fn random_ids(rng: &mut SplitMix64, n: u32, vocab: u32) -> Vec<u32> {
-    (0..n).map(|_| (rng.next_u64() % vocab as u64) as u32).collect()
+    (0..n)
+        .map(|_| (rng.next_u64() % vocab as u64) as u32)
+        .collect()
 }
 
 /// Decodes `ids` and re-encodes until the text is exactly `target` tokens long (or as close as
 /// the tokenizer allows after a few rounds), returning the text and its true token count.
-fn text_of_len(rng: &mut SplitMix64, mut ids: Vec<u32>, target: usize, vocab: u32) -> (String, u32) {
+fn text_of_len(
+    rng: &mut SplitMix64,
+    mut ids: Vec<u32>,
+    target: usize,
+    vocab: u32,
+) -> (String, u32) {
     let mut text = tokenizer::decode(&ids);
     for _ in 0..4 {
         let encoded = tokenizer::encode(&text);
@@ -106,7 +115,14 @@ impl GuestSource for RandomSource {
             Ok(c) => random_ids(&mut rng, c.prefix_len, c.vocab),
             Err(_) => Vec::new(),
         };
-        Self { state: RefCell::new(State { config, rng, produced: 0, prefix }) }
+        Self {
+            state: RefCell::new(State {
+                config,
+                rng,
+                produced: 0,
+                prefix,
+            }),
+        }
     }
 
     fn next_batch(&self, max: u32) -> Result<Vec<Sample>, String> {
@@ -123,7 +139,11 @@ impl GuestSource for RandomSource {
             ids.extend(random_ids(rng, input_len, c.vocab));
             let target = ids.len();
             let (text, input_tokens) = text_of_len(rng, ids, target, c.vocab);
-            out.push(Sample { prompt: Prompt::Text(text), input_tokens, output_tokens: output_len });
+            out.push(Sample {
+                prompt: Prompt::Text(text),
+                input_tokens,
+                output_tokens: output_len,
+            });
         }
         st.produced += n;
         Ok(out)
