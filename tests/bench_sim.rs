@@ -254,3 +254,69 @@ async fn random_dataset_lengths_are_seeded_and_exact() {
         assert_eq!(r.output_tokens, r.requested_output_tokens);
     }
 }
+
+/// A Hugging Face tokenizer.json (word level, whitespace pre-tokenizer), small enough to write here.
+fn write_tokenizer(dir: &std::path::Path) -> std::path::PathBuf {
+    let folder = dir.join("tok");
+    std::fs::create_dir_all(&folder).unwrap();
+    let mut vocab = serde_json::Map::new();
+    vocab.insert("[UNK]".into(), 0.into());
+    for i in 0..200u32 {
+        vocab.insert(format!("w{i}"), (i + 1).into());
+    }
+    let json = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [{"id": 0, "content": "[UNK]", "single_word": false, "lstrip": false,
+                          "rstrip": false, "normalized": false, "special": true}],
+        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
+    });
+    std::fs::write(folder.join("tokenizer.json"), json.to_string()).unwrap();
+    folder
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tokenizer_folder_sets_prompt_lengths() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = write_tokenizer(dir.path());
+    let tok = llmb::tokenizer::HostTokenizer::load(Some(&folder)).unwrap();
+    assert_eq!(tok.count("w1 w2 w3"), 3);
+    assert_eq!(tok.vocab_size(), 201);
+
+    let mut args = quick_args(dir.path());
+    args.tokenizer = Some(folder.clone());
+    args.random_input_len = 30;
+    let outcome = bench(&args).await;
+    assert_eq!(outcome.metrics.completed, 8);
+    assert!(outcome.info.tokenizer_id.contains("tok"));
+    for r in &outcome.records {
+        // The tokenizer's count, which the word-counting simulator confirms.
+        assert_eq!(r.prompt_tokens, 30);
+        assert_eq!(r.server_prompt_tokens, Some(30));
+    }
+
+    let missing = llmb::tokenizer::HostTokenizer::load(Some(&dir.path().join("nope")))
+        .err()
+        .unwrap();
+    assert!(format!("{missing:#}").contains("nope"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_is_a_clear_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = quick_args(dir.path());
+    args.base_url = Some(format!("http://127.0.0.1:{port}"));
+    args.model = Some("m".into());
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let err = llmb::bench::run(&args, rx).await.err().expect("refused");
+    assert!(
+        format!("{err:#}").contains(&format!("cannot reach http://127.0.0.1:{port}")),
+        "{err:#}"
+    );
+}

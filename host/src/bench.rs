@@ -195,6 +195,28 @@ fn user_headers(args: &BenchArgs) -> anyhow::Result<Vec<(HeaderName, HeaderValue
         .collect()
 }
 
+/// Fails fast, with the address in the message, when nothing listens there.
+async fn check_reachable(base_url: &str) -> anyhow::Result<()> {
+    let uri: hyper::Uri = base_url
+        .parse()
+        .with_context(|| format!("--base-url {base_url} is not a URL"))?;
+    let host = uri
+        .host()
+        .with_context(|| format!("--base-url {base_url} has no host"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(80);
+    match tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::TcpStream::connect((host, port)),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => bail!("cannot reach {base_url}: {e} (is the server running?)"),
+        Err(_) => bail!("cannot reach {base_url}: no answer within 10 s"),
+    }
+}
+
 async fn discover_model(client: &transport::HttpClient, target: &Target) -> anyhow::Result<String> {
     use http_body_util::BodyExt;
     let uri: hyper::Uri = format!("{}/v1/models", target.base_url).parse()?;
@@ -260,6 +282,9 @@ pub async fn run(args: &BenchArgs, stop: watch::Receiver<bool>) -> anyhow::Resul
         base_url.starts_with("http://"),
         "--base-url {base_url}: only http:// is supported in this version (use a local TLS-terminating proxy for https)"
     );
+    if simulator.is_none() {
+        check_reachable(&base_url).await?;
+    }
     let target = Target {
         base_url: base_url.clone(),
         endpoint: args.endpoint.clone(),

@@ -1,51 +1,78 @@
-//! The built-in simulator: an OpenAI-compatible server (vLLM's dialect, byte for byte as in
-//! `protocols/vllm.md`) with a timing model, so a benchmark runs with no real server and tests
-//! measure llmb against known TTFT and ITL.
+//! The built-in simulator: an OpenAI-compatible server speaking vLLM's dialect (byte for byte as
+//! in `protocols/vllm.md`) with a timing model, so a benchmark runs with no real server and the
+//! tests measure llmb against known TTFT and ITL.
 //!
-//! Cheap on purpose: a tokio task per stream sleeping to absolute deadlines, chunks formatted
-//! directly, no per-token JSON serialisation, so it is never the bottleneck it would hide.
+//! Cheap on purpose, so it is never the bottleneck it would hide: each streamed response is a
+//! small state machine polled by hyper as the body of its connection task, sleeping to absolute
+//! deadlines (no drift), and every SSE event is one `Bytes` assembled from precomputed pieces with
+//! a single exact-size allocation. No per-token serde, no locks, only relaxed atomics.
+//!
+//! Faults for tests are triggered by markers in the prompt: `__sim_fault:http500__`,
+//! `__sim_fault:malformed__`, `__sim_fault:drop__` and `__sim_fault:error_event__`.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::fmt::Write as _;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::task::{Context as TaskContext, Poll, ready};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
+use anyhow::Context as _;
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, StreamBody};
-use hyper::body::{Frame, Incoming};
+use http_body_util::{BodyExt as _, Limited};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use rand::{Rng as _, SeedableRng as _};
 use serde_json::Value;
-use tokio::sync::mpsc;
-use tokio::time::Instant;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, Sleep};
 
 use crate::tokenizer::{count_words, word_for};
+
+/// Context length advertised in `/v1/models`; prompt + max_tokens beyond it is a 400 like vLLM.
+const MAX_MODEL_LEN: u64 = 131_072;
+/// Request bodies larger than this are refused instead of buffered.
+const MAX_BODY_BYTES: usize = 64 << 20;
+/// A benchmark opens hundreds of connections at once: a short accept queue drops SYNs and the
+/// client's retry adds a full second to TTFT. The kernel caps this at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 65_535;
+const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
+const MALFORMED_EVENT: &[u8] = b"data: {\"choices\":[{\"text\": BROKEN\n\n";
+const ERROR_EVENT: &[u8] = b"data: {\"error\":{\"message\":\"simulated in-stream error\",\"type\":\"InternalServerError\",\"param\":null,\"code\":500}}\n\n";
+const SSE_CONTENT_TYPE: &str = "text/event-stream; charset=utf-8";
+const JSON_CONTENT_TYPE: &str = "application/json";
 
 /// Timing and behaviour of the simulated server.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
-    /// Request arrival to first chunk, ms.
+    /// Time from request arrival to the first chunk, ms.
     pub ttft_ms: f64,
     /// Gap between token chunks, ms.
     pub itl_ms: f64,
-    /// Each delay is multiplied by `1 + jitter · u`, u uniform in [−1, 1].
+    /// Each delay is multiplied by `1 + jitter * u`, u uniform in [-1, 1]; 0 disables jitter.
     pub jitter: f64,
-    /// Seeds jitter and natural output lengths.
+    /// Seeds the jitter and the natural output lengths, so runs are reproducible.
     pub seed: u64,
-    /// Continuous-batching model: ITL × (1 + batch_slowdown × (active streams − 1)).
+    /// Continuous-batching model: each ITL is multiplied by
+    /// `1 + batch_slowdown * (active_streams - 1)`.
     pub batch_slowdown: f64,
-    /// Extra TTFT per prompt token, µs.
+    /// Extra TTFT per prompt token, µs (a prefill cost).
     pub prefill_us_per_token: f64,
-    /// The served model name.
+    /// The served model name; requests naming another model get vLLM's 404.
     pub model: String,
-    /// When set, `/v1/*` needs `Authorization: Bearer KEY`.
+    /// When set, `/v1/*` require `Authorization: Bearer KEY` (else 401, like vLLM's `--api-key`).
     pub api_key: Option<String>,
 }
 
@@ -64,25 +91,11 @@ impl Default for SimConfig {
     }
 }
 
-type Body = BoxBody<Bytes, std::io::Error>;
-
-/// The kernel caps this at `net.core.somaxconn`.
-const LISTEN_BACKLOG: u32 = 65_535;
-
-struct SimState {
-    config: SimConfig,
-    requests: AtomicU64,
-    active: AtomicUsize,
-    prompt_tokens: AtomicU64,
-    generation_tokens: AtomicU64,
-    successes: AtomicU64,
-}
-
-/// A running simulator. Dropping it does not stop it; call [`SimHandle::shutdown`].
+/// A running simulator; dropping it does NOT stop it, call [`SimHandle::shutdown`].
 pub struct SimHandle {
     addr: SocketAddr,
     state: Arc<SimState>,
-    stop: tokio::sync::watch::Sender<bool>,
+    stop: Arc<Notify>,
     runner: Runner,
 }
 
@@ -93,23 +106,36 @@ enum Runner {
 }
 
 impl SimHandle {
+    /// The address actually bound (the real port when 0 was asked for).
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// `http://ADDR`, ready for `--base-url`.
+    /// `http://127.0.0.1:PORT`, ready for `--base-url` (an unspecified bind address becomes the
+    /// loopback address).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        let mut addr = self.addr;
+        if addr.ip().is_unspecified() {
+            let loopback: std::net::IpAddr = if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            };
+            addr.set_ip(loopback);
+        }
+        format!("http://{addr}")
     }
 
-    /// Requests answered on `/v1/*` so far.
+    /// Requests answered on `/v1/*` so far (errors included), counted when the response head is
+    /// ready, so tests can check how many requests a run really sent.
     pub fn requests_served(&self) -> u64 {
-        self.state.requests.load(Ordering::Relaxed)
+        self.state.served.load(Relaxed)
     }
 
-    /// Stops accepting and aborts open connections.
+    /// Stops accepting, aborts every open connection (streams in flight end abruptly) and waits
+    /// until they are gone.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
+        self.stop.notify_one();
         match self.runner {
             Runner::Task(task) => {
                 let _ = task.await;
@@ -121,42 +147,12 @@ impl SimHandle {
     }
 }
 
-async fn bind(
-    config: SimConfig,
-    addr: SocketAddr,
-) -> anyhow::Result<(tokio::net::TcpListener, Arc<SimState>)> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()
-    } else {
-        tokio::net::TcpSocket::new_v6()
-    }
-    .context("cannot create a socket")?;
-    socket.set_reuseaddr(true)?;
-    socket
-        .bind(addr)
-        .with_context(|| format!("cannot bind {addr}"))?;
-    // A benchmark opens hundreds of connections at once: a short accept queue drops SYNs and
-    // the client's retry adds a full second to TTFT.
-    let listener = socket
-        .listen(LISTEN_BACKLOG)
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    let state = Arc::new(SimState {
-        config,
-        requests: AtomicU64::new(0),
-        active: AtomicUsize::new(0),
-        prompt_tokens: AtomicU64::new(0),
-        generation_tokens: AtomicU64::new(0),
-        successes: AtomicU64::new(0),
-    });
-    Ok((listener, state))
-}
-
-/// Binds `addr` (port 0 picks a free port) and serves on the current tokio runtime.
+/// Binds `addr` (port 0 = any free port) and serves on the current tokio runtime.
 pub async fn start(config: SimConfig, addr: SocketAddr) -> anyhow::Result<SimHandle> {
-    let (listener, state) = bind(config, addr).await?;
-    let addr = listener.local_addr()?;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(serve(listener, state.clone(), stopped));
+    let (listener, addr) = bind(addr)?;
+    let state = Arc::new(SimState::new(config));
+    let stop = Arc::new(Notify::new());
+    let task = tokio::spawn(accept_loop(listener, state.clone(), stop.clone()));
     Ok(SimHandle {
         addr,
         state,
@@ -168,8 +164,10 @@ pub async fn start(config: SimConfig, addr: SocketAddr) -> anyhow::Result<SimHan
 /// Like [`start`], but on a thread and runtime of its own, so an in-process simulator neither
 /// competes with the client's tasks for its scheduler nor perturbs the client's timestamps.
 pub fn start_dedicated(config: SimConfig, addr: SocketAddr) -> anyhow::Result<SimHandle> {
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (ready_tx, ready_rx) =
+        std::sync::mpsc::channel::<anyhow::Result<(SocketAddr, Arc<SimState>)>>();
+    let stop = Arc::new(Notify::new());
+    let thread_stop = stop.clone();
     let thread = std::thread::Builder::new()
         .name("llmb-sim".into())
         .spawn(move || {
@@ -177,20 +175,20 @@ pub fn start_dedicated(config: SimConfig, addr: SocketAddr) -> anyhow::Result<Si
                 .enable_all()
                 .build()
             {
-                Ok(rt) => rt,
+                Ok(runtime) => runtime,
                 Err(e) => {
-                    let _ = ready_tx.send(Err(anyhow::anyhow!("simulator runtime: {e}")));
+                    let _ = ready_tx.send(Err(
+                        anyhow::Error::new(e).context("cannot start the simulator runtime")
+                    ));
                     return;
                 }
             };
             runtime.block_on(async move {
-                match bind(config, addr)
-                    .await
-                    .and_then(|(l, s)| Ok((l.local_addr()?, l, s)))
-                {
-                    Ok((addr, listener, state)) => {
+                match bind(addr) {
+                    Ok((listener, addr)) => {
+                        let state = Arc::new(SimState::new(config));
                         let _ = ready_tx.send(Ok((addr, state.clone())));
-                        serve(listener, state, stopped).await;
+                        accept_loop(listener, state, thread_stop).await;
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -210,155 +208,888 @@ pub fn start_dedicated(config: SimConfig, addr: SocketAddr) -> anyhow::Result<Si
     })
 }
 
-async fn serve(
-    listener: tokio::net::TcpListener,
-    state: Arc<SimState>,
-    mut stopped: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut connections = tokio::task::JoinSet::new();
+/// A listening socket with a deep accept queue, and the address it really got. Must run inside
+/// a tokio runtime.
+fn bind(addr: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .context("cannot create a socket")?;
+    socket
+        .set_reuseaddr(true)
+        .context("cannot set SO_REUSEADDR")?;
+    socket
+        .bind(addr)
+        .with_context(|| format!("cannot bind {addr}"))?;
+    let listener = socket
+        .listen(LISTEN_BACKLOG)
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let bound = listener
+        .local_addr()
+        .with_context(|| format!("cannot read the address bound for {addr}"))?;
+    Ok((listener, bound))
+}
+
+/// Shared by every connection; only atomics change after start.
+struct SimState {
+    config: SimConfig,
+    /// The model name as a JSON string literal (quotes included, escaped).
+    model_json: String,
+    /// The model name escaped for a Prometheus label value.
+    model_label: String,
+    /// `Bearer KEY` when an API key is configured.
+    expected_auth: Option<String>,
+    started_unix: u64,
+    served: AtomicU64,
+    generations: AtomicU64,
+    active: AtomicUsize,
+    prompt_tokens: AtomicU64,
+    generation_tokens: AtomicU64,
+    successes: AtomicU64,
+}
+
+impl SimState {
+    fn new(config: SimConfig) -> Self {
+        let model_json = Value::from(config.model.as_str()).to_string();
+        let model_label = config
+            .model
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
+        let expected_auth = config.api_key.as_ref().map(|k| format!("Bearer {k}"));
+        Self {
+            config,
+            model_json,
+            model_label,
+            expected_auth,
+            started_unix: unix_now(),
+            served: AtomicU64::new(0),
+            generations: AtomicU64::new(0),
+            active: AtomicUsize::new(0),
+            prompt_tokens: AtomicU64::new(0),
+            generation_tokens: AtomicU64::new(0),
+            successes: AtomicU64::new(0),
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<SimState>, stop: Arc<Notify>) {
+    let mut connections = JoinSet::new();
+    // A permit stored by `notify_one` is not lost even if it comes before this is polled, and
+    // dropping the handle does not stop the server (unlike a closed channel would).
+    let stopped = stop.notified();
+    tokio::pin!(stopped);
     loop {
         tokio::select! {
-            _ = stopped.changed() => break,
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let _ = stream.set_nodelay(true);
-                let state = state.clone();
-                connections.spawn(async move {
-                    let service = service_fn(move |req| handle(state.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .keep_alive(true)
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
+            biased;
+            () = &mut stopped => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    connections.spawn(serve_connection(stream, state.clone()));
+                }
+                // Out of file descriptors and the like: back off instead of spinning.
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
-    connections.abort_all();
-    while connections.join_next().await.is_some() {}
+    drop(listener);
+    connections.shutdown().await;
 }
 
-fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header("content-type", content_type)
-        .body(
-            Full::new(body.into())
-                .map_err(|e: Infallible| match e {})
-                .boxed(),
-        )
-        .expect("valid response")
-}
-
-fn json_error(status: StatusCode, kind: &str, message: &str) -> Response<Body> {
-    let body = serde_json::json!({
-        "error": {"message": message, "type": kind, "param": null, "code": status.as_u16()}
-    });
-    full(status, "application/json", body.to_string())
+async fn serve_connection(stream: TcpStream, state: Arc<SimState>) {
+    let _ = stream.set_nodelay(true);
+    let service = service_fn(move |req| handle(state.clone(), req));
+    let _ = http1::Builder::new()
+        .keep_alive(true)
+        .header_read_timeout(None::<Duration>)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }
 
 async fn handle(
     state: Arc<SimState>,
     req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
-    let path = req.uri().path().to_string();
-    let method = req.method().clone();
-    if path.starts_with("/v1/")
-        && let Some(key) = &state.config.api_key
-    {
-        let expected = format!("Bearer {key}");
-        let ok = req
-            .headers()
-            .get("authorization")
-            .is_some_and(|v| v.as_bytes() == expected.as_bytes());
-        if !ok {
-            return Ok(full(
-                StatusCode::UNAUTHORIZED,
-                "application/json",
-                r#"{"error":"Unauthorized"}"#,
-            ));
+) -> Result<Response<SimBody>, Infallible> {
+    let arrived = Instant::now();
+    let path = req.uri().path();
+    let response = if path.starts_with("/v1/") {
+        let response = v1(&state, req, arrived).await;
+        state.served.fetch_add(1, Relaxed);
+        response
+    } else {
+        match (req.method(), path) {
+            (&Method::GET, "/health") => full(StatusCode::OK, None, Bytes::new()),
+            (&Method::GET, "/metrics") => metrics(&state),
+            _ => not_found(),
         }
-    }
-    let response = match (method, path.as_str()) {
-        (Method::POST, "/v1/completions") => generate(state, req, Api::Completions).await,
-        (Method::POST, "/v1/chat/completions") => generate(state, req, Api::Chat).await,
-        (Method::GET, "/v1/models") => models(&state),
-        (Method::GET, "/health") => full(StatusCode::OK, "text/plain", ""),
-        (Method::GET, "/metrics") => metrics(&state),
-        _ => json_error(StatusCode::NOT_FOUND, "NotFoundError", "Not Found"),
     };
     Ok(response)
 }
 
-fn models(state: &SimState) -> Response<Body> {
-    let m = &state.config.model;
-    let body = serde_json::json!({
-        "object": "list",
-        "data": [{"id": m, "object": "model", "created": unix_now(), "owned_by": "llmb-sim",
-                  "root": m, "parent": null, "max_model_len": 131072}]
-    });
-    full(StatusCode::OK, "application/json", body.to_string())
+async fn v1(state: &Arc<SimState>, req: Request<Incoming>, arrived: Instant) -> Response<SimBody> {
+    if let Some(expected) = &state.expected_auth {
+        let ok = req
+            .headers()
+            .get(AUTHORIZATION)
+            .is_some_and(|v| v.as_bytes() == expected.as_bytes());
+        if !ok {
+            return json_response(StatusCode::UNAUTHORIZED, r#"{"error":"Unauthorized"}"#);
+        }
+    }
+    let api = match (req.method(), req.uri().path()) {
+        (&Method::POST, "/v1/completions") => Api::Completions,
+        (&Method::POST, "/v1/chat/completions") => Api::Chat,
+        (&Method::GET, "/v1/models") => return models(state),
+        _ => return not_found(),
+    };
+    let bytes = match Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => return bad_request(&format!("Cannot read the request body: {e}")),
+    };
+    match parse_job(state, api, &bytes) {
+        Ok(job) => generate(state, job, arrived).await,
+        Err(response) => response,
+    }
 }
 
-fn metrics(state: &SimState) -> Response<Body> {
-    let m = &state.config.model;
-    let mut out = String::new();
-    let gauges = [
-        (
-            "vllm:num_requests_running",
-            "Number of requests in model execution batches.",
-            state.active.load(Ordering::Relaxed) as u64,
-        ),
-        (
-            "vllm:num_requests_waiting",
-            "Number of requests waiting to be processed.",
-            0,
-        ),
-    ];
-    for (name, help, v) in gauges {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{model_name=\"{m}\"}} {v}"
-        );
-    }
-    let counters = [
-        (
-            "vllm:prompt_tokens_total",
-            "Number of prefill tokens processed.",
-            state.prompt_tokens.load(Ordering::Relaxed),
-        ),
-        (
-            "vllm:generation_tokens_total",
-            "Number of generation tokens processed.",
-            state.generation_tokens.load(Ordering::Relaxed),
-        ),
-        (
-            "vllm:request_success_total",
-            "Count of successfully processed requests.",
-            state.successes.load(Ordering::Relaxed),
-        ),
-    ];
-    for (name, help, v) in counters {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{model_name=\"{m}\"}} {v}"
-        );
-    }
-    full(StatusCode::OK, "text/plain; version=0.0.4", out)
-}
+// ---------------------------------------------------------------------------------------------
+// Requests
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Api {
     Completions,
     Chat,
 }
 
-#[derive(Clone, Copy, PartialEq)]
+impl Api {
+    fn id_prefix(self) -> &'static str {
+        match self {
+            Api::Completions => "cmpl",
+            Api::Chat => "chatcmpl",
+        }
+    }
+
+    fn chunk_object(self) -> &'static str {
+        match self {
+            Api::Completions => "text_completion",
+            Api::Chat => "chat.completion.chunk",
+        }
+    }
+
+    fn object(self) -> &'static str {
+        match self {
+            Api::Completions => "text_completion",
+            Api::Chat => "chat.completion",
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Fault {
     None,
+    Http500,
     Malformed,
     Drop,
     ErrorEvent,
+}
+
+impl Fault {
+    fn of(prompt: &str) -> Fault {
+        if !prompt.contains("__sim_fault:") {
+            Fault::None
+        } else if prompt.contains("__sim_fault:http500__") {
+            Fault::Http500
+        } else if prompt.contains("__sim_fault:malformed__") {
+            Fault::Malformed
+        } else if prompt.contains("__sim_fault:drop__") {
+            Fault::Drop
+        } else if prompt.contains("__sim_fault:error_event__") {
+            Fault::ErrorEvent
+        } else {
+            Fault::None
+        }
+    }
+}
+
+/// What one request asks for, validated.
+struct Job {
+    api: Api,
+    prompt_tokens: u32,
+    max_tokens: u32,
+    stream: bool,
+    include_usage: bool,
+    ignore_eos: bool,
+    fault: Fault,
+}
+
+fn parse_job(state: &SimState, api: Api, bytes: &[u8]) -> Result<Job, Response<SimBody>> {
+    let body: Value = serde_json::from_slice(bytes)
+        .map_err(|e| bad_request(&format!("Invalid JSON in the request body: {e}")))?;
+    if !body.is_object() {
+        return Err(bad_request("The request body must be a JSON object."));
+    }
+    match body.get("model") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(m)) if *m == state.config.model => {}
+        Some(Value::String(m)) => {
+            return Err(api_error(
+                StatusCode::NOT_FOUND,
+                "NotFoundError",
+                &format!("The model `{m}` does not exist."),
+                Some("model"),
+            ));
+        }
+        Some(_) => return Err(bad_request("`model` must be a string.")),
+    }
+    let (prompt, prompt_tokens) = match api {
+        Api::Completions => match body.get("prompt") {
+            None | Some(Value::Null) => return Err(bad_request("Field `prompt` is required.")),
+            Some(p) => completion_prompt(p, false).map_err(bad_request)?,
+        },
+        Api::Chat => chat_prompt(&body).map_err(bad_request)?,
+    };
+    let fault = Fault::of(&prompt);
+    if fault == Fault::Http500 {
+        return Err(api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            "simulated internal error",
+            None,
+        ));
+    }
+    let requested = ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|k| body.get(*k).filter(|v| !v.is_null()));
+    let max_tokens = match requested {
+        None => 16,
+        Some(v) => match v.as_u64() {
+            Some(n) if (1..=MAX_MODEL_LEN).contains(&n) => n as u32,
+            _ => {
+                return Err(bad_request(&format!(
+                    "max_tokens must be an integer between 1 and {MAX_MODEL_LEN}, got {v}."
+                )));
+            }
+        },
+    };
+    let total = u64::from(prompt_tokens) + u64::from(max_tokens);
+    if total > MAX_MODEL_LEN {
+        return Err(bad_request(&format!(
+            "This model's maximum context length is {MAX_MODEL_LEN} tokens. However, you requested {total} \
+             tokens ({prompt_tokens} in the messages, {max_tokens} in the completion). Please reduce the \
+             length of the messages or completion."
+        )));
+    }
+    let flag = |v: Option<&Value>| v.and_then(Value::as_bool).unwrap_or(false);
+    Ok(Job {
+        api,
+        prompt_tokens,
+        max_tokens,
+        stream: flag(body.get("stream")),
+        include_usage: flag(body.pointer("/stream_options/include_usage")),
+        ignore_eos: flag(body.get("ignore_eos")),
+        fault,
+    })
+}
+
+/// A completions `prompt`: a string, a list of token ids, or a one-element list of either.
+fn completion_prompt(v: &Value, nested: bool) -> Result<(Cow<'_, str>, u32), &'static str> {
+    match v {
+        Value::String(s) => Ok((Cow::Borrowed(s.as_str()), count_words(s))),
+        Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_u64) => {
+            Ok((Cow::Borrowed(""), items.len() as u32))
+        }
+        Value::Array(items) if items.len() == 1 && !nested => completion_prompt(&items[0], true),
+        Value::Array(_) => {
+            Err("The simulator serves one prompt per request (a string or one list of token ids).")
+        }
+        _ => Err("`prompt` must be a string or a list of token ids."),
+    }
+}
+
+/// All message contents of a chat request, one per line, and their word count.
+fn chat_prompt(body: &Value) -> Result<(Cow<'_, str>, u32), &'static str> {
+    let Some(messages) = body.get("messages").and_then(Value::as_array) else {
+        return Err("Field `messages` is required (a list of messages).");
+    };
+    let mut text = String::new();
+    for message in messages {
+        match message.get("content") {
+            Some(Value::String(s)) => {
+                text.push_str(s);
+                text.push('\n');
+            }
+            Some(Value::Array(parts)) => {
+                for part in parts {
+                    if let Some(t) = part.get("text").and_then(Value::as_str) {
+                        text.push_str(t);
+                        text.push('\n');
+                    }
+                }
+            }
+            None | Some(Value::Null) => {}
+            Some(_) => {
+                return Err("Message `content` must be a string or a list of content parts.");
+            }
+        }
+    }
+    let tokens = count_words(&text);
+    Ok((Cow::Owned(text), tokens))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generation
+
+async fn generate(state: &Arc<SimState>, job: Job, arrived: Instant) -> Response<SimBody> {
+    let cfg = &state.config;
+    let n = state.generations.fetch_add(1, Relaxed);
+    let mut rng = SmallRng::seed_from_u64(cfg.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let output_tokens = if job.ignore_eos {
+        job.max_tokens
+    } else {
+        rng.random_range(job.max_tokens.div_ceil(2)..=job.max_tokens)
+    };
+    let hit_max = output_tokens == job.max_tokens;
+    let ttft_s = ((cfg.ttft_ms / 1e3
+        + cfg.prefill_us_per_token * f64::from(job.prompt_tokens) / 1e6)
+        * jitter(cfg, &mut rng))
+    .max(0.0);
+    let id = format!(
+        "{}-{:016x}{:016x}",
+        job.api.id_prefix(),
+        splitmix64(cfg.seed ^ n),
+        splitmix64(n.wrapping_add(0x5851_F42D_4C95_7F2D))
+    );
+    let created = unix_now();
+    let word_offset = splitmix64(cfg.seed.wrapping_add(n));
+    state
+        .prompt_tokens
+        .fetch_add(u64::from(job.prompt_tokens), Relaxed);
+    let active = ActiveGuard::new(state.clone());
+
+    if !job.stream {
+        let mut offset_s = ttft_s;
+        for _ in 1..output_tokens {
+            offset_s += itl_s(state, &mut rng);
+        }
+        tokio::time::sleep_until(arrived + secs(offset_s)).await;
+        drop(active);
+        match job.fault {
+            Fault::Malformed => {
+                return json_response(StatusCode::OK, "{\"choices\":[{\"text\": BROKEN");
+            }
+            Fault::ErrorEvent => {
+                return api_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalServerError",
+                    "simulated in-stream error",
+                    None,
+                );
+            }
+            Fault::Drop => {
+                return Response::builder()
+                    .status(StatusCode::OK)
+                    .header(CONTENT_TYPE, JSON_CONTENT_TYPE)
+                    .body(SimBody::Fail { yielded: false })
+                    .expect("static headers are valid");
+            }
+            Fault::None | Fault::Http500 => {}
+        }
+        state
+            .generation_tokens
+            .fetch_add(u64::from(output_tokens), Relaxed);
+        state.successes.fetch_add(1, Relaxed);
+        let body = whole_body(
+            state,
+            job.api,
+            &id,
+            created,
+            word_offset,
+            job.prompt_tokens,
+            output_tokens,
+            hit_max,
+        );
+        return json_response(StatusCode::OK, body);
+    }
+
+    let prefix = format!(
+        "data: {{\"id\":\"{id}\",\"object\":\"{}\",\"created\":{created},\"model\":{},\"choices\":",
+        job.api.chunk_object(),
+        state.model_json
+    );
+    let generation = Generation {
+        state: state.clone(),
+        _active: Some(active),
+        api: job.api,
+        prefix,
+        prompt_tokens: job.prompt_tokens,
+        output_tokens,
+        hit_max,
+        include_usage: job.include_usage,
+        word_offset,
+        fault: job.fault,
+        rng,
+        arrived,
+        offset_s: ttft_s,
+        sleep: Box::pin(tokio::time::sleep_until(arrived + secs(ttft_s))),
+        armed: true,
+        yielded: false,
+        sent: 0,
+        step: if job.api == Api::Chat {
+            Step::Role
+        } else {
+            Step::Token
+        },
+        failed: false,
+    };
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(CONTENT_TYPE, SSE_CONTENT_TYPE)
+        .body(SimBody::Stream(Box::new(generation)))
+        .expect("static headers are valid")
+}
+
+/// The non-streaming response body, vLLM's key order.
+#[allow(clippy::too_many_arguments)]
+fn whole_body(
+    state: &SimState,
+    api: Api,
+    id: &str,
+    created: u64,
+    word_offset: u64,
+    prompt_tokens: u32,
+    output_tokens: u32,
+    hit_max: bool,
+) -> String {
+    let mut text = String::with_capacity(output_tokens as usize * 8);
+    for k in 0..output_tokens {
+        text.push(' ');
+        text.push_str(word_for(word_offset.wrapping_add(u64::from(k))));
+    }
+    let finish = if hit_max { "length" } else { "stop" };
+    let choice = match api {
+        Api::Completions => format!(
+            "{{\"index\":0,\"text\":\"{text}\",\"logprobs\":null,\"finish_reason\":\"{finish}\",\"stop_reason\":null,\"prompt_logprobs\":null}}"
+        ),
+        Api::Chat => format!(
+            "{{\"index\":0,\"message\":{{\"role\":\"assistant\",\"content\":\"{text}\"}},\"logprobs\":null,\"finish_reason\":\"{finish}\",\"stop_reason\":null}}"
+        ),
+    };
+    format!(
+        "{{\"id\":\"{id}\",\"object\":\"{}\",\"created\":{created},\"model\":{},\"choices\":[{choice}],\"usage\":{{\"prompt_tokens\":{prompt_tokens},\"total_tokens\":{},\"completion_tokens\":{output_tokens},\"prompt_tokens_details\":null}}}}",
+        api.object(),
+        state.model_json,
+        prompt_tokens + output_tokens
+    )
+}
+
+/// Keeps `vllm:num_requests_running` and the batching model honest: counted from arrival until
+/// the response ends or is dropped (client gone, connection aborted).
+struct ActiveGuard(Arc<SimState>);
+
+impl ActiveGuard {
+    fn new(state: Arc<SimState>) -> Self {
+        state.active.fetch_add(1, Relaxed);
+        Self(state)
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Relaxed);
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Step {
+    /// Chat's role-only chunk, due at TTFT.
+    Role,
+    /// Token `sent`, due when `sleep` fires.
+    Token,
+    Malformed,
+    ErrorEvent,
+    Usage,
+    Done,
+    /// End the body with an error: hyper aborts the chunked body and closes the connection.
+    Drop,
+    Finished,
+}
+
+/// One streamed response: a state machine hyper polls as the response body. Dropped (and so
+/// stopped) as soon as the connection goes away.
+struct Generation {
+    state: Arc<SimState>,
+    /// Released when the stream ends, or when the body is dropped mid-way.
+    _active: Option<ActiveGuard>,
+    api: Api,
+    /// `data: {"id":…,"object":…,"created":…,"model":…,"choices":` shared by every event.
+    prefix: String,
+    prompt_tokens: u32,
+    output_tokens: u32,
+    hit_max: bool,
+    include_usage: bool,
+    word_offset: u64,
+    fault: Fault,
+    rng: SmallRng,
+    arrived: Instant,
+    /// Seconds after `arrived` at which the next token is due (absolute, so no drift).
+    offset_s: f64,
+    sleep: Pin<Box<Sleep>>,
+    /// `sleep` was reset and has not fired yet.
+    armed: bool,
+    /// The drop fault already returned `Pending` once, letting hyper flush the chunks before it.
+    yielded: bool,
+    /// Token chunks already produced.
+    sent: u32,
+    step: Step,
+    /// An in-stream error was sent: the request does not count as a success.
+    failed: bool,
+}
+
+impl Generation {
+    fn poll_event(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let event = match self.step {
+            Step::Role => {
+                ready!(self.wait(cx));
+                self.step = Step::Token;
+                concat(&[
+                    self.prefix.as_str(),
+                    "[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n",
+                ])
+            }
+            Step::Token => {
+                ready!(self.wait(cx));
+                let event = self.token_event();
+                self.sent += 1;
+                self.state.generation_tokens.fetch_add(1, Relaxed);
+                self.step = self.after_token();
+                event
+            }
+            Step::Malformed => {
+                self.step = self.next_token();
+                Bytes::from_static(MALFORMED_EVENT)
+            }
+            Step::ErrorEvent => {
+                self.failed = true;
+                self.step = Step::Done;
+                Bytes::from_static(ERROR_EVENT)
+            }
+            Step::Usage => {
+                self.step = Step::Done;
+                self.usage_event()
+            }
+            Step::Done => {
+                if !self.failed {
+                    self.state.successes.fetch_add(1, Relaxed);
+                }
+                self._active = None;
+                self.step = Step::Finished;
+                Bytes::from_static(DONE_EVENT)
+            }
+            Step::Drop => {
+                // hyper polls the body again right after buffering a chunk and drops its write
+                // buffer on a body error: yield once so the chunks before the cut reach the client.
+                if !std::mem::replace(&mut self.yielded, true) {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                self._active = None;
+                self.step = Step::Finished;
+                return Poll::Ready(Some(Err(io::Error::other("simulated connection drop"))));
+            }
+            Step::Finished => return Poll::Ready(None),
+        };
+        Poll::Ready(Some(Ok(Frame::data(event))))
+    }
+
+    fn wait(&mut self, cx: &mut TaskContext<'_>) -> Poll<()> {
+        if self.armed {
+            ready!(self.sleep.as_mut().poll(cx));
+            self.armed = false;
+        }
+        Poll::Ready(())
+    }
+
+    fn token_event(&self) -> Bytes {
+        let word = word_for(self.word_offset.wrapping_add(u64::from(self.sent)));
+        let last = self.sent + 1 == self.output_tokens;
+        match self.api {
+            Api::Completions => {
+                let finish = match (last, self.hit_max) {
+                    (false, _) => "null",
+                    (true, true) => "\"length\"",
+                    (true, false) => "\"stop\"",
+                };
+                concat(&[
+                    self.prefix.as_str(),
+                    "[{\"index\":0,\"text\":\" ",
+                    word,
+                    "\",\"logprobs\":null,\"finish_reason\":",
+                    finish,
+                    ",\"stop_reason\":null}],\"usage\":null}\n\n",
+                ])
+            }
+            Api::Chat => {
+                let tail = match (last, self.hit_max) {
+                    (false, _) => "null}]}\n\n",
+                    (true, true) => "\"length\",\"stop_reason\":null}]}\n\n",
+                    (true, false) => "\"stop\",\"stop_reason\":null}]}\n\n",
+                };
+                concat(&[
+                    self.prefix.as_str(),
+                    "[{\"index\":0,\"delta\":{\"content\":\" ",
+                    word,
+                    "\"},\"logprobs\":null,\"finish_reason\":",
+                    tail,
+                ])
+            }
+        }
+    }
+
+    fn usage_event(&self) -> Bytes {
+        let mut event = String::with_capacity(self.prefix.len() + 112);
+        let _ = write!(
+            event,
+            "{}[],\"usage\":{{\"prompt_tokens\":{},\"total_tokens\":{},\"completion_tokens\":{}}}}}\n\n",
+            self.prefix,
+            self.prompt_tokens,
+            self.prompt_tokens + self.output_tokens,
+            self.output_tokens
+        );
+        Bytes::from(event)
+    }
+
+    /// What follows the token just sent: an injected fault, the next token or the end.
+    fn after_token(&mut self) -> Step {
+        match self.fault {
+            Fault::ErrorEvent if self.sent == 1 => Step::ErrorEvent,
+            Fault::Malformed if self.sent == self.output_tokens.min(2) => Step::Malformed,
+            Fault::Drop if self.sent == self.output_tokens.min(2) => Step::Drop,
+            _ => self.next_token(),
+        }
+    }
+
+    fn next_token(&mut self) -> Step {
+        if self.sent < self.output_tokens {
+            self.offset_s += itl_s(&self.state, &mut self.rng);
+            let deadline = self.arrived + secs(self.offset_s);
+            self.sleep.as_mut().reset(deadline);
+            self.armed = true;
+            Step::Token
+        } else if self.include_usage {
+            Step::Usage
+        } else {
+            Step::Done
+        }
+    }
+}
+
+/// A response body: a fixed buffer, a stream being generated, or an injected failure.
+enum SimBody {
+    Full(Option<Bytes>),
+    Stream(Box<Generation>),
+    /// The non-streaming drop fault: headers, then an aborted body.
+    Fail {
+        yielded: bool,
+    },
+}
+
+impl SimBody {
+    fn full(bytes: Bytes) -> Self {
+        SimBody::Full(if bytes.is_empty() { None } else { Some(bytes) })
+    }
+}
+
+impl Body for SimBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        match self.get_mut() {
+            SimBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            SimBody::Stream(generation) => generation.poll_event(cx),
+            SimBody::Fail { yielded } => {
+                if !std::mem::replace(yielded, true) {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Poll::Ready(Some(Err(io::Error::other("simulated connection drop"))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            SimBody::Full(bytes) => bytes.is_none(),
+            SimBody::Stream(generation) => generation.step == Step::Finished,
+            SimBody::Fail { .. } => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            SimBody::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            SimBody::Stream(_) | SimBody::Fail { .. } => SizeHint::default(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Other routes and helpers
+
+fn models(state: &SimState) -> Response<SimBody> {
+    let body = format!(
+        "{{\"object\":\"list\",\"data\":[{{\"id\":{m},\"object\":\"model\",\"created\":{t},\"owned_by\":\"llmb-sim\",\"root\":{m},\"parent\":null,\"max_model_len\":{MAX_MODEL_LEN}}}]}}",
+        m = state.model_json,
+        t = state.started_unix
+    );
+    json_response(StatusCode::OK, body)
+}
+
+fn metrics(state: &SimState) -> Response<SimBody> {
+    let rows = [
+        (
+            "vllm:num_requests_running",
+            "gauge",
+            "Number of requests in model execution batches.",
+            state.active.load(Relaxed) as u64,
+        ),
+        (
+            "vllm:num_requests_waiting",
+            "gauge",
+            "Number of requests waiting to be processed.",
+            0,
+        ),
+        (
+            "vllm:prompt_tokens_total",
+            "counter",
+            "Number of prefill tokens processed.",
+            state.prompt_tokens.load(Relaxed),
+        ),
+        (
+            "vllm:generation_tokens_total",
+            "counter",
+            "Number of generation tokens processed.",
+            state.generation_tokens.load(Relaxed),
+        ),
+        (
+            "vllm:request_success_total",
+            "counter",
+            "Count of successfully processed requests.",
+            state.successes.load(Relaxed),
+        ),
+    ];
+    let mut out = String::with_capacity(1024);
+    for (name, kind, help, value) in rows {
+        let _ = write!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{model_name=\"{}\"}} {value}\n",
+            state.model_label
+        );
+    }
+    full(
+        StatusCode::OK,
+        Some("text/plain; version=0.0.4; charset=utf-8"),
+        out,
+    )
+}
+
+fn full(
+    status: StatusCode,
+    content_type: Option<&'static str>,
+    body: impl Into<Bytes>,
+) -> Response<SimBody> {
+    let mut builder = Response::builder().status(status);
+    if let Some(content_type) = content_type {
+        builder = builder.header(CONTENT_TYPE, content_type);
+    }
+    builder
+        .body(SimBody::full(body.into()))
+        .expect("static headers are valid")
+}
+
+fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<SimBody> {
+    full(status, Some(JSON_CONTENT_TYPE), body)
+}
+
+/// vLLM's (≥ 0.10.1) error envelope.
+fn api_error(
+    status: StatusCode,
+    kind: &str,
+    message: &str,
+    param: Option<&str>,
+) -> Response<SimBody> {
+    let message = Value::from(message).to_string();
+    let param = param.map_or_else(|| "null".to_string(), |p| Value::from(p).to_string());
+    json_response(
+        status,
+        format!(
+            "{{\"error\":{{\"message\":{message},\"type\":\"{kind}\",\"param\":{param},\"code\":{}}}}}",
+            status.as_u16()
+        ),
+    )
+}
+
+fn bad_request(message: &str) -> Response<SimBody> {
+    api_error(StatusCode::BAD_REQUEST, "BadRequestError", message, None)
+}
+
+fn not_found() -> Response<SimBody> {
+    api_error(StatusCode::NOT_FOUND, "NotFoundError", "Not Found", None)
+}
+
+/// One SSE event in one exact-size allocation (so `Bytes::from` does not allocate again).
+fn concat(parts: &[&str]) -> Bytes {
+    let len = parts.iter().map(|p| p.len()).sum();
+    let mut out = Vec::with_capacity(len);
+    for part in parts {
+        out.extend_from_slice(part.as_bytes());
+    }
+    Bytes::from(out)
+}
+
+/// The next inter-token gap in seconds: jittered, and slowed by the other active streams.
+fn itl_s(state: &SimState, rng: &mut SmallRng) -> f64 {
+    let cfg = &state.config;
+    let active = state.active.load(Relaxed).max(1) as f64;
+    (cfg.itl_ms / 1e3 * (1.0 + cfg.batch_slowdown * (active - 1.0)) * jitter(cfg, rng)).max(0.0)
+}
+
+fn jitter(cfg: &SimConfig, rng: &mut SmallRng) -> f64 {
+    if cfg.jitter > 0.0 {
+        (1.0 + cfg.jitter * rng.random_range(-1.0..=1.0)).max(0.0)
+    } else {
+        1.0
+    }
+}
+
+/// Seconds to a `Duration`, tolerating negative, NaN and absurd values from the configuration.
+fn secs(s: f64) -> Duration {
+    if s.is_finite() && s > 0.0 {
+        Duration::from_secs_f64(s.min(365.0 * 86_400.0))
+    } else {
+        Duration::ZERO
+    }
+}
+
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 fn unix_now() -> u64 {
@@ -368,431 +1099,594 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// The prompt text of a request (completions `prompt`, or all chat message contents).
-fn prompt_text(api: Api, body: &Value) -> Option<String> {
-    match api {
-        Api::Completions => match &body["prompt"] {
-            Value::String(s) => Some(s.clone()),
-            Value::Array(items) => Some(
-                items
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            ),
-            _ => None,
-        },
-        Api::Chat => {
-            let messages = body["messages"].as_array()?;
-            let mut text = String::new();
-            for m in messages {
-                match &m["content"] {
-                    Value::String(s) => text.push_str(s),
-                    Value::Array(parts) => {
-                        for p in parts {
-                            if let Some(t) = p["text"].as_str() {
-                                text.push_str(t);
-                                text.push(' ');
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-                text.push(' ');
-            }
-            Some(text)
-        }
-    }
-}
-
-/// One generation's plan, fixed when the request arrives.
-struct Plan {
-    api: Api,
-    id: String,
-    created: u64,
-    model: String,
-    prompt_tokens: u32,
-    output_tokens: u32,
-    hit_max: bool,
-    include_usage: bool,
-    word_offset: u64,
-    fault: Fault,
-}
-
-async fn generate(state: Arc<SimState>, req: Request<Incoming>, api: Api) -> Response<Body> {
-    let arrived = Instant::now();
-    let n = state.requests.fetch_add(1, Ordering::Relaxed);
-    let bytes = match req.into_body().collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "BadRequestError",
-                "could not read the body",
-            );
-        }
-    };
-    let body: Value = match serde_json::from_slice(&bytes) {
-        Ok(v) => v,
-        Err(e) => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "BadRequestError",
-                &format!("invalid JSON: {e}"),
-            );
-        }
-    };
-    if let Some(model) = body["model"].as_str()
-        && model != state.config.model
-    {
-        return json_error(
-            StatusCode::NOT_FOUND,
-            "NotFoundError",
-            &format!("The model `{model}` does not exist."),
-        );
-    }
-    let Some(prompt) = prompt_text(api, &body) else {
-        let field = if api == Api::Chat {
-            "messages"
-        } else {
-            "prompt"
-        };
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "BadRequestError",
-            &format!("missing or invalid `{field}`"),
-        );
-    };
-    if prompt.contains("__sim_fault:http500__") {
-        return json_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalServerError",
-            "simulated internal error",
-        );
-    }
-    let fault = if prompt.contains("__sim_fault:malformed__") {
-        Fault::Malformed
-    } else if prompt.contains("__sim_fault:drop__") {
-        Fault::Drop
-    } else if prompt.contains("__sim_fault:error_event__") {
-        Fault::ErrorEvent
-    } else {
-        Fault::None
-    };
-    let max_tokens = body["max_completion_tokens"]
-        .as_u64()
-        .or_else(|| body["max_tokens"].as_u64())
-        .unwrap_or(16)
-        .clamp(1, 1 << 20) as u32;
-    let mut rng =
-        SmallRng::seed_from_u64(state.config.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let output_tokens = if body["ignore_eos"].as_bool() == Some(true) {
-        max_tokens
-    } else {
-        rng.random_range(max_tokens.div_ceil(2)..=max_tokens)
-    };
-    let prompt_tokens = count_words(&prompt);
-    let prefix = if api == Api::Chat { "chatcmpl" } else { "cmpl" };
-    let plan = Plan {
-        api,
-        id: format!(
-            "{prefix}-{:032x}",
-            (n as u128) << 64 | state.config.seed as u128
-        ),
-        created: unix_now(),
-        model: state.config.model.clone(),
-        prompt_tokens,
-        output_tokens,
-        hit_max: output_tokens == max_tokens,
-        include_usage: body["stream_options"]["include_usage"].as_bool() == Some(true),
-        word_offset: n.wrapping_mul(7919),
-        fault,
-    };
-    state
-        .prompt_tokens
-        .fetch_add(u64::from(prompt_tokens), Ordering::Relaxed);
-    let cfg = &state.config;
-    let ttft = Duration::from_secs_f64(
-        ((cfg.ttft_ms * jitter_of(cfg, &mut rng)) / 1e3
-            + cfg.prefill_us_per_token * f64::from(prompt_tokens) / 1e6)
-            .max(0.0),
-    );
-
-    if body["stream"].as_bool() != Some(true) {
-        let _active = ActiveGuard::new(&state);
-        let mut total = ttft;
-        for _ in 1..plan.output_tokens {
-            total += itl(&state, jitter_of(cfg, &mut rng));
-        }
-        tokio::time::sleep_until(arrived + total).await;
-        state
-            .generation_tokens
-            .fetch_add(u64::from(plan.output_tokens), Ordering::Relaxed);
-        state.successes.fetch_add(1, Ordering::Relaxed);
-        return full(StatusCode::OK, "application/json", whole_body(&plan));
-    }
-
-    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
-    tokio::spawn(stream(state.clone(), plan, arrived + ttft, rng, tx));
-    let body = StreamBody::new(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }));
-    Response::builder()
-        .status(StatusCode::OK)
-        .header("content-type", "text/event-stream; charset=utf-8")
-        .header("cache-control", "no-cache")
-        .body(BodyExt::boxed(body))
-        .expect("valid response")
-}
-
-fn itl(state: &SimState, jitter: f64) -> Duration {
-    let cfg = &state.config;
-    let active = state.active.load(Ordering::Relaxed).max(1) as f64;
-    Duration::from_secs_f64(
-        (cfg.itl_ms * jitter * (1.0 + cfg.batch_slowdown * (active - 1.0)) / 1e3).max(0.0),
-    )
-}
-
-/// Counts a stream as active for its whole life, aborted ones included.
-struct ActiveGuard<'a>(&'a SimState);
-
-impl<'a> ActiveGuard<'a> {
-    fn new(state: &'a SimState) -> Self {
-        state.active.fetch_add(1, Ordering::Relaxed);
-        Self(state)
-    }
-}
-
-impl Drop for ActiveGuard<'_> {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-fn event(buf: &mut String) -> Bytes {
-    buf.push_str("\n\n");
-    Bytes::from(std::mem::take(buf))
-}
-
-fn token_chunk(plan: &Plan, k: u32, buf: &mut String) {
-    let word = word_for(plan.word_offset.wrapping_add(u64::from(k)));
-    let last = k + 1 == plan.output_tokens;
-    let finish = match (last, plan.hit_max) {
-        (false, _) => "null",
-        (true, true) => "\"length\"",
-        (true, false) => "\"stop\"",
-    };
-    let _ = match plan.api {
-        Api::Completions => write!(
-            buf,
-            "data: {{\"id\":\"{}\",\"object\":\"text_completion\",\"created\":{},\"model\":\"{}\",\"choices\":[{{\"index\":0,\"text\":\" {word}\",\"logprobs\":null,\"finish_reason\":{finish},\"stop_reason\":null}}],\"usage\":null}}",
-            plan.id, plan.created, plan.model
-        ),
-        Api::Chat if last => write!(
-            buf,
-            "data: {{\"id\":\"{}\",\"object\":\"chat.completion.chunk\",\"created\":{},\"model\":\"{}\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\" {word}\"}},\"logprobs\":null,\"finish_reason\":{finish},\"stop_reason\":null}}]}}",
-            plan.id, plan.created, plan.model
-        ),
-        Api::Chat => write!(
-            buf,
-            "data: {{\"id\":\"{}\",\"object\":\"chat.completion.chunk\",\"created\":{},\"model\":\"{}\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\" {word}\"}},\"logprobs\":null,\"finish_reason\":null}}]}}",
-            plan.id, plan.created, plan.model
-        ),
-    };
-}
-
-async fn stream(
-    state: Arc<SimState>,
-    plan: Plan,
-    first_at: Instant,
-    mut rng: SmallRng,
-    tx: mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>,
-) {
-    let _active = ActiveGuard::new(&state);
-    let send = |bytes: Bytes| tx.send(Ok(Frame::data(bytes)));
-    let mut buf = String::with_capacity(320);
-    tokio::time::sleep_until(first_at).await;
-    if plan.api == Api::Chat {
-        let _ = write!(
-            buf,
-            "data: {{\"id\":\"{}\",\"object\":\"chat.completion.chunk\",\"created\":{},\"model\":\"{}\",\"choices\":[{{\"index\":0,\"delta\":{{\"role\":\"assistant\",\"content\":\"\"}},\"logprobs\":null,\"finish_reason\":null}}]}}",
-            plan.id, plan.created, plan.model
-        );
-        if send(event(&mut buf)).await.is_err() {
-            return;
-        }
-    }
-    let mut due = first_at;
-    for k in 0..plan.output_tokens {
-        if k > 0 {
-            due += itl(&state, jitter_of(&state.config, &mut rng));
-            tokio::time::sleep_until(due).await;
-        }
-        token_chunk(&plan, k, &mut buf);
-        if send(event(&mut buf)).await.is_err() {
-            return;
-        }
-        state.generation_tokens.fetch_add(1, Ordering::Relaxed);
-        match (plan.fault, k) {
-            (Fault::ErrorEvent, 0) => {
-                let _ = send(Bytes::from_static(
-                    b"data: {\"error\":{\"message\":\"simulated in-stream error\",\"type\":\"InternalServerError\",\"param\":null,\"code\":500}}\n\n",
-                ))
-                .await;
-                let _ = send(Bytes::from_static(b"data: [DONE]\n\n")).await;
-                return;
-            }
-            (Fault::Malformed, 1)
-                if send(Bytes::from_static(
-                    b"data: {\"choices\":[{\"text\": BROKEN\n\n",
-                ))
-                .await
-                .is_err() =>
-            {
-                return;
-            }
-            (Fault::Drop, 1) => {
-                let _ = tx
-                    .send(Err(std::io::Error::other("simulated connection drop")))
-                    .await;
-                return;
-            }
-            _ => {}
-        }
-    }
-    if plan.include_usage {
-        let object = if plan.api == Api::Chat {
-            "chat.completion.chunk"
-        } else {
-            "text_completion"
-        };
-        let _ = write!(
-            buf,
-            "data: {{\"id\":\"{}\",\"object\":\"{object}\",\"created\":{},\"model\":\"{}\",\"choices\":[],\"usage\":{{\"prompt_tokens\":{},\"total_tokens\":{},\"completion_tokens\":{}}}}}",
-            plan.id,
-            plan.created,
-            plan.model,
-            plan.prompt_tokens,
-            plan.prompt_tokens + plan.output_tokens,
-            plan.output_tokens
-        );
-        if send(event(&mut buf)).await.is_err() {
-            return;
-        }
-    }
-    if send(Bytes::from_static(b"data: [DONE]\n\n")).await.is_ok() {
-        state.successes.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-fn jitter_of(cfg: &SimConfig, rng: &mut SmallRng) -> f64 {
-    if cfg.jitter > 0.0 {
-        1.0 + cfg.jitter * rng.random_range(-1.0..=1.0)
-    } else {
-        1.0
-    }
-}
-
-fn whole_body(plan: &Plan) -> String {
-    let text: String = (0..plan.output_tokens)
-        .map(|k| format!(" {}", word_for(plan.word_offset.wrapping_add(u64::from(k)))))
-        .collect();
-    let finish = if plan.hit_max { "length" } else { "stop" };
-    let usage = serde_json::json!({
-        "prompt_tokens": plan.prompt_tokens,
-        "total_tokens": plan.prompt_tokens + plan.output_tokens,
-        "completion_tokens": plan.output_tokens,
-    });
-    let body = match plan.api {
-        Api::Completions => serde_json::json!({
-            "id": plan.id, "object": "text_completion", "created": plan.created, "model": plan.model,
-            "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish, "stop_reason": null}],
-            "usage": usage,
-        }),
-        Api::Chat => serde_json::json!({
-            "id": plan.id, "object": "chat.completion", "created": plan.created, "model": plan.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": finish}],
-            "usage": usage,
-        }),
-    };
-    body.to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    async fn raw(addr: SocketAddr, method: &str, path: &str, body: &str) -> String {
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+    /// A response read off the socket, with the chunked encoding undone.
+    struct Reply {
+        status: u16,
+        /// Status line and headers, lowercased.
+        head: String,
+        body: String,
+        /// HTTP chunks (the whole body as one element when not chunked).
+        chunks: Vec<String>,
+        /// The body ended properly (final zero chunk, or a fixed-length body).
+        complete: bool,
+    }
+
+    fn parse_reply(raw: &[u8]) -> Reply {
+        let text = String::from_utf8_lossy(raw).into_owned();
+        let (head, rest) = text.split_once("\r\n\r\n").expect("a response head");
+        let status = head[9..12].parse().expect("a status code");
+        let head = head.to_ascii_lowercase();
+        let mut chunks = Vec::new();
+        let mut complete = false;
+        if head.contains("transfer-encoding: chunked") {
+            let mut rest = rest;
+            while let Some((size, after)) = rest.split_once("\r\n") {
+                let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+                    break;
+                };
+                if size == 0 {
+                    complete = true;
+                    break;
+                }
+                if after.len() < size + 2 {
+                    break;
+                }
+                chunks.push(after[..size].to_string());
+                rest = &after[size + 2..];
+            }
+        } else {
+            chunks.push(rest.to_string());
+            complete = true;
+        }
+        Reply {
+            status,
+            head,
+            body: chunks.concat(),
+            chunks,
+            complete,
+        }
+    }
+
+    fn raw_request(method: &str, path: &str, headers: &str, body: &str) -> String {
+        format!(
+            "{method} {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n{headers}\r\n{body}",
             body.len()
-        );
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        out
+        )
+    }
+
+    async fn request(
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        headers: &str,
+        body: &str,
+    ) -> Reply {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(raw_request(method, path, headers, body).as_bytes())
+            .await
+            .unwrap();
+        let mut raw = Vec::new();
+        // A simulated drop may end in a reset; keep what arrived.
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw)).await;
+        parse_reply(&raw)
+    }
+
+    async fn post(sim: &SimHandle, path: &str, body: &str) -> Reply {
+        request(sim.addr(), "POST", path, "", body).await
+    }
+
+    async fn get(sim: &SimHandle, path: &str) -> Reply {
+        request(sim.addr(), "GET", path, "", "").await
     }
 
     fn fast() -> SimConfig {
         SimConfig {
             ttft_ms: 1.0,
             itl_ms: 1.0,
-            ..Default::default()
+            ..SimConfig::default()
+        }
+    }
+
+    async fn sim(config: SimConfig) -> SimHandle {
+        start(config, "127.0.0.1:0".parse().unwrap()).await.unwrap()
+    }
+
+    fn event_json(chunk: &str) -> Value {
+        let data = chunk
+            .strip_prefix("data: ")
+            .expect("an SSE data line")
+            .trim_end();
+        serde_json::from_str(data).unwrap_or_else(|e| panic!("{e}: {chunk:?}"))
+    }
+
+    /// Reads until `needle` shows up (or panics after 5 s).
+    async fn read_until(s: &mut TcpStream, needle: &str) -> String {
+        let mut raw = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !String::from_utf8_lossy(&raw).contains(needle) {
+            let mut buf = [0u8; 4096];
+            let n = tokio::time::timeout_at(deadline, s.read(&mut buf))
+                .await
+                .expect("timely data")
+                .unwrap();
+            assert!(n > 0, "connection closed before {needle:?}");
+            raw.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&raw).into_owned()
+    }
+
+    async fn wait_for_idle(state: &SimState) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while state.active.load(Relaxed) != 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{} streams still active",
+                state.active.load(Relaxed)
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
     #[tokio::test]
-    async fn completions_stream_has_tokens_usage_and_done() {
-        let sim = start(fast(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let out = raw(
-            sim.addr(),
-            "POST",
+    async fn completions_stream_is_byte_exact_vllm() {
+        let sim = sim(fast()).await;
+        let r = post(
+            &sim,
             "/v1/completions",
-            r#"{"model":"llmb-sim","prompt":"a b c","max_tokens":5,"stream":true,"ignore_eos":true,"stream_options":{"include_usage":true}}"#,
+            r#"{"model":"llmb-sim","prompt":"one two three","max_tokens":5,"stream":true,"ignore_eos":true,"stream_options":{"include_usage":true}}"#,
         )
         .await;
-        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-        assert_eq!(out.matches("\"object\":\"text_completion\"").count(), 6);
-        assert_eq!(out.matches("\"finish_reason\":\"length\"").count(), 1);
-        assert!(out.contains(
-            "\"usage\":{\"prompt_tokens\":3,\"total_tokens\":8,\"completion_tokens\":5}"
-        ));
-        assert!(out.trim_end().ends_with("data: [DONE]") || out.contains("data: [DONE]\n\n"));
+        assert_eq!(r.status, 200);
+        assert!(
+            r.head
+                .contains("content-type: text/event-stream; charset=utf-8"),
+            "{}",
+            r.head
+        );
+        assert!(r.complete);
+        // One HTTP chunk per SSE event: 5 tokens, usage, [DONE].
+        assert_eq!(r.chunks.len(), 7, "{:?}", r.chunks);
+        assert!(r.chunks.iter().all(|c| c.starts_with("data: ")
+            && c.ends_with("\n\n")
+            && c.matches("data: ").count() == 1));
+        let first = event_json(&r.chunks[0]);
+        let id = first["id"].as_str().unwrap().to_string();
+        assert!(id.starts_with("cmpl-") && id.len() == 5 + 32, "{id}");
+        assert!(id[5..].bytes().all(|b| b.is_ascii_hexdigit()));
+        let created = first["created"].as_u64().unwrap();
+        for (k, chunk) in r.chunks[..5].iter().enumerate() {
+            let text = event_json(chunk)["choices"][0]["text"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            assert!(text.starts_with(' ') && count_words(&text) == 1, "{text:?}");
+            let finish = if k == 4 { "\"length\"" } else { "null" };
+            assert_eq!(
+                *chunk,
+                format!(
+                    "data: {{\"id\":\"{id}\",\"object\":\"text_completion\",\"created\":{created},\"model\":\"llmb-sim\",\"choices\":[{{\"index\":0,\"text\":\"{text}\",\"logprobs\":null,\"finish_reason\":{finish},\"stop_reason\":null}}],\"usage\":null}}\n\n"
+                )
+            );
+        }
+        assert_eq!(
+            r.chunks[5],
+            format!(
+                "data: {{\"id\":\"{id}\",\"object\":\"text_completion\",\"created\":{created},\"model\":\"llmb-sim\",\"choices\":[],\"usage\":{{\"prompt_tokens\":3,\"total_tokens\":8,\"completion_tokens\":5}}}}\n\n"
+            )
+        );
+        assert!(r.body.ends_with("data: [DONE]\n\n"));
+        assert_eq!(sim.requests_served(), 1);
+        let metrics = get(&sim, "/metrics").await.body;
+        assert!(
+            metrics.contains("vllm:generation_tokens_total{model_name=\"llmb-sim\"} 5\n"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("vllm:prompt_tokens_total{model_name=\"llmb-sim\"} 3\n"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("vllm:request_success_total{model_name=\"llmb-sim\"} 1\n"),
+            "{metrics}"
+        );
         sim.shutdown().await;
     }
 
     #[tokio::test]
-    async fn chat_starts_with_role_chunk_and_unknown_model_is_404() {
-        let sim = start(fast(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let out = raw(
-            sim.addr(),
-            "POST",
+    async fn chat_stream_starts_with_the_role_chunk() {
+        let sim = sim(fast()).await;
+        let r = post(
+            &sim,
             "/v1/chat/completions",
-            r#"{"model":"llmb-sim","messages":[{"role":"user","content":"hi"}],"max_tokens":2,"stream":true}"#,
+            r#"{"model":"llmb-sim","messages":[{"role":"system","content":"be brief"},{"role":"user","content":[{"type":"text","text":"hi there"}]}],"max_completion_tokens":3,"ignore_eos":true,"stream":true,"stream_options":{"include_usage":true}}"#,
         )
         .await;
-        let first = out.find("data: ").unwrap();
-        assert!(out[first..].starts_with("data: {\"id\":\"chatcmpl-"));
-        assert!(
-            out[first..]
-                .split("\n\n")
-                .next()
-                .unwrap()
-                .contains("\"delta\":{\"role\":\"assistant\",\"content\":\"\"}")
+        assert_eq!(r.status, 200);
+        assert!(r.complete);
+        // role, 3 content chunks, usage, [DONE]
+        assert_eq!(r.chunks.len(), 6, "{:?}", r.chunks);
+        let first = event_json(&r.chunks[0]);
+        let id = first["id"].as_str().unwrap().to_string();
+        assert!(id.starts_with("chatcmpl-") && id.len() == 9 + 32, "{id}");
+        let created = first["created"].as_u64().unwrap();
+        let prefix = format!(
+            "data: {{\"id\":\"{id}\",\"object\":\"chat.completion.chunk\",\"created\":{created},\"model\":\"llmb-sim\",\"choices\":"
         );
-        let missing = raw(
-            sim.addr(),
-            "POST",
+        assert_eq!(
+            r.chunks[0],
+            format!(
+                "{prefix}[{{\"index\":0,\"delta\":{{\"role\":\"assistant\",\"content\":\"\"}},\"logprobs\":null,\"finish_reason\":null}}]}}\n\n"
+            )
+        );
+        for (k, chunk) in r.chunks[1..4].iter().enumerate() {
+            let text = event_json(chunk)["choices"][0]["delta"]["content"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            assert!(text.starts_with(' ') && count_words(&text) == 1);
+            let tail = if k == 2 {
+                "\"length\",\"stop_reason\":null"
+            } else {
+                "null"
+            };
+            assert_eq!(
+                *chunk,
+                format!(
+                    "{prefix}[{{\"index\":0,\"delta\":{{\"content\":\"{text}\"}},\"logprobs\":null,\"finish_reason\":{tail}}}]}}\n\n"
+                )
+            );
+        }
+        assert_eq!(
+            r.chunks[4],
+            format!(
+                "{prefix}[],\"usage\":{{\"prompt_tokens\":4,\"total_tokens\":7,\"completion_tokens\":3}}}}\n\n"
+            )
+        );
+        assert_eq!(r.chunks[5], "data: [DONE]\n\n");
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn non_streaming_responses_carry_text_and_usage() {
+        let sim = sim(fast()).await;
+        let r = post(
+            &sim,
             "/v1/completions",
-            r#"{"model":"nope","prompt":"x"}"#,
+            r#"{"prompt":"a b","max_tokens":4,"ignore_eos":true}"#,
         )
         .await;
-        assert!(missing.starts_with("HTTP/1.1 404"));
-        assert!(missing.contains("The model `nope` does not exist."));
-        let metrics = raw(sim.addr(), "GET", "/metrics", "").await;
-        assert!(metrics.contains("vllm:num_requests_running{model_name=\"llmb-sim\"}"));
+        assert_eq!(r.status, 200);
+        assert!(r.head.contains("content-type: application/json"));
+        let v: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["object"], "text_completion");
+        assert_eq!(count_words(v["choices"][0]["text"].as_str().unwrap()), 4);
+        assert_eq!(v["choices"][0]["finish_reason"], "length");
+        assert_eq!(v["usage"]["prompt_tokens"], 2);
+        assert_eq!(v["usage"]["completion_tokens"], 4);
+        assert_eq!(v["usage"]["total_tokens"], 6);
+
+        let r = post(
+            &sim,
+            "/v1/chat/completions",
+            r#"{"messages":[{"role":"user","content":"x y z"}],"max_tokens":2,"ignore_eos":true}"#,
+        )
+        .await;
+        let v: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["object"], "chat.completion");
+        assert_eq!(v["choices"][0]["message"]["role"], "assistant");
+        assert_eq!(
+            count_words(v["choices"][0]["message"]["content"].as_str().unwrap()),
+            2
+        );
+        assert_eq!(v["usage"]["prompt_tokens"], 3);
+
+        // Natural lengths: between half and all of max_tokens, "stop" unless the cap was hit.
+        for _ in 0..8 {
+            let r = post(&sim, "/v1/completions", r#"{"prompt":"p","max_tokens":10}"#).await;
+            let v: Value = serde_json::from_str(&r.body).unwrap();
+            let n = v["usage"]["completion_tokens"].as_u64().unwrap();
+            assert!((5..=10).contains(&n), "{n}");
+            assert_eq!(
+                count_words(v["choices"][0]["text"].as_str().unwrap()) as u64,
+                n
+            );
+            assert_eq!(
+                v["choices"][0]["finish_reason"],
+                if n == 10 { "length" } else { "stop" }
+            );
+        }
+        // Default max_tokens is 16.
+        let r = post(
+            &sim,
+            "/v1/completions",
+            r#"{"prompt":"p","ignore_eos":true}"#,
+        )
+        .await;
+        let v: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["usage"]["completion_tokens"], 16);
+        assert_eq!(sim.requests_served(), 11);
         sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn same_seed_same_lengths_and_text() {
+        let body = r#"{"prompt":"p","max_tokens":12}"#;
+        let mut runs = Vec::new();
+        for _ in 0..2 {
+            let sim = sim(SimConfig { seed: 7, ..fast() }).await;
+            let mut texts = Vec::new();
+            for _ in 0..4 {
+                let v: Value =
+                    serde_json::from_str(&post(&sim, "/v1/completions", body).await.body).unwrap();
+                texts.push((v["id"].clone(), v["choices"][0]["text"].clone()));
+            }
+            runs.push(texts);
+            sim.shutdown().await;
+        }
+        assert_eq!(runs[0], runs[1]);
+    }
+
+    #[tokio::test]
+    async fn errors_look_like_vllm() {
+        let sim = sim(fast()).await;
+        let r = post(&sim, "/v1/completions", r#"{"model":"nope","prompt":"x"}"#).await;
+        assert_eq!(r.status, 404);
+        assert_eq!(
+            r.body,
+            r#"{"error":{"message":"The model `nope` does not exist.","type":"NotFoundError","param":"model","code":404}}"#
+        );
+        let r = post(&sim, "/v1/completions", "{not json").await;
+        assert_eq!(r.status, 400);
+        let v: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["error"]["type"], "BadRequestError");
+        assert_eq!(v["error"]["code"], 400);
+        assert!(v["error"]["param"].is_null());
+        let r = post(
+            &sim,
+            "/v1/chat/completions",
+            r#"{"model":"llmb-sim","prompt":"x"}"#,
+        )
+        .await;
+        assert_eq!(r.status, 400);
+        let r = post(&sim, "/v1/completions", r#"{"prompt":"x","max_tokens":0}"#).await;
+        assert_eq!(r.status, 400);
+        let r = get(&sim, "/nowhere").await;
+        assert_eq!(r.status, 404);
+        assert_eq!(
+            r.body,
+            r#"{"error":{"message":"Not Found","type":"NotFoundError","param":null,"code":404}}"#
+        );
+        let r = get(&sim, "/health").await;
+        assert_eq!(r.status, 200);
+        assert!(r.body.is_empty());
+        let r = get(&sim, "/v1/models").await;
+        let v: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["object"], "list");
+        assert_eq!(v["data"][0]["id"], "llmb-sim");
+        assert_eq!(v["data"][0]["max_model_len"], 131072);
+        let r = get(&sim, "/metrics").await;
+        assert!(
+            r.body.contains("# TYPE vllm:num_requests_running gauge\n"),
+            "{}",
+            r.body
+        );
+        assert!(
+            r.body
+                .contains("vllm:num_requests_running{model_name=\"llmb-sim\"} 0\n"),
+            "{}",
+            r.body
+        );
+        assert!(
+            r.body
+                .contains("vllm:num_requests_waiting{model_name=\"llmb-sim\"} 0\n")
+        );
+        assert!(
+            r.body
+                .contains("# TYPE vllm:request_success_total counter\n")
+        );
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn api_key_guards_v1_only() {
+        let sim = sim(SimConfig {
+            api_key: Some("k3y".into()),
+            ..fast()
+        })
+        .await;
+        let denied = get(&sim, "/v1/models").await;
+        assert_eq!(denied.status, 401);
+        assert_eq!(denied.body, r#"{"error":"Unauthorized"}"#);
+        let wrong = request(
+            sim.addr(),
+            "GET",
+            "/v1/models",
+            "authorization: Bearer nope\r\n",
+            "",
+        )
+        .await;
+        assert_eq!(wrong.status, 401);
+        let ok = request(
+            sim.addr(),
+            "GET",
+            "/v1/models",
+            "authorization: Bearer k3y\r\n",
+            "",
+        )
+        .await;
+        assert_eq!(ok.status, 200);
+        assert_eq!(get(&sim, "/health").await.status, 200);
+        assert_eq!(get(&sim, "/metrics").await.status, 200);
+        assert_eq!(sim.requests_served(), 3);
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn faults_on_demand() {
+        let sim = sim(fast()).await;
+        let ask = |fault: &str| {
+            format!(
+                r#"{{"prompt":"x __sim_fault:{fault}__","max_tokens":4,"ignore_eos":true,"stream":true}}"#
+            )
+        };
+        let r = post(&sim, "/v1/completions", &ask("http500")).await;
+        assert_eq!(r.status, 500);
+        assert_eq!(
+            r.body,
+            r#"{"error":{"message":"simulated internal error","type":"InternalServerError","param":null,"code":500}}"#
+        );
+
+        let r = post(&sim, "/v1/completions", &ask("malformed")).await;
+        assert!(r.complete);
+        assert_eq!(r.chunks.len(), 6, "{:?}", r.chunks);
+        assert_eq!(r.chunks[2], "data: {\"choices\":[{\"text\": BROKEN\n\n");
+        assert_eq!(
+            r.chunks
+                .iter()
+                .filter(|c| c.contains("\"text\":\" "))
+                .count(),
+            4
+        );
+        assert_eq!(r.chunks[5], "data: [DONE]\n\n");
+
+        let r = post(&sim, "/v1/completions", &ask("error_event")).await;
+        assert!(r.complete);
+        assert_eq!(r.chunks.len(), 3, "{:?}", r.chunks);
+        assert!(r.chunks[0].contains("\"text\":\" "));
+        assert_eq!(
+            r.chunks[1],
+            "data: {\"error\":{\"message\":\"simulated in-stream error\",\"type\":\"InternalServerError\",\"param\":null,\"code\":500}}\n\n"
+        );
+        assert_eq!(r.chunks[2], "data: [DONE]\n\n");
+
+        let r = post(&sim, "/v1/completions", &ask("drop")).await;
+        assert_eq!(r.status, 200);
+        assert!(!r.complete, "{:?}", r.chunks);
+        assert_eq!(r.chunks.len(), 2, "{:?}", r.chunks);
+        assert!(!r.body.contains("[DONE]"));
+
+        let r = post(
+            &sim,
+            "/v1/chat/completions",
+            r#"{"messages":[{"role":"user","content":"__sim_fault:http500__"}]}"#,
+        )
+        .await;
+        assert_eq!(r.status, 500);
+        wait_for_idle(&sim.state).await;
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn timing_follows_absolute_deadlines() {
+        let sim = sim(SimConfig {
+            ttft_ms: 30.0,
+            itl_ms: 10.0,
+            ..SimConfig::default()
+        })
+        .await;
+        let t0 = std::time::Instant::now();
+        let r = post(
+            &sim,
+            "/v1/completions",
+            r#"{"prompt":"p","max_tokens":5,"ignore_eos":true,"stream":true}"#,
+        )
+        .await;
+        let streamed = t0.elapsed();
+        assert_eq!(r.chunks.len(), 6);
+        assert!(
+            streamed >= Duration::from_millis(70) && streamed < Duration::from_millis(1000),
+            "{streamed:?}"
+        );
+        let t0 = std::time::Instant::now();
+        let r = post(
+            &sim,
+            "/v1/completions",
+            r#"{"prompt":"p","max_tokens":5,"ignore_eos":true}"#,
+        )
+        .await;
+        let whole = t0.elapsed();
+        assert_eq!(r.status, 200);
+        assert!(
+            whole >= Duration::from_millis(70) && whole < Duration::from_millis(1000),
+            "{whole:?}"
+        );
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_client_that_leaves_stops_its_stream() {
+        let sim = sim(SimConfig {
+            ttft_ms: 1.0,
+            itl_ms: 10.0,
+            ..SimConfig::default()
+        })
+        .await;
+        let mut s = TcpStream::connect(sim.addr()).await.unwrap();
+        let body = r#"{"prompt":"p","max_tokens":1000,"ignore_eos":true,"stream":true}"#;
+        s.write_all(raw_request("POST", "/v1/completions", "", body).as_bytes())
+            .await
+            .unwrap();
+        read_until(&mut s, "\"text\":\" ").await;
+        let metrics = get(&sim, "/metrics").await.body;
+        assert!(
+            metrics.contains("vllm:num_requests_running{model_name=\"llmb-sim\"} 1\n"),
+            "{metrics}"
+        );
+        drop(s);
+        wait_for_idle(&sim.state).await;
+        assert!(sim.state.generation_tokens.load(Relaxed) < 1000);
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn shutdown_aborts_streams_and_stops_listening() {
+        let sim = sim(SimConfig {
+            ttft_ms: 1.0,
+            itl_ms: 200.0,
+            ..SimConfig::default()
+        })
+        .await;
+        let addr = sim.addr();
+        assert_eq!(sim.base_url(), format!("http://127.0.0.1:{}", addr.port()));
+        let state = sim.state.clone();
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let body = r#"{"prompt":"p","max_tokens":100,"ignore_eos":true,"stream":true}"#;
+        s.write_all(raw_request("POST", "/v1/completions", "", body).as_bytes())
+            .await
+            .unwrap();
+        read_until(&mut s, "\"text\":\" ").await;
+        tokio::time::timeout(Duration::from_secs(5), sim.shutdown())
+            .await
+            .expect("prompt shutdown");
+        assert_eq!(state.active.load(Relaxed), 0);
+        let mut rest = Vec::new();
+        let ended = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+        assert!(ended.is_ok(), "the connection stayed open");
+        assert!(!String::from_utf8_lossy(&rest).contains("[DONE]"));
+        assert!(TcpStream::connect(addr).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn dedicated_simulator_serves_and_shuts_down() {
+        let sim = start_dedicated(fast(), "127.0.0.1:0".parse().unwrap()).unwrap();
+        let r = post(
+            &sim,
+            "/v1/chat/completions",
+            r#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":3,"ignore_eos":true,"stream":true}"#,
+        )
+        .await;
+        assert!(r.complete);
+        assert_eq!(r.chunks.len(), 5, "{:?}", r.chunks);
+        assert_eq!(sim.requests_served(), 1);
+        let addr = sim.addr();
+        tokio::time::timeout(Duration::from_secs(5), sim.shutdown())
+            .await
+            .expect("prompt shutdown");
+        assert!(TcpStream::connect(addr).await.is_err());
     }
 }

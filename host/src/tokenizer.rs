@@ -91,6 +91,23 @@ impl HostTokenizer {
         }
     }
 
+    /// Ids of special tokens, so generated prompts avoid them (as vLLM's random dataset does).
+    pub fn special_ids(&self) -> Vec<u32> {
+        match self {
+            HostTokenizer::HuggingFace { inner, .. } => {
+                let mut ids: Vec<u32> = inner
+                    .get_added_tokens_decoder()
+                    .into_iter()
+                    .filter(|(_, t)| t.special)
+                    .map(|(id, _)| id)
+                    .collect();
+                ids.sort_unstable();
+                ids
+            }
+            HostTokenizer::Words => Vec::new(),
+        }
+    }
+
     pub fn vocab_size(&self) -> u32 {
         match self {
             HostTokenizer::HuggingFace { inner, .. } => inner.get_vocab_size(true) as u32,

@@ -110,6 +110,9 @@ impl bindings::llmb::plugin::tokenizer::Host for DatasetState {
     fn vocab_size(&mut self) -> u32 {
         self.tokenizer.vocab_size()
     }
+    fn special_ids(&mut self) -> Vec<u32> {
+        self.tokenizer.special_ids()
+    }
 }
 
 /// A compiled dataset plugin.

@@ -1,7 +1,8 @@
 //! The `random` dataset: prompts of random tokens with seeded lengths, as `vllm bench serve`
 //! builds them (`--random-input-len`, `--random-output-len`, `--random-range-ratio`,
-//! `--random-prefix-len`). Token ids are decoded with the host tokenizer and the prompt is
-//! re-encoded so the reported input length is the tokenizer's true count.
+//! `--random-prefix-len`). Token ids (special tokens excluded) are decoded with the host
+//! tokenizer and re-encoded until the prompt is exactly the asked length, so the reported input
+//! length is the tokenizer's true count.
 
 use std::cell::RefCell;
 
@@ -14,11 +15,12 @@ pub struct Random;
 
 /// The generator state behind one `source`.
 pub struct RandomSource {
-    state: RefCell<State>,
+    state: RefCell<Result<State, String>>,
 }
 
 struct State {
-    config: Result<Config, String>,
+    config: Config,
+    vocab: Vocab,
     rng: SplitMix64,
     produced: u64,
     prefix: Vec<u32>,
@@ -31,7 +33,31 @@ struct Config {
     output_len: u32,
     range_ratio: f64,
     prefix_len: u32,
-    vocab: u32,
+}
+
+/// Token ids a prompt may contain: the vocabulary without special tokens.
+struct Vocab {
+    allowed: Vec<u32>,
+}
+
+impl Vocab {
+    fn load() -> Result<Self, String> {
+        let mut special = tokenizer::special_ids();
+        special.sort_unstable();
+        let allowed: Vec<u32> = (0..tokenizer::vocab_size())
+            .filter(|id| special.binary_search(id).is_err())
+            .collect();
+        if allowed.is_empty() {
+            return Err("the tokenizer has no non-special tokens".into());
+        }
+        Ok(Self { allowed })
+    }
+
+    fn sample(&self, rng: &mut SplitMix64, n: u32) -> Vec<u32> {
+        (0..n)
+            .map(|_| self.allowed[(rng.next_u64() % self.allowed.len() as u64) as usize])
+            .collect()
+    }
 }
 
 fn config(params: &DatasetParams) -> Result<Config, String> {
@@ -41,17 +67,12 @@ fn config(params: &DatasetParams) -> Result<Config, String> {
             "--random-range-ratio must be in [0, 1), got {range_ratio}"
         ));
     }
-    let vocab = tokenizer::vocab_size();
-    if vocab == 0 {
-        return Err("the tokenizer has an empty vocabulary".into());
-    }
     Ok(Config {
         count: params.count,
         input_len: parse_option(params, "random-input-len", 1024)?,
         output_len: parse_option(params, "random-output-len", 128)?,
         range_ratio,
         prefix_len: parse_option(params, "random-prefix-len", 0)?,
-        vocab,
     })
 }
 
@@ -62,22 +83,16 @@ fn sample_len(rng: &mut SplitMix64, len: u32, ratio: f64) -> u32 {
     rng.range_inclusive(lo, hi) as u32
 }
 
-fn random_ids(rng: &mut SplitMix64, n: u32, vocab: u32) -> Vec<u32> {
-    (0..n)
-        .map(|_| (rng.next_u64() % vocab as u64) as u32)
-        .collect()
-}
-
 /// Decodes `ids` and re-encodes until the text is exactly `target` tokens long (or as close as
 /// the tokenizer allows after a few rounds), returning the text and its true token count.
 fn text_of_len(
     rng: &mut SplitMix64,
     mut ids: Vec<u32>,
     target: usize,
-    vocab: u32,
+    vocab: &Vocab,
 ) -> (String, u32) {
     let mut text = tokenizer::decode(&ids);
-    for _ in 0..4 {
+    for _ in 0..8 {
         let encoded = tokenizer::encode(&text);
         if encoded.len() == target {
             return (text, target as u32);
@@ -87,12 +102,26 @@ fn text_of_len(
             ids.truncate(target);
         } else {
             let missing = (target - ids.len()) as u32;
-            ids.extend(random_ids(rng, missing, vocab));
+            ids.extend(vocab.sample(rng, missing));
         }
         text = tokenizer::decode(&ids);
     }
     let count = tokenizer::count(&text);
     (text, count)
+}
+
+fn open(params: &DatasetParams) -> Result<State, String> {
+    let config = config(params)?;
+    let vocab = Vocab::load()?;
+    let mut rng = SplitMix64::new(params.seed ^ 0x5EED_0000_0000_0001);
+    let prefix = vocab.sample(&mut rng, config.prefix_len);
+    Ok(State {
+        config,
+        vocab,
+        rng,
+        produced: 0,
+        prefix,
+    })
 }
 
 impl Guest for Random {
@@ -109,36 +138,25 @@ impl Guest for Random {
 
 impl GuestSource for RandomSource {
     fn new(params: DatasetParams) -> Self {
-        let mut rng = SplitMix64::new(params.seed ^ 0x5EED_0000_0000_0001);
-        let config = config(&params);
-        let prefix = match &config {
-            Ok(c) => random_ids(&mut rng, c.prefix_len, c.vocab),
-            Err(_) => Vec::new(),
-        };
         Self {
-            state: RefCell::new(State {
-                config,
-                rng,
-                produced: 0,
-                prefix,
-            }),
+            state: RefCell::new(open(&params)),
         }
     }
 
     fn next_batch(&self, max: u32) -> Result<Vec<Sample>, String> {
-        let mut st = self.state.borrow_mut();
-        let c = st.config.clone()?;
+        let mut guard = self.state.borrow_mut();
+        let st = guard.as_mut().map_err(|e| e.clone())?;
+        let c = st.config;
         let count = if c.count == 0 { 1000 } else { c.count };
         let n = (count - st.produced).min(max as u64);
         let mut out = Vec::with_capacity(n as usize);
         for _ in 0..n {
-            let State { rng, prefix, .. } = &mut *st;
-            let input_len = sample_len(rng, c.input_len, c.range_ratio);
-            let output_len = sample_len(rng, c.output_len, c.range_ratio).max(1);
-            let mut ids = prefix.clone();
-            ids.extend(random_ids(rng, input_len, c.vocab));
+            let input_len = sample_len(&mut st.rng, c.input_len, c.range_ratio);
+            let output_len = sample_len(&mut st.rng, c.output_len, c.range_ratio).max(1);
+            let mut ids = st.prefix.clone();
+            ids.extend(st.vocab.sample(&mut st.rng, input_len));
             let target = ids.len();
-            let (text, input_tokens) = text_of_len(rng, ids, target, c.vocab);
+            let (text, input_tokens) = text_of_len(&mut st.rng, ids, target, &st.vocab);
             out.push(Sample {
                 prompt: Prompt::Text(text),
                 input_tokens,
