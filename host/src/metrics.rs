@@ -1,24 +1,41 @@
-//! Metrics from request records, with `vllm bench serve`'s definitions (DESIGN.md §4), so
-//! numbers are comparable line by line with vLLM's.
+//! Metrics from request records with `vllm bench serve`'s definitions (vllm/benchmarks/serve.py,
+//! `calculate_metrics`; DESIGN.md §4), so every number is comparable line by line with vLLM's.
+//!
+//! Statistics are computed as numpy computes them (pairwise summation, linear percentiles,
+//! population std) on samples in seconds, then scaled to milliseconds, in vLLM's order of
+//! operations, so results agree with vLLM's to the last printed digit and usually to the bit.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::records::{RequestRecord, TokenSource, ns_to_s};
+use crate::records::{RequestRecord, TokenSource};
 
-/// Which metrics get percentile lines, which percentiles, and the goodput SLOs.
+/// vLLM's `MILLISECONDS_TO_SECONDS_CONVERSION`.
+const MS_PER_S: f64 = 1000.0;
+const NS_PER_S: u64 = 1_000_000_000;
+
+/// Metrics that `--goodput` accepts SLOs for (vLLM's `VALID_NAMES`).
+pub const GOODPUT_METRICS: [&str; 3] = ["ttft", "tpot", "e2el"];
+
+/// Metrics that can get percentile lines, in the order vLLM prints them.
+pub const PERCENTILE_METRICS: [&str; 4] = ["ttft", "tpot", "itl", "e2el"];
+
+/// Which metrics get percentile lines and which percentiles (vLLM's `--percentile-metrics` and
+/// `--metric-percentiles`), plus the `--goodput` SLOs; the report and the goodput count need all
+/// three.
 #[derive(Debug, Clone)]
 pub struct MetricsConfig {
-    /// Subset of `ttft`, `tpot`, `itl`, `e2el` (vLLM's `--percentile-metrics`).
+    /// Subset of `ttft`, `tpot`, `itl`, `e2el`.
     pub percentile_metrics: Vec<String>,
-    /// vLLM's `--metric-percentiles`.
+    /// Percentiles in [0, 100].
     pub metric_percentiles: Vec<f64>,
-    /// `(metric, milliseconds)` from `--goodput ttft:200 tpot:50`.
+    /// `(metric, milliseconds)` pairs from `--goodput ttft:200 tpot:50`.
     pub goodput_slos_ms: Vec<(String, f64)>,
 }
 
 impl Default for MetricsConfig {
+    /// vLLM's defaults for generative models: `ttft,tpot,itl` at the 99th percentile, no SLO.
     fn default() -> Self {
         Self {
             percentile_metrics: vec!["ttft".into(), "tpot".into(), "itl".into()],
@@ -29,69 +46,90 @@ impl Default for MetricsConfig {
 }
 
 impl MetricsConfig {
-    /// Parses `--goodput` items such as `ttft:200`.
+    /// Parses `--goodput` items such as `ttft:200` with vLLM's rules (one `NAME:MS` per item,
+    /// name in ttft/tpot/e2el, non-negative value, a repeated name keeps its last value), naming
+    /// the offending item in the error so a typo is obvious.
     pub fn parse_goodput(args: &[String]) -> anyhow::Result<Vec<(String, f64)>> {
-        args.iter()
-            .flat_map(|a| a.split_whitespace())
-            .map(|item| {
-                let (name, value) = item.split_once(':').ok_or_else(|| {
-                    anyhow::anyhow!("--goodput {item:?}: expected METRIC:MS, e.g. ttft:200")
+        let mut slos: Vec<(String, f64)> = Vec::new();
+        for item in args.iter().flat_map(|a| a.split_whitespace()) {
+            let (name, value) = item
+                .split_once(':')
+                .filter(|(_, v)| !v.contains(':'))
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--goodput {item:?}: expected METRIC:MILLISECONDS, e.g. ttft:200"
+                    )
                 })?;
-                anyhow::ensure!(
-                    ["ttft", "tpot", "e2el"].contains(&name),
-                    "--goodput {item:?}: the metric must be ttft, tpot or e2el"
-                );
-                let ms: f64 = value
-                    .parse()
-                    .ok()
-                    .filter(|v: &f64| *v >= 0.0)
-                    .ok_or_else(|| {
-                        anyhow::anyhow!("--goodput {item:?}: {value:?} is not a number of ms")
-                    })?;
-                Ok((name.to_string(), ms))
-            })
-            .collect()
+            anyhow::ensure!(
+                GOODPUT_METRICS.contains(&name),
+                "--goodput {item:?}: unknown metric {name:?} (use ttft, tpot or e2el)"
+            );
+            let ms: f64 = value.trim().parse().map_err(|_| {
+                anyhow::anyhow!("--goodput {item:?}: {value:?} is not a number of milliseconds")
+            })?;
+            anyhow::ensure!(
+                ms >= 0.0,
+                "--goodput {item:?}: the SLO must be a non-negative number of milliseconds"
+            );
+            match slos.iter_mut().find(|(n, _)| n == name) {
+                Some(slot) => slot.1 = ms,
+                None => slos.push((name.to_string(), ms)),
+            }
+        }
+        Ok(slos)
     }
 }
 
-/// Summary statistics of one latency metric, in milliseconds.
+/// Summary statistics of one latency metric, in milliseconds: the numbers vLLM prints and saves
+/// as `mean_/median_/std_/p{P}_{metric}_ms`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct MetricStats {
     pub mean: f64,
     pub median: f64,
-    /// Population standard deviation (numpy's default).
+    /// Population standard deviation (numpy's default, ddof = 0).
     pub std: f64,
+    /// `(percentile, value)` for each configured percentile, in configuration order.
     pub percentiles: Vec<(f64, f64)>,
+    /// Number of samples; 0 means every value is vLLM's `or 0` fallback.
     pub count: usize,
 }
 
 impl MetricStats {
-    /// Stats of `values_ms`; all zero when empty (vLLM's `or 0`).
-    pub fn of(mut values_ms: Vec<f64>, percentiles: &[f64]) -> Self {
-        if values_ms.is_empty() {
+    /// Stats of samples given in seconds (in the order vLLM would collect them), reported in
+    /// milliseconds exactly as vLLM derives them: `np.mean(samples) * 1000` and so on; all zero
+    /// when there are no samples.
+    pub fn from_seconds(samples_s: &[f64], percentiles: &[f64]) -> Self {
+        if samples_s.is_empty() {
             return Self {
                 percentiles: percentiles.iter().map(|&p| (p, 0.0)).collect(),
-                ..Default::default()
+                ..Self::default()
             };
         }
-        values_ms.sort_by(f64::total_cmp);
-        let n = values_ms.len() as f64;
-        let mean = values_ms.iter().sum::<f64>() / n;
-        let var = values_ms.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+        let mut sorted = samples_s.to_vec();
+        sorted.sort_by(f64::total_cmp);
         Self {
-            mean,
-            median: percentile(&values_ms, 50.0),
-            std: var.sqrt(),
+            mean: numpy_mean(samples_s) * MS_PER_S,
+            median: numpy_median(&sorted) * MS_PER_S,
+            std: numpy_std(samples_s) * MS_PER_S,
             percentiles: percentiles
                 .iter()
-                .map(|&p| (p, percentile(&values_ms, p)))
+                .map(|&p| (p, percentile(&sorted, p) * MS_PER_S))
                 .collect(),
-            count: values_ms.len(),
+            count: samples_s.len(),
         }
+    }
+
+    /// The value at percentile `p` if it was configured.
+    pub fn at(&self, p: f64) -> Option<f64> {
+        self.percentiles
+            .iter()
+            .find(|(q, _)| *q == p)
+            .map(|(_, v)| *v)
     }
 }
 
-/// Schedule lag summary (how late requests went out), from an HDR histogram.
+/// How late requests went out against the arrival schedule (client health, not a vLLM metric),
+/// from an HDR histogram in microseconds.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct LagStats {
     pub p50_ms: f64,
@@ -100,7 +138,8 @@ pub struct LagStats {
     pub mean_ms: f64,
 }
 
-/// Everything the report prints and the result JSON saves.
+/// Everything the console report prints and the result JSON saves, vLLM's
+/// `BenchmarkMetrics` plus llmb's client-side diagnostics.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchmarkMetrics {
     pub completed: usize,
@@ -109,24 +148,30 @@ pub struct BenchmarkMetrics {
     pub total_output: u64,
     pub duration_s: f64,
     pub request_throughput: f64,
+    /// `None` when no `--goodput` SLO was given.
     pub request_goodput: Option<f64>,
     pub output_throughput: f64,
     pub total_token_throughput: f64,
+    /// Most delta frames received within one whole second since the first send.
     pub max_output_tokens_per_s: f64,
+    /// Most requests in flight at any instant.
     pub max_concurrent_requests: usize,
     pub ttft: MetricStats,
     pub tpot: MetricStats,
     pub itl: MetricStats,
     pub e2el: MetricStats,
-    /// Time spent waiting for a `--max-concurrency` slot, over all requests.
+    /// Time spent waiting for a `--max-concurrency` slot, over every request that got one.
     pub queue: MetricStats,
     pub schedule_lag: LagStats,
+    /// Successful requests per origin of their output token count.
     pub token_sources: BTreeMap<TokenSource, usize>,
+    /// Failed requests per `RequestError::kind`.
     pub errors_by_kind: BTreeMap<String, usize>,
 }
 
 impl BenchmarkMetrics {
-    /// The stats of a metric by its short name (`ttft`, `tpot`, `itl`, `e2el`).
+    /// The stats of a metric by its short name (`ttft`, `tpot`, `itl`, `e2el`), so reports can
+    /// walk [`PERCENTILE_METRICS`].
     pub fn stats(&self, metric: &str) -> Option<&MetricStats> {
         match metric {
             "ttft" => Some(&self.ttft),
@@ -138,17 +183,82 @@ impl BenchmarkMetrics {
     }
 }
 
-/// numpy.percentile's default (linear interpolation) on sorted data; `p` in [0, 100].
+/// `numpy.percentile` with its default (`linear`) method on ascending data; `p` in [0, 100];
+/// 0.0 for no data (vLLM's `or 0`). Interpolates as numpy's `_lerp` does, from the upper
+/// neighbour when the fraction is at least one half, so results match numpy's bit for bit.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
-    match sorted.len() {
-        0 => 0.0,
-        1 => sorted[0],
-        n => {
-            let rank = (p.clamp(0.0, 100.0) / 100.0) * (n - 1) as f64;
-            let lo = rank.floor() as usize;
-            let hi = rank.ceil() as usize;
-            sorted[lo] + (sorted[hi] - sorted[lo]) * (rank - lo as f64)
+    let n = sorted.len();
+    if n == 0 {
+        return 0.0;
+    }
+    let last = (n - 1) as f64;
+    let index = last * (p.clamp(0.0, 100.0) / 100.0);
+    if index >= last {
+        return sorted[n - 1];
+    }
+    if index <= 0.0 {
+        return sorted[0];
+    }
+    let below = index.floor();
+    let t = index - below;
+    let a = sorted[below as usize];
+    let b = sorted[below as usize + 1];
+    let diff = b - a;
+    if t >= 0.5 {
+        b - diff * (1.0 - t)
+    } else {
+        a + diff * t
+    }
+}
+
+/// numpy's `pairwise_sum` for float64 (8 accumulators, blocks of 128), the summation behind
+/// `np.sum`/`np.mean`/`np.std`.
+fn pairwise_sum(a: &[f64]) -> f64 {
+    const BLOCK: usize = 128;
+    let n = a.len();
+    if n < 8 {
+        a.iter().fold(0.0, |acc, &v| acc + v)
+    } else if n <= BLOCK {
+        let mut r = [0.0f64; 8];
+        r.copy_from_slice(&a[..8]);
+        let whole = n - n % 8;
+        for chunk in a[8..whole].chunks_exact(8) {
+            for (acc, v) in r.iter_mut().zip(chunk) {
+                *acc += v;
+            }
         }
+        let res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        a[whole..].iter().fold(res, |acc, &v| acc + v)
+    } else {
+        let mut half = n / 2;
+        half -= half % 8;
+        pairwise_sum(&a[..half]) + pairwise_sum(&a[half..])
+    }
+}
+
+fn numpy_mean(a: &[f64]) -> f64 {
+    (0.0 + pairwise_sum(a)) / a.len() as f64
+}
+
+fn numpy_std(a: &[f64]) -> f64 {
+    let mean = numpy_mean(a);
+    let squares: Vec<f64> = a
+        .iter()
+        .map(|&v| {
+            let d = v - mean;
+            d * d
+        })
+        .collect();
+    ((0.0 + pairwise_sum(&squares)) / a.len() as f64).sqrt()
+}
+
+/// `np.median`: the middle element, or the mean of the two middle ones.
+fn numpy_median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
     }
 }
 
@@ -156,13 +266,39 @@ fn safe_div(a: f64, b: f64) -> f64 {
     if b > 0.0 { a / b } else { 0.0 }
 }
 
-/// Computes the metrics of a run lasting `duration_s` (first dispatch to last completion).
+fn is_cancelled(r: &RequestRecord) -> bool {
+    r.error.as_ref().is_some_and(|e| e.kind == "cancelled")
+}
+
+/// vLLM's `good_completed` test: every SLO holds (`slo_s >= value_s`), with values in seconds.
+fn is_good(slos_ms: &[(String, f64)], ttft_s: f64, tpot_s: f64, e2el_s: f64) -> bool {
+    slos_ms.iter().all(|(metric, slo_ms)| {
+        let value = match metric.as_str() {
+            "ttft" => ttft_s,
+            "tpot" => tpot_s,
+            "e2el" => e2el_s,
+            _ => return true,
+        };
+        slo_ms / MS_PER_S >= value
+    })
+}
+
+/// Computes the metrics of a run that lasted `duration_s` (first dispatch to last completion).
+///
+/// Follows vLLM's `calculate_metrics`: only successes enter the statistics; TPOT exists only for
+/// outputs longer than one token (and counts as 0 for goodput otherwise); ITLs are pooled over
+/// all successes. One deliberate difference: a success without delta frames (not streamed) has
+/// no TTFT sample, where vLLM would record 0; it still counts as TTFT 0 for goodput and TPOT,
+/// as in vLLM.
 pub fn compute(
     records: &[RequestRecord],
     duration_s: f64,
     cfg: &MetricsConfig,
 ) -> BenchmarkMetrics {
-    let ms = 1e3;
+    // vLLM's outputs come back in dispatch order; numpy's sums depend on the order.
+    let mut ordered: Vec<&RequestRecord> = records.iter().collect();
+    ordered.sort_by_key(|r| r.id);
+
     let mut ttfts = Vec::new();
     let mut tpots = Vec::new();
     let mut itls = Vec::new();
@@ -174,53 +310,47 @@ pub fn compute(
     let mut token_sources = BTreeMap::new();
     let mut errors_by_kind = BTreeMap::new();
 
-    for r in records {
+    for r in &ordered {
         if !r.success {
             let kind = r
                 .error
                 .as_ref()
-                .map(|e| e.kind.clone())
-                .unwrap_or_else(|| "unknown".into());
-            *errors_by_kind.entry(kind).or_insert(0) += 1;
+                .map_or_else(|| "unknown".to_string(), |e| e.kind.clone());
+            *errors_by_kind.entry(kind).or_insert(0usize) += 1;
             continue;
         }
         completed += 1;
-        let output = r.output_tokens;
-        total_output += u64::from(output);
+        let output_len = r.output_tokens;
+        total_output += u64::from(output_len);
         total_input += u64::from(r.input_tokens());
-        if let Some(src) = r.token_source {
-            *token_sources.entry(src).or_insert(0) += 1;
+        if let Some(source) = r.token_source {
+            *token_sources.entry(source).or_insert(0usize) += 1;
         }
-        let e2el = r.e2el_s();
         let ttft = r.ttft_s();
-        let tpot = match ttft {
-            Some(t) if output > 1 => {
-                let v = (e2el - t) / f64::from(output - 1);
-                tpots.push(v * ms);
-                v
-            }
-            _ => 0.0,
+        let e2el = r.e2el_s();
+        let tpot = if output_len > 1 {
+            let v = (e2el - ttft.unwrap_or(0.0)) / f64::from(output_len - 1);
+            tpots.push(v);
+            v
+        } else {
+            0.0
         };
         if let Some(t) = ttft {
-            ttfts.push(t * ms);
+            ttfts.push(t);
         }
-        itls.extend(r.itls_s().map(|v| v * ms));
-        e2els.push(e2el * ms);
-        if !cfg.goodput_slos_ms.is_empty() {
-            let ok = cfg
-                .goodput_slos_ms
-                .iter()
-                .all(|(metric, slo)| match metric.as_str() {
-                    "ttft" => ttft.unwrap_or(0.0) * ms <= *slo,
-                    "tpot" => tpot * ms <= *slo,
-                    "e2el" => e2el * ms <= *slo,
-                    _ => true,
-                });
-            good += usize::from(ok);
+        itls.extend(r.itls_s());
+        e2els.push(e2el);
+        if is_good(&cfg.goodput_slos_ms, ttft.unwrap_or(0.0), tpot, e2el) {
+            good += 1;
         }
     }
 
-    let (max_output_tokens_per_s, max_concurrent_requests) = peaks(records);
+    let successes: Vec<&RequestRecord> = ordered.iter().copied().filter(|r| r.success).collect();
+    let queue_s: Vec<f64> = ordered
+        .iter()
+        .filter(|r| r.dispatched_ns > 0 || !is_cancelled(r))
+        .map(|r| r.queue_s())
+        .collect();
     let p = &cfg.metric_percentiles;
     BenchmarkMetrics {
         completed,
@@ -233,67 +363,81 @@ pub fn compute(
             .then(|| safe_div(good as f64, duration_s)),
         output_throughput: safe_div(total_output as f64, duration_s),
         total_token_throughput: safe_div((total_input + total_output) as f64, duration_s),
-        max_output_tokens_per_s,
-        max_concurrent_requests,
-        ttft: MetricStats::of(ttfts, p),
-        tpot: MetricStats::of(tpots, p),
-        itl: MetricStats::of(itls, p),
-        e2el: MetricStats::of(e2els, p),
-        queue: MetricStats::of(records.iter().map(|r| r.queue_s() * ms).collect(), p),
-        schedule_lag: lag_stats(records),
+        max_output_tokens_per_s: peak_tokens_per_second(&successes),
+        max_concurrent_requests: peak_concurrency(&successes),
+        ttft: MetricStats::from_seconds(&ttfts, p),
+        tpot: MetricStats::from_seconds(&tpots, p),
+        itl: MetricStats::from_seconds(&itls, p),
+        e2el: MetricStats::from_seconds(&e2els, p),
+        queue: MetricStats::from_seconds(&queue_s, p),
+        schedule_lag: lag_stats(&ordered),
         token_sources,
         errors_by_kind,
     }
 }
 
-/// vLLM's peak output tokens/s and peak concurrency: per-second buckets over successful
-/// requests that streamed at least two deltas (tokens counted as delta frames, as vLLM does).
-fn peaks(records: &[RequestRecord]) -> (f64, usize) {
-    let ok: Vec<&RequestRecord> = records.iter().filter(|r| r.success).collect();
-    if ok.is_empty() {
-        return (0.0, 0);
-    }
-    let start = ok
-        .iter()
-        .map(|r| ns_to_s(r.sent_ns))
-        .fold(f64::INFINITY, f64::min);
-    let end = ok
-        .iter()
-        .map(|r| ns_to_s(r.sent_ns) + r.e2el_s())
-        .fold(f64::NEG_INFINITY, f64::max);
-    let buckets = (end - start).ceil().max(0.0) as usize + 1;
-    let mut tokens = vec![0u64; buckets];
-    let mut concurrent = vec![0usize; buckets];
-    for r in ok.iter().filter(|r| r.delta_ns.len() > 1) {
-        for &t in &r.delta_ns {
-            let b = (ns_to_s(t) - start).floor();
-            if b >= 0.0 && (b as usize) < buckets {
-                tokens[b as usize] += 1;
-            }
-        }
-        let sent = ns_to_s(r.sent_ns);
-        let first = (sent - start).floor().max(0.0) as usize;
-        let last = ((sent + r.e2el_s()) - start).floor().max(0.0) as usize;
-        for slot in concurrent
-            .iter_mut()
-            .take(last.min(buckets - 1) + 1)
-            .skip(first)
-        {
-            *slot += 1;
-        }
-    }
-    (
-        tokens.iter().copied().max().unwrap_or(0) as f64,
-        concurrent.iter().copied().max().unwrap_or(0),
-    )
+/// When a successful request ended for vLLM: send time + latency (last delta frame, or the end
+/// of the body when nothing streamed).
+fn end_of(r: &RequestRecord) -> u64 {
+    r.delta_ns
+        .last()
+        .copied()
+        .unwrap_or(r.end_ns)
+        .max(r.sent_ns)
 }
 
-fn lag_stats(records: &[RequestRecord]) -> LagStats {
+/// vLLM's peak output tokens/s: whole-second buckets from the earliest send
+/// (`ceil(max_end - min_start) + 1` of them); every delta frame is one token at its arrival
+/// time, and a success with no frames puts its single "token" at its send time (TTFT 0).
+fn peak_tokens_per_second(successes: &[&RequestRecord]) -> f64 {
+    let Some(start) = successes.iter().map(|r| r.sent_ns).min() else {
+        return 0.0;
+    };
+    let end = successes.iter().map(|r| end_of(r)).max().unwrap_or(start);
+    let buckets = (end - start).div_ceil(NS_PER_S) as usize + 1;
+    let mut tokens = vec![0u64; buckets];
+    for r in successes {
+        let sent = [r.sent_ns];
+        let times = if r.delta_ns.is_empty() {
+            &sent[..]
+        } else {
+            &r.delta_ns[..]
+        };
+        for &t in times {
+            let bucket = (t.saturating_sub(start) / NS_PER_S) as usize;
+            if let Some(slot) = tokens.get_mut(bucket) {
+                *slot += 1;
+            }
+        }
+    }
+    tokens.iter().copied().max().unwrap_or(0) as f64
+}
+
+/// vLLM's peak concurrency (current main): a sweep over the half-open intervals
+/// `[send, send + latency)` of successful requests, a departure counted before an arrival at
+/// the same instant.
+fn peak_concurrency(successes: &[&RequestRecord]) -> usize {
+    let mut events: Vec<(u64, i8)> = successes
+        .iter()
+        .flat_map(|r| [(r.sent_ns, 1i8), (end_of(r), -1i8)])
+        .collect();
+    events.sort_unstable();
+    let mut current = 0i64;
+    let mut peak = 0i64;
+    for (_, delta) in events {
+        current += i64::from(delta);
+        peak = peak.max(current);
+    }
+    peak as usize
+}
+
+/// Schedule lag of every request that went out (3 significant digits, microseconds).
+fn lag_stats(records: &[&RequestRecord]) -> LagStats {
     let Ok(mut hist) = hdrhistogram::Histogram::<u64>::new(3) else {
         return LagStats::default();
     };
     hist.auto(true);
-    for r in records.iter().filter(|r| r.sent_ns > 0) {
+    for r in records.iter().filter(|r| r.sent_ns > 0 || !is_cancelled(r)) {
         let _ = hist.record((r.schedule_lag_s() * 1e6).round() as u64);
     }
     if hist.is_empty() {

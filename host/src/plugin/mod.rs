@@ -95,7 +95,7 @@ pub fn engine() -> &'static Engine {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.concurrency_support(false);
-        config.epoch_interruption(std::env::var_os("LLMB_EXPERIMENT_NO_EPOCH").is_none());
+        config.epoch_interruption(true);
         let engine = Engine::new(&config).expect("the plugin engine configuration is valid");
         let weak = engine.weak();
         std::thread::Builder::new()
