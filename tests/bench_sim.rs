@@ -320,3 +320,26 @@ async fn an_unreachable_server_is_a_clear_error() {
         "{err:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_is_asked_from_the_server_when_not_given() {
+    let config = llmb::sim::SimConfig {
+        ttft_ms: 1.0,
+        itl_ms: 1.0,
+        model: "served-model".into(),
+        ..Default::default()
+    };
+    let sim = llmb::sim::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = quick_args(dir.path());
+    args.base_url = Some(sim.base_url());
+    args.model = None;
+    let outcome = bench(&args).await;
+    assert_eq!(outcome.info.model_id, "served-model");
+    assert_eq!(outcome.metrics.completed, 8);
+    // Eight generations plus the one `/v1/models` lookup.
+    assert_eq!(sim.requests_served(), 9);
+    sim.shutdown().await;
+}

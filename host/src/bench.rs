@@ -204,7 +204,13 @@ async fn check_reachable(base_url: &str) -> anyhow::Result<()> {
         .host()
         .with_context(|| format!("--base-url {base_url} has no host"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = uri.port_u16().unwrap_or(80);
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
     match tokio::time::timeout(
         Duration::from_secs(10),
         tokio::net::TcpStream::connect((host, port)),
@@ -279,8 +285,8 @@ pub async fn run(args: &BenchArgs, stop: watch::Receiver<bool>) -> anyhow::Resul
         (None, None) => format!("http://{}:{}", args.host, args.port.unwrap_or(8000)),
     };
     anyhow::ensure!(
-        base_url.starts_with("http://"),
-        "--base-url {base_url}: only http:// is supported in this version (use a local TLS-terminating proxy for https)"
+        base_url.starts_with("http://") || base_url.starts_with("https://"),
+        "--base-url {base_url}: expected an http:// or https:// URL"
     );
     if simulator.is_none() {
         check_reachable(&base_url).await?;
@@ -297,7 +303,7 @@ pub async fn run(args: &BenchArgs, stop: watch::Receiver<bool>) -> anyhow::Resul
         .max_concurrency
         .unwrap_or(samples.len())
         .min(samples.len());
-    let client = transport::client(in_flight_cap);
+    let client = transport::client(in_flight_cap, args.ca_cert.as_deref())?;
     let model = match (&args.model, &simulator) {
         (Some(m), _) => m.clone(),
         (None, Some(_)) => SimConfig::default().model,

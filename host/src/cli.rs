@@ -149,6 +149,9 @@ pub struct BenchArgs {
     /// JSON object merged into every request body.
     #[arg(long)]
     pub extra_body: Option<String>,
+    /// Extra CA certificates (PEM) to trust for https:// servers, besides the Mozilla roots.
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
     /// Per-request timeout in seconds.
     #[arg(long, default_value_t = 600.0)]
     pub timeout: f64,

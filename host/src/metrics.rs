@@ -237,7 +237,7 @@ fn pairwise_sum(a: &[f64]) -> f64 {
 }
 
 fn numpy_mean(a: &[f64]) -> f64 {
-    (0.0 + pairwise_sum(a)) / a.len() as f64
+    pairwise_sum(a) / a.len() as f64
 }
 
 fn numpy_std(a: &[f64]) -> f64 {
@@ -249,7 +249,7 @@ fn numpy_std(a: &[f64]) -> f64 {
             d * d
         })
         .collect();
-    ((0.0 + pairwise_sum(&squares)) / a.len() as f64).sqrt()
+    (pairwise_sum(&squares) / a.len() as f64).sqrt()
 }
 
 /// `np.median`: the middle element, or the mean of the two middle ones.

@@ -55,7 +55,7 @@ pub struct RequestRecord {
     pub dispatched_ns: u64,
     /// Just before the request was written (vLLM's `st`): latencies count from here.
     pub sent_ns: u64,
-    /// Arrival of the first response body byte (diagnostic).
+    /// Arrival of the response head (status and headers), for diagnostics.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_byte_ns: Option<u64>,
     /// Arrival time of every frame that carried a delta; the first one is the TTFT point.

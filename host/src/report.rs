@@ -1,12 +1,13 @@
 //! The console report in `vllm bench serve`'s layout and the result JSON with vLLM's keys, so
-//! existing dashboards and scripts read llmb's output unchanged.
+//! people and scripts that read vLLM's output read llmb's unchanged. llmb's own diagnostics go
+//! below vLLM's closing rule and under an `"llmb"` key.
 
 use std::io::Write;
 
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use crate::metrics::{BenchmarkMetrics, MetricStats, MetricsConfig};
+use crate::metrics::{BenchmarkMetrics, MetricStats, MetricsConfig, PERCENTILE_METRICS};
 use crate::records::{RequestRecord, ns_to_s};
 
 /// What was run, for the report header and the result file.
@@ -25,73 +26,85 @@ pub struct RunInfo {
     pub request_rate: f64,
     pub burstiness: f64,
     pub max_concurrency: Option<usize>,
-    /// False when output lengths were not forced (no --ignore-eos, or the adapter cannot).
+    /// False when output lengths were not forced to the requested length (EOS not ignored).
     pub output_len_forced: bool,
+    /// The run was cut short (Ctrl-C): the numbers cover what finished.
     pub interrupted: bool,
 }
 
-const METRICS: [(&str, &str, &str); 4] = [
-    ("ttft", "TTFT", "Time to First Token"),
-    ("tpot", "TPOT", "Time per Output Token (excl. 1st token)"),
-    ("itl", "ITL", "Inter-token Latency"),
-    ("e2el", "E2EL", "End-to-end Latency"),
-];
-
-/// Python's `str.center` with a fill character (extra padding goes right when odd... as Python
-/// does: left gets floor, right gets the rest).
-fn center(s: &str, width: usize, fill: char) -> String {
-    let len = s.chars().count();
-    if len >= width {
-        return s.to_string();
+/// The label name and section title vLLM's `process_one_metric` uses for a metric key.
+fn metric_names(key: &str) -> (&'static str, &'static str) {
+    match key {
+        "ttft" => ("TTFT", "Time to First Token"),
+        "tpot" => ("TPOT", "Time per Output Token (excl. 1st token)"),
+        "itl" => ("ITL", "Inter-token Latency"),
+        _ => ("E2EL", "End-to-end Latency"),
     }
-    let total = width - len;
-    // CPython: left = total / 2 + (total & width & 1)
-    let left = total / 2 + (total & width & 1);
-    let right = total - left;
-    format!(
-        "{}{}{}",
-        fill.to_string().repeat(left),
-        s,
-        fill.to_string().repeat(right)
-    )
 }
 
-/// vLLM's percentile word: "99" for 99.0, "99.9" otherwise.
+/// vLLM's percentile word: `str(int(p))` when `p` is integral, else `str(p)`.
 fn p_word(p: f64) -> String {
-    if p.fract() == 0.0 {
+    if p.fract() == 0.0 && p.abs() < 1e16 {
         format!("{}", p as i64)
     } else {
-        format!("{p}")
+        py_float(p)
     }
 }
 
-/// How Python prints a float rate in file names and JSON: "10.0", "0.5", "inf".
+/// Python's `str(float)`: `10.0`, `0.5`, `inf`, `1e-05`.
 fn py_float(v: f64) -> String {
+    if v.is_nan() {
+        return "nan".into();
+    }
     if v.is_infinite() {
-        "inf".into()
-    } else if v.fract() == 0.0 {
+        let word = if v > 0.0 { "inf" } else { "-inf" };
+        return word.to_string();
+    }
+    let magnitude = v.abs();
+    if magnitude != 0.0 && !(1e-4..1e16).contains(&magnitude) {
+        let s = format!("{v:e}");
+        let (mantissa, exp) = s.split_once('e').unwrap_or((&s, "0"));
+        let exp: i32 = exp.parse().unwrap_or(0);
+        let sign = if exp < 0 { '-' } else { '+' };
+        return format!("{mantissa}e{sign}{:02}", exp.abs());
+    }
+    if v.fract() == 0.0 {
         format!("{v:.1}")
     } else {
         format!("{v}")
     }
 }
 
-fn line(out: &mut dyn Write, label: &str, value: impl std::fmt::Display) -> std::io::Result<()> {
-    writeln!(out, "{:<40} {:<10}", label, value)
+/// A JSON number, or `"inf"` for an infinite value (as vLLM writes `request_rate`).
+fn number_or_inf(v: f64) -> Value {
+    if v.is_infinite() {
+        json!(py_float(v))
+    } else {
+        json!(v)
+    }
 }
 
+/// `"{:<40} {:<10}".format(label, value)`.
+fn line(out: &mut dyn Write, label: &str, value: impl std::fmt::Display) -> std::io::Result<()> {
+    writeln!(out, "{label:<40} {value:<10}")
+}
+
+/// `"{:<40} {:<10.2f}".format(label, value)`.
 fn fline(out: &mut dyn Write, label: &str, value: f64) -> std::io::Result<()> {
-    writeln!(out, "{:<40} {:<10.2}", label, value)
+    writeln!(out, "{label:<40} {value:<10.2}")
 }
 
 /// Prints the report as vLLM does, then llmb's additions below the closing rule.
+///
+/// Differences from vLLM: the configured request rate line is printed as `inf` for an
+/// unlimited rate (vLLM omits the line then), and TTFT stats skip requests that did not stream.
 pub fn print_console(
     info: &RunInfo,
     m: &BenchmarkMetrics,
     cfg: &MetricsConfig,
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
-    writeln!(out, "{}", center(" Serving Benchmark Result ", 50, '='))?;
+    writeln!(out, "{:=^50}", " Serving Benchmark Result ")?;
     line(out, "Successful requests:", m.completed)?;
     line(out, "Failed requests:", m.failed)?;
     if let Some(c) = info.max_concurrency {
@@ -106,8 +119,8 @@ pub fn print_console(
     line(out, "Total input tokens:", m.total_input)?;
     line(out, "Total generated tokens:", m.total_output)?;
     fline(out, "Request throughput (req/s):", m.request_throughput)?;
-    if let Some(g) = m.request_goodput {
-        fline(out, "Request goodput (req/s):", g)?;
+    if let Some(goodput) = m.request_goodput {
+        fline(out, "Request goodput (req/s):", goodput)?;
     }
     fline(out, "Output token throughput (tok/s):", m.output_throughput)?;
     fline(
@@ -122,31 +135,36 @@ pub fn print_console(
     )?;
     fline(
         out,
-        "Total Token throughput (tok/s):",
+        "Total token throughput (tok/s):",
         m.total_token_throughput,
     )?;
-    for (key, short, title) in METRICS {
+    for key in PERCENTILE_METRICS {
         if !cfg.percentile_metrics.iter().any(|k| k == key) {
             continue;
         }
-        let s = m.stats(key).expect("known metric");
-        writeln!(out, "{}", center(title, 50, '-'))?;
-        fline(out, &format!("Mean {short} (ms):"), s.mean)?;
-        fline(out, &format!("Median {short} (ms):"), s.median)?;
+        let Some(s) = m.stats(key) else { continue };
+        let (name, title) = metric_names(key);
+        writeln!(out, "{title:-^50}")?;
+        fline(out, &format!("Mean {name} (ms):"), s.mean)?;
+        fline(out, &format!("Median {name} (ms):"), s.median)?;
         for (p, v) in &s.percentiles {
-            fline(out, &format!("P{} {short} (ms):", p_word(*p)), *v)?;
+            fline(out, &format!("P{} {name} (ms):", p_word(*p)), *v)?;
         }
     }
     writeln!(out, "{}", "=".repeat(50))?;
+    print_extras(info, m, out)
+}
 
+/// llmb's diagnostics: client queueing, schedule lag, where token counts came from, failures,
+/// and caveats that change how the numbers above should be read.
+fn print_extras(info: &RunInfo, m: &BenchmarkMetrics, out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(out, "{:-^50}", " llmb (not part of vLLM's report) ")?;
+    let mut queue = format!("mean {:.2}, median {:.2}", m.queue.mean, m.queue.median);
+    for (p, v) in &m.queue.percentiles {
+        queue.push_str(&format!(", p{} {v:.2}", p_word(*p)));
+    }
+    writeln!(out, "{:<40} {queue}", "Client queue time (ms):")?;
     let lag = &m.schedule_lag;
-    writeln!(
-        out,
-        "{:<40} mean {:.2}, p99 {:.2}",
-        "Client queue time (ms):",
-        m.queue.mean,
-        percentile_of(&m.queue, 99.0)
-    )?;
     writeln!(
         out,
         "{:<40} p50 {:.3}, p99 {:.3}, max {:.3}",
@@ -156,7 +174,7 @@ pub fn print_console(
         let sources: Vec<String> = m
             .token_sources
             .iter()
-            .map(|(src, n)| format!("{} ({n})", src.describe()))
+            .map(|(source, n)| format!("{} ({n})", source.describe()))
             .collect();
         writeln!(
             out,
@@ -169,32 +187,28 @@ pub fn print_console(
         let errors: Vec<String> = m
             .errors_by_kind
             .iter()
-            .map(|(k, n)| format!("{k} {n}"))
+            .map(|(kind, n)| format!("{kind} {n}"))
             .collect();
-        writeln!(out, "{:<40} {}", "Failures by kind:", errors.join(", "))?;
+        writeln!(
+            out,
+            "{:<40} {}",
+            "Failed requests by kind:",
+            errors.join(", ")
+        )?;
     }
     if !info.output_len_forced {
         writeln!(
             out,
-            "Output lengths were not forced (no --ignore-eos, or the adapter cannot ignore EOS)."
+            "Output lengths were NOT forced: the adapter cannot ignore EOS"
         )?;
     }
     if info.interrupted {
-        writeln!(out, "Interrupted: these are partial results.")?;
+        writeln!(out, "Interrupted: partial results")?;
     }
     Ok(())
 }
 
-fn percentile_of(s: &MetricStats, p: f64) -> f64 {
-    s.percentiles
-        .iter()
-        .find(|(q, _)| *q == p)
-        .map(|(_, v)| *v)
-        .unwrap_or(s.mean)
-}
-
-/// The `--save-result` document: vLLM's keys, per-request arrays when `detailed`, and llmb's
-/// extras under `"llmb"`.
+/// The `--save-result` document dated now; see [`result_json_at`].
 pub fn result_json(
     info: &RunInfo,
     m: &BenchmarkMetrics,
@@ -202,30 +216,43 @@ pub fn result_json(
     records: &[RequestRecord],
     detailed: bool,
 ) -> Value {
-    let unix = std::time::SystemTime::now()
+    let unix_secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+        .map_or(0, |d| d.as_secs());
+    result_json_at(info, m, cfg, records, detailed, unix_secs)
+}
+
+/// The `--save-result` document with vLLM's keys, dated `unix_secs` (so the `date` field can
+/// match the file name): the run setup, totals and throughputs, `mean_/median_/std_/p{P}_` stats
+/// of every latency metric, per-request arrays when `detailed` (vLLM's `--save-detailed`), and
+/// llmb's extras under `"llmb"`.
+///
+/// As in vLLM's current main, `latencies` and `queue_times` are kept even when not detailed.
+/// Unlike vLLM, the stats keys are written for all four metrics, not only the selected ones.
+pub fn result_json_at(
+    info: &RunInfo,
+    m: &BenchmarkMetrics,
+    cfg: &MetricsConfig,
+    records: &[RequestRecord],
+    detailed: bool,
+    unix_secs: u64,
+) -> Value {
+    let mut ordered: Vec<&RequestRecord> = records.iter().collect();
+    ordered.sort_by_key(|r| r.id);
+
     let mut doc = Map::new();
-    let mut put = |k: &str, v: Value| {
-        doc.insert(k.to_string(), v);
+    let mut put = |key: &str, value: Value| {
+        doc.insert(key.to_string(), value);
     };
-    put("date", json!(timestamp(unix)));
+    put("date", json!(timestamp(unix_secs)));
     put("endpoint_type", json!(info.endpoint_type));
     put("backend", json!(info.backend));
     put("label", json!(info.label));
     put("model_id", json!(info.model_id));
     put("tokenizer_id", json!(info.tokenizer_id));
     put("num_prompts", json!(info.num_prompts));
-    put(
-        "request_rate",
-        if info.request_rate.is_infinite() {
-            json!("inf")
-        } else {
-            json!(info.request_rate)
-        },
-    );
-    put("burstiness", json!(info.burstiness));
+    put("request_rate", number_or_inf(info.request_rate));
+    put("burstiness", number_or_inf(info.burstiness));
     put("max_concurrency", json!(info.max_concurrency));
     put("duration", json!(m.duration_s));
     put("completed", json!(m.completed));
@@ -238,8 +265,9 @@ pub fn result_json(
     put("total_token_throughput", json!(m.total_token_throughput));
     put("max_output_tokens_per_s", json!(m.max_output_tokens_per_s));
     put("max_concurrent_requests", json!(m.max_concurrent_requests));
-    for (key, _, _) in METRICS {
-        let s = m.stats(key).expect("known metric");
+    put("rtfx", json!(0.0));
+    for key in PERCENTILE_METRICS {
+        let Some(s) = m.stats(key) else { continue };
         put(&format!("mean_{key}_ms"), json!(s.mean));
         put(&format!("median_{key}_ms"), json!(s.median));
         put(&format!("std_{key}_ms"), json!(s.std));
@@ -247,83 +275,88 @@ pub fn result_json(
             put(&format!("p{}_{key}_ms", p_word(*p)), json!(v));
         }
     }
+    let per_request = |f: &dyn Fn(&RequestRecord) -> Value| -> Value {
+        Value::Array(ordered.iter().map(|&r| f(r)).collect())
+    };
+    put(
+        "latencies",
+        per_request(&|r| json!(if r.success { r.e2el_s() } else { 0.0 })),
+    );
+    put("queue_times", per_request(&|r| json!(r.queue_s())));
     if detailed {
-        let mut ordered: Vec<&RequestRecord> = records.iter().collect();
-        ordered.sort_by_key(|r| r.id);
-        put(
-            "input_lens",
-            ordered.iter().map(|r| json!(r.input_tokens())).collect(),
-        );
+        put("input_lens", per_request(&|r| json!(r.input_tokens())));
         put(
             "output_lens",
-            ordered
-                .iter()
-                .map(|r| json!(if r.success { r.output_tokens } else { 0 }))
-                .collect(),
+            per_request(&|r| json!(if r.success { r.output_tokens } else { 0 })),
         );
+        put("start_times", per_request(&|r| json!(ns_to_s(r.sent_ns))));
         put(
             "ttfts",
-            ordered
-                .iter()
-                .map(|r| {
-                    json!(if r.success {
-                        r.ttft_s().unwrap_or(0.0)
-                    } else {
-                        0.0
-                    })
+            per_request(&|r| {
+                json!(if r.success {
+                    r.ttft_s().unwrap_or(0.0)
+                } else {
+                    0.0
                 })
-                .collect(),
+            }),
         );
         put(
             "itls",
-            ordered
-                .iter()
-                .map(|r| json!(r.itls_s().collect::<Vec<f64>>()))
-                .collect(),
+            per_request(&|r| {
+                json!(if r.success {
+                    r.itls_s().collect::<Vec<f64>>()
+                } else {
+                    Vec::new()
+                })
+            }),
         );
-        put(
-            "generated_texts",
-            ordered.iter().map(|r| json!(r.generated_text)).collect(),
-        );
+        put("generated_texts", per_request(&|r| json!(r.generated_text)));
         put(
             "errors",
-            ordered
-                .iter()
-                .map(|r| {
-                    json!(
-                        r.error
-                            .as_ref()
-                            .map(|e| e.message.clone())
-                            .unwrap_or_default()
-                    )
-                })
-                .collect(),
-        );
-        put(
-            "start_times",
-            ordered.iter().map(|r| json!(ns_to_s(r.sent_ns))).collect(),
+            per_request(&|r| json!(r.error.as_ref().map_or("", |e| e.message.as_str()))),
         );
     }
-    put(
-        "llmb",
-        json!({
-            "base_url": info.base_url,
-            "endpoint": info.endpoint,
-            "dataset_name": info.dataset_name,
-            "interrupted": info.interrupted,
-            "output_len_forced": info.output_len_forced,
-            "percentile_metrics": cfg.percentile_metrics,
-            "goodput_slos_ms": cfg.goodput_slos_ms,
-            "schedule_lag_ms": m.schedule_lag,
-            "queue_ms": m.queue,
-            "token_sources": m.token_sources,
-            "errors_by_kind": m.errors_by_kind,
-        }),
-    );
+    put("llmb", llmb_extras(info, m, cfg));
     Value::Object(doc)
 }
 
-/// vLLM's default result name: `{backend}-{rate}qps[-concurrency{N}]-{model basename}-{date}.json`.
+fn stats_json(s: &MetricStats) -> Value {
+    let mut obj = Map::new();
+    obj.insert("mean_ms".into(), json!(s.mean));
+    obj.insert("median_ms".into(), json!(s.median));
+    obj.insert("std_ms".into(), json!(s.std));
+    for (p, v) in &s.percentiles {
+        obj.insert(format!("p{}_ms", p_word(*p)), json!(v));
+    }
+    obj.insert("count".into(), json!(s.count));
+    Value::Object(obj)
+}
+
+fn llmb_extras(info: &RunInfo, m: &BenchmarkMetrics, cfg: &MetricsConfig) -> Value {
+    let slos: Map<String, Value> = cfg
+        .goodput_slos_ms
+        .iter()
+        .map(|(name, ms)| (name.clone(), json!(ms)))
+        .collect();
+    json!({
+        "base_url": info.base_url,
+        "endpoint": info.endpoint,
+        "dataset_name": info.dataset_name,
+        "interrupted": info.interrupted,
+        "output_len_forced": info.output_len_forced,
+        "percentile_metrics": cfg.percentile_metrics,
+        "metric_percentiles": cfg.metric_percentiles,
+        "goodput_slos_ms": slos,
+        "schedule_lag_ms": m.schedule_lag,
+        "client_queue_ms": stats_json(&m.queue),
+        "token_sources": m.token_sources,
+        "errors_by_kind": m.errors_by_kind,
+    })
+}
+
+/// vLLM's default result file name:
+/// `{label or backend}-{rate}qps[-concurrency{N}]-{model basename}-{YYYYMMDD-HHMMSS}.json`,
+/// with the rate as Python prints a float (`inf`, `10.0`).
 pub fn default_result_filename(info: &RunInfo, unix_secs: u64) -> String {
     let concurrency = info
         .max_concurrency
@@ -340,11 +373,12 @@ pub fn default_result_filename(info: &RunInfo, unix_secs: u64) -> String {
     )
 }
 
-/// UTC `YYYYMMDD-HHMMSS` (the `date` field and file names).
+/// UTC `YYYYMMDD-HHMMSS` from unix seconds, for the `date` field and file names (vLLM's
+/// `strftime("%Y%m%d-%H%M%S")`, in UTC rather than local time).
 pub fn timestamp(unix_secs: u64) -> String {
     let days = (unix_secs / 86_400) as i64;
     let secs = unix_secs % 86_400;
-    // Howard Hinnant's civil_from_days.
+    // Howard Hinnant's civil_from_days: eras of 400 years starting on March 1st.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -367,22 +401,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn python_style_centering_and_dates() {
+    fn titles_center_like_python_format() {
         assert_eq!(
-            center(" Serving Benchmark Result ", 50, '='),
+            format!("{:=^50}", " Serving Benchmark Result "),
             "============ Serving Benchmark Result ============"
         );
         assert_eq!(
-            center("Time to First Token", 50, '-'),
+            format!("{:-^50}", "Time to First Token"),
             "---------------Time to First Token----------------"
         );
         assert_eq!(
-            center("Time per Output Token (excl. 1st token)", 50, '-'),
+            format!("{:-^50}", "Time per Output Token (excl. 1st token)"),
             "-----Time per Output Token (excl. 1st token)------"
         );
-        assert_eq!(timestamp(0), "19700101-000000");
-        assert_eq!(timestamp(1_700_000_000), "20231114-221320");
+    }
+
+    #[test]
+    fn python_number_words() {
         assert_eq!(p_word(99.0), "99");
         assert_eq!(p_word(99.9), "99.9");
+        assert_eq!(py_float(10.0), "10.0");
+        assert_eq!(py_float(0.5), "0.5");
+        assert_eq!(py_float(f64::INFINITY), "inf");
+        assert_eq!(py_float(0.00001), "1e-05");
+        assert_eq!(py_float(1.5e16), "1.5e+16");
+        assert_eq!(timestamp(0), "19700101-000000");
+        assert_eq!(timestamp(951_782_400), "20000229-000000");
     }
 }

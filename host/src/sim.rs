@@ -428,6 +428,8 @@ struct Job {
     fault: Fault,
 }
 
+// The error is the ready-made response for a bad request: rare, so its size does not matter.
+#[allow(clippy::result_large_err)]
 fn parse_job(state: &SimState, api: Api, bytes: &[u8]) -> Result<Job, Response<SimBody>> {
     let body: Value = serde_json::from_slice(bytes)
         .map_err(|e| bad_request(&format!("Invalid JSON in the request body: {e}")))?;

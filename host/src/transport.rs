@@ -21,21 +21,56 @@ use crate::plugin::backend::{
 use crate::records::{RequestError, RequestRecord, TokenSource};
 use crate::tokenizer::HostTokenizer;
 
-/// The keep-alive HTTP client shared by all requests of a run.
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+/// The keep-alive HTTP(S) client shared by all requests of a run.
+pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// Largest error body kept for the error message.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
-/// A client whose idle pool holds as many connections as requests may be in flight.
-pub fn client(pool_size: usize) -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.enforce_http(true);
-    Client::builder(TokioExecutor::new())
+/// A client whose idle pool holds as many connections as requests may be in flight. It speaks
+/// plain HTTP and HTTPS (rustls, the Mozilla root store plus `extra_ca`, a PEM file).
+pub fn client(pool_size: usize, extra_ca: Option<&std::path::Path>) -> anyhow::Result<HttpClient> {
+    use anyhow::Context;
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = extra_ca {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .with_context(|| format!("--ca-cert {}: cannot read", path.display()))?
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("--ca-cert {}: not PEM certificates", path.display()))?;
+        anyhow::ensure!(
+            !certs.is_empty(),
+            "--ca-cert {}: no certificate in the file",
+            path.display()
+        );
+        for cert in certs {
+            roots
+                .add(cert)
+                .with_context(|| format!("--ca-cert {}: unusable certificate", path.display()))?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS configuration")?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(pool_size.max(1))
         .pool_idle_timeout(Duration::from_secs(90))
-        .build(connector)
+        .build(connector))
 }
 
 /// Where and how requests are sent. The API key lives only here, as a sensitive header value
@@ -349,6 +384,7 @@ impl Exchange<'_> {
             Ok(Err(e)) => return Err(fail("connect", chain(&e))),
             Ok(Ok(r)) => r,
         };
+        record.first_byte_ns = Some(self.ns(Instant::now()));
         let status = response.status().as_u16();
         let resp_headers: Vec<(String, String)> = response
             .headers()
@@ -392,9 +428,7 @@ impl Exchange<'_> {
                     )
                 })?
                 .to_bytes();
-            let done = Instant::now();
-            record.first_byte_ns = Some(self.ns(done));
-            record.end_ns = self.ns(done);
+            record.end_ns = self.ns(Instant::now());
             let completion = adapter
                 .parse_body(status, &resp_headers, &collected)
                 .map_err(|f| fail("plugin", f.to_string()))?
@@ -438,9 +472,7 @@ impl Exchange<'_> {
                 }
                 Ok(f) => f,
             };
-            let arrived = Instant::now();
-            let now_ns = self.ns(arrived);
-            record.first_byte_ns.get_or_insert(now_ns);
+            let now_ns = self.ns(Instant::now());
             // Everything already buffered arrived with this read: frame it all, one plugin call.
             let mut next = Some(first);
             while let Some(item) = next.take() {
