@@ -193,7 +193,7 @@ async fn interrupting_a_run_keeps_what_was_measured() {
     let dir = tempfile::tempdir().unwrap();
     let mut args = quick_args(dir.path());
     args.num_prompts = 200;
-    args.request_rate = 50.0;
+    args.request_rate = vec![50.0];
     args.save_result = true;
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -80,6 +80,7 @@ fn run_info() -> RunInfo {
         max_concurrency: Some(16),
         output_len_forced: true,
         interrupted: false,
+        pattern: Default::default(),
     }
 }
 

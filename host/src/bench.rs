@@ -3,25 +3,25 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use hyper::header::{HeaderName, HeaderValue};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::watch;
 
-use crate::cli::{BenchArgs, PluginsArgs, SimArgs, SimTiming, split_kv};
+use crate::cli::{BenchArgs, PluginsArgs, RampUpStrategy, SimArgs, SimTiming, split_kv};
 use crate::metrics::{BenchmarkMetrics, MetricsConfig};
-use crate::plugin::backend::{BackendPool, GenRequest};
+use crate::plugin::backend::BackendPool;
 use crate::plugin::dataset::Sample;
 use crate::plugin::{DatasetRequest, Registry};
-use crate::records::{RecordWriter, RequestError, RequestRecord};
-use crate::report::{self, RunInfo};
+use crate::records::RequestRecord;
+use crate::report::{self, LoadPattern, RunInfo};
+use crate::runner::{ClientsPlan, INTERRUPT_GRACE, LoadPlan, RequestTemplate, Runner, Warmup};
+use crate::scheduler::{self, Ramp, RampStrategy};
 use crate::sim::{self, SimConfig, SimHandle};
+use crate::sweep::{StageSummary, SweepVerdict};
 use crate::tokenizer::HostTokenizer;
-use crate::transport::{self, Exchange, Target};
-
-/// How long in-flight requests may finish after Ctrl-C before they are cut off.
-const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
+use crate::transport::{self, Target};
 
 /// What a finished run produced.
 pub struct BenchOutcome {
@@ -46,19 +46,42 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
             let _ = stop_tx.send(true);
         }
     });
-    let outcome = run(&args, stop_rx).await?;
+    let sweep = run_all(&args, stop_rx, &mut |outcome| {
+        let mut stdout = std::io::stdout().lock();
+        report::print_console(
+            &outcome.info,
+            &outcome.metrics,
+            &outcome.metrics_config,
+            &mut stdout,
+        )?;
+        if let Some(p) = &outcome.records_path {
+            println!("Per-request records: {}", p.display());
+        }
+        if let Some(p) = &outcome.result_path {
+            println!("Result: {}", p.display());
+        }
+        println!();
+        Ok(())
+    })
+    .await?;
     let mut stdout = std::io::stdout().lock();
-    report::print_console(
-        &outcome.info,
-        &outcome.metrics,
-        &outcome.metrics_config,
-        &mut stdout,
-    )?;
-    if let Some(p) = &outcome.records_path {
-        println!("Per-request records: {}", p.display());
+    if args.rounds > 1 {
+        for group in sweep.stages.chunks(args.rounds as usize) {
+            let title = group[0]
+                .info
+                .pattern
+                .stage
+                .as_deref()
+                .map(|s| s.rsplit_once(", round").map_or(s, |(head, _)| head))
+                .filter(|s| !s.starts_with("round"))
+                .unwrap_or("same batch")
+                .to_string();
+            let metrics: Vec<&BenchmarkMetrics> = group.iter().map(|o| &o.metrics).collect();
+            report::print_rounds(&title, &metrics, &mut stdout)?;
+        }
     }
-    if let Some(p) = &outcome.result_path {
-        println!("Result: {}", p.display());
+    if sweep.stages.len() > 1 && sweep.summaries.len() / args.rounds as usize > 1 {
+        crate::sweep::print_stage_table(&sweep.summaries, &sweep.verdict, &mut stdout)?;
     }
     Ok(())
 }
@@ -111,6 +134,7 @@ pub fn sim_config(t: &SimTiming, seed: u64) -> SimConfig {
         seed,
         batch_slowdown: t.batch_slowdown,
         prefill_us_per_token: t.prefill_us_per_token,
+        prefix_cache: t.prefix_cache,
         ..SimConfig::default()
     }
 }
@@ -245,13 +269,112 @@ async fn discover_model(client: &transport::HttpClient, target: &Target) -> anyh
         .context("no model listed")
 }
 
-/// Runs a benchmark as `args` says; `stop` turning true stops sending (Ctrl-C).
-pub async fn run(args: &BenchArgs, stop: watch::Receiver<bool>) -> anyhow::Result<BenchOutcome> {
+/// A whole `llmb bench` invocation: every stage (rates × concurrencies × rounds) in order.
+pub struct SweepOutcome {
+    pub stages: Vec<BenchOutcome>,
+    pub summaries: Vec<StageSummary>,
+    pub verdict: SweepVerdict,
+}
+
+/// One stage of a sweep: the load it applies.
+#[derive(Debug, Clone)]
+struct StageSpec {
+    rate: f64,
+    concurrency: Option<usize>,
+    round: u32,
+    requests: usize,
+    /// `concurrency 8`, `rate 4 req/s, round 2`: empty for a single run.
+    label: String,
+    /// Appended to file names so every stage keeps its own files.
+    suffix: String,
+}
+
+fn stage_specs(args: &BenchArgs) -> anyhow::Result<Vec<StageSpec>> {
+    anyhow::ensure!(args.rounds >= 1, "--rounds must be at least 1");
+    anyhow::ensure!(!args.request_rate.is_empty(), "--request-rate is empty");
+    let concurrencies: Vec<Option<usize>> = match &args.concurrency {
+        Some(list) => crate::sweep::parse_concurrency_list(list)
+            .context("--concurrency")?
+            .into_iter()
+            .map(Some)
+            .collect(),
+        None => vec![args.max_concurrency],
+    };
+    if args.ramp_up_strategy.is_some() && args.request_rate.len() > 1 {
+        bail!("--ramp-up-strategy sets the rate itself: give one --request-rate, not a list");
+    }
+    let requests = args.requests_per_stage.unwrap_or(args.num_prompts);
+    anyhow::ensure!(
+        requests > 0,
+        "--num-prompts/--requests-per-stage must be at least 1"
+    );
+    let many_rates = args.request_rate.len() > 1;
+    let many_conc = concurrencies.len() > 1;
+    let mut stages = Vec::new();
+    for &rate in &args.request_rate {
+        for &concurrency in &concurrencies {
+            for round in 1..=args.rounds {
+                let mut label = Vec::new();
+                let mut suffix = String::new();
+                if many_rates {
+                    label.push(format!("rate {rate} req/s"));
+                    suffix.push_str(&format!("-rate{rate}"));
+                }
+                if many_conc {
+                    let c = concurrency.unwrap_or(0);
+                    label.push(format!("concurrency {c}"));
+                    suffix.push_str(&format!("-c{c}"));
+                }
+                if args.rounds > 1 {
+                    label.push(format!("round {round}"));
+                    suffix.push_str(&format!("-round{round}"));
+                }
+                stages.push(StageSpec {
+                    rate,
+                    concurrency,
+                    round,
+                    requests,
+                    label: label.join(", "),
+                    suffix,
+                });
+            }
+        }
+    }
+    Ok(stages)
+}
+
+/// What every stage shares: plugins, dataset, server, connection pool.
+struct Prepared {
+    runner_pool: Arc<BackendPool>,
+    info: crate::plugin::backend::BackendInfo,
+    tokenizer: Arc<HostTokenizer>,
+    samples: Arc<Vec<Sample>>,
+    simulator: Option<SimHandle>,
+    base_url: String,
+    target: Target,
+    client: transport::HttpClient,
+    model: String,
+    metrics_config: MetricsConfig,
+}
+
+async fn prepare(args: &BenchArgs, stages: &[StageSpec]) -> anyhow::Result<Prepared> {
     let metrics_config = metrics_config(args)?;
     anyhow::ensure!(args.num_prompts > 0, "--num-prompts must be at least 1");
     anyhow::ensure!(args.timeout > 0.0, "--timeout must be positive");
     if args.max_concurrency == Some(0) {
         bail!("--max-concurrency must be at least 1");
+    }
+    anyhow::ensure!(
+        args.trace_speed > 0.0 && args.trace_speed.is_finite(),
+        "--trace-speed must be a positive number, got {}",
+        args.trace_speed
+    );
+    anyhow::ensure!(
+        args.think_time >= 0.0 && args.think_time.is_finite(),
+        "--think-time must be a non-negative number of seconds"
+    );
+    if args.num_clients == Some(0) {
+        bail!("--num-clients must be at least 1");
     }
     let plugin_opts: Vec<(String, String)> = args
         .plugin_opts
@@ -271,7 +394,10 @@ pub async fn run(args: &BenchArgs, stop: watch::Receiver<bool>) -> anyhow::Resul
     let info = pool.info().clone();
     let tokenizer = Arc::new(HostTokenizer::load(args.tokenizer.as_deref())?);
     let dataset = registry.dataset(&args.dataset_name)?;
-    let samples = dataset.load(&dataset_request(args), tokenizer.clone())?;
+    let wanted = stages.iter().map(|s| s.requests).max().unwrap_or(1) + args.num_warmups;
+    let mut request = dataset_request(args);
+    request.count = wanted as u64;
+    let samples = dataset.load(&request, tokenizer.clone())?;
 
     let simulator: Option<SimHandle> = if args.base_url.is_none() && args.port.is_none() {
         let config = sim_config(&args.sim, args.seed);
@@ -299,11 +425,14 @@ pub async fn run(args: &BenchArgs, stop: watch::Receiver<bool>) -> anyhow::Resul
         timeout: Duration::from_secs_f64(args.timeout),
         framing: info.framing,
     };
-    let in_flight_cap = args
-        .max_concurrency
-        .unwrap_or(samples.len())
-        .min(samples.len());
-    let client = transport::client(in_flight_cap, args.ca_cert.as_deref())?;
+    let widest = stages
+        .iter()
+        .map(|s| s.concurrency.unwrap_or(wanted))
+        .max()
+        .unwrap_or(wanted)
+        .max(args.num_clients.unwrap_or(0))
+        .min(wanted.max(args.num_clients.unwrap_or(0)));
+    let client = transport::client(widest.max(1), args.ca_cert.as_deref())?;
     let model = match (&args.model, &simulator) {
         (Some(m), _) => m.clone(),
         (None, Some(_)) => SimConfig::default().model,
@@ -311,8 +440,201 @@ pub async fn run(args: &BenchArgs, stop: watch::Receiver<bool>) -> anyhow::Resul
             format!("--model not given and {base_url}/v1/models did not name one")
         })?,
     };
-    pool.prewarm(in_flight_cap.min(1024))?;
+    pool.prewarm(widest.clamp(1, 1024))?;
+    Ok(Prepared {
+        runner_pool: pool,
+        info,
+        tokenizer,
+        samples: Arc::new(samples),
+        simulator,
+        base_url,
+        target,
+        client,
+        model,
+        metrics_config,
+    })
+}
 
+/// The plan for one stage and how to describe it.
+fn plan_for(
+    args: &BenchArgs,
+    stage: &StageSpec,
+    samples: &[Sample],
+) -> anyhow::Result<(LoadPlan, LoadPattern)> {
+    let pool = samples.len();
+    let mut pattern = LoadPattern {
+        round: stage.round,
+        stage: (!stage.label.is_empty()).then(|| stage.label.clone()),
+        duration_limit_s: args.duration.map(|d| d.as_secs_f64()),
+        ..LoadPattern::default()
+    };
+    let warmup_window = args.warmup_duration.unwrap_or(Duration::ZERO);
+    let send_window = args.duration.map(|d| warmup_window + d);
+    let n = stage.requests + args.num_warmups;
+    let timestamps: Option<Vec<f64>> = samples.iter().map(|s| s.timestamp).collect();
+    if let Some(ts) = timestamps {
+        let schedule = scheduler::trace_schedule(&ts, args.trace_speed)?;
+        pattern.mode = "trace".into();
+        pattern.trace_speed = Some(args.trace_speed);
+        let jobs = schedule
+            .into_iter()
+            .filter(|(_, at)| send_window.is_none_or(|w| *at < w))
+            .map(|(i, at)| (at, i))
+            .collect();
+        return Ok((LoadPlan::Schedule(jobs), pattern));
+    }
+    let clients_from = |clients: usize, ramp_up: Duration| {
+        let stop = [
+            args.client_stop_time.map(Duration::from_secs_f64),
+            send_window,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        ClientsPlan {
+            clients,
+            ramp_up,
+            stop_issuing_at: stop,
+            per_client: args.num_turns,
+            total: (stop.is_none() && args.num_turns.is_none()).then_some(n),
+            seed: args.seed,
+        }
+    };
+    if let Some(clients) = args.num_clients {
+        let ramp_up = Duration::from_secs_f64(args.ramp_up_time.unwrap_or(0.1 * clients as f64));
+        pattern.mode = "clients".into();
+        pattern.num_clients = Some(clients);
+        pattern.ramp_up_time_s = Some(ramp_up.as_secs_f64());
+        return Ok((LoadPlan::Clients(clients_from(clients, ramp_up)), pattern));
+    }
+    if let Some(window) = send_window {
+        if stage.rate.is_infinite() {
+            let c = stage.concurrency.context(
+                "--duration with an unlimited --request-rate needs --max-concurrency (or --num-clients): \
+                 that many requests are kept in flight until the time is up",
+            )?;
+            pattern.mode = "duration".into();
+            pattern.num_clients = Some(c);
+            return Ok((LoadPlan::Clients(clients_from(c, Duration::ZERO)), pattern));
+        }
+        let offsets =
+            scheduler::arrivals_within(window, stage.rate, args.burstiness, args.seed, 10_000_000)?;
+        pattern.mode = "duration".into();
+        let jobs = offsets
+            .into_iter()
+            .enumerate()
+            .map(|(i, at)| (at, i % pool))
+            .collect();
+        return Ok((LoadPlan::Schedule(jobs), pattern));
+    }
+    let offsets = if let Some(strategy) = args.ramp_up_strategy {
+        let ramp = Ramp {
+            strategy: match strategy {
+                RampUpStrategy::Linear => RampStrategy::Linear,
+                RampUpStrategy::Exponential => RampStrategy::Exponential,
+            },
+            start_rps: args.ramp_up_start_rps.unwrap_or(0.0),
+            end_rps: args.ramp_up_end_rps.unwrap_or(0.0),
+        };
+        let offsets = scheduler::ramp_offsets(n, &ramp, args.burstiness, args.seed)?;
+        pattern.mode = "ramp".into();
+        pattern.ramp = Some((
+            format!("{strategy:?}").to_lowercase(),
+            ramp.start_rps,
+            ramp.end_rps,
+        ));
+        pattern.rate_steps = scheduler::ramp_steps(&ramp, &offsets, 20)
+            .into_iter()
+            .map(|s| (s.first_request, s.at.as_secs_f64(), s.rps))
+            .collect();
+        offsets
+    } else {
+        pattern.mode = "poisson".into();
+        scheduler::arrival_offsets(n, stage.rate, args.burstiness, args.seed)?
+    };
+    let jobs = offsets
+        .into_iter()
+        .enumerate()
+        .map(|(i, at)| (at, i % pool))
+        .collect();
+    Ok((LoadPlan::Schedule(jobs), pattern))
+}
+
+/// Runs a benchmark as `args` says and returns its (last) stage; `stop` turning true stops
+/// sending (Ctrl-C).
+pub async fn run(args: &BenchArgs, stop: watch::Receiver<bool>) -> anyhow::Result<BenchOutcome> {
+    let mut sweep = run_all(args, stop, &mut |_| Ok(())).await?;
+    sweep.stages.pop().context("no stage ran")
+}
+
+/// Runs every stage in order, calling `on_stage` as each finishes (so a long sweep reports as
+/// it goes); stops early after Ctrl-C.
+pub async fn run_all(
+    args: &BenchArgs,
+    stop: watch::Receiver<bool>,
+    on_stage: &mut dyn FnMut(&BenchOutcome) -> anyhow::Result<()>,
+) -> anyhow::Result<SweepOutcome> {
+    let specs = stage_specs(args)?;
+    let prepared = prepare(args, &specs).await?;
+    let mut stages = Vec::new();
+    let mut summaries = Vec::new();
+    let result = async {
+        for spec in &specs {
+            let outcome = run_stage(args, &prepared, spec, stop.clone()).await?;
+            on_stage(&outcome)?;
+            summaries.push(summary_of(spec, &outcome));
+            let interrupted = outcome.info.interrupted;
+            stages.push(outcome);
+            if interrupted {
+                break;
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    if let Some(s) = prepared.simulator {
+        s.shutdown().await;
+    }
+    result?;
+    let verdict = crate::sweep::verdict(&summaries);
+    Ok(SweepOutcome {
+        stages,
+        summaries,
+        verdict,
+    })
+}
+
+fn summary_of(spec: &StageSpec, o: &BenchOutcome) -> StageSummary {
+    let m = &o.metrics;
+    let q = &m.stage_quantiles;
+    StageSummary {
+        label: if spec.label.is_empty() {
+            "run".into()
+        } else {
+            spec.label.clone()
+        },
+        concurrency: spec.concurrency,
+        request_rate: spec.rate,
+        round: spec.round,
+        completed: m.completed,
+        failed: m.failed,
+        request_throughput: m.request_throughput,
+        output_throughput: m.output_throughput,
+        ttft_p50_ms: q.ttft_p50_ms,
+        ttft_p99_ms: q.ttft_p99_ms,
+        e2el_p50_ms: q.e2el_p50_ms,
+        e2el_p95_ms: q.e2el_p95_ms,
+        e2el_p99_ms: q.e2el_p99_ms,
+    }
+}
+
+async fn run_stage(
+    args: &BenchArgs,
+    p: &Prepared,
+    spec: &StageSpec,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<BenchOutcome> {
+    let (plan, pattern) = plan_for(args, spec, &p.samples)?;
     let run_info = RunInfo {
         backend: args.backend.clone(),
         endpoint_type: args.backend.clone(),
@@ -320,29 +642,36 @@ pub async fn run(args: &BenchArgs, stop: watch::Receiver<bool>) -> anyhow::Resul
         model_id: args
             .served_model_name
             .clone()
-            .unwrap_or_else(|| model.clone()),
-        tokenizer_id: tokenizer.id(),
-        base_url: base_url.clone(),
+            .unwrap_or_else(|| p.model.clone()),
+        tokenizer_id: p.tokenizer.id(),
+        base_url: p.base_url.clone(),
         endpoint: args
             .endpoint
             .clone()
-            .unwrap_or_else(|| info.default_endpoint.clone()),
+            .unwrap_or_else(|| p.info.default_endpoint.clone()),
         dataset_name: args.dataset_name.clone(),
-        num_prompts: samples.len(),
-        request_rate: args.request_rate,
+        num_prompts: match &plan {
+            LoadPlan::Schedule(jobs) => jobs.len().saturating_sub(args.num_warmups),
+            LoadPlan::Clients(_) => spec.requests,
+        },
+        request_rate: spec.rate,
         burstiness: args.burstiness,
-        max_concurrency: args.max_concurrency,
-        output_len_forced: args.ignore_eos && info.supports_ignore_eos,
+        max_concurrency: spec.concurrency,
+        output_len_forced: args.ignore_eos && p.info.supports_ignore_eos,
         interrupted: false,
+        pattern,
     };
     let unix_now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let result_name = args
-        .result_filename
-        .clone()
-        .unwrap_or_else(|| report::default_result_filename(&run_info, unix_now));
+    let result_name = with_suffix(
+        &args
+            .result_filename
+            .clone()
+            .unwrap_or_else(|| report::default_result_filename(&run_info, unix_now)),
+        &spec.suffix,
+    );
     let records_path = (!args.no_records).then(|| {
         let stem = Path::new(&result_name)
             .file_stem()
@@ -353,46 +682,42 @@ pub async fn run(args: &BenchArgs, stop: watch::Receiver<bool>) -> anyhow::Resul
         ))
     });
 
-    let offsets = crate::scheduler::arrival_offsets(
-        samples.len(),
-        args.request_rate,
-        args.burstiness,
-        args.seed,
-    )?;
-    let requests: Vec<GenRequest> = samples
-        .iter()
-        .enumerate()
-        .map(|(i, s)| gen_request(args, &model, i as u64, s))
-        .collect();
-
-    let run = Run {
-        pool,
-        client,
-        target,
-        tokenizer,
-        semaphore: args.max_concurrency.map(|c| Arc::new(Semaphore::new(c))),
+    let runner = Arc::new(Runner {
+        pool: p.runner_pool.clone(),
+        client: p.client.clone(),
+        target: p.target.clone(),
+        tokenizer: p.tokenizer.clone(),
+        samples: p.samples.clone(),
+        template: RequestTemplate {
+            model: p.model.clone(),
+            ignore_eos: args.ignore_eos,
+            temperature: args.temperature,
+            extra_body: args.extra_body.clone(),
+            think_time: Duration::from_secs_f64(args.think_time),
+        },
+        max_concurrency: spec.concurrency,
+        warmup: Warmup {
+            requests: args.num_warmups,
+            until: args.warmup_duration,
+        },
         show_progress: !args.disable_tqdm && std::io::IsTerminal::is_terminal(&std::io::stderr()),
-    };
+    });
     let cpu_before = crate::selfbench::process_cpu();
-    let (records, duration, interrupted) = run
-        .execute(requests, &samples, &offsets, records_path.as_deref(), stop)
-        .await?;
-
+    let executed = runner.execute(&plan, records_path.as_deref(), stop).await?;
     let client_cpu = crate::selfbench::process_cpu().saturating_sub(cpu_before);
-    if let Some(s) = simulator {
-        s.shutdown().await;
-    }
-    let metrics = crate::metrics::compute(&records, duration.as_secs_f64(), &metrics_config);
+    let measured = executed.elapsed.saturating_sub(executed.measured_from);
+    let metrics =
+        crate::metrics::compute(&executed.records, measured.as_secs_f64(), &p.metrics_config);
     let info = RunInfo {
-        interrupted,
+        interrupted: executed.interrupted,
         ..run_info
     };
     let result_path = if args.save_result || args.save_detailed {
         let json = report::result_json(
             &info,
             &metrics,
-            &metrics_config,
-            &records,
+            &p.metrics_config,
+            &executed.records,
             args.save_detailed,
         );
         std::fs::create_dir_all(&args.result_dir)
@@ -407,193 +732,21 @@ pub async fn run(args: &BenchArgs, stop: watch::Receiver<bool>) -> anyhow::Resul
     Ok(BenchOutcome {
         info,
         metrics,
-        metrics_config,
-        records,
+        metrics_config: p.metrics_config.clone(),
+        records: executed.records,
         records_path,
         result_path,
         client_cpu,
     })
 }
 
-fn gen_request(args: &BenchArgs, model: &str, id: u64, sample: &Sample) -> GenRequest {
-    GenRequest {
-        id,
-        model: model.to_string(),
-        prompt: sample.prompt.clone(),
-        max_tokens: sample.output_tokens,
-        ignore_eos: args.ignore_eos,
-        streaming: true,
-        include_usage: true,
-        temperature: args.temperature,
-        extra_body: args.extra_body.clone(),
+/// `name.json` + `-c8` -> `name-c8.json`.
+fn with_suffix(name: &str, suffix: &str) -> String {
+    if suffix.is_empty() {
+        return name.to_string();
     }
-}
-
-/// Resolves once a stop is requested; never, if the sender is gone without asking.
-async fn stop_requested(stop: &mut watch::Receiver<bool>) {
-    if stop.wait_for(|s| *s).await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
-/// The parts of a run shared by every request task.
-struct Run {
-    pool: Arc<BackendPool>,
-    client: transport::HttpClient,
-    target: Target,
-    tokenizer: Arc<HostTokenizer>,
-    semaphore: Option<Arc<Semaphore>>,
-    show_progress: bool,
-}
-
-impl Run {
-    /// Sends every request on schedule; returns the records (in completion order), the
-    /// benchmark duration and whether the run was interrupted.
-    async fn execute(
-        self,
-        requests: Vec<GenRequest>,
-        samples: &[Sample],
-        offsets: &[Duration],
-        records_path: Option<&Path>,
-        mut stop: watch::Receiver<bool>,
-    ) -> anyhow::Result<(Vec<RequestRecord>, Duration, bool)> {
-        let total = requests.len();
-        let mut writer = records_path.map(RecordWriter::create).transpose()?;
-        let (tx, mut rx) = mpsc::unbounded_channel::<RequestRecord>();
-        let (cancel_tx, cancel_rx) = watch::channel(false);
-        let shared = Arc::new(self);
-        let t0 = Instant::now();
-        let start = tokio::time::Instant::from_std(t0);
-
-        let dispatcher = {
-            let shared = shared.clone();
-            let mut stop = stop.clone();
-            let prompt_lens: Vec<u32> = samples.iter().map(|s| s.input_tokens).collect();
-            let offsets = offsets.to_vec();
-            tokio::spawn(async move {
-                let mut tasks = tokio::task::JoinSet::new();
-                for (i, req) in requests.into_iter().enumerate() {
-                    let target = start + offsets[i];
-                    if !offsets[i].is_zero() {
-                        tokio::select! {
-                            _ = tokio::time::sleep_until(target) => {}
-                            _ = stop_requested(&mut stop) => break,
-                        }
-                    }
-                    if *stop.borrow() {
-                        break;
-                    }
-                    let record = RequestRecord {
-                        id: i as u64,
-                        scheduled_ns: offsets[i].as_nanos() as u64,
-                        prompt_tokens: prompt_lens[i],
-                        ..Default::default()
-                    };
-                    let shared = shared.clone();
-                    let tx = tx.clone();
-                    let mut cancel = cancel_rx.clone();
-                    tasks.spawn(async move {
-                        let record = tokio::select! {
-                            r = shared.one(req, record.clone(), t0) => r,
-                            _ = cancel.wait_for(|c| *c) => RequestRecord {
-                                end_ns: t0.elapsed().as_nanos() as u64,
-                                error: Some(RequestError {
-                                    kind: "cancelled".into(),
-                                    message: "cut off after Ctrl-C".into(),
-                                    http_status: None,
-                                }),
-                                ..record
-                            },
-                        };
-                        let _ = tx.send(record);
-                    });
-                }
-                drop(tx);
-                while tasks.join_next().await.is_some() {}
-            })
-        };
-
-        let mut records = Vec::with_capacity(total);
-        let mut failed = 0usize;
-        let mut interrupted = false;
-        let mut grace_deadline: Option<tokio::time::Instant> = None;
-        let mut last_progress = Instant::now();
-        loop {
-            let grace = async {
-                match grace_deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                rec = rx.recv() => {
-                    let Some(rec) = rec else { break };
-                    if let Some(w) = writer.as_mut() {
-                        w.write(&rec).with_context(|| format!("cannot write {}", w.path().display()))?;
-                    }
-                    failed += usize::from(!rec.success);
-                    records.push(rec);
-                    if shared.show_progress && last_progress.elapsed() > Duration::from_millis(250) {
-                        last_progress = Instant::now();
-                        eprint!("\r{}/{} done, {} failed, {:.1} s", records.len(), total, failed, t0.elapsed().as_secs_f64());
-                    }
-                }
-                _ = stop_requested(&mut stop), if !interrupted => {
-                    interrupted = true;
-                    grace_deadline = Some(tokio::time::Instant::now() + INTERRUPT_GRACE);
-                }
-                _ = grace => {
-                    let _ = cancel_tx.send(true);
-                    grace_deadline = None;
-                }
-            }
-        }
-        let duration = t0.elapsed();
-        // The dispatcher may stop and the last record arrive before the loop sees the request.
-        interrupted |= *stop.borrow();
-        dispatcher.await.context("request dispatcher failed")?;
-        if shared.show_progress {
-            eprintln!(
-                "\r{}/{} done, {} failed, {:.1} s",
-                records.len(),
-                total,
-                failed,
-                duration.as_secs_f64()
-            );
-        }
-        Ok((records, duration, interrupted))
-    }
-
-    async fn one(&self, req: GenRequest, mut record: RequestRecord, t0: Instant) -> RequestRecord {
-        let _permit = match &self.semaphore {
-            Some(s) => Some(
-                s.clone()
-                    .acquire_owned()
-                    .await
-                    .expect("semaphore never closed"),
-            ),
-            None => None,
-        };
-        record.dispatched_ns = t0.elapsed().as_nanos() as u64;
-        let mut adapter = match self.pool.checkout() {
-            Ok(a) => a,
-            Err(e) => {
-                record.sent_ns = record.dispatched_ns;
-                record.end_ns = record.dispatched_ns;
-                record.error = Some(RequestError {
-                    kind: "plugin".into(),
-                    message: format!("{e:#}"),
-                    http_status: None,
-                });
-                return record;
-            }
-        };
-        let exchange = Exchange {
-            client: &self.client,
-            target: &self.target,
-            tokenizer: &self.tokenizer,
-            t0,
-        };
-        exchange.execute(&mut adapter, &req, record).await
+    match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => format!("{stem}{suffix}.{ext}"),
+        _ => format!("{name}{suffix}"),
     }
 }

@@ -2,8 +2,9 @@
 //! command line works unchanged.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -53,6 +54,16 @@ pub struct SimTiming {
     /// Extra TTFT per prompt token, µs (prefill cost).
     #[arg(long = "sim-prefill-us-per-token", default_value_t = 0.0)]
     pub prefill_us_per_token: f64,
+    /// Model a prefix cache: prompt prefixes seen before (16-token blocks) skip the prefill cost.
+    #[arg(long = "sim-prefix-cache")]
+    pub prefix_cache: bool,
+}
+
+/// `--ramp-up-strategy` (vLLM's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RampUpStrategy {
+    Linear,
+    Exponential,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -81,6 +92,9 @@ pub struct SelfbenchArgs {
     /// Output tokens per request in the client-CPU scenarios.
     #[arg(long, default_value_t = 128)]
     pub output_len: u32,
+    /// Seconds of arrivals in each schedule-keeping scenario.
+    #[arg(long, default_value_t = 3.0)]
+    pub schedule_seconds: f64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -131,9 +145,9 @@ pub struct BenchArgs {
     #[arg(long)]
     pub disable_shuffle: bool,
 
-    /// Requests per second ("inf" sends all at once).
-    #[arg(long, default_value = "inf", value_parser = parse_rate)]
-    pub request_rate: f64,
+    /// Requests per second ("inf" sends all at once); a list (1,2,4) runs one stage per rate.
+    #[arg(long, default_value = "inf", value_parser = parse_rate, value_delimiter = ',')]
+    pub request_rate: Vec<f64>,
     /// Gamma shape of the gaps: 1 = Poisson, < 1 burstier, > 1 more regular.
     #[arg(long, default_value_t = 1.0)]
     pub burstiness: f64,
@@ -142,6 +156,49 @@ pub struct BenchArgs {
     pub max_concurrency: Option<usize>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Ramp the request rate from --ramp-up-start-rps to --ramp-up-end-rps over the run.
+    #[arg(long, requires_all = ["ramp_up_start_rps", "ramp_up_end_rps"])]
+    pub ramp_up_strategy: Option<RampUpStrategy>,
+    #[arg(long)]
+    pub ramp_up_start_rps: Option<f64>,
+    #[arg(long)]
+    pub ramp_up_end_rps: Option<f64>,
+    /// Closed loop: N clients, each sending its next request when the previous one finished.
+    #[arg(long)]
+    pub num_clients: Option<usize>,
+    /// Start the clients evenly over this many seconds (default: 0.1 s per client).
+    #[arg(long)]
+    pub ramp_up_time: Option<f64>,
+    /// Clients issue no new request after this many seconds.
+    #[arg(long)]
+    pub client_stop_time: Option<f64>,
+    /// Requests per client sequence (closed loop); turns per conversation at most.
+    #[arg(long)]
+    pub num_turns: Option<usize>,
+    /// Seconds a client waits between the turns of a conversation.
+    #[arg(long, default_value_t = 0.0)]
+    pub think_time: f64,
+    /// Send for this long (e.g. 60s, 2m) instead of a fixed --num-prompts.
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub duration: Option<Duration>,
+    /// Requests sent first and left out of the statistics.
+    #[arg(long, default_value_t = 0)]
+    pub num_warmups: usize,
+    /// Requests meant to go out in this first period are left out of the statistics.
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub warmup_duration: Option<Duration>,
+    /// Concurrency sweep: a list such as 1,2,4-32 (a-b doubles, a-b:s steps by s), one stage each.
+    #[arg(long)]
+    pub concurrency: Option<String>,
+    /// Requests per sweep stage (default: --num-prompts).
+    #[arg(long)]
+    pub requests_per_stage: Option<usize>,
+    /// Send the same batch this many times (2 = dual round, for prefix/KV-cache effects).
+    #[arg(long, default_value_t = 1)]
+    pub rounds: u32,
+    /// Trace replay speed: 2 sends a recorded trace twice as fast.
+    #[arg(long, default_value_t = 1.0)]
+    pub trace_speed: f64,
 
     /// Extra request header KEY=VALUE (repeatable).
     #[arg(long = "header", value_name = "KEY=VALUE")]
@@ -218,6 +275,10 @@ pub fn client_threads(requested: Option<usize>) -> usize {
             .unwrap_or(2);
         cores.saturating_sub(1).max(1)
     })
+}
+
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    crate::sweep::parse_duration(s).map_err(|e| format!("{e:#}"))
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {

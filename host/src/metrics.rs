@@ -138,6 +138,44 @@ pub struct LagStats {
     pub mean_ms: f64,
 }
 
+/// Whether the client kept the arrival schedule: the proof a reader needs before trusting
+/// latencies at a given rate.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ScheduleStats {
+    /// Requests that went out (warmups excluded).
+    pub sent: usize,
+    /// The schedule's own rate, `(n - 1) / (last − first intended send)`; `None` when everything
+    /// was meant to go at once or requests were paced by closed-loop clients.
+    pub requested_rate: Option<f64>,
+    /// The same over the actual release times (intended + lag).
+    pub achieved_rate: Option<f64>,
+    /// False when the client fell behind: lag p99 above max(1 ms, 10 % of the mean gap) or the
+    /// achieved rate more than 1 % under the requested one.
+    pub kept: bool,
+}
+
+/// The quantiles a sweep's stage table shows, whatever `--metric-percentiles` says.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StageQuantiles {
+    pub ttft_p50_ms: f64,
+    pub ttft_p99_ms: f64,
+    pub e2el_p50_ms: f64,
+    pub e2el_p95_ms: f64,
+    pub e2el_p99_ms: f64,
+}
+
+/// Latencies of the k-th turn of multi-turn conversations.
+#[derive(Debug, Clone, Serialize)]
+pub struct TurnStats {
+    /// 0-based turn index.
+    pub turn: u32,
+    pub completed: usize,
+    pub failed: usize,
+    pub mean_input_tokens: f64,
+    pub ttft: MetricStats,
+    pub e2el: MetricStats,
+}
+
 /// Everything the console report prints and the result JSON saves, vLLM's
 /// `BenchmarkMetrics` plus llmb's client-side diagnostics.
 #[derive(Debug, Clone, Serialize)]
@@ -163,6 +201,15 @@ pub struct BenchmarkMetrics {
     /// Time spent waiting for a `--max-concurrency` slot, over every request that got one.
     pub queue: MetricStats,
     pub schedule_lag: LagStats,
+    pub schedule: ScheduleStats,
+    /// TTFT and E2EL counted from the intended send time (coordinated-omission corrected).
+    pub ttft_from_intended: MetricStats,
+    pub e2el_from_intended: MetricStats,
+    pub stage_quantiles: StageQuantiles,
+    /// Per-turn latencies; empty unless the run had multi-turn conversations.
+    pub turns: Vec<TurnStats>,
+    /// Warmup requests sent before measuring (excluded from everything else).
+    pub warmups: usize,
     /// Successful requests per origin of their output token count.
     pub token_sources: BTreeMap<TokenSource, usize>,
     /// Failed requests per `RequestError::kind`.
@@ -296,10 +343,13 @@ pub fn compute(
     cfg: &MetricsConfig,
 ) -> BenchmarkMetrics {
     // vLLM's outputs come back in dispatch order; numpy's sums depend on the order.
-    let mut ordered: Vec<&RequestRecord> = records.iter().collect();
+    let warmups = records.iter().filter(|r| r.warmup).count();
+    let mut ordered: Vec<&RequestRecord> = records.iter().filter(|r| !r.warmup).collect();
     ordered.sort_by_key(|r| r.id);
 
     let mut ttfts = Vec::new();
+    let mut intended_ttfts = Vec::new();
+    let mut intended_e2els = Vec::new();
     let mut tpots = Vec::new();
     let mut itls = Vec::new();
     let mut e2els = Vec::new();
@@ -338,6 +388,10 @@ pub fn compute(
         if let Some(t) = ttft {
             ttfts.push(t);
         }
+        if let Some(t) = r.ttft_from_intended_s() {
+            intended_ttfts.push(t);
+        }
+        intended_e2els.push(r.e2el_from_intended_s());
         itls.extend(r.itls_s());
         e2els.push(e2el);
         if is_good(&cfg.goodput_slos_ms, ttft.unwrap_or(0.0), tpot, e2el) {
@@ -352,9 +406,12 @@ pub fn compute(
         .map(|r| r.queue_s())
         .collect();
     let p = &cfg.metric_percentiles;
+    let schedule_lag = lag_stats(&ordered);
+    let stage_ttft = MetricStats::from_seconds(&ttfts, &[50.0, 99.0]);
+    let stage_e2el = MetricStats::from_seconds(&e2els, &[50.0, 95.0, 99.0]);
     BenchmarkMetrics {
         completed,
-        failed: records.len() - completed,
+        failed: ordered.len() - completed,
         total_input,
         total_output,
         duration_s,
@@ -370,7 +427,19 @@ pub fn compute(
         itl: MetricStats::from_seconds(&itls, p),
         e2el: MetricStats::from_seconds(&e2els, p),
         queue: MetricStats::from_seconds(&queue_s, p),
-        schedule_lag: lag_stats(&ordered),
+        schedule: schedule_stats(&ordered, &schedule_lag),
+        schedule_lag,
+        ttft_from_intended: MetricStats::from_seconds(&intended_ttfts, p),
+        e2el_from_intended: MetricStats::from_seconds(&intended_e2els, p),
+        stage_quantiles: StageQuantiles {
+            ttft_p50_ms: stage_ttft.percentiles[0].1,
+            ttft_p99_ms: stage_ttft.percentiles[1].1,
+            e2el_p50_ms: stage_e2el.percentiles[0].1,
+            e2el_p95_ms: stage_e2el.percentiles[1].1,
+            e2el_p99_ms: stage_e2el.percentiles[2].1,
+        },
+        turns: turn_stats(&ordered, p),
+        warmups,
         token_sources,
         errors_by_kind,
     }
@@ -437,7 +506,7 @@ fn lag_stats(records: &[&RequestRecord]) -> LagStats {
         return LagStats::default();
     };
     hist.auto(true);
-    for r in records.iter().filter(|r| r.sent_ns > 0 || !is_cancelled(r)) {
+    for r in records.iter().filter(|r| went_out(r)) {
         let _ = hist.record((r.schedule_lag_s() * 1e6).round() as u64);
     }
     if hist.is_empty() {
@@ -449,4 +518,74 @@ fn lag_stats(records: &[&RequestRecord]) -> LagStats {
         max_ms: hist.max() as f64 / 1e3,
         mean_ms: hist.mean() / 1e3,
     }
+}
+
+/// Requests that actually went out (a request cancelled before sending has no send time).
+fn went_out(r: &RequestRecord) -> bool {
+    r.sent_ns > 0 || !is_cancelled(r)
+}
+
+/// Requested vs achieved rate over the intended and actual release times.
+fn schedule_stats(records: &[&RequestRecord], lag: &LagStats) -> ScheduleStats {
+    let out: Vec<&&RequestRecord> = records.iter().filter(|r| went_out(r)).collect();
+    let span = |times: &mut dyn Iterator<Item = f64>| {
+        let (lo, hi) = times.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), t| {
+            (lo.min(t), hi.max(t))
+        });
+        hi - lo
+    };
+    let n = out.len();
+    let intended_span = span(&mut out.iter().map(|r| r.scheduled_ns as f64 / 1e9));
+    let paced_by_schedule = out.iter().all(|r| r.client.is_none());
+    let requested_rate = (n >= 2 && intended_span > 0.0 && paced_by_schedule)
+        .then(|| (n - 1) as f64 / intended_span);
+    let achieved_rate = requested_rate.map(|_| {
+        let actual_span = span(
+            &mut out
+                .iter()
+                .map(|r| r.scheduled_ns as f64 / 1e9 + r.schedule_lag_s()),
+        );
+        safe_div((n - 1) as f64, actual_span)
+    });
+    let mean_gap_ms = requested_rate.map_or(f64::INFINITY, |r| 1e3 / r);
+    let lag_ok = lag.p99_ms <= (0.1 * mean_gap_ms).max(1.0);
+    let rate_ok = match (requested_rate, achieved_rate) {
+        (Some(want), Some(got)) if n >= 10 => got >= 0.99 * want,
+        _ => true,
+    };
+    ScheduleStats {
+        sent: n,
+        requested_rate,
+        achieved_rate,
+        kept: lag_ok && rate_ok,
+    }
+}
+
+/// Latencies grouped by conversation turn.
+fn turn_stats(records: &[&RequestRecord], percentiles: &[f64]) -> Vec<TurnStats> {
+    let mut by_turn: BTreeMap<u32, Vec<&RequestRecord>> = BTreeMap::new();
+    for r in records {
+        if let Some(t) = r.turn {
+            by_turn.entry(t).or_default().push(r);
+        }
+    }
+    by_turn
+        .into_iter()
+        .map(|(turn, rs)| {
+            let ok: Vec<&&RequestRecord> = rs.iter().filter(|r| r.success).collect();
+            let ttfts: Vec<f64> = ok.iter().filter_map(|r| r.ttft_s()).collect();
+            let e2els: Vec<f64> = ok.iter().map(|r| r.e2el_s()).collect();
+            TurnStats {
+                turn,
+                completed: ok.len(),
+                failed: rs.len() - ok.len(),
+                mean_input_tokens: safe_div(
+                    ok.iter().map(|r| f64::from(r.input_tokens())).sum::<f64>(),
+                    ok.len() as f64,
+                ),
+                ttft: MetricStats::from_seconds(&ttfts, percentiles),
+                e2el: MetricStats::from_seconds(&e2els, percentiles),
+            }
+        })
+        .collect()
 }

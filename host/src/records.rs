@@ -49,6 +49,18 @@ pub struct RequestError {
 pub struct RequestRecord {
     /// Position of the request in the run (0-based, in dispatch order).
     pub id: u64,
+    /// Index of the dataset sample the request came from (the same in every round).
+    #[serde(default)]
+    pub sample: u64,
+    /// The closed-loop client that sent it (`--num-clients`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub client: Option<u32>,
+    /// Turn index within a multi-turn conversation (0 = first user turn).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub turn: Option<u32>,
+    /// Warmup requests are recorded but left out of every metric.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub warmup: bool,
     /// When the arrival schedule meant the request to go out.
     pub scheduled_ns: u64,
     /// When a concurrency slot was obtained (`scheduled_ns` when there is no cap).
@@ -109,6 +121,20 @@ impl RequestRecord {
     /// Time spent waiting for a `--max-concurrency` slot, in seconds.
     pub fn queue_s(&self) -> f64 {
         ns_to_s(self.dispatched_ns.saturating_sub(self.scheduled_ns))
+    }
+
+    /// Time to first token counted from when the request was meant to go out, so a stalled
+    /// client or a full concurrency cap cannot hide server delay (coordinated omission).
+    pub fn ttft_from_intended_s(&self) -> Option<f64> {
+        self.delta_ns
+            .first()
+            .map(|&t| ns_to_s(t.saturating_sub(self.scheduled_ns)))
+    }
+
+    /// End-to-end latency counted from the intended send time.
+    pub fn e2el_from_intended_s(&self) -> f64 {
+        let end = self.delta_ns.last().copied().unwrap_or(self.end_ns);
+        ns_to_s(end.saturating_sub(self.scheduled_ns))
     }
 
     /// How late the request went out against its schedule, in seconds (queue wait excluded).

@@ -30,6 +30,28 @@ pub struct RunInfo {
     pub output_len_forced: bool,
     /// The run was cut short (Ctrl-C): the numbers cover what finished.
     pub interrupted: bool,
+    /// How load was applied beyond vLLM's rate, burstiness and concurrency.
+    pub pattern: LoadPattern,
+}
+
+/// The load pattern of a run, for the report and the result file.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LoadPattern {
+    /// `poisson` (rate and burstiness), `ramp`, `trace`, `clients` or `duration`.
+    pub mode: String,
+    /// `(strategy, start rps, end rps)` of a `--ramp-up-strategy` run.
+    pub ramp: Option<(String, f64, f64)>,
+    /// `(first request, offset s, rps)` each time a ramp's whole-number rate changes.
+    pub rate_steps: Vec<(usize, f64, f64)>,
+    pub num_clients: Option<usize>,
+    pub ramp_up_time_s: Option<f64>,
+    pub trace_speed: Option<f64>,
+    /// `--duration` in seconds, when the run was limited by time.
+    pub duration_limit_s: Option<f64>,
+    /// 1-based round of a `--rounds` run.
+    pub round: u32,
+    /// The stage's place in a sweep, e.g. `concurrency 8` (none for a single run).
+    pub stage: Option<String>,
 }
 
 /// The label name and section title vLLM's `process_one_metric` uses for a metric key.
@@ -202,10 +224,173 @@ fn print_extras(info: &RunInfo, m: &BenchmarkMetrics, out: &mut dyn Write) -> st
             "Output lengths were NOT forced: the adapter cannot ignore EOS"
         )?;
     }
+    print_pattern(info, m, out)?;
     if info.interrupted {
         writeln!(out, "Interrupted: partial results")?;
     }
     Ok(())
+}
+
+/// The load pattern, whether the client kept its schedule, and latencies from intended send.
+fn print_pattern(info: &RunInfo, m: &BenchmarkMetrics, out: &mut dyn Write) -> std::io::Result<()> {
+    let p = &info.pattern;
+    if let Some(stage) = &p.stage {
+        writeln!(out, "{:<40} {stage}", "Stage:")?;
+    }
+    if p.round > 1 {
+        writeln!(out, "{:<40} {}", "Round:", p.round)?;
+    }
+    if let Some(n) = p.num_clients {
+        writeln!(
+            out,
+            "{:<40} {n} (ramp-up {:.1} s)",
+            "Closed-loop clients:",
+            p.ramp_up_time_s.unwrap_or(0.0)
+        )?;
+    }
+    if let Some(speed) = p.trace_speed {
+        writeln!(out, "{:<40} {speed}x", "Trace replay speed:")?;
+    }
+    if let Some(d) = p.duration_limit_s {
+        writeln!(out, "{:<40} {d:.1}", "Duration limit (s):")?;
+    }
+    if m.warmups > 0 {
+        writeln!(out, "{:<40} {}", "Warmup requests (excluded):", m.warmups)?;
+    }
+    if let Some((strategy, start, end)) = &p.ramp {
+        writeln!(out, "{:<40} {strategy} {start} -> {end} req/s", "Ramp-up:")?;
+        let steps: Vec<String> = p
+            .rate_steps
+            .iter()
+            .map(|(i, at, rps)| format!("#{i} @{at:.2}s {rps:.1}"))
+            .collect();
+        writeln!(
+            out,
+            "{:<40} {}",
+            "Rate steps (request @time rps):",
+            steps.join(", ")
+        )?;
+    }
+    let sched = &m.schedule;
+    if let (Some(want), Some(got)) = (sched.requested_rate, sched.achieved_rate) {
+        writeln!(
+            out,
+            "{:<40} {want:.2} / {got:.2}",
+            "Requested / achieved rate (req/s):"
+        )?;
+    }
+    if !sched.kept {
+        writeln!(
+            out,
+            "WARNING: the client could not keep the schedule (lag p99 {:.3} ms): the client, \
+             not the server, was the bottleneck; compare the latencies from intended send below",
+            m.schedule_lag.p99_ms
+        )?;
+    }
+    for (name, s) in [
+        ("TTFT from intended send (ms):", &m.ttft_from_intended),
+        ("E2EL from intended send (ms):", &m.e2el_from_intended),
+    ] {
+        let mut text = format!("mean {:.2}, median {:.2}", s.mean, s.median);
+        for (q, v) in &s.percentiles {
+            text.push_str(&format!(", p{} {v:.2}", p_word(*q)));
+        }
+        writeln!(out, "{name:<40} {text}")?;
+    }
+    if !m.turns.is_empty() {
+        writeln!(out, "{:-^50}", " Per conversation turn ")?;
+        writeln!(
+            out,
+            "{:>4} {:>6} {:>6} {:>9} {:>12} {:>12} {:>12}",
+            "turn", "ok", "failed", "in tok", "mean TTFT", "median TTFT", "mean E2EL"
+        )?;
+        for t in &m.turns {
+            writeln!(
+                out,
+                "{:>4} {:>6} {:>6} {:>9.1} {:>12.2} {:>12.2} {:>12.2}",
+                t.turn + 1,
+                t.completed,
+                t.failed,
+                t.mean_input_tokens,
+                t.ttft.mean,
+                t.ttft.median,
+                t.e2el.mean
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The metrics a dual-round comparison lists: name and value in each round.
+fn round_rows(m: &BenchmarkMetrics) -> Vec<(&'static str, f64)> {
+    vec![
+        ("Request throughput (req/s)", m.request_throughput),
+        ("Output token throughput (tok/s)", m.output_throughput),
+        ("Mean TTFT (ms)", m.ttft.mean),
+        ("Median TTFT (ms)", m.ttft.median),
+        ("P99 TTFT (ms)", m.stage_quantiles.ttft_p99_ms),
+        ("Mean TPOT (ms)", m.tpot.mean),
+        ("Mean ITL (ms)", m.itl.mean),
+        ("Mean E2EL (ms)", m.e2el.mean),
+        ("P99 E2EL (ms)", m.stage_quantiles.e2el_p99_ms),
+        ("Failed requests", m.failed as f64),
+    ]
+}
+
+/// Rounds of the same batch side by side, with the change of each metric against round 1.
+pub fn print_rounds(
+    title: &str,
+    rounds: &[&BenchmarkMetrics],
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    if rounds.len() < 2 {
+        return Ok(());
+    }
+    writeln!(out, "{:=^50}", format!(" Rounds: {title} "))?;
+    let mut header = format!("{:<34}", "metric");
+    for k in 1..=rounds.len() {
+        header.push_str(&format!(" {:>12}", format!("round {k}")));
+    }
+    header.push_str(&format!(" {:>10}", "change"));
+    writeln!(out, "{header}")?;
+    let first = round_rows(rounds[0]);
+    let last = round_rows(rounds[rounds.len() - 1]);
+    for (row, (name, v0)) in first.iter().enumerate() {
+        let mut text = format!("{name:<34}");
+        for m in rounds {
+            text.push_str(&format!(" {:>12.2}", round_rows(m)[row].1));
+        }
+        let vn = last[row].1;
+        let change = if *v0 != 0.0 {
+            format!("{:+.1}%", (vn - v0) / v0 * 100.0)
+        } else {
+            "-".to_string()
+        };
+        text.push_str(&format!(" {change:>10}"));
+        writeln!(out, "{text}")?;
+    }
+    writeln!(out, "{}", "=".repeat(50))
+}
+
+/// The change per metric between the first and last round, for the result JSON.
+pub fn rounds_json(rounds: &[&BenchmarkMetrics]) -> Value {
+    let Some(first) = rounds.first() else {
+        return Value::Null;
+    };
+    let last = rounds[rounds.len() - 1];
+    let rows: Vec<Value> = round_rows(first)
+        .into_iter()
+        .zip(round_rows(last))
+        .map(|((name, a), (_, b))| {
+            json!({
+                "metric": name,
+                "first": a,
+                "last": b,
+                "change_pct": if a != 0.0 { json!((b - a) / a * 100.0) } else { Value::Null },
+            })
+        })
+        .collect();
+    Value::Array(rows)
 }
 
 /// The `--save-result` document dated now; see [`result_json_at`].
@@ -254,6 +439,11 @@ pub fn result_json_at(
     put("request_rate", number_or_inf(info.request_rate));
     put("burstiness", number_or_inf(info.burstiness));
     put("max_concurrency", json!(info.max_concurrency));
+    if let Some((strategy, start, end)) = &info.pattern.ramp {
+        put("ramp_up_strategy", json!(strategy));
+        put("ramp_up_start_rps", json!(start));
+        put("ramp_up_end_rps", json!(end));
+    }
     put("duration", json!(m.duration_s));
     put("completed", json!(m.completed));
     put("failed", json!(m.failed));
@@ -348,6 +538,19 @@ fn llmb_extras(info: &RunInfo, m: &BenchmarkMetrics, cfg: &MetricsConfig) -> Val
         "metric_percentiles": cfg.metric_percentiles,
         "goodput_slos_ms": slos,
         "schedule_lag_ms": m.schedule_lag,
+        "schedule": m.schedule,
+        "ttft_from_intended_ms": stats_json(&m.ttft_from_intended),
+        "e2el_from_intended_ms": stats_json(&m.e2el_from_intended),
+        "turns": m.turns.iter().map(|t| json!({
+            "turn": t.turn,
+            "completed": t.completed,
+            "failed": t.failed,
+            "mean_input_tokens": t.mean_input_tokens,
+            "ttft_ms": stats_json(&t.ttft),
+            "e2el_ms": stats_json(&t.e2el),
+        })).collect::<Vec<_>>(),
+        "warmups": m.warmups,
+        "load_pattern": info.pattern,
         "client_queue_ms": stats_json(&m.queue),
         "token_sources": m.token_sources,
         "errors_by_kind": m.errors_by_kind,

@@ -223,8 +223,53 @@ pub async fn run(args: SelfbenchArgs) -> anyhow::Result<()> {
             outcome.metrics.failed
         );
     }
+
+    println!("\n== schedule keeping: Poisson arrivals against the simulator (separate process) ==");
     println!(
-        "\nTargets: wasm/native <= 2.0 with per-read batching; <= 10 µs client CPU per streamed token."
+        "{:<14} {:>9} {:>14} {:>14} {:>9} {:>12} {:>12} {:>8}",
+        "target req/s",
+        "requests",
+        "requested/s",
+        "achieved/s",
+        "ratio",
+        "lag p99 ms",
+        "lag max ms",
+        "failed"
+    );
+    for rate in [1_000.0f64, 10_000.0] {
+        let sim = ChildSim::start(1.0).await?;
+        let mut bench = BenchArgs::defaults();
+        bench.backend = "openai".into();
+        bench.base_url = Some(sim.base_url.clone());
+        bench.model = Some("llmb-sim".into());
+        bench.num_prompts = (rate * args.schedule_seconds) as usize;
+        bench.request_rate = vec![rate];
+        bench.random_input_len = 16;
+        bench.random_output_len = 4;
+        bench.ignore_eos = true;
+        bench.no_records = true;
+        bench.disable_tqdm = true;
+        bench.api_key = None;
+        let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let outcome = crate::bench::run(&bench, stop_rx).await?;
+        let s = &outcome.metrics.schedule;
+        let requested = s.requested_rate.unwrap_or(f64::NAN);
+        let achieved = s.achieved_rate.unwrap_or(f64::NAN);
+        println!(
+            "{:<14} {:>9} {:>14.1} {:>14.1} {:>9.4} {:>12.3} {:>12.3} {:>8}",
+            rate,
+            outcome.records.len(),
+            requested,
+            achieved,
+            achieved / requested,
+            outcome.metrics.schedule_lag.p99_ms,
+            outcome.metrics.schedule_lag.max_ms,
+            outcome.metrics.failed
+        );
+    }
+    println!(
+        "\nTargets: wasm/native <= 2.0 with per-read batching; <= 10 µs client CPU per streamed token;\n\
+         achieved rate within 1 % of target at 1,000 req/s with schedule lag p99 under 1 ms."
     );
     Ok(())
 }

@@ -5,20 +5,23 @@
 //! Cheap on purpose, so it is never the bottleneck it would hide: each streamed response is a
 //! small state machine polled by hyper as the body of its connection task, sleeping to absolute
 //! deadlines (no drift), and every SSE event is one `Bytes` assembled from precomputed pieces with
-//! a single exact-size allocation. No per-token serde, no locks, only relaxed atomics.
+//! a single exact-size allocation. No per-token serde and relaxed atomics only; the one lock is
+//! the optional prefix cache's, taken once per request.
 //!
 //! Faults for tests are triggered by markers in the prompt: `__sim_fault:http500__`,
 //! `__sim_fault:malformed__`, `__sim_fault:drop__` and `__sim_fault:error_event__`.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::fmt::Write as _;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context as TaskContext, Poll, ready};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -51,6 +54,10 @@ const LISTEN_BACKLOG: u32 = 65_535;
 const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
 const MALFORMED_EVENT: &[u8] = b"data: {\"choices\":[{\"text\": BROKEN\n\n";
 const ERROR_EVENT: &[u8] = b"data: {\"error\":{\"message\":\"simulated in-stream error\",\"type\":\"InternalServerError\",\"param\":null,\"code\":500}}\n\n";
+/// Prompt tokens per prefix-cache block, vLLM's default block size.
+const PREFIX_BLOCK_TOKENS: u32 = 16;
+/// Blocks the prefix cache remembers before it starts over (about 16 M prompt tokens).
+const PREFIX_CACHE_BLOCKS: usize = 1 << 20;
 const SSE_CONTENT_TYPE: &str = "text/event-stream; charset=utf-8";
 const JSON_CONTENT_TYPE: &str = "application/json";
 
@@ -74,6 +81,10 @@ pub struct SimConfig {
     pub model: String,
     /// When set, `/v1/*` require `Authorization: Bearer KEY` (else 401, like vLLM's `--api-key`).
     pub api_key: Option<String>,
+    /// Automatic prefix caching, so benchmarks of shared-prefix workloads see the TTFT drop a
+    /// real server gives: prefill is charged only for prompt tokens past the longest prefix of
+    /// whole 16-token blocks served before, and usage reports `cached_tokens`.
+    pub prefix_cache: bool,
 }
 
 impl Default for SimConfig {
@@ -87,6 +98,7 @@ impl Default for SimConfig {
             prefill_us_per_token: 0.0,
             model: "llmb-sim".into(),
             api_key: None,
+            prefix_cache: false,
         }
     }
 }
@@ -232,7 +244,7 @@ fn bind(addr: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)> {
     Ok((listener, bound))
 }
 
-/// Shared by every connection; only atomics change after start.
+/// Shared by every connection; only atomics and the prefix cache change after start.
 struct SimState {
     config: SimConfig,
     /// The model name as a JSON string literal (quotes included, escaped).
@@ -248,6 +260,12 @@ struct SimState {
     prompt_tokens: AtomicU64,
     generation_tokens: AtomicU64,
     successes: AtomicU64,
+    /// Chained hashes of the prompt blocks served so far (empty unless `prefix_cache`).
+    prefix_blocks: Mutex<HashSet<u64>>,
+    /// Prompt tokens looked up in the prefix cache (vLLM counts queries and hits in tokens).
+    prefix_queries: AtomicU64,
+    /// Prompt tokens found in the prefix cache.
+    prefix_hits: AtomicU64,
 }
 
 impl SimState {
@@ -271,7 +289,36 @@ impl SimState {
             prompt_tokens: AtomicU64::new(0),
             generation_tokens: AtomicU64::new(0),
             successes: AtomicU64::new(0),
+            prefix_blocks: Mutex::new(HashSet::new()),
+            prefix_queries: AtomicU64::new(0),
+            prefix_hits: AtomicU64::new(0),
         }
+    }
+
+    /// Prompt tokens served from the prefix cache, then remembers every block of this prompt.
+    ///
+    /// As in vLLM, the hit never covers the last prompt token (its logits must be computed), so
+    /// a repeated prompt of exactly k blocks hits k − 1 of them.
+    fn prefix_lookup(&self, blocks: &[u64], prompt_tokens: u32) -> u32 {
+        let usable = (prompt_tokens.saturating_sub(1) / PREFIX_BLOCK_TOKENS) as usize;
+        let mut cache = self
+            .prefix_blocks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let hit = blocks[..usable.min(blocks.len())]
+            .iter()
+            .take_while(|h| cache.contains(h))
+            .count();
+        if cache.len() + blocks.len() > PREFIX_CACHE_BLOCKS {
+            cache.clear();
+        }
+        cache.extend(blocks);
+        drop(cache);
+        let cached = hit as u32 * PREFIX_BLOCK_TOKENS;
+        self.prefix_queries
+            .fetch_add(u64::from(prompt_tokens), Relaxed);
+        self.prefix_hits.fetch_add(u64::from(cached), Relaxed);
+        cached
     }
 }
 
@@ -421,6 +468,8 @@ impl Fault {
 struct Job {
     api: Api,
     prompt_tokens: u32,
+    /// Chained hashes of the prompt's whole blocks; empty when the prefix cache is off.
+    prefix_blocks: Vec<u64>,
     max_tokens: u32,
     stream: bool,
     include_usage: bool,
@@ -449,14 +498,15 @@ fn parse_job(state: &SimState, api: Api, bytes: &[u8]) -> Result<Job, Response<S
         }
         Some(_) => return Err(bad_request("`model` must be a string.")),
     }
-    let (prompt, prompt_tokens) = match api {
+    let prompt = match api {
         Api::Completions => match body.get("prompt") {
             None | Some(Value::Null) => return Err(bad_request("Field `prompt` is required.")),
             Some(p) => completion_prompt(p, false).map_err(bad_request)?,
         },
         Api::Chat => chat_prompt(&body).map_err(bad_request)?,
     };
-    let fault = Fault::of(&prompt);
+    let prompt_tokens = prompt.tokens;
+    let fault = Fault::of(&prompt.text);
     if fault == Fault::Http500 {
         return Err(api_error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -488,9 +538,15 @@ fn parse_job(state: &SimState, api: Api, bytes: &[u8]) -> Result<Job, Response<S
         )));
     }
     let flag = |v: Option<&Value>| v.and_then(Value::as_bool).unwrap_or(false);
+    let prefix_blocks = match (state.config.prefix_cache, prompt.ids) {
+        (false, _) => Vec::new(),
+        (true, Some(ids)) => block_hashes(ids.iter().map(|id| id.as_u64().unwrap_or(0))),
+        (true, None) => block_hashes(prompt.text.split_whitespace()),
+    };
     Ok(Job {
         api,
         prompt_tokens,
+        prefix_blocks,
         max_tokens,
         stream: flag(body.get("stream")),
         include_usage: flag(body.pointer("/stream_options/include_usage")),
@@ -499,13 +555,28 @@ fn parse_job(state: &SimState, api: Api, bytes: &[u8]) -> Result<Job, Response<S
     })
 }
 
+/// A request's prompt as the simulator sees it.
+struct Prompt<'a> {
+    /// The text, searched for fault markers (empty for token ids).
+    text: Cow<'a, str>,
+    tokens: u32,
+    /// The token ids when the prompt was given as ids; else the tokens are the text's words.
+    ids: Option<&'a [Value]>,
+}
+
 /// A completions `prompt`: a string, a list of token ids, or a one-element list of either.
-fn completion_prompt(v: &Value, nested: bool) -> Result<(Cow<'_, str>, u32), &'static str> {
+fn completion_prompt(v: &Value, nested: bool) -> Result<Prompt<'_>, &'static str> {
     match v {
-        Value::String(s) => Ok((Cow::Borrowed(s.as_str()), count_words(s))),
-        Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_u64) => {
-            Ok((Cow::Borrowed(""), items.len() as u32))
-        }
+        Value::String(s) => Ok(Prompt {
+            text: Cow::Borrowed(s.as_str()),
+            tokens: count_words(s),
+            ids: None,
+        }),
+        Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_u64) => Ok(Prompt {
+            text: Cow::Borrowed(""),
+            tokens: items.len() as u32,
+            ids: Some(items),
+        }),
         Value::Array(items) if items.len() == 1 && !nested => completion_prompt(&items[0], true),
         Value::Array(_) => {
             Err("The simulator serves one prompt per request (a string or one list of token ids).")
@@ -515,7 +586,7 @@ fn completion_prompt(v: &Value, nested: bool) -> Result<(Cow<'_, str>, u32), &'s
 }
 
 /// All message contents of a chat request, one per line, and their word count.
-fn chat_prompt(body: &Value) -> Result<(Cow<'_, str>, u32), &'static str> {
+fn chat_prompt(body: &Value) -> Result<Prompt<'_>, &'static str> {
     let Some(messages) = body.get("messages").and_then(Value::as_array) else {
         return Err("Field `messages` is required (a list of messages).");
     };
@@ -541,7 +612,32 @@ fn chat_prompt(body: &Value) -> Result<(Cow<'_, str>, u32), &'static str> {
         }
     }
     let tokens = count_words(&text);
-    Ok((Cow::Owned(text), tokens))
+    Ok(Prompt {
+        text: Cow::Owned(text),
+        tokens,
+        ids: None,
+    })
+}
+
+/// vLLM-style block hashes: one per whole block of [`PREFIX_BLOCK_TOKENS`] tokens, each covering
+/// its block and (through the previous hash) everything before it, so equal hashes mean equal
+/// prefixes.
+fn block_hashes<T: Hash>(tokens: impl Iterator<Item = T>) -> Vec<u64> {
+    let mut hashes = Vec::new();
+    let mut hasher = DefaultHasher::new();
+    let mut in_block = 0;
+    for token in tokens {
+        token.hash(&mut hasher);
+        in_block += 1;
+        if in_block == PREFIX_BLOCK_TOKENS {
+            let hash = hasher.finish();
+            hashes.push(hash);
+            hasher = DefaultHasher::new();
+            hash.hash(&mut hasher);
+            in_block = 0;
+        }
+    }
+    hashes
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -557,8 +653,11 @@ async fn generate(state: &Arc<SimState>, job: Job, arrived: Instant) -> Response
         rng.random_range(job.max_tokens.div_ceil(2)..=job.max_tokens)
     };
     let hit_max = output_tokens == job.max_tokens;
-    let ttft_s = ((cfg.ttft_ms / 1e3
-        + cfg.prefill_us_per_token * f64::from(job.prompt_tokens) / 1e6)
+    let cached_tokens = cfg
+        .prefix_cache
+        .then(|| state.prefix_lookup(&job.prefix_blocks, job.prompt_tokens));
+    let prefilled = job.prompt_tokens - cached_tokens.unwrap_or(0);
+    let ttft_s = ((cfg.ttft_ms / 1e3 + cfg.prefill_us_per_token * f64::from(prefilled) / 1e6)
         * jitter(cfg, &mut rng))
     .max(0.0);
     let id = format!(
@@ -613,6 +712,7 @@ async fn generate(state: &Arc<SimState>, job: Job, arrived: Instant) -> Response
             created,
             word_offset,
             job.prompt_tokens,
+            cached_tokens,
             output_tokens,
             hit_max,
         );
@@ -630,6 +730,7 @@ async fn generate(state: &Arc<SimState>, job: Job, arrived: Instant) -> Response
         api: job.api,
         prefix,
         prompt_tokens: job.prompt_tokens,
+        cached_tokens,
         output_tokens,
         hit_max,
         include_usage: job.include_usage,
@@ -665,6 +766,7 @@ fn whole_body(
     created: u64,
     word_offset: u64,
     prompt_tokens: u32,
+    cached_tokens: Option<u32>,
     output_tokens: u32,
     hit_max: bool,
 ) -> String {
@@ -682,8 +784,12 @@ fn whole_body(
             "{{\"index\":0,\"message\":{{\"role\":\"assistant\",\"content\":\"{text}\"}},\"logprobs\":null,\"finish_reason\":\"{finish}\",\"stop_reason\":null}}"
         ),
     };
+    let details = match cached_tokens {
+        Some(n) => format!("{{\"cached_tokens\":{n}}}"),
+        None => "null".to_string(),
+    };
     format!(
-        "{{\"id\":\"{id}\",\"object\":\"{}\",\"created\":{created},\"model\":{},\"choices\":[{choice}],\"usage\":{{\"prompt_tokens\":{prompt_tokens},\"total_tokens\":{},\"completion_tokens\":{output_tokens},\"prompt_tokens_details\":null}}}}",
+        "{{\"id\":\"{id}\",\"object\":\"{}\",\"created\":{created},\"model\":{},\"choices\":[{choice}],\"usage\":{{\"prompt_tokens\":{prompt_tokens},\"total_tokens\":{},\"completion_tokens\":{output_tokens},\"prompt_tokens_details\":{details}}}}}",
         api.object(),
         state.model_json,
         prompt_tokens + output_tokens
@@ -732,6 +838,8 @@ struct Generation {
     /// `data: {"id":…,"object":…,"created":…,"model":…,"choices":` shared by every event.
     prefix: String,
     prompt_tokens: u32,
+    /// Reported in the usage event when the prefix cache is on.
+    cached_tokens: Option<u32>,
     output_tokens: u32,
     hit_max: bool,
     include_usage: bool,
@@ -857,15 +965,23 @@ impl Generation {
     }
 
     fn usage_event(&self) -> Bytes {
-        let mut event = String::with_capacity(self.prefix.len() + 112);
+        let mut event = String::with_capacity(self.prefix.len() + 160);
         let _ = write!(
             event,
-            "{}[],\"usage\":{{\"prompt_tokens\":{},\"total_tokens\":{},\"completion_tokens\":{}}}}}\n\n",
+            "{}[],\"usage\":{{\"prompt_tokens\":{},\"total_tokens\":{},\"completion_tokens\":{}",
             self.prefix,
             self.prompt_tokens,
             self.prompt_tokens + self.output_tokens,
             self.output_tokens
         );
+        // vLLM leaves unset fields out of stream chunks, so the details appear only with a cache.
+        if let Some(n) = self.cached_tokens {
+            let _ = write!(
+                event,
+                ",\"prompt_tokens_details\":{{\"cached_tokens\":{n}}}"
+            );
+        }
+        event.push_str("}}\n\n");
         Bytes::from(event)
     }
 
@@ -993,8 +1109,20 @@ fn metrics(state: &SimState) -> Response<SimBody> {
             "Count of successfully processed requests.",
             state.successes.load(Relaxed),
         ),
+        (
+            "vllm:prefix_cache_queries_total",
+            "counter",
+            "Prefix cache queries, in terms of number of queried tokens.",
+            state.prefix_queries.load(Relaxed),
+        ),
+        (
+            "vllm:prefix_cache_hits_total",
+            "counter",
+            "Prefix cache hits, in terms of number of cached tokens.",
+            state.prefix_hits.load(Relaxed),
+        ),
     ];
-    let mut out = String::with_capacity(1024);
+    let mut out = String::with_capacity(2048);
     for (name, kind, help, value) in rows {
         let _ = write!(
             out,
@@ -1671,6 +1799,113 @@ mod tests {
         assert!(ended.is_ok(), "the connection stayed open");
         assert!(!String::from_utf8_lossy(&rest).contains("[DONE]"));
         assert!(TcpStream::connect(addr).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn prefix_cache_skips_prefill_of_served_prefixes() {
+        let sim = sim(SimConfig {
+            prefill_us_per_token: 500.0,
+            prefix_cache: true,
+            ..fast()
+        })
+        .await;
+        let words: Vec<&str> = (0..400).map(word_for).collect();
+        let prompt = words.join(" ");
+        let body = |stream: bool| {
+            format!(
+                r#"{{"prompt":"{prompt}","max_tokens":1,"ignore_eos":true,"stream":{stream},"stream_options":{{"include_usage":true}}}}"#
+            )
+        };
+        let t0 = std::time::Instant::now();
+        let first = post(&sim, "/v1/completions", &body(false)).await;
+        let cold = t0.elapsed();
+        let v: Value = serde_json::from_str(&first.body).unwrap();
+        assert_eq!(v["usage"]["prompt_tokens"], 400);
+        assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+
+        let t0 = std::time::Instant::now();
+        let second = post(&sim, "/v1/completions", &body(true)).await;
+        let warm = t0.elapsed();
+        // 400 tokens at 500 µs is 200 ms of prefill; 384 cached tokens leave 8 ms.
+        assert!(cold >= Duration::from_millis(200), "{cold:?}");
+        assert!(
+            warm < Duration::from_millis(100),
+            "cold {cold:?}, warm {warm:?}"
+        );
+        let usage = event_json(&second.chunks[1]);
+        assert_eq!(
+            usage["usage"],
+            serde_json::json!({"prompt_tokens":400,"total_tokens":401,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":384}})
+        );
+
+        // The same words as a chat message, and a prompt sharing only its first 200 words.
+        let chat =
+            format!(r#"{{"messages":[{{"role":"user","content":"{prompt}"}}],"max_tokens":1}}"#);
+        let v: Value =
+            serde_json::from_str(&post(&sim, "/v1/chat/completions", &chat).await.body).unwrap();
+        assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 384);
+        let half = format!("{} zzz", words[..200].join(" "));
+        let v: Value = serde_json::from_str(
+            &post(
+                &sim,
+                "/v1/completions",
+                &format!(r#"{{"prompt":"{half}","max_tokens":1}}"#),
+            )
+            .await
+            .body,
+        )
+        .unwrap();
+        assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 192);
+
+        let metrics = get(&sim, "/metrics").await.body;
+        assert!(
+            metrics.contains("vllm:prefix_cache_queries_total{model_name=\"llmb-sim\"} 1401\n"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("vllm:prefix_cache_hits_total{model_name=\"llmb-sim\"} 960\n"),
+            "{metrics}"
+        );
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn prefix_cache_is_off_by_default() {
+        let sim = sim(SimConfig {
+            prefill_us_per_token: 1.0,
+            ..fast()
+        })
+        .await;
+        let prompt: Vec<&str> = (0..40).map(word_for).collect();
+        let body = format!(
+            r#"{{"prompt":"{}","max_tokens":1,"ignore_eos":true}}"#,
+            prompt.join(" ")
+        );
+        for _ in 0..2 {
+            let v: Value =
+                serde_json::from_str(&post(&sim, "/v1/completions", &body).await.body).unwrap();
+            assert!(v["usage"]["prompt_tokens_details"].is_null(), "{v}");
+        }
+        let metrics = get(&sim, "/metrics").await.body;
+        assert!(
+            metrics.contains("vllm:prefix_cache_hits_total{model_name=\"llmb-sim\"} 0\n"),
+            "{metrics}"
+        );
+        sim.shutdown().await;
+    }
+
+    #[test]
+    fn block_hashes_chain_whole_blocks() {
+        let words: Vec<String> = (0..40).map(|i| format!("w{i}")).collect();
+        let all = block_hashes(words.iter());
+        assert_eq!(all.len(), 2);
+        assert_eq!(block_hashes(words[..35].iter()), all);
+        assert_eq!(block_hashes(words[..31].iter()), all[..1]);
+        let mut changed = words.clone();
+        changed[0] = "other".into();
+        let other = block_hashes(changed.iter());
+        // A different first block changes every later hash too.
+        assert!(other[0] != all[0] && other[1] != all[1]);
     }
 
     #[tokio::test]

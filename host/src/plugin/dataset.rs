@@ -40,6 +40,8 @@ pub struct Sample {
     pub input_tokens: u32,
     /// Requested output length (max-tokens).
     pub output_tokens: u32,
+    /// Send time in a recorded trace, seconds (any origin), for trace replay.
+    pub timestamp: Option<f64>,
 }
 
 /// What the user asked of a dataset.
@@ -280,6 +282,7 @@ impl DatasetFactory {
                 prompt: convert_prompt(s.prompt),
                 input_tokens: s.input_tokens,
                 output_tokens: s.output_tokens,
+                timestamp: s.timestamp,
             }));
             if req.count > 0 && samples.len() as u64 >= req.count {
                 samples.truncate(req.count as usize);

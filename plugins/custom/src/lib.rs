@@ -1,12 +1,15 @@
-//! The `custom` dataset: a JSONL file with one `{"prompt": ...}` (or `{"text": ...}`) object per
-//! line, or a JSON array of such objects, read from the file the user named. A line may carry
-//! `output_tokens` to override `--custom-output-len`. Errors name the file and the line.
+//! The `custom` dataset: a JSONL file with one object per line, or a JSON array of them, read from
+//! the file the user named. An object holds a `prompt` (or `text`) string, or a conversation as
+//! `messages` (`[{"role", "content"}]`, OpenAI style) or `conversations` (`[{"from", "value"}]`,
+//! ShareGPT style). It may carry `output_tokens` to override `--custom-output-len` and a
+//! `timestamp` in seconds for trace replay. Errors name the file and the line.
 
 use std::cell::RefCell;
 
 use llmb_plugin_sdk::SplitMix64;
 use llmb_plugin_sdk::dataset::{
-    DatasetInfo, DatasetParams, Guest, GuestSource, Prompt, Sample, option, parse_option, tokenizer,
+    ChatMessage, DatasetInfo, DatasetParams, Guest, GuestSource, Prompt, Role, Sample, option,
+    parse_option, tokenizer,
 };
 use serde_json::Value;
 
@@ -16,8 +19,16 @@ pub struct CustomSource {
     state: RefCell<Result<State, String>>,
 }
 
+/// One usable record of the file.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub prompt: Prompt,
+    pub output_tokens: Option<u32>,
+    pub timestamp: Option<f64>,
+}
+
 struct State {
-    entries: Vec<(String, Option<u32>)>,
+    entries: Vec<Entry>,
     order: Vec<usize>,
     produced: u64,
     count: u64,
@@ -27,17 +38,66 @@ struct State {
 /// Where the user's file is mounted inside the sandbox.
 const DATA_DIR: &str = "/data";
 
-fn entry(value: &Value, at: &str) -> Result<(String, Option<u32>), String> {
-    let obj = value
-        .as_object()
-        .ok_or_else(|| format!("{at}: expected a JSON object with a \"prompt\" field"))?;
-    let prompt = obj
-        .get("prompt")
-        .or_else(|| obj.get("text"))
-        .ok_or_else(|| format!("{at}: no \"prompt\" (or \"text\") field"))?
-        .as_str()
-        .ok_or_else(|| format!("{at}: \"prompt\" must be a string"))?;
-    let output = obj
+fn role(name: &str, at: &str) -> Result<Role, String> {
+    match name {
+        "system" => Ok(Role::System),
+        "user" | "human" => Ok(Role::User),
+        "assistant" | "gpt" | "model" | "chatgpt" | "bard" => Ok(Role::Assistant),
+        "tool" => Ok(Role::Tool),
+        other => Err(format!("{at}: unknown role {other:?}")),
+    }
+}
+
+/// `messages` (role/content) or `conversations` (from/value) into chat messages.
+fn conversation(items: &Value, role_key: &str, text_key: &str, at: &str) -> Result<Prompt, String> {
+    let items = items
+        .as_array()
+        .ok_or_else(|| format!("{at}: the conversation must be a list of messages"))?;
+    let messages = items
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let at = format!("{at}: message {}", i + 1);
+            let r = m
+                .get(role_key)
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("{at}: no \"{role_key}\" string"))?;
+            let content = m
+                .get(text_key)
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("{at}: no \"{text_key}\" string"))?;
+            Ok(ChatMessage {
+                role: role(r, &at)?,
+                content: content.to_owned(),
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    if !messages.iter().any(|m| matches!(m.role, Role::User)) {
+        return Err(format!("{at}: the conversation has no user message"));
+    }
+    Ok(Prompt::Chat(messages))
+}
+
+fn entry(value: &Value, at: &str) -> Result<Entry, String> {
+    let obj = value.as_object().ok_or_else(|| {
+        format!("{at}: expected a JSON object with a \"prompt\", \"messages\" or \"conversations\" field")
+    })?;
+    let prompt = if let Some(p) = obj.get("prompt").or_else(|| obj.get("text")) {
+        Prompt::Text(
+            p.as_str()
+                .ok_or_else(|| format!("{at}: \"prompt\" must be a string"))?
+                .to_owned(),
+        )
+    } else if let Some(m) = obj.get("messages") {
+        conversation(m, "role", "content", at)?
+    } else if let Some(c) = obj.get("conversations") {
+        conversation(c, "from", "value", at)?
+    } else {
+        return Err(format!(
+            "{at}: no \"prompt\" (or \"text\", \"messages\", \"conversations\") field"
+        ));
+    };
+    let output_tokens = obj
         .get("output_tokens")
         .map(|v| {
             v.as_u64()
@@ -46,11 +106,23 @@ fn entry(value: &Value, at: &str) -> Result<(String, Option<u32>), String> {
                 .ok_or_else(|| format!("{at}: \"output_tokens\" must be a positive integer"))
         })
         .transpose()?;
-    Ok((prompt.to_owned(), output))
+    let timestamp = obj
+        .get("timestamp")
+        .map(|v| {
+            v.as_f64()
+                .filter(|t| t.is_finite())
+                .ok_or_else(|| format!("{at}: \"timestamp\" must be a number of seconds"))
+        })
+        .transpose()?;
+    Ok(Entry {
+        prompt,
+        output_tokens,
+        timestamp,
+    })
 }
 
 /// Parses the whole file: a JSON array, or JSON Lines (blank lines skipped).
-pub fn parse_entries(name: &str, text: &str) -> Result<Vec<(String, Option<u32>)>, String> {
+pub fn parse_entries(name: &str, text: &str) -> Result<Vec<Entry>, String> {
     let trimmed = text.trim_start();
     if trimmed.starts_with('[') {
         let items: Vec<Value> =
@@ -87,19 +159,22 @@ fn open(params: &DatasetParams) -> Result<State, String> {
         return Err(format!("{shown}: no prompts in the file"));
     }
     let mut order: Vec<usize> = (0..entries.len()).collect();
-    if option(params, "disable-shuffle").is_none() {
+    let is_trace = entries.iter().any(|e| e.timestamp.is_some());
+    if option(params, "disable-shuffle").is_none() && !is_trace {
         let mut rng = SplitMix64::new(params.seed);
         for i in (1..order.len()).rev() {
             let j = rng.range_inclusive(0, i as u64) as usize;
             order.swap(i, j);
         }
     }
+    // A trace is replayed once: cycling it would repeat its timestamps.
+    let count = if params.count == 0 || is_trace {
+        entries.len() as u64
+    } else {
+        params.count
+    };
     Ok(State {
-        count: if params.count == 0 {
-            entries.len() as u64
-        } else {
-            params.count
-        },
+        count,
         output_len: parse_option(params, "custom-output-len", 256)?,
         entries,
         order,
@@ -114,7 +189,7 @@ impl Guest for Custom {
         DatasetInfo {
             name: "custom".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: "JSONL ({\"prompt\": ...} or {\"text\": ...} per line) or a JSON array, from --dataset-path; --custom-output-len".into(),
+            description: "JSONL or a JSON array from --dataset-path: prompt/text, messages or conversations (multi-turn), optional output_tokens and timestamp (trace replay); --custom-output-len".into(),
         }
     }
 }
@@ -133,11 +208,18 @@ impl GuestSource for CustomSource {
         let mut out = Vec::with_capacity(n as usize);
         for k in 0..n {
             let idx = st.order[((st.produced + k) % st.order.len() as u64) as usize];
-            let (prompt, output) = &st.entries[idx];
+            let e = &st.entries[idx];
+            let input_tokens = match &e.prompt {
+                Prompt::Text(t) => tokenizer::count(t),
+                Prompt::Chat(messages) => {
+                    messages.iter().map(|m| tokenizer::count(&m.content)).sum()
+                }
+            };
             out.push(Sample {
-                input_tokens: tokenizer::count(prompt),
-                output_tokens: output.unwrap_or(st.output_len),
-                prompt: Prompt::Text(prompt.clone()),
+                input_tokens,
+                output_tokens: e.output_tokens.unwrap_or(st.output_len),
+                prompt: e.prompt.clone(),
+                timestamp: e.timestamp,
             });
         }
         st.produced += n;

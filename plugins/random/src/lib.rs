@@ -161,6 +161,7 @@ impl GuestSource for RandomSource {
                 prompt: Prompt::Text(text),
                 input_tokens,
                 output_tokens: output_len,
+                timestamp: None,
             });
         }
         st.produced += n;

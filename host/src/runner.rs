@@ -1,0 +1,593 @@
+//! Putting load on the server: open-loop schedules paced by a dedicated thread, closed-loop
+//! clients, and multi-turn conversations, all producing the same [`RequestRecord`]s.
+//!
+//! The pacer is an OS thread rather than a tokio timer because tokio's timer wheel has 1 ms
+//! granularity: at 1,000 req/s that alone would make every request up to a millisecond late.
+//! `std::thread::sleep` wakes within tens of microseconds, then hands the request to the runtime.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use crate::plugin::backend::{
+    BackendPool, ChatMessage, GenRequest, Prompt as BPrompt, Role as BRole,
+};
+use crate::plugin::dataset::Sample;
+use crate::records::{RecordWriter, RequestError, RequestRecord};
+use crate::tokenizer::HostTokenizer;
+use crate::transport::{self, Exchange, Target};
+
+/// How long in-flight requests may finish after Ctrl-C before they are cut off.
+pub const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
+
+/// How requests are released.
+#[derive(Debug, Clone)]
+pub enum LoadPlan {
+    /// Open loop: `(offset, sample index)` in send order; each starts a unit of work at its
+    /// offset whether or not earlier ones finished.
+    Schedule(Vec<(Duration, usize)>),
+    /// Closed loop: each client sends its next request when the previous one finished.
+    Clients(ClientsPlan),
+}
+
+/// `--num-clients` and friends.
+#[derive(Debug, Clone)]
+pub struct ClientsPlan {
+    pub clients: usize,
+    /// Client i starts at `i * ramp_up / clients`.
+    pub ramp_up: Duration,
+    /// No new request starts after this offset (`--client-stop-time`, `--duration`).
+    pub stop_issuing_at: Option<Duration>,
+    /// Requests per client (`--num-turns`); `None` = until the shared limit or stop time.
+    pub per_client: Option<usize>,
+    /// Requests over all clients; `None` = no shared limit.
+    pub total: Option<usize>,
+    pub seed: u64,
+}
+
+/// Which requests are warmups, left out of the metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Warmup {
+    /// The first this-many requests sent.
+    pub requests: usize,
+    /// Requests meant to go out before this offset.
+    pub until: Option<Duration>,
+}
+
+/// Per-request settings that do not change within a run.
+#[derive(Debug, Clone)]
+pub struct RequestTemplate {
+    pub model: String,
+    pub ignore_eos: bool,
+    pub temperature: Option<f32>,
+    pub extra_body: Option<String>,
+    /// Pause between the turns of a conversation.
+    pub think_time: Duration,
+}
+
+/// Everything the request tasks share.
+pub struct Runner {
+    pub pool: Arc<BackendPool>,
+    pub client: transport::HttpClient,
+    pub target: Target,
+    pub tokenizer: Arc<HostTokenizer>,
+    pub samples: Arc<Vec<Sample>>,
+    pub template: RequestTemplate,
+    pub max_concurrency: Option<usize>,
+    pub warmup: Warmup,
+    pub show_progress: bool,
+}
+
+/// What one execution produced.
+pub struct Executed {
+    /// In completion order.
+    pub records: Vec<RequestRecord>,
+    /// Start of the run to the last completion.
+    pub elapsed: Duration,
+    /// Where measurement starts (after warmup), from the run's start.
+    pub measured_from: Duration,
+    pub interrupted: bool,
+}
+
+/// State shared by every task of one execution.
+struct Live {
+    runner: Arc<Runner>,
+    semaphore: Option<Arc<Semaphore>>,
+    t0: Instant,
+    next_id: AtomicU64,
+    /// Requests taken against the shared limit.
+    taken: AtomicUsize,
+    limit: Option<usize>,
+    stop_issuing_at: Option<Duration>,
+    stop: watch::Receiver<bool>,
+    cancel: watch::Receiver<bool>,
+    tx: mpsc::UnboundedSender<RequestRecord>,
+}
+
+impl Live {
+    fn now_ns(&self) -> u64 {
+        self.t0.elapsed().as_nanos() as u64
+    }
+
+    /// Whether another request may start: not stopped, before the stop time, under the limit.
+    fn may_issue(&self) -> bool {
+        if *self.stop.borrow() {
+            return false;
+        }
+        if let Some(at) = self.stop_issuing_at
+            && self.t0.elapsed() >= at
+        {
+            return false;
+        }
+        match self.limit {
+            Some(limit) => self.taken.fetch_add(1, Relaxed) < limit,
+            None => true,
+        }
+    }
+
+    /// Sends one request meant to go out at `slot.intended_ns` and reports its record.
+    async fn send(&self, prompt: BPrompt, prompt_tokens: u32, slot: Slot) -> RequestRecord {
+        let Slot {
+            sample,
+            client,
+            turn,
+            intended_ns,
+            id,
+        } = slot;
+        let id = id.unwrap_or_else(|| self.next_id.fetch_add(1, Relaxed));
+        let warmup = (id as usize) < self.runner.warmup.requests
+            || self
+                .runner
+                .warmup
+                .until
+                .is_some_and(|d| intended_ns < d.as_nanos() as u64);
+        let s = &self.runner.samples[sample];
+        let t = &self.runner.template;
+        let req = GenRequest {
+            id,
+            model: t.model.clone(),
+            prompt,
+            max_tokens: s.output_tokens,
+            ignore_eos: t.ignore_eos,
+            streaming: true,
+            include_usage: true,
+            temperature: t.temperature,
+            extra_body: t.extra_body.clone(),
+        };
+        let record = RequestRecord {
+            id,
+            sample: sample as u64,
+            client,
+            turn,
+            warmup,
+            scheduled_ns: intended_ns,
+            prompt_tokens,
+            ..Default::default()
+        };
+        let mut cancel = self.cancel.clone();
+        let record = tokio::select! {
+            r = self.one(req, record.clone()) => r,
+            _ = cancel.wait_for(|c| *c) => RequestRecord {
+                end_ns: self.now_ns(),
+                error: Some(RequestError {
+                    kind: "cancelled".into(),
+                    message: "cut off after Ctrl-C".into(),
+                    http_status: None,
+                }),
+                ..record
+            },
+        };
+        let _ = self.tx.send(record.clone());
+        record
+    }
+
+    async fn one(&self, req: GenRequest, mut record: RequestRecord) -> RequestRecord {
+        let _permit = match &self.semaphore {
+            Some(s) => Some(
+                s.clone()
+                    .acquire_owned()
+                    .await
+                    .expect("semaphore never closed"),
+            ),
+            None => None,
+        };
+        record.dispatched_ns = self.now_ns();
+        let mut adapter = match self.runner.pool.checkout() {
+            Ok(a) => a,
+            Err(e) => {
+                record.sent_ns = record.dispatched_ns;
+                record.end_ns = record.dispatched_ns;
+                record.error = Some(RequestError {
+                    kind: "plugin".into(),
+                    message: format!("{e:#}"),
+                    http_status: None,
+                });
+                return record;
+            }
+        };
+        let exchange = Exchange {
+            client: &self.runner.client,
+            target: &self.runner.target,
+            tokenizer: &self.runner.tokenizer,
+            t0: self.t0,
+        };
+        exchange.execute(&mut adapter, &req, record).await
+    }
+
+    /// One unit of work from a sample: a single request, or every turn of a conversation with
+    /// the server's actual replies in the history. Returns the end of the last request, or
+    /// `None` when nothing was sent. `first_id` numbers the first request when the caller
+    /// already knows its place in the send order.
+    async fn run_sample(
+        &self,
+        sample: usize,
+        client: Option<u32>,
+        mut intended_ns: u64,
+        budget: &mut (dyn FnMut() -> bool + Send),
+        mut first_id: Option<u64>,
+    ) -> Option<u64> {
+        let s = &self.runner.samples[sample];
+        let Some(turns) = conversation_turns(&s.prompt) else {
+            if !budget() {
+                return None;
+            }
+            let r = self
+                .send(
+                    s.prompt.clone(),
+                    s.input_tokens,
+                    Slot {
+                        sample,
+                        client,
+                        turn: None,
+                        intended_ns,
+                        id: first_id,
+                    },
+                )
+                .await;
+            return Some(r.end_ns);
+        };
+        let mut history: Vec<ChatMessage> = turns.preamble;
+        let mut last_end = None;
+        for (k, user) in turns.users.into_iter().enumerate() {
+            if k > 0 {
+                let think = self.runner.template.think_time;
+                if !think.is_zero() {
+                    tokio::time::sleep(think).await;
+                }
+            }
+            if !budget() {
+                break;
+            }
+            history.push(user);
+            let tokens = history
+                .iter()
+                .map(|m| self.runner.tokenizer.count(&m.content))
+                .sum();
+            let r = self
+                .send(
+                    BPrompt::Chat(history.clone()),
+                    tokens,
+                    Slot {
+                        sample,
+                        client,
+                        turn: Some(k as u32),
+                        intended_ns,
+                        id: first_id.take(),
+                    },
+                )
+                .await;
+            last_end = Some(r.end_ns);
+            if !r.success {
+                break;
+            }
+            history.push(ChatMessage {
+                role: BRole::Assistant,
+                content: r.generated_text,
+            });
+            intended_ns = self.now_ns();
+        }
+        last_end
+    }
+}
+
+/// Where a request stands in the run: its sample, sender, turn and intended send time.
+struct Slot {
+    sample: usize,
+    client: Option<u32>,
+    turn: Option<u32>,
+    intended_ns: u64,
+    /// Its number in the send order when the caller fixed it; else the next free one.
+    id: Option<u64>,
+}
+
+/// A conversation split into what precedes the first user message and the user turns.
+struct Turns {
+    preamble: Vec<ChatMessage>,
+    users: Vec<ChatMessage>,
+}
+
+/// A chat prompt with two or more user messages is a conversation; its assistant messages are
+/// replaced by the server's replies as it runs.
+fn conversation_turns(prompt: &BPrompt) -> Option<Turns> {
+    let BPrompt::Chat(messages) = prompt else {
+        return None;
+    };
+    let users: Vec<ChatMessage> = messages
+        .iter()
+        .filter(|m| matches!(m.role, BRole::User))
+        .cloned()
+        .collect();
+    if users.len() < 2 {
+        return None;
+    }
+    let preamble = messages
+        .iter()
+        .take_while(|m| !matches!(m.role, BRole::User))
+        .cloned()
+        .collect();
+    Some(Turns { preamble, users })
+}
+
+/// The same seed gives client `i` the same sequence on every run; clients differ.
+fn client_rng(seed: u64, client: usize) -> StdRng {
+    let mut z = seed ^ (client as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    StdRng::seed_from_u64(z ^ (z >> 31))
+}
+
+/// The sample indices client `i` works through, in order (the first `n` of its sequence).
+pub fn client_sequence(seed: u64, client: usize, pool: usize, n: usize) -> Vec<usize> {
+    let mut rng = client_rng(seed, client);
+    (0..n).map(|_| rng.random_range(0..pool)).collect()
+}
+
+/// Resolves once a stop is requested; never, if the sender is gone without asking.
+pub async fn stop_requested(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+impl Runner {
+    /// Runs `plan`, streaming records to `records_path` as they finish.
+    pub async fn execute(
+        self: &Arc<Self>,
+        plan: &LoadPlan,
+        records_path: Option<&Path>,
+        mut stop: watch::Receiver<bool>,
+    ) -> anyhow::Result<Executed> {
+        let mut writer = records_path.map(RecordWriter::create).transpose()?;
+        let (tx, mut rx) = mpsc::unbounded_channel::<RequestRecord>();
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        let t0 = Instant::now();
+        let (limit, stop_issuing_at, expected) = match plan {
+            LoadPlan::Schedule(jobs) => (None, None, Some(jobs.len())),
+            LoadPlan::Clients(c) => (
+                c.total,
+                c.stop_issuing_at,
+                c.total.or(c.per_client.map(|n| n * c.clients)),
+            ),
+        };
+        let live = Arc::new(Live {
+            runner: self.clone(),
+            semaphore: self.max_concurrency.map(|c| Arc::new(Semaphore::new(c))),
+            t0,
+            next_id: AtomicU64::new(0),
+            taken: AtomicUsize::new(0),
+            limit,
+            stop_issuing_at,
+            stop: stop.clone(),
+            cancel: cancel_rx,
+            tx,
+        });
+        let pacer = match plan {
+            LoadPlan::Schedule(jobs) => Some(spawn_pacer(live.clone(), jobs.clone())?),
+            LoadPlan::Clients(c) => {
+                spawn_clients(&live, c);
+                None
+            }
+        };
+        drop(live);
+
+        let mut records = Vec::with_capacity(expected.unwrap_or(1024));
+        let mut failed = 0usize;
+        let mut interrupted = false;
+        let mut grace_deadline: Option<tokio::time::Instant> = None;
+        let mut last_progress = Instant::now();
+        let total_word = expected.map_or_else(|| "?".to_string(), |n| n.to_string());
+        loop {
+            let grace = async {
+                match grace_deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                rec = rx.recv() => {
+                    let Some(rec) = rec else { break };
+                    if let Some(w) = writer.as_mut() {
+                        w.write(&rec).with_context(|| format!("cannot write {}", w.path().display()))?;
+                    }
+                    failed += usize::from(!rec.success);
+                    records.push(rec);
+                    if self.show_progress && last_progress.elapsed() > Duration::from_millis(250) {
+                        last_progress = Instant::now();
+                        eprint!("\r{}/{} done, {} failed, {:.1} s", records.len(), total_word, failed, t0.elapsed().as_secs_f64());
+                    }
+                }
+                _ = stop_requested(&mut stop), if !interrupted => {
+                    interrupted = true;
+                    grace_deadline = Some(tokio::time::Instant::now() + INTERRUPT_GRACE);
+                }
+                _ = grace => {
+                    let _ = cancel_tx.send(true);
+                    grace_deadline = None;
+                }
+            }
+        }
+        let elapsed = t0.elapsed();
+        interrupted |= *stop.borrow();
+        if let Some(p) = pacer {
+            tokio::task::spawn_blocking(move || p.join())
+                .await
+                .context("request pacer failed")?
+                .map_err(|_| anyhow::anyhow!("request pacer panicked"))?;
+        }
+        if self.show_progress {
+            eprintln!(
+                "\r{}/{} done, {} failed, {:.1} s",
+                records.len(),
+                total_word,
+                failed,
+                elapsed.as_secs_f64()
+            );
+        }
+        let measured_from = measured_start(&records, &self.warmup);
+        Ok(Executed {
+            records,
+            elapsed,
+            measured_from,
+            interrupted,
+        })
+    }
+}
+
+/// Measurement starts at the warmup window's end, or at the first measured request's intended
+/// send time when warmups were counted in requests; at the run's start without warmups.
+fn measured_start(records: &[RequestRecord], warmup: &Warmup) -> Duration {
+    if !records.iter().any(|r| r.warmup) {
+        return Duration::ZERO;
+    }
+    let first_measured = records
+        .iter()
+        .filter(|r| !r.warmup)
+        .map(|r| r.scheduled_ns)
+        .min()
+        .map(Duration::from_nanos);
+    match (warmup.until, first_measured) {
+        (Some(until), Some(first)) => until.min(first).max(Duration::ZERO),
+        (Some(until), None) => until,
+        (None, Some(first)) => first,
+        (None, None) => Duration::ZERO,
+    }
+}
+
+/// Sleeps on its own thread to each offset, then starts the request on the runtime.
+fn spawn_pacer(
+    live: Arc<Live>,
+    jobs: Vec<(Duration, usize)>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let handle = tokio::runtime::Handle::current();
+    std::thread::Builder::new()
+        .name("llmb-pacer".into())
+        .spawn(move || {
+            for (offset, sample) in jobs {
+                let target = live.t0 + offset;
+                loop {
+                    if *live.stop.borrow() {
+                        return;
+                    }
+                    let now = Instant::now();
+                    if now >= target {
+                        break;
+                    }
+                    // Wake at least every 20 ms so Ctrl-C is seen during long gaps.
+                    std::thread::sleep((target - now).min(Duration::from_millis(20)));
+                }
+                let live = live.clone();
+                let intended = offset.as_nanos() as u64;
+                let id = live.next_id.fetch_add(1, Relaxed);
+                handle.spawn(async move {
+                    live.run_sample(sample, None, intended, &mut || true, Some(id))
+                        .await;
+                });
+            }
+        })
+        .context("cannot start the request pacer thread")
+}
+
+fn spawn_clients(live: &Arc<Live>, plan: &ClientsPlan) {
+    let pool = live.runner.samples.len();
+    for i in 0..plan.clients {
+        let live = live.clone();
+        let start = plan.ramp_up.mul_f64(i as f64 / plan.clients as f64);
+        let per_client = plan.per_client;
+        let seed = plan.seed;
+        tokio::spawn(async move {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(live.t0 + start)).await;
+            let mut rng = client_rng(seed, i);
+            let mut sent = 0usize;
+            let mut intended = start.as_nanos() as u64;
+            let think = live.runner.template.think_time;
+            loop {
+                if per_client.is_some_and(|n| sent >= n) {
+                    break;
+                }
+                let sample = rng.random_range(0..pool);
+                let mut budget = || {
+                    if per_client.is_some_and(|n| sent >= n) || !live.may_issue() {
+                        return false;
+                    }
+                    sent += 1;
+                    true
+                };
+                let Some(end) = live
+                    .run_sample(sample, Some(i as u32), intended, &mut budget, None)
+                    .await
+                else {
+                    break;
+                };
+                if !think.is_zero() {
+                    tokio::time::sleep(think).await;
+                }
+                intended = end.max(live.now_ns());
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_sequences_are_deterministic_and_differ_between_clients() {
+        let a = client_sequence(7, 0, 1000, 50);
+        assert_eq!(a, client_sequence(7, 0, 1000, 50));
+        assert_ne!(a, client_sequence(7, 1, 1000, 50));
+        assert_ne!(a, client_sequence(8, 0, 1000, 50));
+    }
+
+    #[test]
+    fn conversations_split_into_user_turns() {
+        let msg = |role, content: &str| ChatMessage {
+            role,
+            content: content.into(),
+        };
+        let prompt = BPrompt::Chat(vec![
+            msg(BRole::System, "sys"),
+            msg(BRole::User, "a"),
+            msg(BRole::Assistant, "x"),
+            msg(BRole::User, "b"),
+        ]);
+        let turns = conversation_turns(&prompt).unwrap();
+        assert_eq!(turns.preamble.len(), 1);
+        assert_eq!(
+            turns
+                .users
+                .iter()
+                .map(|m| m.content.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert!(conversation_turns(&BPrompt::Chat(vec![msg(BRole::User, "only")])).is_none());
+        assert!(conversation_turns(&BPrompt::Text("t".into())).is_none());
+    }
+}
