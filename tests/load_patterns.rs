@@ -103,6 +103,10 @@ async fn a_concurrency_sweep_gives_one_result_per_stage_and_a_table() {
         let records = stage.records_path.as_ref().unwrap();
         assert_eq!(llmb::records::read_records(records).unwrap().len(), 6);
     }
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("sweep-stages.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["stages"].as_array().unwrap().len(), 3);
     // Throughput grows with concurrency against a simulator with fixed latencies.
     assert!(sweep.summaries[2].request_throughput > sweep.summaries[0].request_throughput);
     let mut table = Vec::new();

@@ -79,6 +79,7 @@ fn run_info() -> RunInfo {
         burstiness: 1.0,
         max_concurrency: Some(16),
         output_len_forced: true,
+        output_len_forceable: true,
         interrupted: false,
         pattern: Default::default(),
     }
@@ -389,6 +390,7 @@ fn the_console_uses_vllm_layout() {
     info.request_rate = 10.0;
     info.max_concurrency = None;
     info.output_len_forced = false;
+    info.output_len_forceable = false;
     info.interrupted = true;
     let cfg = MetricsConfig {
         percentile_metrics: vec!["e2el".into()],
@@ -402,7 +404,7 @@ fn the_console_uses_vllm_layout() {
         "Request goodput (req/s):                 2.00      ",
         "----------------End-to-end Latency----------------",
         "P99.9 E2EL (ms):                         119.97    ",
-        "Output lengths were NOT forced: the adapter cannot ignore EOS",
+        "Output lengths were NOT forced: this adapter cannot make the server ignore EOS",
         "Interrupted: partial results",
     ] {
         assert!(lines.contains(&expected), "missing {expected:?} in\n{text}");

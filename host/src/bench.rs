@@ -283,6 +283,10 @@ struct StageSpec {
     concurrency: Option<usize>,
     round: u32,
     requests: usize,
+    /// Which load level (rate × concurrency) this is. Each level sends its own slice of the
+    /// dataset, so a server's prefix cache warmed by one level does not flatter the next;
+    /// the rounds of a level send the same slice.
+    level: usize,
     /// `concurrency 8`, `rate 4 req/s, round 2`: empty for a single run.
     label: String,
     /// Appended to file names so every stage keeps its own files.
@@ -311,8 +315,10 @@ fn stage_specs(args: &BenchArgs) -> anyhow::Result<Vec<StageSpec>> {
     let many_rates = args.request_rate.len() > 1;
     let many_conc = concurrencies.len() > 1;
     let mut stages = Vec::new();
+    let mut level = 0;
     for &rate in &args.request_rate {
         for &concurrency in &concurrencies {
+            level += 1;
             for round in 1..=args.rounds {
                 let mut label = Vec::new();
                 let mut suffix = String::new();
@@ -334,6 +340,7 @@ fn stage_specs(args: &BenchArgs) -> anyhow::Result<Vec<StageSpec>> {
                     concurrency,
                     round,
                     requests,
+                    level: level - 1,
                     label: label.join(", "),
                     suffix,
                 });
@@ -394,7 +401,8 @@ async fn prepare(args: &BenchArgs, stages: &[StageSpec]) -> anyhow::Result<Prepa
     let info = pool.info().clone();
     let tokenizer = Arc::new(HostTokenizer::load(args.tokenizer.as_deref())?);
     let dataset = registry.dataset(&args.dataset_name)?;
-    let wanted = stages.iter().map(|s| s.requests).max().unwrap_or(1) + args.num_warmups;
+    let levels = stages.iter().map(|s| s.level + 1).max().unwrap_or(1);
+    let wanted = stages.iter().map(|s| s.requests).max().unwrap_or(1) * levels + args.num_warmups;
     let mut request = dataset_request(args);
     request.count = wanted as u64;
     let samples = dataset.load(&request, tokenizer.clone())?;
@@ -462,6 +470,8 @@ fn plan_for(
     samples: &[Sample],
 ) -> anyhow::Result<(LoadPlan, LoadPattern)> {
     let pool = samples.len();
+    let first = stage.level * stage.requests;
+    let pick = |i: usize| (first + i) % pool;
     let mut pattern = LoadPattern {
         round: stage.round,
         stage: (!stage.label.is_empty()).then(|| stage.label.clone()),
@@ -498,6 +508,8 @@ fn plan_for(
             per_client: args.num_turns,
             total: (stop.is_none() && args.num_turns.is_none()).then_some(n),
             seed: args.seed,
+            first_sample: first,
+            sample_count: stage.requests,
         }
     };
     if let Some(clients) = args.num_clients {
@@ -523,7 +535,7 @@ fn plan_for(
         let jobs = offsets
             .into_iter()
             .enumerate()
-            .map(|(i, at)| (at, i % pool))
+            .map(|(i, at)| (at, pick(i)))
             .collect();
         return Ok((LoadPlan::Schedule(jobs), pattern));
     }
@@ -555,7 +567,7 @@ fn plan_for(
     let jobs = offsets
         .into_iter()
         .enumerate()
-        .map(|(i, at)| (at, i % pool))
+        .map(|(i, at)| (at, pick(i)))
         .collect();
     Ok((LoadPlan::Schedule(jobs), pattern))
 }
@@ -597,11 +609,57 @@ pub async fn run_all(
     }
     result?;
     let verdict = crate::sweep::verdict(&summaries);
+    if (args.save_result || args.save_detailed) && stages.len() > 1 {
+        save_sweep_summary(args, &summaries, &verdict, &stages)?;
+    }
     Ok(SweepOutcome {
         stages,
         summaries,
         verdict,
     })
+}
+
+/// `NAME-stages.json`: the stage table, the verdict and each stage's result file.
+fn save_sweep_summary(
+    args: &BenchArgs,
+    summaries: &[StageSummary],
+    verdict: &SweepVerdict,
+    stages: &[BenchOutcome],
+) -> anyhow::Result<()> {
+    let stem = match &args.result_filename {
+        Some(name) => Path::new(name)
+            .file_stem()
+            .map_or_else(|| name.clone(), |s| s.to_string_lossy().into_owned()),
+        None => {
+            let unix_now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            format!(
+                "{}-sweep-{}",
+                args.label.as_deref().unwrap_or(&args.backend),
+                report::timestamp(unix_now)
+            )
+        }
+    };
+    let rounds: Vec<serde_json::Value> = stages
+        .chunks(args.rounds as usize)
+        .filter(|group| group.len() > 1)
+        .map(|group| {
+            let metrics: Vec<&BenchmarkMetrics> = group.iter().map(|o| &o.metrics).collect();
+            report::rounds_json(&metrics)
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "stages": summaries,
+        "results": stages.iter().map(|o| o.result_path.as_ref().map(|p| p.display().to_string())).collect::<Vec<_>>(),
+        "best": verdict.best,
+        "saturation": verdict.saturation,
+        "round_changes": rounds,
+    });
+    let path = args.result_dir.join(format!("{stem}-stages.json"));
+    std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
 }
 
 fn summary_of(spec: &StageSpec, o: &BenchOutcome) -> StageSummary {
@@ -658,6 +716,7 @@ async fn run_stage(
         burstiness: args.burstiness,
         max_concurrency: spec.concurrency,
         output_len_forced: args.ignore_eos && p.info.supports_ignore_eos,
+        output_len_forceable: p.info.supports_ignore_eos,
         interrupted: false,
         pattern,
     };

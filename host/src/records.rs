@@ -63,7 +63,11 @@ pub struct RequestRecord {
     pub warmup: bool,
     /// When the arrival schedule meant the request to go out.
     pub scheduled_ns: u64,
-    /// When a concurrency slot was obtained (`scheduled_ns` when there is no cap).
+    /// When the client got to the request and began waiting for a concurrency slot; later than
+    /// `scheduled_ns` only when the client itself was behind.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub released_ns: Option<u64>,
+    /// When a concurrency slot was obtained (`released_ns` when there is no cap).
     pub dispatched_ns: u64,
     /// Just before the request was written (vLLM's `st`): latencies count from here.
     pub sent_ns: u64,
@@ -118,9 +122,16 @@ impl RequestRecord {
             .map(|w| ns_to_s(w[1].saturating_sub(w[0])))
     }
 
+    /// When the client got to the request (never before it was meant to go out).
+    fn released(&self) -> u64 {
+        self.released_ns
+            .unwrap_or(self.scheduled_ns)
+            .max(self.scheduled_ns)
+    }
+
     /// Time spent waiting for a `--max-concurrency` slot, in seconds.
     pub fn queue_s(&self) -> f64 {
-        ns_to_s(self.dispatched_ns.saturating_sub(self.scheduled_ns))
+        ns_to_s(self.dispatched_ns.saturating_sub(self.released()))
     }
 
     /// Time to first token counted from when the request was meant to go out, so a stalled
@@ -137,12 +148,15 @@ impl RequestRecord {
         ns_to_s(end.saturating_sub(self.scheduled_ns))
     }
 
-    /// How late the request went out against its schedule, in seconds (queue wait excluded).
+    /// How late the request went out against its schedule, in seconds: the client's own delay
+    /// before it got to the request plus its work before writing, the slot wait excluded.
     pub fn schedule_lag_s(&self) -> f64 {
-        ns_to_s(
-            self.sent_ns
-                .saturating_sub(self.dispatched_ns.max(self.scheduled_ns)),
-        )
+        let released = self.released();
+        let before = released - self.scheduled_ns;
+        let after = self
+            .sent_ns
+            .saturating_sub(self.dispatched_ns.max(released));
+        ns_to_s(before + after)
     }
 
     /// Input tokens as reported: the server's count when present, else the dataset's.

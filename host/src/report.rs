@@ -28,6 +28,8 @@ pub struct RunInfo {
     pub max_concurrency: Option<usize>,
     /// False when output lengths were not forced to the requested length (EOS not ignored).
     pub output_len_forced: bool,
+    /// Whether the adapter could have forced them (`--ignore-eos`).
+    pub output_len_forceable: bool,
     /// The run was cut short (Ctrl-C): the numbers cover what finished.
     pub interrupted: bool,
     /// How load was applied beyond vLLM's rate, burstiness and concurrency.
@@ -221,7 +223,12 @@ fn print_extras(info: &RunInfo, m: &BenchmarkMetrics, out: &mut dyn Write) -> st
     if !info.output_len_forced {
         writeln!(
             out,
-            "Output lengths were NOT forced: the adapter cannot ignore EOS"
+            "Output lengths were NOT forced: {}",
+            if info.output_len_forceable {
+                "add --ignore-eos for exactly the requested lengths"
+            } else {
+                "this adapter cannot make the server ignore EOS"
+            }
         )?;
     }
     print_pattern(info, m, out)?;

@@ -49,6 +49,9 @@ pub struct ClientsPlan {
     /// Requests over all clients; `None` = no shared limit.
     pub total: Option<usize>,
     pub seed: u64,
+    /// Clients draw from samples `first .. first + len` (wrapping around the pool).
+    pub first_sample: usize,
+    pub sample_count: usize,
 }
 
 /// Which requests are warmups, left out of the metrics.
@@ -188,6 +191,7 @@ impl Live {
     }
 
     async fn one(&self, req: GenRequest, mut record: RequestRecord) -> RequestRecord {
+        record.released_ns = Some(self.now_ns());
         let _permit = match &self.semaphore {
             Some(s) => Some(
                 s.clone()
@@ -388,6 +392,10 @@ impl Runner {
             tx,
         });
         let pacer = match plan {
+            LoadPlan::Schedule(jobs) if jobs.iter().all(|(at, _)| at.is_zero()) => {
+                spawn_all_now(&live, jobs);
+                None
+            }
             LoadPlan::Schedule(jobs) => Some(spawn_pacer(live.clone(), jobs.clone())?),
             LoadPlan::Clients(c) => {
                 spawn_clients(&live, c);
@@ -479,6 +487,19 @@ fn measured_start(records: &[RequestRecord], warmup: &Warmup) -> Duration {
     }
 }
 
+/// Everything at once (`--request-rate inf`): spawned from the runtime itself, which is cheaper
+/// than handing each request over from the pacer thread.
+fn spawn_all_now(live: &Arc<Live>, jobs: &[(Duration, usize)]) {
+    for &(_, sample) in jobs {
+        let live = live.clone();
+        let id = live.next_id.fetch_add(1, Relaxed);
+        tokio::spawn(async move {
+            live.run_sample(sample, None, 0, &mut || true, Some(id))
+                .await;
+        });
+    }
+}
+
 /// Sleeps on its own thread to each offset, then starts the request on the runtime.
 fn spawn_pacer(
     live: Arc<Live>,
@@ -515,6 +536,7 @@ fn spawn_pacer(
 
 fn spawn_clients(live: &Arc<Live>, plan: &ClientsPlan) {
     let pool = live.runner.samples.len();
+    let (first, count) = (plan.first_sample, plan.sample_count.clamp(1, pool));
     for i in 0..plan.clients {
         let live = live.clone();
         let start = plan.ramp_up.mul_f64(i as f64 / plan.clients as f64);
@@ -530,7 +552,7 @@ fn spawn_clients(live: &Arc<Live>, plan: &ClientsPlan) {
                 if per_client.is_some_and(|n| sent >= n) {
                     break;
                 }
-                let sample = rng.random_range(0..pool);
+                let sample = (first + rng.random_range(0..count)) % pool;
                 let mut budget = || {
                     if per_client.is_some_and(|n| sent >= n) || !live.may_issue() {
                         return false;
