@@ -473,6 +473,7 @@ fn plan_for(
     let first = stage.level * stage.requests;
     let pick = |i: usize| (first + i) % pool;
     let mut pattern = LoadPattern {
+        no_stream: args.no_stream,
         round: stage.round,
         stage: (!stage.label.is_empty()).then(|| stage.label.clone()),
         duration_limit_s: args.duration.map(|d| d.as_secs_f64()),
@@ -753,6 +754,7 @@ async fn run_stage(
             temperature: args.temperature,
             extra_body: args.extra_body.clone(),
             think_time: Duration::from_secs_f64(args.think_time),
+            streaming: !args.no_stream,
         },
         max_concurrency: spec.concurrency,
         warmup: Warmup {

@@ -218,6 +218,9 @@ pub struct BenchArgs {
     /// Ask the server to ignore EOS so outputs have exactly the requested length.
     #[arg(long)]
     pub ignore_eos: bool,
+    /// Ask for whole responses instead of streams: only end-to-end latency is measured.
+    #[arg(long)]
+    pub no_stream: bool,
     #[arg(long)]
     pub temperature: Option<f32>,
 

@@ -54,6 +54,8 @@ pub struct LoadPattern {
     pub round: u32,
     /// The stage's place in a sweep, e.g. `concurrency 8` (none for a single run).
     pub stage: Option<String>,
+    /// `--no-stream`: whole responses, so TTFT, TPOT and ITL do not exist.
+    pub no_stream: bool,
 }
 
 /// The label name and section title vLLM's `process_one_metric` uses for a metric key.
@@ -166,6 +168,9 @@ pub fn print_console(
         if !cfg.percentile_metrics.iter().any(|k| k == key) {
             continue;
         }
+        if info.pattern.no_stream && key != "e2el" {
+            continue;
+        }
         let Some(s) = m.stats(key) else { continue };
         let (name, title) = metric_names(key);
         writeln!(out, "{title:-^50}")?;
@@ -174,6 +179,17 @@ pub fn print_console(
         for (p, v) in &s.percentiles {
             fline(out, &format!("P{} {name} (ms):", p_word(*p)), *v)?;
         }
+    }
+    if info.pattern.no_stream {
+        if !cfg.percentile_metrics.iter().any(|k| k == "e2el") {
+            writeln!(out, "{:-^50}", "End-to-end Latency")?;
+            fline(out, "Mean E2EL (ms):", m.e2el.mean)?;
+            fline(out, "Median E2EL (ms):", m.e2el.median)?;
+            for (p, v) in &m.e2el.percentiles {
+                fline(out, &format!("P{} E2EL (ms):", p_word(*p)), *v)?;
+            }
+        }
+        writeln!(out, "TTFT, TPOT and ITL are not measured with --no-stream")?;
     }
     writeln!(out, "{}", "=".repeat(50))?;
     print_extras(info, m, out)

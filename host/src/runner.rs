@@ -72,6 +72,7 @@ pub struct RequestTemplate {
     pub extra_body: Option<String>,
     /// Pause between the turns of a conversation.
     pub think_time: Duration,
+    pub streaming: bool,
 }
 
 /// Everything the request tasks share.
@@ -158,7 +159,7 @@ impl Live {
             prompt,
             max_tokens: s.output_tokens,
             ignore_eos: t.ignore_eos,
-            streaming: true,
+            streaming: t.streaming,
             include_usage: true,
             temperature: t.temperature,
             extra_body: t.extra_body.clone(),

@@ -1,6 +1,8 @@
 //! The built-in simulator: an OpenAI-compatible server speaking vLLM's dialect (byte for byte as
-//! in `protocols/vllm.md`) with a timing model, so a benchmark runs with no real server and the
-//! tests measure llmb against known TTFT and ITL.
+//! in `protocols/vllm.md`), plus the native routes of TGI (`/generate_stream`, `/generate` with
+//! `inputs`), llama.cpp (`/completion`) and SGLang (`/generate` with `text`), each as its protocol
+//! file shows it, with a timing model, so a benchmark runs with no real server and the tests
+//! measure llmb and its adapters against known TTFT and ITL.
 //!
 //! Cheap on purpose, so it is never the bottleneck it would hide: each streamed response is a
 //! small state machine polled by hyper as the body of its connection task, sleeping to absolute
@@ -370,6 +372,11 @@ async fn handle(
         match (req.method(), path) {
             (&Method::GET, "/health") => full(StatusCode::OK, None, Bytes::new()),
             (&Method::GET, "/metrics") => metrics(&state),
+            (&Method::POST, "/generate_stream" | "/generate" | "/completion") => {
+                let response = native(&state, req, arrived).await;
+                state.served.fetch_add(1, Relaxed);
+                response
+            }
             _ => not_found(),
         }
     };
@@ -405,6 +412,152 @@ async fn v1(state: &Arc<SimState>, req: Request<Incoming>, arrived: Instant) -> 
     }
 }
 
+/// The native routes: TGI, llama.cpp and SGLang (`/generate` is TGI's with `inputs`, SGLang's
+/// with `text` or `input_ids`).
+async fn native(
+    state: &Arc<SimState>,
+    req: Request<Incoming>,
+    arrived: Instant,
+) -> Response<SimBody> {
+    let path = req.uri().path().to_string();
+    let authorized = state.expected_auth.as_ref().is_none_or(|expected| {
+        req.headers()
+            .get(AUTHORIZATION)
+            .is_some_and(|v| v.as_bytes() == expected.as_bytes())
+    });
+    let bytes = match Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => return bad_request(&format!("Cannot read the request body: {e}")),
+    };
+    let body: Value = match serde_json::from_slice(&bytes) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => {
+            return json_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                r#"{"error":"Failed to deserialize the JSON body","error_type":"validation"}"#,
+            );
+        }
+    };
+    let api = match path.as_str() {
+        "/generate_stream" => Api::TgiStream,
+        "/completion" => Api::LlamaCpp,
+        _ if body.get("inputs").is_some() => Api::TgiGenerate,
+        _ => Api::Sglang,
+    };
+    if !authorized {
+        return match api {
+            Api::TgiStream | Api::TgiGenerate => full(StatusCode::UNAUTHORIZED, None, Bytes::new()),
+            _ => native_error(api, StatusCode::UNAUTHORIZED, "Invalid API Key"),
+        };
+    }
+    match parse_native_job(state, api, &body) {
+        Ok(job) => generate(state, job, arrived).await,
+        Err(response) => response,
+    }
+}
+
+/// An error body in the dialect of `api` (protocols/errors.md).
+fn native_error(api: Api, status: StatusCode, message: &str) -> Response<SimBody> {
+    let message = Value::from(message).to_string();
+    let body = match api {
+        Api::TgiStream | Api::TgiGenerate => {
+            let kind = if status == StatusCode::UNPROCESSABLE_ENTITY {
+                "validation"
+            } else {
+                "generation"
+            };
+            format!("{{\"error\":{message},\"error_type\":\"{kind}\"}}")
+        }
+        Api::LlamaCpp => format!(
+            "{{\"error\":{{\"code\":{},\"message\":{message},\"type\":\"{}\"}}}}",
+            status.as_u16(),
+            if status == StatusCode::UNAUTHORIZED {
+                "authentication_error"
+            } else if status.is_server_error() {
+                "server_error"
+            } else {
+                "invalid_request_error"
+            }
+        ),
+        _ => format!("{{\"error\":{{\"message\":{message}}}}}"),
+    };
+    json_response(status, body)
+}
+
+// The error is the ready-made response for a bad request: rare, so its size does not matter.
+#[allow(clippy::result_large_err)]
+fn parse_native_job(state: &SimState, api: Api, body: &Value) -> Result<Job, Response<SimBody>> {
+    let invalid = |msg: &str| {
+        let status = match api {
+            Api::TgiStream | Api::TgiGenerate => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        native_error(api, status, msg)
+    };
+    let (prompt_key, params, max_key, default_max) = match api {
+        Api::TgiStream | Api::TgiGenerate => {
+            ("inputs", body.get("parameters"), "max_new_tokens", 100)
+        }
+        Api::LlamaCpp => ("prompt", Some(body), "n_predict", 16),
+        _ => ("text", body.get("sampling_params"), "max_new_tokens", 128),
+    };
+    let prompt = match body.get(prompt_key) {
+        Some(p) => completion_prompt(p, false).map_err(invalid)?,
+        None if api == Api::Sglang && body.get("input_ids").is_some() => {
+            completion_prompt(&body["input_ids"], false).map_err(invalid)?
+        }
+        None => return Err(invalid(&format!("`{prompt_key}` is required"))),
+    };
+    let fault = Fault::of(&prompt.text);
+    if fault == Fault::Http500 {
+        return Err(native_error(
+            api,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "simulated internal error",
+        ));
+    }
+    let max_tokens = match params.and_then(|p| p.get(max_key)).filter(|v| !v.is_null()) {
+        None => default_max,
+        // llama.cpp's -1 means "until EOS": generate the default.
+        Some(v) if api == Api::LlamaCpp && v.as_i64() == Some(-1) => default_max,
+        Some(v) => match v.as_u64() {
+            Some(n) if (1..=MAX_MODEL_LEN).contains(&n) => n as u32,
+            _ => {
+                return Err(invalid(&format!(
+                    "`{max_key}` must be a positive integer, got {v}"
+                )));
+            }
+        },
+    };
+    let flag = |v: Option<&Value>| v.and_then(Value::as_bool).unwrap_or(false);
+    let prefix_blocks = match (state.config.prefix_cache, prompt.ids) {
+        (false, _) => Vec::new(),
+        (true, Some(ids)) => block_hashes(ids.iter().map(|id| id.as_u64().unwrap_or(0))),
+        (true, None) => block_hashes(prompt.text.split_whitespace()),
+    };
+    Ok(Job {
+        api,
+        prompt_tokens: prompt.tokens,
+        prefix_blocks,
+        max_tokens,
+        stream: match api {
+            Api::TgiStream => true,
+            Api::TgiGenerate => false,
+            _ => flag(body.get("stream")),
+        },
+        include_usage: true,
+        // TGI has no ignore_eos: its outputs end where the model says.
+        ignore_eos: match api {
+            Api::TgiStream | Api::TgiGenerate => false,
+            _ => flag(params.and_then(|p| p.get("ignore_eos"))),
+        },
+        fault,
+    })
+}
+
 // ---------------------------------------------------------------------------------------------
 // Requests
 
@@ -412,6 +565,14 @@ async fn v1(state: &Arc<SimState>, req: Request<Incoming>, arrived: Instant) -> 
 enum Api {
     Completions,
     Chat,
+    /// TGI `/generate_stream`: `data:` without a space, one event per token, no `[DONE]`.
+    TgiStream,
+    /// TGI `/generate`: one JSON body.
+    TgiGenerate,
+    /// llama.cpp `/completion`: a final `stop: true` event, no `[DONE]`.
+    LlamaCpp,
+    /// SGLang `/generate`: cumulative text, then `[DONE]`.
+    Sglang,
 }
 
 impl Api {
@@ -419,22 +580,32 @@ impl Api {
         match self {
             Api::Completions => "cmpl",
             Api::Chat => "chatcmpl",
+            _ => "gen",
         }
     }
 
     fn chunk_object(self) -> &'static str {
         match self {
-            Api::Completions => "text_completion",
             Api::Chat => "chat.completion.chunk",
+            _ => "text_completion",
         }
     }
 
     fn object(self) -> &'static str {
         match self {
-            Api::Completions => "text_completion",
             Api::Chat => "chat.completion",
+            _ => "text_completion",
         }
     }
+
+    fn is_openai(self) -> bool {
+        matches!(self, Api::Completions | Api::Chat)
+    }
+}
+
+/// A token id for the simulated word at `position` (stable, never a special id).
+fn token_id(position: u64) -> u64 {
+    1000 + position % 30_000
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -504,6 +675,7 @@ fn parse_job(state: &SimState, api: Api, bytes: &[u8]) -> Result<Job, Response<S
             Some(p) => completion_prompt(p, false).map_err(bad_request)?,
         },
         Api::Chat => chat_prompt(&body).map_err(bad_request)?,
+        _ => return Err(bad_request("This route serves OpenAI requests only.")),
     };
     let prompt_tokens = prompt.tokens;
     let fault = Fault::of(&prompt.text);
@@ -684,6 +856,13 @@ async fn generate(state: &Arc<SimState>, job: Job, arrived: Instant) -> Response
             Fault::Malformed => {
                 return json_response(StatusCode::OK, "{\"choices\":[{\"text\": BROKEN");
             }
+            Fault::ErrorEvent if !job.api.is_openai() => {
+                return native_error(
+                    job.api,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "simulated in-stream error",
+                );
+            }
             Fault::ErrorEvent => {
                 return api_error(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -749,6 +928,9 @@ async fn generate(state: &Arc<SimState>, job: Job, arrived: Instant) -> Response
             Step::Token
         },
         failed: false,
+        id,
+        text_so_far: String::new(),
+        ids_so_far: String::new(),
     };
     Response::builder()
         .status(StatusCode::OK)
@@ -776,7 +958,37 @@ fn whole_body(
         text.push_str(word_for(word_offset.wrapping_add(u64::from(k))));
     }
     let finish = if hit_max { "length" } else { "stop" };
+    let cached = cached_tokens.unwrap_or(0);
     let choice = match api {
+        Api::TgiStream | Api::TgiGenerate => {
+            let (reason, text) = if hit_max {
+                ("length", text)
+            } else {
+                // The last token is EOS: counted, not in the text.
+                let cut = text.rfind(' ').unwrap_or(0);
+                ("eos_token", text[..cut].to_string())
+            };
+            return format!(
+                "{{\"generated_text\":\"{text}\",\"details\":{{\"finish_reason\":\"{reason}\",\"generated_tokens\":{output_tokens},\"seed\":null,\"prefill\":[],\"tokens\":[]}}}}"
+            );
+        }
+        Api::LlamaCpp => {
+            return format!(
+                "{{\"index\":0,\"content\":\"{text}\",\"tokens\":[],\"id_slot\":0,\"stop\":true,\"model\":{},{}}}",
+                state.model_json,
+                llamacpp_final_fields(prompt_tokens, output_tokens, hit_max, cached)
+            );
+        }
+        Api::Sglang => {
+            let ids: Vec<String> = (0..output_tokens)
+                .map(|k| token_id(word_offset.wrapping_add(u64::from(k))).to_string())
+                .collect();
+            return format!(
+                "{{\"text\":\"{text}\",\"output_ids\":[{}],\"meta_info\":{{\"id\":\"{id}\",\"finish_reason\":{},\"prompt_tokens\":{prompt_tokens},\"completion_tokens\":{output_tokens},\"cached_tokens\":{cached},\"e2e_latency\":0.1}}}}",
+                ids.join(","),
+                sglang_finish(hit_max, output_tokens)
+            );
+        }
         Api::Completions => format!(
             "{{\"index\":0,\"text\":\"{text}\",\"logprobs\":null,\"finish_reason\":\"{finish}\",\"stop_reason\":null,\"prompt_logprobs\":null}}"
         ),
@@ -794,6 +1006,30 @@ fn whole_body(
         state.model_json,
         prompt_tokens + output_tokens
     )
+}
+
+/// The fields of llama.cpp's final event after `model` (protocols/llamacpp.md key order).
+fn llamacpp_final_fields(
+    prompt_tokens: u32,
+    output_tokens: u32,
+    hit_max: bool,
+    cached: u32,
+) -> String {
+    let stop_type = if hit_max { "limit" } else { "eos" };
+    format!(
+        "\"tokens_predicted\":{output_tokens},\"tokens_evaluated\":{prompt_tokens},\"generation_settings\":{{\"n_predict\":{output_tokens},\"seed\":4294967295,\"temperature\":0.800000011920929}},\"prompt\":\"\",\"has_new_line\":false,\"truncated\":false,\"stop_type\":\"{stop_type}\",\"stopping_word\":\"\",\"tokens_cached\":{},\"timings\":{{\"prompt_n\":{},\"predicted_n\":{output_tokens}}}",
+        prompt_tokens + output_tokens,
+        prompt_tokens - cached.min(prompt_tokens)
+    )
+}
+
+/// SGLang's `finish_reason` object.
+fn sglang_finish(hit_max: bool, output_tokens: u32) -> String {
+    if hit_max {
+        format!("{{\"type\":\"length\",\"length\":{output_tokens}}}")
+    } else {
+        "{\"type\":\"stop\",\"matched\":2}".to_string()
+    }
 }
 
 /// Keeps `vllm:num_requests_running` and the batching model honest: counted from arrival until
@@ -859,6 +1095,10 @@ struct Generation {
     step: Step,
     /// An in-stream error was sent: the request does not count as a success.
     failed: bool,
+    id: String,
+    /// SGLang streams the text and ids generated so far in every event.
+    text_so_far: String,
+    ids_so_far: String,
 }
 
 impl Generation {
@@ -890,7 +1130,16 @@ impl Generation {
             Step::ErrorEvent => {
                 self.failed = true;
                 self.step = Step::Done;
-                Bytes::from_static(ERROR_EVENT)
+                Bytes::from_static(match self.api {
+                    Api::TgiStream | Api::TgiGenerate => {
+                        b"data:{\"error\":\"simulated in-stream error\",\"error_type\":\"generation\"}\n\n"
+                    }
+                    Api::LlamaCpp => {
+                        b"error: {\"code\":500,\"message\":\"simulated in-stream error\",\"type\":\"server_error\"}\n\n"
+                    }
+                    Api::Sglang => b"data: {\"error\":{\"message\":\"simulated in-stream error\"}}\n\n",
+                    Api::Completions | Api::Chat => ERROR_EVENT,
+                })
             }
             Step::Usage => {
                 self.step = Step::Done;
@@ -902,7 +1151,11 @@ impl Generation {
                 }
                 self._active = None;
                 self.step = Step::Finished;
-                Bytes::from_static(DONE_EVENT)
+                // TGI and llama.cpp native streams have no terminator.
+                match self.api {
+                    Api::TgiStream | Api::TgiGenerate | Api::LlamaCpp => return Poll::Ready(None),
+                    _ => Bytes::from_static(DONE_EVENT),
+                }
             }
             Step::Drop => {
                 // hyper polls the body again right after buffering a chunk and drops its write
@@ -928,10 +1181,68 @@ impl Generation {
         Poll::Ready(())
     }
 
-    fn token_event(&self) -> Bytes {
-        let word = word_for(self.word_offset.wrapping_add(u64::from(self.sent)));
+    fn token_event(&mut self) -> Bytes {
+        let position = self.word_offset.wrapping_add(u64::from(self.sent));
+        let word = word_for(position);
         let last = self.sent + 1 == self.output_tokens;
         match self.api {
+            Api::TgiStream | Api::TgiGenerate => {
+                let index = self.sent + 1;
+                let token = if last && !self.hit_max {
+                    "{\"id\":2,\"text\":\"</s>\",\"logprob\":-0.01,\"special\":true}".to_string()
+                } else {
+                    format!(
+                        "{{\"id\":{},\"text\":\" {word}\",\"logprob\":-0.25,\"special\":false}}",
+                        token_id(position)
+                    )
+                };
+                if !last {
+                    self.text_so_far.push(' ');
+                    self.text_so_far.push_str(word);
+                    return Bytes::from(format!(
+                        "data:{{\"index\":{index},\"token\":{token},\"generated_text\":null,\"details\":null}}\n\n"
+                    ));
+                }
+                let reason = if self.hit_max {
+                    self.text_so_far.push(' ');
+                    self.text_so_far.push_str(word);
+                    "length"
+                } else {
+                    "eos_token"
+                };
+                Bytes::from(format!(
+                    "data:{{\"index\":{index},\"token\":{token},\"generated_text\":\"{}\",\"details\":{{\"finish_reason\":\"{reason}\",\"generated_tokens\":{},\"seed\":null,\"input_length\":{}}}}}\n\n",
+                    self.text_so_far, self.output_tokens, self.prompt_tokens
+                ))
+            }
+            Api::LlamaCpp => Bytes::from(format!(
+                "data: {{\"index\":0,\"content\":\" {word}\",\"tokens\":[{}],\"stop\":false,\"id_slot\":-1,\"tokens_predicted\":{},\"tokens_evaluated\":{}}}\n\n",
+                token_id(position),
+                self.sent + 1,
+                self.prompt_tokens
+            )),
+            Api::Sglang => {
+                self.text_so_far.push(' ');
+                self.text_so_far.push_str(word);
+                if !self.ids_so_far.is_empty() {
+                    self.ids_so_far.push(',');
+                }
+                let _ = write!(self.ids_so_far, "{}", token_id(position));
+                let finish = if last {
+                    sglang_finish(self.hit_max, self.output_tokens)
+                } else {
+                    "null".to_string()
+                };
+                Bytes::from(format!(
+                    "data: {{\"text\":\"{}\",\"output_ids\":[{}],\"meta_info\":{{\"id\":\"{}\",\"finish_reason\":{finish},\"prompt_tokens\":{},\"completion_tokens\":{},\"cached_tokens\":{}}}}}\n\n",
+                    self.text_so_far,
+                    self.ids_so_far,
+                    self.id,
+                    self.prompt_tokens,
+                    self.sent + 1,
+                    self.cached_tokens.unwrap_or(0)
+                ))
+            }
             Api::Completions => {
                 let finish = match (last, self.hit_max) {
                     (false, _) => "null",
@@ -965,6 +1276,18 @@ impl Generation {
     }
 
     fn usage_event(&self) -> Bytes {
+        if self.api == Api::LlamaCpp {
+            return Bytes::from(format!(
+                "data: {{\"index\":0,\"content\":\"\",\"tokens\":[],\"id_slot\":0,\"stop\":true,\"model\":{},{}}}\n\n",
+                self.state.model_json,
+                llamacpp_final_fields(
+                    self.prompt_tokens,
+                    self.output_tokens,
+                    self.hit_max,
+                    self.cached_tokens.unwrap_or(0)
+                )
+            ));
+        }
         let mut event = String::with_capacity(self.prefix.len() + 160);
         let _ = write!(
             event,
@@ -1002,7 +1325,7 @@ impl Generation {
             self.sleep.as_mut().reset(deadline);
             self.armed = true;
             Step::Token
-        } else if self.include_usage {
+        } else if self.api == Api::LlamaCpp || (self.api.is_openai() && self.include_usage) {
             Step::Usage
         } else {
             Step::Done
