@@ -165,3 +165,54 @@ fn a_missing_plugin_file_names_the_path() {
         .unwrap();
     assert!(format!("{e:#}").contains("/nonexistent/adapter.wasm"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scaffolded_adapter_builds_and_benchmarks_the_simulator() {
+    let dir = tempfile::tempdir().unwrap();
+    let crate_dir = dir.path().join("my-server");
+    let created = llmb::scaffold::new_adapter(&llmb::cli::PluginNewArgs {
+        name: "my-server".into(),
+        dir: Some(crate_dir.clone()),
+        sdk_path: Some(workspace_root().join("plugin-sdk")),
+    })
+    .unwrap();
+    assert_eq!(created, crate_dir);
+    // The same dependency versions as the workspace, so the build works offline.
+    std::fs::copy(
+        workspace_root().join("Cargo.lock"),
+        crate_dir.join("Cargo.lock"),
+    )
+    .unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .current_dir(&crate_dir)
+        .args(["build", "--release", "--offline"])
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "the scaffolded adapter does not build");
+    let wasm = llmb::scaffold::built_wasm(&crate_dir, "my-server");
+    assert!(wasm.exists(), "{}", wasm.display());
+
+    let mut args = quick_args(dir.path());
+    args.plugins = vec![wasm];
+    args.backend = "my-server".into();
+    args.num_prompts = 6;
+    let outcome = bench(&args).await;
+    assert_eq!(
+        outcome.metrics.completed, 6,
+        "{:?}",
+        outcome.records[0].error
+    );
+    assert_eq!(outcome.metrics.total_output, 6 * 8);
+    assert!(outcome.metrics.ttft.mean >= 5.0);
+
+    let again = llmb::scaffold::new_adapter(&llmb::cli::PluginNewArgs {
+        name: "my-server".into(),
+        dir: Some(crate_dir.clone()),
+        sdk_path: None,
+    });
+    assert!(format!("{:#}", again.unwrap_err()).contains("not empty"));
+}

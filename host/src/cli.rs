@@ -25,8 +25,29 @@ pub enum Command {
     Sim(SimArgs),
     /// List embedded and loaded plugins.
     Plugins(PluginsArgs),
+    /// Work on plugins: `llmb plugin new NAME` scaffolds an adapter crate.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
     /// Measure llmb's own overhead: WASM vs native parse cost, client CPU per streamed token.
     Selfbench(SelfbenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Create an adapter crate on plugin-sdk that builds to a .wasm with `cargo build --release`.
+    New(PluginNewArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PluginNewArgs {
+    /// The adapter's name (what users pass to --backend).
+    pub name: String,
+    /// Directory to create (default: ./NAME).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// The plugin-sdk crate to depend on (default: the one this llmb was built from).
+    #[arg(long)]
+    pub sdk_path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

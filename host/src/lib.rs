@@ -12,6 +12,7 @@ pub mod plugin;
 pub mod records;
 pub mod report;
 pub mod runner;
+pub mod scaffold;
 pub mod scheduler;
 pub mod selfbench;
 pub mod sim;

@@ -18,6 +18,17 @@ fn main() {
             Command::Bench(args) => llmb::bench::main(*args).await,
             Command::Sim(args) => llmb::bench::serve_sim(args).await,
             Command::Plugins(args) => llmb::bench::list_plugins(&args),
+            Command::Plugin(llmb::cli::PluginCommand::New(args)) => {
+                llmb::scaffold::new_adapter(&args).map(|dir| {
+                    println!(
+                        "Created {dir}. Build it with `cd {dir} && cargo build --release`, then run\n  \
+                         llmb bench --plugin {wasm} --backend {name} --base-url http://127.0.0.1:8000",
+                        dir = dir.display(),
+                        wasm = llmb::scaffold::built_wasm(&dir, &args.name).display(),
+                        name = args.name
+                    );
+                })
+            }
             Command::Selfbench(args) => llmb::selfbench::run(args).await,
         }
     });
