@@ -114,6 +114,7 @@ pub async fn serve_sim(args: SimArgs) -> anyhow::Result<()> {
         .with_context(|| format!("invalid address {}:{}", args.host, args.port))?;
     let mut config = sim_config(&args.timing, args.seed);
     config.model = args.model.clone();
+    config.dialect = args.dialect.clone();
     config.api_key = args.api_key.clone();
     let handle = sim::start(config, addr).await?;
     eprintln!(
@@ -408,7 +409,8 @@ async fn prepare(args: &BenchArgs, stages: &[StageSpec]) -> anyhow::Result<Prepa
     let samples = dataset.load(&request, tokenizer.clone())?;
 
     let simulator: Option<SimHandle> = if args.base_url.is_none() && args.port.is_none() {
-        let config = sim_config(&args.sim, args.seed);
+        let mut config = sim_config(&args.sim, args.seed);
+        config.dialect = Some(args.backend.clone());
         Some(sim::start_dedicated(config, "127.0.0.1:0".parse()?)?)
     } else {
         None

@@ -101,6 +101,9 @@ pub struct SimArgs {
     pub api_key: Option<String>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Where two servers share a route, which to imitate (`lightllm` for /generate_stream).
+    #[arg(long)]
+    pub dialect: Option<String>,
     #[command(flatten)]
     pub timing: SimTiming,
 }

@@ -87,6 +87,9 @@ pub struct SimConfig {
     /// real server gives: prefill is charged only for prompt tokens past the longest prefix of
     /// whole 16-token blocks served before, and usage reports `cached_tokens`.
     pub prefix_cache: bool,
+    /// Which server to imitate where two share a route (`lightllm` on `/generate_stream`,
+    /// which TGI also uses); the backend name of an in-process run.
+    pub dialect: Option<String>,
 }
 
 impl Default for SimConfig {
@@ -101,6 +104,7 @@ impl Default for SimConfig {
             model: "llmb-sim".into(),
             api_key: None,
             prefix_cache: false,
+            dialect: None,
         }
     }
 }
@@ -377,6 +381,14 @@ async fn handle(
                 state.served.fetch_add(1, Relaxed);
                 response
             }
+            (&Method::POST, p)
+                if p.starts_with("/v2/models/")
+                    && (p.ends_with("/generate_stream") || p.ends_with("/generate")) =>
+            {
+                let response = native(&state, req, arrived).await;
+                state.served.fetch_add(1, Relaxed);
+                response
+            }
             _ => not_found(),
         }
     };
@@ -396,6 +408,7 @@ async fn v1(state: &Arc<SimState>, req: Request<Incoming>, arrived: Instant) -> 
     let api = match (req.method(), req.uri().path()) {
         (&Method::POST, "/v1/completions") => Api::Completions,
         (&Method::POST, "/v1/chat/completions") => Api::Chat,
+        (&Method::POST, "/v1/responses") => Api::Responses,
         (&Method::GET, "/v1/models") => return models(state),
         _ => return not_found(),
     };
@@ -441,12 +454,17 @@ async fn native(
             );
         }
     };
+    let lightllm = state.config.dialect.as_deref() == Some("lightllm");
     let api = match path.as_str() {
+        "/generate_stream" if lightllm => Api::LightLlm,
         "/generate_stream" => Api::TgiStream,
         "/completion" => Api::LlamaCpp,
+        p if p.starts_with("/v2/models/") => Api::Trtllm,
         _ if body.get("inputs").is_some() => Api::TgiGenerate,
+        _ if body.get("prompt").is_some() => Api::Lmdeploy,
         _ => Api::Sglang,
     };
+    let triton_streams = path.ends_with("/generate_stream");
     if !authorized {
         return match api {
             Api::TgiStream | Api::TgiGenerate => full(StatusCode::UNAUTHORIZED, None, Bytes::new()),
@@ -454,7 +472,12 @@ async fn native(
         };
     }
     match parse_native_job(state, api, &body) {
-        Ok(job) => generate(state, job, arrived).await,
+        Ok(mut job) => {
+            if api == Api::Trtllm && !triton_streams {
+                job.stream = false;
+            }
+            generate(state, job, arrived).await
+        }
         Err(response) => response,
     }
 }
@@ -482,6 +505,12 @@ fn native_error(api: Api, status: StatusCode, message: &str) -> Response<SimBody
                 "invalid_request_error"
             }
         ),
+        Api::Trtllm => format!("{{\"error\":{message}}}"),
+        Api::LightLlm => format!("{{\"message\":{message}}}"),
+        Api::Lmdeploy => format!(
+            "{{\"message\":{message},\"type\":\"internal_error\",\"code\":{},\"param\":null,\"object\":\"error\"}}",
+            status.as_u16()
+        ),
         _ => format!("{{\"error\":{{\"message\":{message}}}}}"),
     };
     json_response(status, body)
@@ -501,7 +530,10 @@ fn parse_native_job(state: &SimState, api: Api, body: &Value) -> Result<Job, Res
         Api::TgiStream | Api::TgiGenerate => {
             ("inputs", body.get("parameters"), "max_new_tokens", 100)
         }
+        Api::LightLlm => ("inputs", body.get("parameters"), "max_new_tokens", 16),
         Api::LlamaCpp => ("prompt", Some(body), "n_predict", 16),
+        Api::Lmdeploy => ("prompt", Some(body), "max_tokens", 128),
+        Api::Trtllm => ("text_input", Some(body), "max_tokens", 16),
         _ => ("text", body.get("sampling_params"), "max_new_tokens", 128),
     };
     let prompt = match body.get(prompt_key) {
@@ -544,14 +576,20 @@ fn parse_native_job(state: &SimState, api: Api, body: &Value) -> Result<Job, Res
         prefix_blocks,
         max_tokens,
         stream: match api {
-            Api::TgiStream => true,
+            Api::TgiStream | Api::LightLlm => true,
             Api::TgiGenerate => false,
             _ => flag(body.get("stream")),
         },
         include_usage: true,
-        // TGI has no ignore_eos: its outputs end where the model says.
         ignore_eos: match api {
+            // TGI has no ignore_eos: its outputs end where the model says.
             Api::TgiStream | Api::TgiGenerate => false,
+            // Triton has none either; a minimum length as long as the cap forces it.
+            Api::Trtllm => ["min_length", "min_tokens"].iter().any(|k| {
+                body.get(*k)
+                    .and_then(Value::as_u64)
+                    .is_some_and(|n| n >= u64::from(max_tokens))
+            }),
             _ => flag(params.and_then(|p| p.get("ignore_eos"))),
         },
         fault,
@@ -573,6 +611,14 @@ enum Api {
     LlamaCpp,
     /// SGLang `/generate`: cumulative text, then `[DONE]`.
     Sglang,
+    /// LightLLM `/generate_stream`: `data:` without a space, `finished: true` ends it.
+    LightLlm,
+    /// LMDeploy `/generate` (a `prompt` body): delta text, then `[DONE]`.
+    Lmdeploy,
+    /// Triton's generate extension (TensorRT-LLM): `text_output` deltas, no end marker.
+    Trtllm,
+    /// OpenAI `/v1/responses`: named events, `response.completed` ends it.
+    Responses,
 }
 
 impl Api {
@@ -599,7 +645,7 @@ impl Api {
     }
 
     fn is_openai(self) -> bool {
-        matches!(self, Api::Completions | Api::Chat)
+        matches!(self, Api::Completions | Api::Chat | Api::Responses)
     }
 }
 
@@ -675,6 +721,25 @@ fn parse_job(state: &SimState, api: Api, bytes: &[u8]) -> Result<Job, Response<S
             Some(p) => completion_prompt(p, false).map_err(bad_request)?,
         },
         Api::Chat => chat_prompt(&body).map_err(bad_request)?,
+        Api::Responses => match body.get("input") {
+            Some(Value::String(_)) => {
+                completion_prompt(&body["input"], false).map_err(bad_request)?
+            }
+            Some(Value::Array(items)) => {
+                let messages = serde_json::json!({ "messages": items });
+                let p = chat_prompt(&messages).map_err(bad_request)?;
+                Prompt {
+                    text: Cow::Owned(p.text.into_owned()),
+                    tokens: p.tokens,
+                    ids: None,
+                }
+            }
+            _ => {
+                return Err(bad_request(
+                    "Field `input` is required (a string or a list of messages).",
+                ));
+            }
+        },
         _ => return Err(bad_request("This route serves OpenAI requests only.")),
     };
     let prompt_tokens = prompt.tokens;
@@ -687,7 +752,7 @@ fn parse_job(state: &SimState, api: Api, bytes: &[u8]) -> Result<Job, Response<S
             None,
         ));
     }
-    let requested = ["max_completion_tokens", "max_tokens"]
+    let requested = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
         .iter()
         .find_map(|k| body.get(*k).filter(|v| !v.is_null()));
     let max_tokens = match requested {
@@ -922,11 +987,13 @@ async fn generate(state: &Arc<SimState>, job: Job, arrived: Instant) -> Response
         armed: true,
         yielded: false,
         sent: 0,
-        step: if job.api == Api::Chat {
+        step: if matches!(job.api, Api::Chat | Api::Responses) {
             Step::Role
         } else {
             Step::Token
         },
+        sequence: 0,
+        created,
         failed: false,
         id,
         text_so_far: String::new(),
@@ -979,6 +1046,28 @@ fn whole_body(
                 llamacpp_final_fields(prompt_tokens, output_tokens, hit_max, cached)
             );
         }
+        Api::Lmdeploy => {
+            let reason = if hit_max { "length" } else { "stop" };
+            return format!(
+                "{{\"text\":\"{text}\",\"output_ids\":[],\"meta_info\":{{\"prompt_tokens\":{prompt_tokens},\"completion_tokens\":{output_tokens},\"finish_reason\":{{\"type\":\"{reason}\"}},\"output_token_logprobs\":null,\"routed_experts\":null}}}}"
+            );
+        }
+        Api::Trtllm => {
+            return format!("{TRITON_PREFIX}\"text_output\":\"{text}\"}}");
+        }
+        Api::Responses => {
+            return format!(
+                "{{\"id\":\"resp_{id}\",\"object\":\"response\",\"created_at\":{created},\"status\":\"completed\",\"error\":null,\"incomplete_details\":null,\"model\":{},\"output\":[{{\"id\":\"msg_{id}\",\"type\":\"message\",\"status\":\"completed\",\"content\":[{{\"type\":\"output_text\",\"annotations\":[],\"logprobs\":[],\"text\":\"{text}\"}}],\"role\":\"assistant\"}}],\"usage\":{}}}",
+                state.model_json,
+                responses_usage(prompt_tokens, output_tokens, cached)
+            );
+        }
+        Api::LightLlm => {
+            return format!(
+                "{{\"generated_text\":[\"{text}\"],\"count_output_tokens\":{output_tokens},\"finish_reason\":\"{}\"}}",
+                if hit_max { "length" } else { "stop" }
+            );
+        }
         Api::Sglang => {
             let ids: Vec<String> = (0..output_tokens)
                 .map(|k| token_id(word_offset.wrapping_add(u64::from(k))).to_string())
@@ -1020,6 +1109,17 @@ fn llamacpp_final_fields(
         "\"tokens_predicted\":{output_tokens},\"tokens_evaluated\":{prompt_tokens},\"generation_settings\":{{\"n_predict\":{output_tokens},\"seed\":4294967295,\"temperature\":0.800000011920929}},\"prompt\":\"\",\"has_new_line\":false,\"truncated\":false,\"stop_type\":\"{stop_type}\",\"stopping_word\":\"\",\"tokens_cached\":{},\"timings\":{{\"prompt_n\":{},\"predicted_n\":{output_tokens}}}",
         prompt_tokens + output_tokens,
         prompt_tokens - cached.min(prompt_tokens)
+    )
+}
+
+/// Triton's response keys before `text_output` (alphabetical, compact), as the ensemble sends.
+const TRITON_PREFIX: &str = "{\"batch_index\":0,\"context_logits\":0.0,\"cum_log_probs\":0.0,\"generation_logits\":0.0,\"model_name\":\"ensemble\",\"model_version\":\"1\",\"output_log_probs\":[0.0],\"sequence_end\":false,\"sequence_id\":0,\"sequence_index\":0,\"sequence_start\":false,";
+
+/// The Responses API usage object.
+fn responses_usage(prompt_tokens: u32, output_tokens: u32, cached: u32) -> String {
+    format!(
+        "{{\"input_tokens\":{prompt_tokens},\"input_tokens_details\":{{\"cached_tokens\":{cached}}},\"output_tokens\":{output_tokens},\"output_tokens_details\":{{\"reasoning_tokens\":0}},\"total_tokens\":{}}}",
+        prompt_tokens + output_tokens
     )
 }
 
@@ -1096,6 +1196,9 @@ struct Generation {
     /// An in-stream error was sent: the request does not count as a success.
     failed: bool,
     id: String,
+    /// The Responses API numbers its events.
+    sequence: u32,
+    created: u64,
     /// SGLang streams the text and ids generated so far in every event.
     text_so_far: String,
     ids_so_far: String,
@@ -1107,6 +1210,11 @@ impl Generation {
         cx: &mut TaskContext<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let event = match self.step {
+            Step::Role if self.api == Api::Responses => {
+                ready!(self.wait(cx));
+                self.step = Step::Token;
+                self.responses_preamble()
+            }
             Step::Role => {
                 ready!(self.wait(cx));
                 self.step = Step::Token;
@@ -1138,6 +1246,11 @@ impl Generation {
                         b"error: {\"code\":500,\"message\":\"simulated in-stream error\",\"type\":\"server_error\"}\n\n"
                     }
                     Api::Sglang => b"data: {\"error\":{\"message\":\"simulated in-stream error\"}}\n\n",
+                    Api::Lmdeploy => b"data: {\"error\":{\"message\":\"simulated in-stream error\",\"type\":\"internal_error\",\"code\":500,\"param\":null,\"object\":\"error\"}}\n\n",
+                    Api::Trtllm => b"data: {\"error\":\"simulated in-stream error\"}\n\n",
+                    Api::Responses => b"event: error\ndata: {\"type\":\"error\",\"code\":\"server_error\",\"message\":\"simulated in-stream error\",\"param\":null,\"sequence_number\":99}\n\n",
+                    // LightLLM has no in-stream error: the body just ends.
+                    Api::LightLlm => b"",
                     Api::Completions | Api::Chat => ERROR_EVENT,
                 })
             }
@@ -1151,10 +1264,12 @@ impl Generation {
                 }
                 self._active = None;
                 self.step = Step::Finished;
-                // TGI and llama.cpp native streams have no terminator.
+                // Only OpenAI chat/completions, SGLang and LMDeploy end with `[DONE]`.
                 match self.api {
-                    Api::TgiStream | Api::TgiGenerate | Api::LlamaCpp => return Poll::Ready(None),
-                    _ => Bytes::from_static(DONE_EVENT),
+                    Api::Completions | Api::Chat | Api::Sglang | Api::Lmdeploy => {
+                        Bytes::from_static(DONE_EVENT)
+                    }
+                    _ => return Poll::Ready(None),
                 }
             }
             Step::Drop => {
@@ -1213,6 +1328,44 @@ impl Generation {
                 Bytes::from(format!(
                     "data:{{\"index\":{index},\"token\":{token},\"generated_text\":\"{}\",\"details\":{{\"finish_reason\":\"{reason}\",\"generated_tokens\":{},\"seed\":null,\"input_length\":{}}}}}\n\n",
                     self.text_so_far, self.output_tokens, self.prompt_tokens
+                ))
+            }
+            Api::LightLlm => {
+                let finish = match (last, self.hit_max) {
+                    (false, _) => "\"finished\":false,\"finish_reason\":null",
+                    (true, true) => "\"finished\":true,\"finish_reason\":\"length\"",
+                    (true, false) => "\"finished\":true,\"finish_reason\":\"stop\"",
+                };
+                Bytes::from(format!(
+                    "data:{{\"token\":{{\"id\":{},\"text\":\" {word}\",\"logprob\":-0.25,\"special\":false,\"count_output_tokens\":{},\"prompt_tokens\":{}}},\"generated_text\":null,{finish},\"details\":null}}\n\n",
+                    token_id(position),
+                    self.sent + 1,
+                    self.prompt_tokens
+                ))
+            }
+            Api::Lmdeploy => {
+                let finish = match (last, self.hit_max) {
+                    (false, _) => "null",
+                    (true, true) => "{\"type\":\"length\"}",
+                    (true, false) => "{\"type\":\"stop\"}",
+                };
+                Bytes::from(format!(
+                    "data: {{\"text\":\" {word}\",\"output_ids\":[{}],\"meta_info\":{{\"prompt_tokens\":{},\"completion_tokens\":{},\"finish_reason\":{finish},\"output_token_logprobs\":null,\"routed_experts\":null}}}}\n\n",
+                    token_id(position),
+                    self.prompt_tokens,
+                    self.sent + 1
+                ))
+            }
+            Api::Trtllm => Bytes::from(format!(
+                "data: {TRITON_PREFIX}\"text_output\":\" {word}\"}}\n\n"
+            )),
+            Api::Responses => {
+                self.text_so_far.push(' ');
+                self.text_so_far.push_str(word);
+                self.sequence += 1;
+                Bytes::from(format!(
+                    "event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"sequence_number\":{},\"item_id\":\"msg_{}\",\"output_index\":0,\"content_index\":0,\"delta\":\" {word}\",\"logprobs\":[]}}\n\n",
+                    self.sequence, self.id
                 ))
             }
             Api::LlamaCpp => Bytes::from(format!(
@@ -1275,7 +1428,67 @@ impl Generation {
         }
     }
 
+    /// `response.created` … `response.content_part.added`, before the first delta.
+    fn responses_preamble(&mut self) -> Bytes {
+        let response = self.responses_object("in_progress", "[]", "null");
+        let mut out = String::with_capacity(1024);
+        for (seq, kind) in [(0, "response.created"), (1, "response.in_progress")] {
+            let _ = write!(
+                out,
+                "event: {kind}\ndata: {{\"type\":\"{kind}\",\"sequence_number\":{seq},\"response\":{response}}}\n\n"
+            );
+        }
+        let _ = write!(
+            out,
+            "event: response.output_item.added\ndata: {{\"type\":\"response.output_item.added\",\"sequence_number\":2,\"output_index\":0,\"item\":{{\"id\":\"msg_{id}\",\"type\":\"message\",\"status\":\"in_progress\",\"content\":[],\"role\":\"assistant\"}}}}\n\n\
+             event: response.content_part.added\ndata: {{\"type\":\"response.content_part.added\",\"sequence_number\":3,\"item_id\":\"msg_{id}\",\"output_index\":0,\"content_index\":0,\"part\":{{\"type\":\"output_text\",\"annotations\":[],\"logprobs\":[],\"text\":\"\"}}}}\n\n",
+            id = self.id
+        );
+        self.sequence = 3;
+        Bytes::from(out)
+    }
+
+    fn responses_object(&self, status: &str, output: &str, usage: &str) -> String {
+        format!(
+            "{{\"id\":\"resp_{}\",\"object\":\"response\",\"created_at\":{},\"status\":\"{status}\",\"error\":null,\"incomplete_details\":null,\"instructions\":null,\"max_output_tokens\":{},\"model\":{},\"output\":{output},\"parallel_tool_calls\":true,\"temperature\":1.0,\"tool_choice\":\"auto\",\"tools\":[],\"top_p\":1.0,\"usage\":{usage}}}",
+            self.id, self.created, self.output_tokens, self.state.model_json
+        )
+    }
+
+    /// `response.output_text.done` … `response.completed` with the usage.
+    fn responses_completion(&self) -> Bytes {
+        let text = &self.text_so_far;
+        let part = format!(
+            "{{\"type\":\"output_text\",\"annotations\":[],\"logprobs\":[],\"text\":\"{text}\"}}"
+        );
+        let item = format!(
+            "{{\"id\":\"msg_{}\",\"type\":\"message\",\"status\":\"completed\",\"content\":[{part}],\"role\":\"assistant\"}}",
+            self.id
+        );
+        let usage = responses_usage(
+            self.prompt_tokens,
+            self.output_tokens,
+            self.cached_tokens.unwrap_or(0),
+        );
+        let response = self.responses_object("completed", &format!("[{item}]"), &usage);
+        let s = self.sequence;
+        Bytes::from(format!(
+            "event: response.output_text.done\ndata: {{\"type\":\"response.output_text.done\",\"sequence_number\":{},\"item_id\":\"msg_{id}\",\"output_index\":0,\"content_index\":0,\"text\":\"{text}\",\"logprobs\":[]}}\n\n\
+             event: response.content_part.done\ndata: {{\"type\":\"response.content_part.done\",\"sequence_number\":{},\"item_id\":\"msg_{id}\",\"output_index\":0,\"content_index\":0,\"part\":{part}}}\n\n\
+             event: response.output_item.done\ndata: {{\"type\":\"response.output_item.done\",\"sequence_number\":{},\"output_index\":0,\"item\":{item}}}\n\n\
+             event: response.completed\ndata: {{\"type\":\"response.completed\",\"sequence_number\":{},\"response\":{response}}}\n\n",
+            s + 1,
+            s + 2,
+            s + 3,
+            s + 4,
+            id = self.id
+        ))
+    }
+
     fn usage_event(&self) -> Bytes {
+        if self.api == Api::Responses {
+            return self.responses_completion();
+        }
         if self.api == Api::LlamaCpp {
             return Bytes::from(format!(
                 "data: {{\"index\":0,\"content\":\"\",\"tokens\":[],\"id_slot\":0,\"stop\":true,\"model\":{},{}}}\n\n",
@@ -1325,7 +1538,9 @@ impl Generation {
             self.sleep.as_mut().reset(deadline);
             self.armed = true;
             Step::Token
-        } else if self.api == Api::LlamaCpp || (self.api.is_openai() && self.include_usage) {
+        } else if matches!(self.api, Api::LlamaCpp | Api::Responses)
+            || (self.api.is_openai() && self.include_usage)
+        {
             Step::Usage
         } else {
             Step::Done
