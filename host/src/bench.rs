@@ -90,12 +90,12 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
 pub fn list_plugins(args: &PluginsArgs) -> anyhow::Result<()> {
     let registry = Registry::load(&args.plugins)?;
     println!(
-        "{:<14} {:<8} {:<6} {:<10} {:<64}  description",
+        "{:<18} {:<8} {:<6} {:<10} {:<64}  description",
         "name", "kind", "wit", "origin", "sha256"
     );
     for p in registry.summaries() {
         println!(
-            "{:<14} {:<8} {:<6} {:<10} {:<64}  {}",
+            "{:<18} {:<8} {:<6} {:<10} {:<64}  {}",
             p.name,
             p.kind.as_str(),
             p.wit_version,

@@ -456,7 +456,7 @@ async fn native(
     };
     let lightllm = state.config.dialect.as_deref() == Some("lightllm");
     let api = match path.as_str() {
-        "/generate_stream" if lightllm => Api::LightLlm,
+        "/generate_stream" | "/generate" if lightllm => Api::LightLlm,
         "/generate_stream" => Api::TgiStream,
         "/completion" => Api::LlamaCpp,
         p if p.starts_with("/v2/models/") => Api::Trtllm,
@@ -473,7 +473,8 @@ async fn native(
     }
     match parse_native_job(state, api, &body) {
         Ok(mut job) => {
-            if api == Api::Trtllm && !triton_streams {
+            // Triton and LightLLM stream only on their `generate_stream` routes.
+            if matches!(api, Api::Trtllm | Api::LightLlm) && !triton_streams {
                 job.stream = false;
             }
             generate(state, job, arrived).await
