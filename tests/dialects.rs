@@ -7,7 +7,7 @@ use common::*;
 use llmb::records::TokenSource;
 
 /// Backends whose route the simulator speaks, and whether they can force output length.
-const NATIVE: [(&str, bool); 8] = [
+const NATIVE: [(&str, bool); 10] = [
     ("tgi", false),
     ("llama.cpp", true),
     ("sglang", true),
@@ -16,6 +16,8 @@ const NATIVE: [(&str, bool); 8] = [
     ("lmdeploy", true),
     ("scalellm", true),
     ("openai-responses", false),
+    ("deepspeed-mii", true),
+    ("amsv2", false),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,8 +51,8 @@ async fn native_adapters_measure_the_simulator() {
             }
             // Every generated token arrives as its own frame.
             assert!(r.delta_ns.len() as u32 >= r.output_tokens - 1, "{backend}");
-            // Triton's stream carries no counts: one delta per decoding step is all there is.
-            if backend != "tensorrt-llm" {
+            // Triton's and MII's streams carry no counts: one delta per step is all there is.
+            if !["tensorrt-llm", "deepspeed-mii"].contains(&backend) {
                 assert_ne!(r.token_source, Some(TokenSource::DeltaCount), "{backend}");
             }
         }
@@ -108,8 +110,8 @@ async fn native_errors_fail_requests_with_the_servers_message() {
             http.message
         );
         let in_stream = records[2].error.as_ref().expect("in-stream error");
-        // LightLLM has no in-stream error: its stream just ends without `finished`.
-        if backend != "lightllm" {
+        // LightLLM and MII have no in-stream error: their streams just end early.
+        if !["lightllm", "deepspeed-mii"].contains(&backend) {
             assert!(
                 in_stream.message.contains("simulated in-stream error"),
                 "{backend}: {}",

@@ -381,6 +381,11 @@ async fn handle(
                 state.served.fetch_add(1, Relaxed);
                 response
             }
+            (&Method::POST, p) if p.starts_with("/mii/") => {
+                let response = native(&state, req, arrived).await;
+                state.served.fetch_add(1, Relaxed);
+                response
+            }
             (&Method::POST, p)
                 if p.starts_with("/v2/models/")
                     && (p.ends_with("/generate_stream") || p.ends_with("/generate")) =>
@@ -409,6 +414,7 @@ async fn v1(state: &Arc<SimState>, req: Request<Incoming>, arrived: Instant) -> 
         (&Method::POST, "/v1/completions") => Api::Completions,
         (&Method::POST, "/v1/chat/completions") => Api::Chat,
         (&Method::POST, "/v1/responses") => Api::Responses,
+        (&Method::POST, "/v1/llm/chat-completions") => Api::Amsv2,
         (&Method::GET, "/v1/models") => return models(state),
         _ => return not_found(),
     };
@@ -455,7 +461,10 @@ async fn native(
         }
     };
     let lightllm = state.config.dialect.as_deref() == Some("lightllm");
+    let mii = state.config.dialect.as_deref() == Some("deepspeed-mii");
     let api = match path.as_str() {
+        p if p.starts_with("/mii/") => Api::Mii,
+        "/generate" if mii => Api::Mii,
         "/generate_stream" | "/generate" if lightllm => Api::LightLlm,
         "/generate_stream" => Api::TgiStream,
         "/completion" => Api::LlamaCpp,
@@ -475,6 +484,9 @@ async fn native(
         Ok(mut job) => {
             // Triton and LightLLM stream only on their `generate_stream` routes.
             if matches!(api, Api::Trtllm | Api::LightLlm) && !triton_streams {
+                job.stream = false;
+            }
+            if path.starts_with("/mii/") {
                 job.stream = false;
             }
             generate(state, job, arrived).await
@@ -506,7 +518,7 @@ fn native_error(api: Api, status: StatusCode, message: &str) -> Response<SimBody
                 "invalid_request_error"
             }
         ),
-        Api::Trtllm => format!("{{\"error\":{message}}}"),
+        Api::Trtllm | Api::Mii => format!("{{\"error\":{message}}}"),
         Api::LightLlm => format!("{{\"message\":{message}}}"),
         Api::Lmdeploy => format!(
             "{{\"message\":{message},\"type\":\"internal_error\",\"code\":{},\"param\":null,\"object\":\"error\"}}",
@@ -535,6 +547,8 @@ fn parse_native_job(state: &SimState, api: Api, body: &Value) -> Result<Job, Res
         Api::LlamaCpp => ("prompt", Some(body), "n_predict", 16),
         Api::Lmdeploy => ("prompt", Some(body), "max_tokens", 128),
         Api::Trtllm => ("text_input", Some(body), "max_tokens", 16),
+        Api::Mii if body.get("prompts").is_some() => ("prompts", Some(body), "max_new_tokens", 128),
+        Api::Mii => ("prompt", Some(body), "max_tokens", 128),
         _ => ("text", body.get("sampling_params"), "max_new_tokens", 128),
     };
     let prompt = match body.get(prompt_key) {
@@ -586,11 +600,14 @@ fn parse_native_job(state: &SimState, api: Api, body: &Value) -> Result<Job, Res
             // TGI has no ignore_eos: its outputs end where the model says.
             Api::TgiStream | Api::TgiGenerate => false,
             // Triton has none either; a minimum length as long as the cap forces it.
-            Api::Trtllm => ["min_length", "min_tokens"].iter().any(|k| {
-                body.get(*k)
-                    .and_then(Value::as_u64)
-                    .is_some_and(|n| n >= u64::from(max_tokens))
-            }),
+            // MII keeps going past EOS up to `min_tokens` (capped by the maximum).
+            Api::Trtllm | Api::Mii if body.get("ignore_eos").is_none() => {
+                ["min_length", "min_tokens"].iter().any(|k| {
+                    body.get(*k)
+                        .and_then(Value::as_u64)
+                        .is_some_and(|n| n >= u64::from(max_tokens))
+                })
+            }
             _ => flag(params.and_then(|p| p.get("ignore_eos"))),
         },
         fault,
@@ -620,6 +637,11 @@ enum Api {
     Trtllm,
     /// OpenAI `/v1/responses`: named events, `response.completed` ends it.
     Responses,
+    /// DeepSpeed-MII: `/generate` streams `{"text": [delta]}` then `[DONE]`;
+    /// `/mii/<deployment>` answers with one JSON array.
+    Mii,
+    /// SenseTime's serving API (`/v1/llm/chat-completions`): `data:{"data":{...}}`, `data:[DONE]`.
+    Amsv2,
 }
 
 impl Api {
@@ -721,7 +743,7 @@ fn parse_job(state: &SimState, api: Api, bytes: &[u8]) -> Result<Job, Response<S
             None | Some(Value::Null) => return Err(bad_request("Field `prompt` is required.")),
             Some(p) => completion_prompt(p, false).map_err(bad_request)?,
         },
-        Api::Chat => chat_prompt(&body).map_err(bad_request)?,
+        Api::Chat | Api::Amsv2 => chat_prompt(&body).map_err(bad_request)?,
         Api::Responses => match body.get("input") {
             Some(Value::String(_)) => {
                 completion_prompt(&body["input"], false).map_err(bad_request)?
@@ -753,9 +775,14 @@ fn parse_job(state: &SimState, api: Api, bytes: &[u8]) -> Result<Job, Response<S
             None,
         ));
     }
-    let requested = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
-        .iter()
-        .find_map(|k| body.get(*k).filter(|v| !v.is_null()));
+    let requested = [
+        "max_completion_tokens",
+        "max_tokens",
+        "max_output_tokens",
+        "max_new_tokens",
+    ]
+    .iter()
+    .find_map(|k| body.get(*k).filter(|v| !v.is_null()));
     let max_tokens = match requested {
         None => 16,
         Some(v) => match v.as_u64() {
@@ -1063,6 +1090,18 @@ fn whole_body(
                 responses_usage(prompt_tokens, output_tokens, cached)
             );
         }
+        Api::Mii => {
+            return format!(
+                "[{{\"finish_reason\":\"{}\",\"generated_length\":{output_tokens},\"generated_text\":\"{text}\",\"prompt_length\":{prompt_tokens}}}]",
+                if hit_max { "length" } else { "stop" }
+            );
+        }
+        Api::Amsv2 => {
+            return format!(
+                "{{\"data\":{{\"id\":\"{id}\",\"choices\":[{{\"index\":0,\"role\":\"assistant\",\"message\":\"{text}\",\"finish_reason\":\"{finish}\"}}],\"usage\":{{\"prompt_tokens\":{prompt_tokens},\"completion_tokens\":{output_tokens},\"total_tokens\":{}}}}}}}",
+                prompt_tokens + output_tokens
+            );
+        }
         Api::LightLlm => {
             return format!(
                 "{{\"generated_text\":[\"{text}\"],\"count_output_tokens\":{output_tokens},\"finish_reason\":\"{}\"}}",
@@ -1250,8 +1289,9 @@ impl Generation {
                     Api::Lmdeploy => b"data: {\"error\":{\"message\":\"simulated in-stream error\",\"type\":\"internal_error\",\"code\":500,\"param\":null,\"object\":\"error\"}}\n\n",
                     Api::Trtllm => b"data: {\"error\":\"simulated in-stream error\"}\n\n",
                     Api::Responses => b"event: error\ndata: {\"type\":\"error\",\"code\":\"server_error\",\"message\":\"simulated in-stream error\",\"param\":null,\"sequence_number\":99}\n\n",
-                    // LightLLM has no in-stream error: the body just ends.
-                    Api::LightLlm => b"",
+                    Api::Amsv2 => b"data:{\"error\":{\"code\":\"internal_error\",\"message\":\"simulated in-stream error\"}}\n\n",
+                    // LightLLM and MII have no in-stream error: the body just ends.
+                    Api::LightLlm | Api::Mii => b"",
                     Api::Completions | Api::Chat => ERROR_EVENT,
                 })
             }
@@ -1270,6 +1310,8 @@ impl Generation {
                     Api::Completions | Api::Chat | Api::Sglang | Api::Lmdeploy => {
                         Bytes::from_static(DONE_EVENT)
                     }
+                    Api::Mii if !self.failed => Bytes::from_static(DONE_EVENT),
+                    Api::Amsv2 => Bytes::from_static(b"data:[DONE]\n\n"),
                     _ => return Poll::Ready(None),
                 }
             }
@@ -1355,6 +1397,24 @@ impl Generation {
                     token_id(position),
                     self.prompt_tokens,
                     self.sent + 1
+                ))
+            }
+            Api::Mii => Bytes::from(format!("data: {{\"text\": [\" {word}\"]}}\n\n")),
+            Api::Amsv2 => {
+                let tail = if last {
+                    format!(
+                        "\"{}\"}}],\"usage\":{{\"prompt_tokens\":{},\"completion_tokens\":{},\"total_tokens\":{}}}}}}}",
+                        if self.hit_max { "length" } else { "stop" },
+                        self.prompt_tokens,
+                        self.output_tokens,
+                        self.prompt_tokens + self.output_tokens
+                    )
+                } else {
+                    "\"\"}]}}".to_string()
+                };
+                Bytes::from(format!(
+                    "data:{{\"data\":{{\"id\":\"{}\",\"choices\":[{{\"index\":0,\"delta\":\" {word}\",\"finish_reason\":{tail}\n\n",
+                    self.id
                 ))
             }
             Api::Trtllm => Bytes::from(format!(
