@@ -442,7 +442,7 @@ async fn prepare(args: &BenchArgs, stages: &[StageSpec]) -> anyhow::Result<Prepa
         .unwrap_or(wanted)
         .max(args.num_clients.unwrap_or(0))
         .min(wanted.max(args.num_clients.unwrap_or(0)));
-    let client = transport::client(widest.max(1), args.ca_cert.as_deref())?;
+    let client = transport::client(widest.max(1), args.ca_cert.as_deref(), info.http2)?;
     let model = match (&args.model, &simulator) {
         (Some(m), _) => m.clone(),
         (None, Some(_)) => SimConfig::default().model,

@@ -28,8 +28,14 @@ pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<B
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
 /// A client whose idle pool holds as many connections as requests may be in flight. It speaks
-/// plain HTTP and HTTPS (rustls, the Mozilla root store plus `extra_ca`, a PEM file).
-pub fn client(pool_size: usize, extra_ca: Option<&std::path::Path>) -> anyhow::Result<HttpClient> {
+/// plain HTTP and HTTPS (rustls, the Mozilla root store plus `extra_ca`, a PEM file); with
+/// `http2` it speaks HTTP/2 from the first byte (prior knowledge), as gRPC servers expect, and
+/// multiplexes requests over the connection.
+pub fn client(
+    pool_size: usize,
+    extra_ca: Option<&std::path::Path>,
+    http2: bool,
+) -> anyhow::Result<HttpClient> {
     use anyhow::Context;
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
@@ -68,6 +74,7 @@ pub fn client(pool_size: usize, extra_ca: Option<&std::path::Path>) -> anyhow::R
         .enable_http1()
         .wrap_connector(http);
     Ok(Client::builder(TokioExecutor::new())
+        .http2_only(http2)
         .pool_max_idle_per_host(pool_size.max(1))
         .pool_idle_timeout(Duration::from_secs(90))
         .build(connector))

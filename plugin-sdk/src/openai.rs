@@ -55,16 +55,27 @@ pub struct BodyOptions {
     pub repetition_penalty_one: bool,
 }
 
+/// The error of a text adapter handed an audio dataset.
+pub const AUDIO_NOT_SUPPORTED: &str =
+    "this adapter sends text; the dataset produced audio (use --backend openai-audio)";
+
+/// A prompt as one text: chat messages joined by newlines. Audio is refused with a clear error,
+/// so a text adapter given an audio dataset fails its requests with the reason.
+pub fn prompt_text(prompt: &Prompt) -> Result<String, String> {
+    match prompt {
+        Prompt::Text(t) => Ok(t.clone()),
+        Prompt::Chat(messages) => Ok(flatten_chat(messages)),
+        Prompt::Audio(_) => Err(AUDIO_NOT_SUPPORTED.into()),
+    }
+}
+
 /// Builds the JSON body for `/v1/completions` or `/v1/chat/completions`.
 pub fn build_body(api: Api, req: &GenRequest, opts: BodyOptions) -> Result<Vec<u8>, String> {
     let mut body = json!({ "model": req.model, "stream": req.streaming });
     let obj = body.as_object_mut().expect("object literal");
     match api {
         Api::Completions => {
-            let text = match &req.prompt {
-                Prompt::Text(t) => t.clone(),
-                Prompt::Chat(messages) => flatten_chat(messages),
-            };
+            let text = prompt_text(&req.prompt)?;
             obj.insert("prompt".into(), Value::String(text));
             obj.insert("max_tokens".into(), req.max_tokens.into());
         }
@@ -75,6 +86,7 @@ pub fn build_body(api: Api, req: &GenRequest, opts: BodyOptions) -> Result<Vec<u
                     .iter()
                     .map(|m| json!({"role": role_name(m.role), "content": m.content}))
                     .collect(),
+                Prompt::Audio(_) => return Err(AUDIO_NOT_SUPPORTED.into()),
             };
             obj.insert("messages".into(), Value::Array(messages));
             if matches!(
@@ -444,6 +456,7 @@ impl<F: Flavor> crate::backend::Guest for OpenAiAdapter<F> {
             default_endpoint: F::DEFAULT_ENDPOINT.into(),
             framing: crate::backend::Framing::Sse,
             supports_ignore_eos: true,
+            http2: false,
         }
     }
 

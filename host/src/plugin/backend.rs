@@ -23,8 +23,8 @@ pub mod bindings {
 
 pub use bindings::exports::llmb::plugin::backend::BackendInfo;
 pub use bindings::llmb::plugin::types::{
-    BackendError, ChatMessage, Completion, Delta, ErrorKind, FrameBatch, FrameSpan, Framing,
-    GenRequest, HttpRequest, Kv, Prompt, Role, StreamEvent, Usage,
+    AudioClip, BackendError, ChatMessage, Completion, Delta, ErrorKind, FrameBatch, FrameSpan,
+    Framing, GenRequest, HttpRequest, Kv, Prompt, Role, StreamEvent, Usage,
 };
 
 /// Response headers or trailers as the adapter sees them.
@@ -108,6 +108,7 @@ impl BackendFactory {
                 default_endpoint: String::new(),
                 framing: Framing::Sse,
                 supports_ignore_eos: false,
+                http2: false,
             },
             wit_version: plugin.wit_version,
             origin: plugin.origin,

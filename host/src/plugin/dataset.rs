@@ -311,5 +311,11 @@ fn convert_prompt(p: dtypes::Prompt) -> BPrompt {
                 })
                 .collect(),
         ),
+        dtypes::Prompt::Audio(a) => BPrompt::Audio(super::backend::AudioClip {
+            data: a.data,
+            filename: a.filename,
+            reference: a.reference,
+            duration_s: a.duration_s,
+        }),
     }
 }

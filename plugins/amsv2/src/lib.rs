@@ -345,6 +345,7 @@ impl Guest for Adapter {
             default_endpoint: "/v1/llm/chat-completions".into(),
             framing: Framing::Sse,
             supports_ignore_eos: false,
+            http2: false,
         }
     }
 
@@ -369,6 +370,9 @@ impl Guest for Adapter {
                 .iter()
                 .map(|m| json!({"role": role_name(m.role), "content": m.content}))
                 .collect(),
+            Prompt::Audio(_) => {
+                return Err(llmb_plugin_sdk::openai::AUDIO_NOT_SUPPORTED.into());
+            }
         };
         let mut body = json!({
             "model": req.model,

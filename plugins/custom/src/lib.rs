@@ -214,6 +214,7 @@ impl GuestSource for CustomSource {
                 Prompt::Chat(messages) => {
                     messages.iter().map(|m| tokenizer::count(&m.content)).sum()
                 }
+                Prompt::Audio(_) => 0,
             };
             out.push(Sample {
                 input_tokens,

@@ -13,6 +13,7 @@ use std::sync::Mutex;
 
 use llmb_plugin_sdk::backend::*;
 use llmb_plugin_sdk::json::{error_message, is_error_object, merge_extra_body};
+use llmb_plugin_sdk::openai::prompt_text;
 use llmb_plugin_sdk::openai::{classify, map_error};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -101,17 +102,6 @@ const NEAR_GREEDY_TEMPERATURE: f64 = 0.01;
 /// Room for the special tokens (BOS, SentencePiece's leading `▁`) a prompt's bytes do not bound.
 const SPECIAL_TOKEN_MARGIN: u32 = 16;
 
-/// Native routes take one string: chat messages are joined by newlines, without a template.
-fn prompt_text(prompt: &Prompt) -> String {
-    match prompt {
-        Prompt::Text(t) => t.clone(),
-        Prompt::Chat(messages) => {
-            let parts: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
-            parts.join("\n")
-        }
-    }
-}
-
 /// The `min_tokens` that keeps `/generate` going past EOS up to `max_tokens`. MII suppresses the
 /// stop while `seq_length < min_new_tokens`, and `seq_length` counts the prompt too, so
 /// `min_tokens = max_tokens` would do nothing for prompts longer than the output. A prompt has at
@@ -155,7 +145,7 @@ fn escape_path(name: &str) -> String {
 
 /// Builds the request for `req` under `opts`; pure, so tests need not touch the global options.
 pub fn build(req: &GenRequest, opts: &Options) -> Result<HttpRequest, String> {
-    let prompt = prompt_text(&req.prompt);
+    let prompt = prompt_text(&req.prompt)?;
     let (path, mut body) = if req.streaming || opts.no_stream_route == NoStreamRoute::Generate {
         let mut body = json!({
             "prompt": prompt,
@@ -312,6 +302,7 @@ impl Guest for Adapter {
             default_endpoint: "/generate".into(),
             framing: Framing::Sse,
             supports_ignore_eos: true,
+            http2: false,
         }
     }
 

@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use llmb_plugin_sdk::backend::*;
 use llmb_plugin_sdk::json::{error_message, merge_extra_body};
 use llmb_plugin_sdk::openai::classify;
+use llmb_plugin_sdk::openai::prompt_text;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -46,17 +47,6 @@ struct Token {
     special: bool,
     count_output_tokens: Option<u32>,
     prompt_tokens: Option<u32>,
-}
-
-/// Native routes take one string: chat messages are joined by newlines, without a template.
-fn prompt_text(prompt: &Prompt) -> String {
-    match prompt {
-        Prompt::Text(t) => t.clone(),
-        Prompt::Chat(messages) => {
-            let parts: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
-            parts.join("\n")
-        }
-    }
 }
 
 /// LightLLM's `{"message":..}`. Its 417 means an exception in the request handler (a prompt
@@ -108,6 +98,7 @@ impl Guest for Adapter {
             default_endpoint: "/generate_stream".into(),
             framing: Framing::Sse,
             supports_ignore_eos: true,
+            http2: false,
         }
     }
 
@@ -137,7 +128,7 @@ impl Guest for Adapter {
             }
             None => {}
         }
-        let mut body = json!({ "inputs": prompt_text(&req.prompt), "parameters": parameters });
+        let mut body = json!({ "inputs": prompt_text(&req.prompt)?, "parameters": parameters });
         merge_extra_body(&mut body, req.extra_body.as_deref())?;
         Ok(HttpRequest {
             method: "POST".into(),

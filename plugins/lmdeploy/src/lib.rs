@@ -9,6 +9,7 @@ use std::cell::RefCell;
 
 use llmb_plugin_sdk::backend::*;
 use llmb_plugin_sdk::json::{error_message, merge_extra_body};
+use llmb_plugin_sdk::openai::prompt_text;
 use llmb_plugin_sdk::openai::{classify, map_error};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -79,17 +80,6 @@ impl Meta {
     }
 }
 
-/// `/generate` takes one string: chat messages are joined by newlines, without a template.
-fn prompt_text(prompt: &Prompt) -> String {
-    match prompt {
-        Prompt::Text(t) => t.clone(),
-        Prompt::Chat(messages) => {
-            let parts: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
-            parts.join("\n")
-        }
-    }
-}
-
 /// `data: {"error":{<flat LMDeploy error>}}`: its `code` classifies the error, but the response
 /// itself was a 200, so no HTTP status is reported.
 fn stream_error(data: &[u8]) -> BackendError {
@@ -131,6 +121,7 @@ impl Guest for Adapter {
             default_endpoint: "/generate".into(),
             framing: Framing::Sse,
             supports_ignore_eos: true,
+            http2: false,
         }
     }
 
@@ -146,7 +137,7 @@ impl Guest for Adapter {
 
     fn build_request(req: GenRequest) -> Result<HttpRequest, String> {
         let mut body = json!({
-            "prompt": prompt_text(&req.prompt),
+            "prompt": prompt_text(&req.prompt)?,
             "max_tokens": req.max_tokens,
             "stream": req.streaming,
         });

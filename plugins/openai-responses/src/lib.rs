@@ -117,9 +117,10 @@ impl ResponseObject {
 
 /// The Responses API takes a string or a list of role messages. It has no tool role without a
 /// function call to answer, so a tool message is sent as a user message.
-fn input(prompt: &Prompt) -> Value {
-    match prompt {
+fn input(prompt: &Prompt) -> Result<Value, String> {
+    Ok(match prompt {
         Prompt::Text(t) => json!(t),
+        Prompt::Audio(_) => return Err(llmb_plugin_sdk::openai::AUDIO_NOT_SUPPORTED.into()),
         Prompt::Chat(messages) => messages
             .iter()
             .map(|m| {
@@ -131,7 +132,7 @@ fn input(prompt: &Prompt) -> Value {
                 json!({ "role": role, "content": m.content })
             })
             .collect(),
-    }
+    })
 }
 
 /// An in-stream error: `error` events carry `{code, message}` flat or nested under `error`,
@@ -179,6 +180,7 @@ impl Guest for Adapter {
             default_endpoint: "/v1/responses".into(),
             framing: Framing::Sse,
             supports_ignore_eos: false,
+            http2: false,
         }
     }
 
@@ -195,7 +197,7 @@ impl Guest for Adapter {
     fn build_request(req: GenRequest) -> Result<HttpRequest, String> {
         let mut body = json!({
             "model": req.model,
-            "input": input(&req.prompt),
+            "input": input(&req.prompt)?,
             "max_output_tokens": req.max_tokens,
             "stream": req.streaming,
         });

@@ -126,6 +126,7 @@ impl Guest for Adapter {
             default_endpoint: path(Api::Completions).into(),
             framing: Framing::Sse,
             supports_ignore_eos: true,
+            http2: false,
         }
     }
 

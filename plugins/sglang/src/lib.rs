@@ -7,6 +7,7 @@ use std::cell::RefCell;
 
 use llmb_plugin_sdk::backend::*;
 use llmb_plugin_sdk::json::{error_message, merge_extra_body};
+use llmb_plugin_sdk::openai::prompt_text;
 use llmb_plugin_sdk::openai::{classify, map_error};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -79,17 +80,6 @@ impl Meta {
     }
 }
 
-/// Native routes take one string: chat messages are joined by newlines, without a template.
-fn prompt_text(prompt: &Prompt) -> String {
-    match prompt {
-        Prompt::Text(t) => t.clone(),
-        Prompt::Chat(messages) => {
-            let parts: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
-            parts.join("\n")
-        }
-    }
-}
-
 /// `data: {"error":{"message":..}}`: the response itself was a 200, so no HTTP status.
 fn stream_error(data: &[u8]) -> BackendError {
     let v: Option<Value> = serde_json::from_slice(data).ok();
@@ -127,6 +117,7 @@ impl Guest for Adapter {
             default_endpoint: "/generate".into(),
             framing: Framing::Sse,
             supports_ignore_eos: true,
+            http2: false,
         }
     }
 
@@ -147,7 +138,7 @@ impl Guest for Adapter {
             sampling["temperature"] = json!(t);
         }
         let mut body = json!({
-            "text": prompt_text(&req.prompt),
+            "text": prompt_text(&req.prompt)?,
             "sampling_params": sampling,
             "stream": req.streaming,
         });

@@ -13,6 +13,7 @@ use std::sync::Mutex;
 use llmb_plugin_sdk::backend::*;
 use llmb_plugin_sdk::json::{error_message, merge_extra_body};
 use llmb_plugin_sdk::openai::classify;
+use llmb_plugin_sdk::openai::prompt_text;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -42,17 +43,6 @@ struct Event<'a> {
     #[serde(borrow)]
     text_output: Option<Cow<'a, str>>,
     error: Option<Value>,
-}
-
-/// The generate extension takes one string: chat messages are joined by newlines, no template.
-fn prompt_text(prompt: &Prompt) -> String {
-    match prompt {
-        Prompt::Text(t) => t.clone(),
-        Prompt::Chat(messages) => {
-            let parts: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
-            parts.join("\n")
-        }
-    }
 }
 
 /// A model name is one path segment: anything outside RFC 3986's unreserved set is escaped.
@@ -114,6 +104,7 @@ impl Guest for Adapter {
             default_endpoint: format!("/v2/models/{DEFAULT_MODEL}/generate_stream"),
             framing: Framing::Sse,
             supports_ignore_eos: true,
+            http2: false,
         }
     }
 
@@ -145,7 +136,7 @@ impl Guest for Adapter {
     /// them as required inputs.
     fn build_request(req: GenRequest) -> Result<HttpRequest, String> {
         let mut body = json!({
-            "text_input": prompt_text(&req.prompt),
+            "text_input": prompt_text(&req.prompt)?,
             "max_tokens": req.max_tokens,
             "bad_words": "",
             "stop_words": "",

@@ -8,6 +8,7 @@ use std::cell::RefCell;
 use llmb_plugin_sdk::backend::*;
 use llmb_plugin_sdk::json::{error_message, get_u32, merge_extra_body};
 use llmb_plugin_sdk::openai::classify;
+use llmb_plugin_sdk::openai::prompt_text;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::{Value, json};
@@ -49,17 +50,6 @@ struct Details {
     finish_reason: Option<String>,
     generated_tokens: Option<u32>,
     input_length: Option<u32>,
-}
-
-/// Native routes take one string: chat messages are joined by newlines, without a template.
-fn prompt_text(prompt: &Prompt) -> String {
-    match prompt {
-        Prompt::Text(t) => t.clone(),
-        Prompt::Chat(messages) => {
-            let parts: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
-            parts.join("\n")
-        }
-    }
 }
 
 /// TGI's `{"error","error_type"}` envelope; `error_type` is a better guide to the kind than
@@ -117,6 +107,7 @@ impl Guest for Adapter {
             default_endpoint: "/generate_stream".into(),
             framing: Framing::Sse,
             supports_ignore_eos: false,
+            http2: false,
         }
     }
 
@@ -142,7 +133,7 @@ impl Guest for Adapter {
             }
             None => {}
         }
-        let mut body = json!({ "inputs": prompt_text(&req.prompt), "parameters": parameters });
+        let mut body = json!({ "inputs": prompt_text(&req.prompt)?, "parameters": parameters });
         merge_extra_body(&mut body, req.extra_body.as_deref())?;
         Ok(HttpRequest {
             method: "POST".into(),
