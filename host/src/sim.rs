@@ -32,10 +32,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use rand::rngs::SmallRng;
 use rand::{Rng as _, SeedableRng as _};
 use serde_json::Value;
@@ -352,12 +352,17 @@ async fn accept_loop(listener: TcpListener, state: Arc<SimState>, stop: Arc<Noti
     connections.shutdown().await;
 }
 
+/// HTTP/1.1, or HTTP/2 when the client opens with the HTTP/2 preface (prior knowledge, as gRPC
+/// clients do), on the same port.
 async fn serve_connection(stream: TcpStream, state: Arc<SimState>) {
     let _ = stream.set_nodelay(true);
     let service = service_fn(move |req| handle(state.clone(), req));
-    let _ = http1::Builder::new()
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
         .keep_alive(true)
-        .header_read_timeout(None::<Duration>)
+        .header_read_timeout(None::<Duration>);
+    let _ = builder
         .serve_connection(TokioIo::new(stream), service)
         .await;
 }
@@ -378,6 +383,11 @@ async fn handle(
             (&Method::GET, "/metrics") => metrics(&state),
             (&Method::POST, "/generate_stream" | "/generate" | "/completion") => {
                 let response = native(&state, req, arrived).await;
+                state.served.fetch_add(1, Relaxed);
+                response
+            }
+            (&Method::POST, PPL_GENERATION) => {
+                let response = ppl(&state, req, arrived).await;
                 state.served.fetch_add(1, Relaxed);
                 response
             }
@@ -415,9 +425,16 @@ async fn v1(state: &Arc<SimState>, req: Request<Incoming>, arrived: Instant) -> 
         (&Method::POST, "/v1/chat/completions") => Api::Chat,
         (&Method::POST, "/v1/responses") => Api::Responses,
         (&Method::POST, "/v1/llm/chat-completions") => Api::Amsv2,
+        (&Method::POST, "/v1/audio/transcriptions") => Api::Transcription,
         (&Method::GET, "/v1/models") => return models(state),
         _ => return not_found(),
     };
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let bytes = match Limited::new(req.into_body(), MAX_BODY_BYTES)
         .collect()
         .await
@@ -425,7 +442,12 @@ async fn v1(state: &Arc<SimState>, req: Request<Incoming>, arrived: Instant) -> 
         Ok(collected) => collected.to_bytes(),
         Err(e) => return bad_request(&format!("Cannot read the request body: {e}")),
     };
-    match parse_job(state, api, &bytes) {
+    let job = if api == Api::Transcription {
+        parse_transcription_job(state, &content_type, &bytes)
+    } else {
+        parse_job(state, api, &bytes)
+    };
+    match job {
         Ok(job) => generate(state, job, arrived).await,
         Err(response) => response,
     }
@@ -611,7 +633,266 @@ fn parse_native_job(state: &SimState, api: Api, body: &Value) -> Result<Job, Res
             _ => flag(params.and_then(|p| p.get("ignore_eos"))),
         },
         fault,
+        request_id: 0,
     })
+}
+
+/// OpenPPL's one RPC.
+const PPL_GENERATION: &str = "/ppl.llm.proto.LLMService/Generation";
+
+/// A gRPC answer with no body: status in the headers ("Trailers-Only").
+fn grpc_failure(code: u32, message: &str) -> Response<SimBody> {
+    let encoded: String = message
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(CONTENT_TYPE, "application/grpc")
+        .header("grpc-status", code.to_string())
+        .header("grpc-message", encoded)
+        .body(SimBody::full(Bytes::new()))
+        .expect("static headers are valid")
+}
+
+/// Reads a protobuf varint at `*at`.
+fn pb_varint(buf: &[u8], at: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *buf.get(*at)?;
+        *at += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// The fields of one protobuf message: `(field number, varint value or bytes)`.
+fn pb_fields(buf: &[u8]) -> Option<Vec<(u64, PbValue<'_>)>> {
+    let mut at = 0;
+    let mut fields = Vec::new();
+    while at < buf.len() {
+        let key = pb_varint(buf, &mut at)?;
+        let value = match key & 7 {
+            0 => PbValue::Int(pb_varint(buf, &mut at)?),
+            1 => {
+                buf.get(at..at + 8)?;
+                at += 8;
+                PbValue::Fixed
+            }
+            2 => {
+                let len = pb_varint(buf, &mut at)? as usize;
+                let bytes = buf.get(at..at + len)?;
+                at += len;
+                PbValue::Bytes(bytes)
+            }
+            5 => {
+                buf.get(at..at + 4)?;
+                at += 4;
+                PbValue::Fixed
+            }
+            _ => return None,
+        };
+        fields.push((key >> 3, value));
+    }
+    (at == buf.len()).then_some(fields)
+}
+
+#[derive(Clone, Copy)]
+enum PbValue<'a> {
+    Int(u64),
+    /// A 32- or 64-bit fixed field (the temperature): skipped.
+    Fixed,
+    Bytes(&'a [u8]),
+}
+
+fn pb_put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// One gRPC message holding `BatchedResponse{rsp: [Response{status, id, generated}]}`.
+fn ppl_response(status: u64, id: u64, generated: Option<&str>) -> Bytes {
+    let mut rsp = Vec::with_capacity(32);
+    if status != 0 {
+        rsp.push(0x08);
+        pb_put_varint(&mut rsp, status);
+    }
+    if id != 0 {
+        rsp.push(0x10);
+        pb_put_varint(&mut rsp, id);
+    }
+    if let Some(text) = generated {
+        rsp.push(0x1a);
+        pb_put_varint(&mut rsp, text.len() as u64);
+        rsp.extend_from_slice(text.as_bytes());
+    }
+    let mut batched = vec![0x0a];
+    pb_put_varint(&mut batched, rsp.len() as u64);
+    batched.extend_from_slice(&rsp);
+    let mut out = Vec::with_capacity(batched.len() + 5);
+    out.push(0);
+    out.extend_from_slice(&(batched.len() as u32).to_be_bytes());
+    out.extend_from_slice(&batched);
+    Bytes::from(out)
+}
+
+/// `LLMService/Generation` with one request per call, as a benchmark client sends it.
+async fn ppl(state: &Arc<SimState>, req: Request<Incoming>, arrived: Instant) -> Response<SimBody> {
+    let bytes = match Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => return grpc_failure(13, &format!("cannot read the request: {e}")),
+    };
+    let Some(job) = parse_ppl_request(state, &bytes) else {
+        return grpc_failure(
+            3,
+            "malformed BatchedRequest (expected one uncompressed message)",
+        );
+    };
+    if job.fault == Fault::Http500 {
+        return grpc_failure(13, "simulated internal error");
+    }
+    generate(state, job, arrived).await
+}
+
+fn parse_ppl_request(state: &SimState, bytes: &[u8]) -> Option<Job> {
+    let (&flag, rest) = bytes.split_first()?;
+    let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    if flag != 0 || rest.len() != 4 + len {
+        return None;
+    }
+    let batched = pb_fields(&rest[4..])?;
+    let [(1, PbValue::Bytes(request))] = batched.as_slice() else {
+        return None;
+    };
+    let mut id = 0;
+    let mut prompt = "";
+    let mut max_tokens = 16;
+    let mut ignore_eos = false;
+    for (field, value) in pb_fields(request)? {
+        match (field, value) {
+            (1, PbValue::Int(v)) => id = v,
+            (3, PbValue::Bytes(b)) => prompt = std::str::from_utf8(b).ok()?,
+            (5, PbValue::Bytes(b)) => {
+                for (f, v) in pb_fields(b)? {
+                    match (f, v) {
+                        (1, PbValue::Int(n)) => max_tokens = n.clamp(1, MAX_MODEL_LEN) as u32,
+                        (3, PbValue::Int(n)) => ignore_eos = n != 0,
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let prefix_blocks = if state.config.prefix_cache {
+        block_hashes(prompt.split_whitespace())
+    } else {
+        Vec::new()
+    };
+    Some(Job {
+        api: Api::Ppl,
+        prompt_tokens: count_words(prompt),
+        prefix_blocks,
+        max_tokens,
+        stream: true,
+        include_usage: true,
+        ignore_eos,
+        fault: Fault::of(prompt),
+        request_id: id,
+    })
+}
+
+/// `/v1/audio/transcriptions`: a multipart form with the audio `file`; the transcript is as
+/// long as the audio (about ten words a second of 16 kHz 16-bit mono) unless
+/// `max_completion_tokens` caps it.
+fn parse_transcription_job(
+    state: &SimState,
+    content_type: &str,
+    bytes: &[u8],
+) -> Result<Job, Response<SimBody>> {
+    let boundary = content_type
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("boundary="))
+        .map(|b| b.trim_matches('"').to_string())
+        .ok_or_else(|| bad_request("Expected a multipart/form-data body with a boundary."))?;
+    let delimiter = format!("--{boundary}");
+    let mut fields: Vec<(String, &[u8])> = Vec::new();
+    let mut rest = bytes;
+    while let Some(start) = find(rest, delimiter.as_bytes()) {
+        rest = &rest[start + delimiter.len()..];
+        if rest.starts_with(b"--") {
+            break;
+        }
+        let Some(head_end) = find(rest, b"\r\n\r\n") else {
+            break;
+        };
+        let head = String::from_utf8_lossy(&rest[..head_end]).to_string();
+        let body_start = head_end + 4;
+        let body_end = find(&rest[body_start..], delimiter.as_bytes())
+            .map_or(rest.len(), |e| body_start + e.saturating_sub(2));
+        let name = head
+            .split(';')
+            .find_map(|p| p.trim().strip_prefix("name="))
+            .map(|n| {
+                n.split(['\r', '\n'])
+                    .next()
+                    .unwrap_or("")
+                    .trim_matches('"')
+                    .to_string()
+            })
+            .unwrap_or_default();
+        fields.push((name, &rest[body_start..body_end]));
+        rest = &rest[body_end..];
+    }
+    let field = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+    let text = |name: &str| field(name).map(|v| String::from_utf8_lossy(v).trim().to_string());
+    let audio = field("file").ok_or_else(|| bad_request("Field `file` is required."))?;
+    if let Some(m) = text("model")
+        && m != state.config.model
+    {
+        return Err(api_error(
+            StatusCode::NOT_FOUND,
+            "NotFoundError",
+            &format!("The model `{m}` does not exist."),
+            Some("model"),
+        ));
+    }
+    let truthy = |v: Option<String>| v.is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let natural = (audio.len() as u32 / 3200).clamp(4, 64);
+    let max_tokens = text("max_completion_tokens")
+        .and_then(|v| v.parse::<u32>().ok())
+        .map_or(natural, |m| m.clamp(1, natural));
+    let marker = String::from_utf8_lossy(&audio[..audio.len().min(256)]).to_string();
+    Ok(Job {
+        api: Api::Transcription,
+        prompt_tokens: (audio.len() / 640) as u32,
+        prefix_blocks: Vec::new(),
+        max_tokens,
+        stream: truthy(text("stream")),
+        include_usage: truthy(text("stream_include_usage")),
+        ignore_eos: true,
+        fault: Fault::of(&marker),
+        request_id: 0,
+    })
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -642,6 +923,10 @@ enum Api {
     Mii,
     /// SenseTime's serving API (`/v1/llm/chat-completions`): `data:{"data":{...}}`, `data:[DONE]`.
     Amsv2,
+    /// OpenPPL's gRPC `LLMService/Generation`: one protobuf message per token, then trailers.
+    Ppl,
+    /// `/v1/audio/transcriptions` (multipart in), vLLM's `transcription.chunk` stream out.
+    Transcription,
 }
 
 impl Api {
@@ -649,6 +934,7 @@ impl Api {
         match self {
             Api::Completions => "cmpl",
             Api::Chat => "chatcmpl",
+            Api::Transcription => "trsc",
             _ => "gen",
         }
     }
@@ -656,6 +942,7 @@ impl Api {
     fn chunk_object(self) -> &'static str {
         match self {
             Api::Chat => "chat.completion.chunk",
+            Api::Transcription => "transcription.chunk",
             _ => "text_completion",
         }
     }
@@ -668,7 +955,10 @@ impl Api {
     }
 
     fn is_openai(self) -> bool {
-        matches!(self, Api::Completions | Api::Chat | Api::Responses)
+        matches!(
+            self,
+            Api::Completions | Api::Chat | Api::Responses | Api::Transcription
+        )
     }
 }
 
@@ -715,6 +1005,8 @@ struct Job {
     include_usage: bool,
     ignore_eos: bool,
     fault: Fault,
+    /// The client's id for the request (gRPC `Request.id`), echoed in every response.
+    request_id: u64,
 }
 
 // The error is the ready-made response for a bad request: rare, so its size does not matter.
@@ -817,6 +1109,7 @@ fn parse_job(state: &SimState, api: Api, bytes: &[u8]) -> Result<Job, Response<S
         include_usage: flag(body.pointer("/stream_options/include_usage")),
         ignore_eos: flag(body.get("ignore_eos")),
         fault,
+        request_id: 0,
     })
 }
 
@@ -1022,14 +1315,20 @@ async fn generate(state: &Arc<SimState>, job: Job, arrived: Instant) -> Response
         },
         sequence: 0,
         created,
+        request_id: job.request_id,
         failed: false,
         id,
         text_so_far: String::new(),
         ids_so_far: String::new(),
     };
+    let content_type = if job.api == Api::Ppl {
+        "application/grpc"
+    } else {
+        SSE_CONTENT_TYPE
+    };
     Response::builder()
         .status(StatusCode::OK)
-        .header(CONTENT_TYPE, SSE_CONTENT_TYPE)
+        .header(CONTENT_TYPE, content_type)
         .body(SimBody::Stream(Box::new(generation)))
         .expect("static headers are valid")
 }
@@ -1090,6 +1389,14 @@ fn whole_body(
                 responses_usage(prompt_tokens, output_tokens, cached)
             );
         }
+        Api::Transcription => {
+            return format!(
+                "{{\"text\":\"{text}\",\"usage\":{{\"type\":\"tokens\",\"input_tokens\":{prompt_tokens},\"output_tokens\":{output_tokens},\"total_tokens\":{}}}}}",
+                prompt_tokens + output_tokens
+            );
+        }
+        // gRPC always streams.
+        Api::Ppl => return String::new(),
         Api::Mii => {
             return format!(
                 "[{{\"finish_reason\":\"{}\",\"generated_length\":{output_tokens},\"generated_text\":\"{text}\",\"prompt_length\":{prompt_tokens}}}]",
@@ -1236,6 +1543,8 @@ struct Generation {
     /// An in-stream error was sent: the request does not count as a success.
     failed: bool,
     id: String,
+    /// Echoed in every gRPC response.
+    request_id: u64,
     /// The Responses API numbers its events.
     sequence: u32,
     created: u64,
@@ -1275,6 +1584,11 @@ impl Generation {
                 self.step = self.next_token();
                 Bytes::from_static(MALFORMED_EVENT)
             }
+            Step::ErrorEvent if self.api == Api::Ppl => {
+                self.failed = true;
+                self.step = Step::Done;
+                ppl_response(2, self.request_id, None)
+            }
             Step::ErrorEvent => {
                 self.failed = true;
                 self.step = Step::Done;
@@ -1292,7 +1606,7 @@ impl Generation {
                     Api::Amsv2 => b"data:{\"error\":{\"code\":\"internal_error\",\"message\":\"simulated in-stream error\"}}\n\n",
                     // LightLLM and MII have no in-stream error: the body just ends.
                     Api::LightLlm | Api::Mii => b"",
-                    Api::Completions | Api::Chat => ERROR_EVENT,
+                    Api::Completions | Api::Chat | Api::Transcription | Api::Ppl => ERROR_EVENT,
                 })
             }
             Step::Usage => {
@@ -1307,8 +1621,16 @@ impl Generation {
                 self.step = Step::Finished;
                 // Only OpenAI chat/completions, SGLang and LMDeploy end with `[DONE]`.
                 match self.api {
-                    Api::Completions | Api::Chat | Api::Sglang | Api::Lmdeploy => {
-                        Bytes::from_static(DONE_EVENT)
+                    Api::Completions
+                    | Api::Chat
+                    | Api::Sglang
+                    | Api::Lmdeploy
+                    | Api::Transcription => Bytes::from_static(DONE_EVENT),
+                    Api::Ppl => {
+                        let mut trailers = hyper::HeaderMap::new();
+                        trailers
+                            .insert("grpc-status", hyper::header::HeaderValue::from_static("0"));
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
                     }
                     Api::Mii if !self.failed => Bytes::from_static(DONE_EVENT),
                     Api::Amsv2 => Bytes::from_static(b"data:[DONE]\n\n"),
@@ -1400,6 +1722,25 @@ impl Generation {
                 ))
             }
             Api::Mii => Bytes::from(format!("data: {{\"text\": [\" {word}\"]}}\n\n")),
+            Api::Ppl => {
+                let status = if last { 1 } else { 0 };
+                ppl_response(status, self.request_id, Some(&format!(" {word}")))
+            }
+            Api::Transcription => {
+                let finish = if last {
+                    ",\"finish_reason\":\"stop\",\"stop_reason\":null"
+                } else {
+                    ""
+                };
+                concat(&[
+                    self.prefix.as_str(),
+                    "[{\"delta\":{\"content\":\" ",
+                    word,
+                    "\"}",
+                    finish,
+                    "}]}\n\n",
+                ])
+            }
             Api::Amsv2 => {
                 let tail = if last {
                     format!(
