@@ -817,6 +817,8 @@ fn parse_ppl_request(state: &SimState, bytes: &[u8]) -> Option<Job> {
     })
 }
 
+// The error is the ready-made response for a bad request: rare, so its size does not matter.
+#[allow(clippy::result_large_err)]
 /// `/v1/audio/transcriptions`: a multipart form with the audio `file`; the transcript is as
 /// long as the audio (about ten words a second of 16 kHz 16-bit mono) unless
 /// `max_completion_tokens` caps it.
