@@ -7,7 +7,7 @@ use common::*;
 use llmb::records::TokenSource;
 
 /// Backends whose route the simulator speaks, and whether they can force output length.
-const NATIVE: [(&str, bool); 10] = [
+const NATIVE: [(&str, bool); 11] = [
     ("tgi", false),
     ("llama.cpp", true),
     ("sglang", true),
@@ -18,6 +18,7 @@ const NATIVE: [(&str, bool); 10] = [
     ("openai-responses", false),
     ("deepspeed-mii", true),
     ("amsv2", false),
+    ("ppl", true),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,7 +63,8 @@ async fn native_adapters_measure_the_simulator() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native_adapters_without_streaming_measure_only_e2el() {
-    for (backend, _) in NATIVE {
+    // gRPC's Generation only streams.
+    for (backend, _) in NATIVE.into_iter().filter(|(b, _)| *b != "ppl") {
         let dir = tempfile::tempdir().unwrap();
         let mut args = quick_args(dir.path());
         args.backend = backend.into();
@@ -103,15 +105,18 @@ async fn native_errors_fail_requests_with_the_servers_message() {
         records.sort_by_key(|r| r.sample);
         assert!(records[0].success, "{backend}: {:?}", records[0].error);
         let http = records[1].error.as_ref().expect("http error");
-        assert_eq!(http.http_status, Some(500), "{backend}");
+        // gRPC reports failures in its status (Trailers-Only), with HTTP 200.
+        let status = if backend == "ppl" { None } else { Some(500) };
+        assert_eq!(http.http_status, status, "{backend}");
         assert!(
             http.message.contains("simulated internal error"),
             "{backend}: {}",
             http.message
         );
         let in_stream = records[2].error.as_ref().expect("in-stream error");
-        // LightLLM and MII have no in-stream error: their streams just end early.
-        if !["lightllm", "deepspeed-mii"].contains(&backend) {
+        // LightLLM and MII have no in-stream error (their streams just end early) and PPL's
+        // FAILED status carries no message.
+        if !["lightllm", "deepspeed-mii", "ppl"].contains(&backend) {
             assert!(
                 in_stream.message.contains("simulated in-stream error"),
                 "{backend}: {}",
@@ -123,4 +128,34 @@ async fn native_errors_fail_requests_with_the_servers_message() {
             "{backend}: a dropped stream is a failure"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_files_are_transcribed_through_multipart_uploads() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = quick_args(dir.path());
+    args.backend = "openai-audio".into();
+    args.dataset_name = "audio".into();
+    args.dataset_path = Some(workspace_root().join("datasets/audio/list.jsonl"));
+    args.plugin_opts = vec!["vllm-extras=true".into()];
+    args.num_prompts = 4;
+    args.sim.ttft_ms = 20.0;
+    let outcome = bench(&args).await;
+    let m = &outcome.metrics;
+    assert_eq!(m.completed, 4, "{:?}", outcome.records[0].error);
+    assert!(m.ttft.mean >= 19.0, "TTFT {}", m.ttft.mean);
+    for r in &outcome.records {
+        assert_eq!(r.token_source, Some(TokenSource::Usage));
+        // The simulator transcribes about ten words a second of 16 kHz mono audio.
+        assert!([5, 10].contains(&r.output_tokens), "{}", r.output_tokens);
+        assert!(r.server_prompt_tokens.unwrap_or(0) > 0);
+    }
+
+    // A text adapter handed audio fails each request with the reason.
+    args.backend = "vllm".into();
+    args.plugin_opts.clear();
+    let outcome = bench(&args).await;
+    assert_eq!(outcome.metrics.failed, 4);
+    let message = &outcome.records[0].error.as_ref().unwrap().message;
+    assert!(message.contains("openai-audio"), "{message}");
 }

@@ -127,8 +127,8 @@ pub mod backend {
     };
     pub use crate::backend_bindings::llmb::plugin::host_log::{Level, log};
     pub use crate::backend_bindings::llmb::plugin::types::{
-        BackendError, ChatMessage, Completion, Delta, ErrorKind, FrameBatch, FrameSpan, Framing,
-        GenRequest, HttpRequest, Kv, Prompt, Role, StreamEvent, Usage,
+        AudioClip, BackendError, ChatMessage, Completion, Delta, ErrorKind, FrameBatch, FrameSpan,
+        Framing, GenRequest, HttpRequest, Kv, Prompt, Role, StreamEvent, Usage,
     };
     pub type Headers = Vec<(String, String)>;
 }
@@ -169,7 +169,9 @@ pub mod dataset {
     };
     pub use crate::dataset_bindings::llmb::plugin::host_log::{Level, log};
     pub use crate::dataset_bindings::llmb::plugin::tokenizer;
-    pub use crate::dataset_bindings::llmb::plugin::types::{ChatMessage, Kv, Prompt, Role};
+    pub use crate::dataset_bindings::llmb::plugin::types::{
+        AudioClip, ChatMessage, Kv, Prompt, Role,
+    };
 
     /// Looks up a `--option` value passed through [`DatasetParams::options`].
     pub fn option<'a>(params: &'a DatasetParams, key: &str) -> Option<&'a str> {

@@ -1,0 +1,1026 @@
+//! Speech-to-text over `POST /v1/audio/transcriptions` (OpenAI, vLLM, SGLang, llama.cpp).
+//!
+//! The body is multipart/form-data, not JSON, so the adapter builds it itself: the clip as the
+//! `file` part, then `model`, `stream`, `response_format=json`, an optional `temperature`, and the
+//! keys of `--extra-body` as text fields (this is how `language`, `prompt` or vLLM's
+//! `max_completion_tokens` are sent). Two stream dialects share the route and both are parsed:
+//! OpenAI's typed `transcript.text.delta` / `transcript.text.done` events and vLLM's
+//! `transcription.chunk` chunks (`choices[].delta.content`, a usage chunk, `data: [DONE]`).
+//! Whether OpenAI sends `[DONE]` after `transcript.text.done` is unconfirmed, so either ends the
+//! stream, and a vLLM stream cut after its `finish_reason` chunk counts as complete.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use llmb_plugin_sdk::backend::*;
+use llmb_plugin_sdk::backend_bindings::llmb::plugin::types::AudioClip;
+use llmb_plugin_sdk::json::{error_message, get_u32, is_error_object};
+use llmb_plugin_sdk::openai::{classify, map_error};
+use serde_json::{Map, Value};
+
+/// The route; translations (`/v1/audio/translations`) take the same form via `--endpoint`.
+const PATH: &str = "/v1/audio/transcriptions";
+
+/// The error for text and chat prompts: this adapter only uploads audio.
+pub const NEEDS_AUDIO: &str = "openai-audio needs an audio dataset (--dataset-name audio)";
+
+/// Set by `--plugin-opt vllm-extras=true`: send what `vllm bench serve` sends on top of the
+/// OpenAI fields, so vLLM caps the output and reports token usage in the stream.
+static VLLM_EXTRAS: AtomicBool = AtomicBool::new(false);
+
+/// The `openai-audio` adapter.
+pub struct Adapter;
+
+/// Per-request stream state: the stream is over at `[DONE]` or `transcript.text.done`, and a
+/// vLLM `finish_reason` makes an end of body without `[DONE]` acceptable.
+#[derive(Default)]
+pub struct Parser {
+    state: RefCell<State>,
+}
+
+#[derive(Default)]
+struct State {
+    done: bool,
+    failed: bool,
+    finished: bool,
+    /// The response is `application/json`: a server (OpenAI's `whisper-1`) that ignores
+    /// `stream` and answers with a whole body, which SSE framing cannot carry intact.
+    json_body: bool,
+}
+
+/// The upload's content type, from the file name's extension: some servers decode by it.
+pub fn content_type(filename: &str) -> &'static str {
+    let ext = filename
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "wav" => "audio/wav",
+        "mp3" => "audio/mpeg",
+        "flac" => "audio/flac",
+        "ogg" => "audio/ogg",
+        "m4a" => "audio/mp4",
+        _ => "application/octet-stream",
+    }
+}
+
+/// A multipart/form-data body under construction (RFC 7578), with CRLF line ends as the format
+/// requires. The boundary is fixed by the caller so a request is a pure function of its input.
+pub struct Multipart {
+    boundary: String,
+    body: Vec<u8>,
+}
+
+impl Multipart {
+    /// Starts a body delimited by `boundary`, which must not occur in any part.
+    pub fn new(boundary: String) -> Self {
+        Self {
+            boundary,
+            body: Vec::new(),
+        }
+    }
+
+    /// The request's `Content-Type` header value, which carries the boundary.
+    pub fn content_type(&self) -> String {
+        format!("multipart/form-data; boundary={}", self.boundary)
+    }
+
+    fn head(&mut self, name: &str) {
+        self.body.extend_from_slice(b"--");
+        self.body.extend_from_slice(self.boundary.as_bytes());
+        self.body
+            .extend_from_slice(b"\r\nContent-Disposition: form-data; name=\"");
+        self.body.extend_from_slice(quote(name).as_bytes());
+        self.body.push(b'"');
+    }
+
+    /// Appends a text field.
+    pub fn text(&mut self, name: &str, value: &str) {
+        self.head(name);
+        self.body.extend_from_slice(b"\r\n\r\n");
+        self.body.extend_from_slice(value.as_bytes());
+        self.body.extend_from_slice(b"\r\n");
+    }
+
+    /// Appends a file part with its name and content type.
+    pub fn file(&mut self, name: &str, filename: &str, content_type: &str, data: &[u8]) {
+        self.head(name);
+        self.body.extend_from_slice(b"; filename=\"");
+        self.body.extend_from_slice(quote(filename).as_bytes());
+        self.body.extend_from_slice(b"\"\r\nContent-Type: ");
+        self.body.extend_from_slice(content_type.as_bytes());
+        self.body.extend_from_slice(b"\r\n\r\n");
+        self.body.extend_from_slice(data);
+        self.body.extend_from_slice(b"\r\n");
+    }
+
+    /// Closes the body with the final delimiter.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.body.extend_from_slice(b"--");
+        self.body.extend_from_slice(self.boundary.as_bytes());
+        self.body.extend_from_slice(b"--\r\n");
+        self.body
+    }
+}
+
+/// Escapes a name for a quoted Content-Disposition parameter the way browsers do (WHATWG), so a
+/// quote or line break in a file name cannot break the part header.
+fn quote(s: &str) -> String {
+    s.replace('"', "%22")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+/// A boundary derived from the request id; extended until no part contains it, so arbitrary
+/// audio bytes can never end a part early.
+fn boundary(id: u64, parts: &[&[u8]]) -> String {
+    let base = format!("llmb-form-boundary-{id:016x}");
+    let mut candidate = base.clone();
+    let mut n = 0u32;
+    while parts.iter().any(|p| {
+        p.windows(candidate.len())
+            .any(|w| w == candidate.as_bytes())
+    }) {
+        n += 1;
+        candidate = format!("{base}-{n}");
+    }
+    candidate
+}
+
+/// The text fields in send order; `--extra-body` keys replace same-named fields in place (last
+/// wins, no duplicates) and a `null` value removes a field.
+fn fields(req: &GenRequest, vllm_extras: bool) -> Result<Vec<(String, String)>, String> {
+    let mut fields: Vec<(String, String)> = vec![
+        ("model".into(), req.model.clone()),
+        ("stream".into(), req.streaming.to_string()),
+        ("response_format".into(), "json".into()),
+    ];
+    if let Some(t) = req.temperature {
+        fields.push(("temperature".into(), t.to_string()));
+    }
+    if vllm_extras {
+        fields.push(("max_completion_tokens".into(), req.max_tokens.to_string()));
+        if req.streaming && req.include_usage {
+            fields.push(("stream_include_usage".into(), "true".into()));
+        }
+    }
+    let Some(extra) = req.extra_body.as_deref() else {
+        return Ok(fields);
+    };
+    let extra: Value =
+        serde_json::from_str(extra).map_err(|e| format!("--extra-body is not valid JSON: {e}"))?;
+    let Value::Object(extra) = extra else {
+        return Err("--extra-body must be a JSON object".into());
+    };
+    for (key, value) in extra {
+        if key == "file" {
+            return Err(
+                "--extra-body cannot set \"file\": the audio comes from the dataset".into(),
+            );
+        }
+        let value = match value {
+            Value::Null => {
+                fields.retain(|(k, _)| *k != key);
+                continue;
+            }
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        match fields.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => fields.push((key, value)),
+        }
+    }
+    Ok(fields)
+}
+
+/// The whole request for one clip: a pure function of the request and the `vllm-extras` choice.
+pub fn build(req: &GenRequest, vllm_extras: bool) -> Result<HttpRequest, String> {
+    let clip: &AudioClip = match &req.prompt {
+        Prompt::Audio(clip) => clip,
+        Prompt::Text(_) | Prompt::Chat(_) => return Err(NEEDS_AUDIO.into()),
+    };
+    let fields = fields(req, vllm_extras)?;
+    let mut parts: Vec<&[u8]> = vec![&clip.data, clip.filename.as_bytes()];
+    for (k, v) in &fields {
+        parts.push(k.as_bytes());
+        parts.push(v.as_bytes());
+    }
+    let mut form = Multipart::new(boundary(req.id, &parts));
+    form.file(
+        "file",
+        &clip.filename,
+        content_type(&clip.filename),
+        &clip.data,
+    );
+    for (k, v) in &fields {
+        form.text(k, v);
+    }
+    Ok(HttpRequest {
+        method: "POST".into(),
+        path: PATH.into(),
+        headers: vec![("content-type".into(), form.content_type())],
+        body: form.finish(),
+    })
+}
+
+fn protocol(message: String) -> BackendError {
+    BackendError {
+        kind: ErrorKind::Protocol,
+        message,
+        http_status: None,
+        retryable: false,
+    }
+}
+
+/// An in-band error object, classified by its `code` when it is an HTTP-like number.
+fn stream_error(v: Option<&Value>, data: &[u8]) -> BackendError {
+    let message = v.and_then(error_message).unwrap_or_else(|| {
+        String::from_utf8_lossy(&data[..data.len().min(300)])
+            .trim()
+            .to_owned()
+    });
+    let code = v.and_then(|v| {
+        v.get("error")
+            .and_then(|e| e.get("code"))
+            .or_else(|| v.get("code"))
+            .and_then(Value::as_u64)
+            .and_then(|c| u16::try_from(c).ok())
+    });
+    classify(code, message)
+}
+
+/// Token usage in either dialect: OpenAI's `input_tokens`/`output_tokens` (a `duration` usage
+/// has no tokens and gives none) or vLLM's `prompt_tokens`/`completion_tokens`.
+fn usage(v: &Value) -> Option<Usage> {
+    let u = v.get("usage")?.as_object()?;
+    let prompt = get_u32(u, "prompt_tokens").or_else(|| get_u32(u, "input_tokens"));
+    let completion = get_u32(u, "completion_tokens").or_else(|| get_u32(u, "output_tokens"));
+    let cached = u
+        .get("prompt_tokens_details")
+        .or_else(|| u.get("input_token_details"))
+        .and_then(Value::as_object)
+        .and_then(|d| get_u32(d, "cached_tokens"));
+    (prompt.is_some() || completion.is_some()).then_some(Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        cached_prompt_tokens: cached,
+    })
+}
+
+fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+impl State {
+    fn fail(&mut self, err: BackendError, events: &mut Vec<StreamEvent>) {
+        self.failed = true;
+        events.push(StreamEvent::Error(err));
+    }
+
+    fn frame(&mut self, frame: u32, event: Option<&str>, data: &[u8], out: &mut Vec<StreamEvent>) {
+        let data = data.trim_ascii();
+        if self.done || self.failed || data.is_empty() {
+            return;
+        }
+        if data == b"[DONE]" {
+            self.done = true;
+            out.push(StreamEvent::Done);
+            return;
+        }
+        let parsed: Result<Value, _> = serde_json::from_slice(data);
+        if event == Some("error") {
+            self.fail(stream_error(parsed.as_ref().ok(), data), out);
+            return;
+        }
+        let v = match parsed {
+            Ok(v) => v,
+            Err(_) if self.json_body => return,
+            Err(e) => {
+                let shown = String::from_utf8_lossy(&data[..data.len().min(120)]);
+                self.fail(
+                    protocol(format!(
+                        "malformed transcription stream event ({e}): {shown}"
+                    )),
+                    out,
+                );
+                return;
+            }
+        };
+        let kind = v.get("type").and_then(Value::as_str);
+        if is_error_object(&v) || kind == Some("error") {
+            self.fail(stream_error(Some(&v), data), out);
+            return;
+        }
+        match kind {
+            Some("transcript.text.delta") => out.push(StreamEvent::Delta(Delta {
+                frame,
+                text: v
+                    .get("delta")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+                reasoning: String::new(),
+                tokens: None,
+                index: 0,
+            })),
+            Some("transcript.text.done") => {
+                if let Some(u) = usage(&v) {
+                    out.push(StreamEvent::Usage(u));
+                }
+                self.done = true;
+                out.push(StreamEvent::Done);
+            }
+            Some(_) => {}
+            None => self.chunk(frame, &v, out),
+        }
+    }
+
+    /// A vLLM `transcription.chunk`: each choice is a delta (as `vllm bench serve` counts
+    /// them, even with empty text); the `choices: []` chunk only carries usage.
+    fn chunk(&mut self, frame: u32, v: &Value, out: &mut Vec<StreamEvent>) {
+        let choices = v.get("choices").and_then(Value::as_array);
+        for choice in choices.into_iter().flatten() {
+            let index = choice
+                .get("index")
+                .and_then(Value::as_u64)
+                .map_or(0, |i| i.min(u32::MAX as u64) as u32);
+            let text = choice
+                .get("delta")
+                .and_then(|d| d.get("content"))
+                .or_else(|| choice.get("text"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            out.push(StreamEvent::Delta(Delta {
+                frame,
+                text,
+                reasoning: String::new(),
+                tokens: None,
+                index,
+            }));
+            if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+                if reason == "error" || reason == "abort" {
+                    self.fail(
+                        BackendError {
+                            kind: ErrorKind::Server,
+                            message: format!(
+                                "the server ended the stream with finish_reason {reason:?}"
+                            ),
+                            http_status: None,
+                            retryable: false,
+                        },
+                        out,
+                    );
+                    return;
+                }
+                self.finished = true;
+                out.push(StreamEvent::Finish(reason.to_owned()));
+            }
+        }
+        if let Some(u) = usage(v) {
+            out.push(StreamEvent::Usage(u));
+        }
+    }
+}
+
+impl Guest for Adapter {
+    type ResponseParser = Parser;
+
+    fn info() -> BackendInfo {
+        BackendInfo {
+            name: "openai-audio".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Speech-to-text: POST /v1/audio/transcriptions as multipart/form-data (OpenAI, vLLM, SGLang, llama.cpp); needs --dataset-name audio; --extra-body keys become form fields (e.g. language); --plugin-opt vllm-extras=true adds max_completion_tokens and stream_include_usage as vllm bench sends".into(),
+            default_endpoint: PATH.into(),
+            framing: Framing::Sse,
+            supports_ignore_eos: false,
+            http2: false,
+        }
+    }
+
+    fn configure(options: Vec<Kv>) -> Result<(), String> {
+        for kv in options {
+            match kv.key.as_str() {
+                "vllm-extras" => {
+                    let on = match kv.value.trim() {
+                        "true" | "1" | "yes" | "" => true,
+                        "false" | "0" | "no" => false,
+                        other => {
+                            return Err(format!(
+                                "vllm-extras must be true or false, not {other:?}"
+                            ));
+                        }
+                    };
+                    VLLM_EXTRAS.store(on, Ordering::Relaxed);
+                }
+                other => {
+                    return Err(format!(
+                        "unknown option {other:?} for the openai-audio adapter (known: vllm-extras)"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn build_request(req: GenRequest) -> Result<HttpRequest, String> {
+        build(&req, VLLM_EXTRAS.load(Ordering::Relaxed))
+    }
+
+    /// `{"text": ..}` with optional usage; a non-JSON `text/*` body is taken as the transcript,
+    /// for when `--extra-body` asks for `response_format` `text`, `srt` or `vtt`.
+    fn parse_body(
+        status: u16,
+        headers: Headers,
+        body: Vec<u8>,
+    ) -> Result<Completion, BackendError> {
+        let v: Value = match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => {
+                let is_text = header(&headers, "content-type")
+                    .is_some_and(|t| t.trim().to_ascii_lowercase().starts_with("text/"));
+                if is_text {
+                    return Ok(Completion {
+                        text: String::from_utf8_lossy(&body).into_owned(),
+                        finish: None,
+                        usage: None,
+                    });
+                }
+                return Err(protocol(format!("response body is not JSON: {e}")));
+            }
+        };
+        if is_error_object(&v) {
+            return Err(map_error(status, &body));
+        }
+        let text = v
+            .as_object()
+            .and_then(|o: &Map<String, Value>| o.get("text"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| protocol("the transcription response has no \"text\" string".into()))?;
+        Ok(Completion {
+            text: text.to_owned(),
+            finish: None,
+            usage: usage(&v),
+        })
+    }
+
+    fn map_error(status: u16, _headers: Headers, body: Vec<u8>) -> BackendError {
+        map_error(status, &body)
+    }
+}
+
+impl GuestResponseParser for Parser {
+    fn new(_status: u16, headers: Headers) -> Self {
+        let json_body = header(&headers, "content-type").is_some_and(|t| {
+            t.trim()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
+        Self {
+            state: RefCell::new(State {
+                json_body,
+                ..State::default()
+            }),
+        }
+    }
+
+    fn feed(&self, batch: FrameBatch) -> Vec<StreamEvent> {
+        let mut state = self.state.borrow_mut();
+        let mut events = Vec::with_capacity(batch.len() + 2);
+        for (frame, event, data) in batch.iter() {
+            state.frame(frame, event, data, &mut events);
+        }
+        events
+    }
+
+    /// A stream cut after a `finish_reason` lost only its usage chunk and `[DONE]`: complete.
+    fn finish(&self, _trailers: Headers) -> Vec<StreamEvent> {
+        let mut state = self.state.borrow_mut();
+        if state.done || state.failed {
+            return Vec::new();
+        }
+        if state.finished {
+            state.done = true;
+            return vec![StreamEvent::Done];
+        }
+        state.failed = true;
+        if state.json_body {
+            return vec![StreamEvent::Error(protocol(
+                "the server answered the streaming request with a whole JSON body (OpenAI's whisper-1 ignores `stream`); run without streaming".into(),
+            ))];
+        }
+        vec![StreamEvent::Error(protocol(
+            "the transcription stream ended before `transcript.text.done`, a finish_reason or `data: [DONE]`".into(),
+        ))]
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+llmb_plugin_sdk::export_backend!(Adapter);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use llmb_plugin_sdk::framing::{Batch, SseFramer};
+
+    /// The OpenAI-service stream of openai-audio-transcriptions.md, byte for byte.
+    const OPENAI: &[u8] = b"data: {\"type\":\"transcript.text.delta\",\"delta\":\"The\"}\n\ndata: {\"type\":\"transcript.text.delta\",\"delta\":\" quick\"}\n\ndata: {\"type\":\"transcript.text.delta\",\"delta\":\" brown\"}\n\ndata: {\"type\":\"transcript.text.delta\",\"delta\":\" fox.\"}\n\ndata: {\"type\":\"transcript.text.done\",\"text\":\"The quick brown fox.\",\"usage\":{\"type\":\"tokens\",\"input_tokens\":63,\"output_tokens\":5,\"total_tokens\":68,\"input_token_details\":{\"audio_tokens\":51,\"text_tokens\":12}}}\n\n";
+
+    /// The vLLM stream of openai-audio-transcriptions.md, byte for byte.
+    const VLLM: &[u8] = b"data: {\"id\":\"trsc-4f2a9c0b7e1d4a5b\",\"object\":\"transcription.chunk\",\"created\":1736900000,\"model\":\"openai/whisper-large-v3\",\"choices\":[{\"delta\":{\"content\":\" The\"}}],\"usage\":{\"prompt_tokens\":1502,\"completion_tokens\":1,\"total_tokens\":1503}}\n\ndata: {\"id\":\"trsc-4f2a9c0b7e1d4a5b\",\"object\":\"transcription.chunk\",\"created\":1736900000,\"model\":\"openai/whisper-large-v3\",\"choices\":[{\"delta\":{\"content\":\" quick\"}}],\"usage\":{\"prompt_tokens\":1502,\"completion_tokens\":2,\"total_tokens\":1504}}\n\ndata: {\"id\":\"trsc-4f2a9c0b7e1d4a5b\",\"object\":\"transcription.chunk\",\"created\":1736900000,\"model\":\"openai/whisper-large-v3\",\"choices\":[{\"delta\":{\"content\":\" brown fox.\"},\"finish_reason\":\"stop\",\"stop_reason\":null}],\"usage\":{\"prompt_tokens\":1502,\"completion_tokens\":5,\"total_tokens\":1507}}\n\ndata: {\"id\":\"trsc-4f2a9c0b7e1d4a5b\",\"object\":\"transcription.chunk\",\"created\":1736900000,\"model\":\"openai/whisper-large-v3\",\"choices\":[],\"usage\":{\"prompt_tokens\":1502,\"completion_tokens\":5,\"total_tokens\":1507}}\n\ndata: [DONE]\n\n";
+
+    /// The short vLLM-form stream given to the simulator: three tokens, usage chunk, `[DONE]`.
+    const SHORT: &[u8] = b"data: {\"id\":\"trsc-1\",\"object\":\"transcription.chunk\",\"created\":1736900000,\"model\":\"m\",\"choices\":[{\"delta\":{\"content\":\" a\"}}]}\n\ndata: {\"id\":\"trsc-1\",\"object\":\"transcription.chunk\",\"created\":1736900000,\"model\":\"m\",\"choices\":[{\"delta\":{\"content\":\" b\"}}]}\n\ndata: {\"id\":\"trsc-1\",\"object\":\"transcription.chunk\",\"created\":1736900000,\"model\":\"m\",\"choices\":[{\"delta\":{\"content\":\" c\"},\"finish_reason\":\"stop\",\"stop_reason\":null}]}\n\ndata: {\"id\":\"trsc-1\",\"object\":\"transcription.chunk\",\"created\":1736900000,\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":3,\"total_tokens\":13}}\n\ndata: [DONE]\n\n";
+
+    /// vLLM's in-stream error after one token, then its `[DONE]`.
+    const ERROR: &[u8] = b"data: {\"id\":\"trsc-1\",\"object\":\"transcription.chunk\",\"created\":1736900000,\"model\":\"m\",\"choices\":[{\"delta\":{\"content\":\" a\"}}]}\n\ndata: {\"error\":{\"message\":\"Transcription failed: engine error\",\"type\":\"InternalServerError\",\"param\":null,\"code\":500}}\n\ndata: [DONE]\n\n";
+
+    /// Events reduced to comparable values; delta frames are numbered across batches.
+    #[derive(Debug, Default, PartialEq)]
+    struct Outcome {
+        deltas: Vec<(u32, String)>,
+        finish: Option<String>,
+        usage: Option<(Option<u32>, Option<u32>, Option<u32>)>,
+        errors: Vec<(ErrorKind, String)>,
+        done: usize,
+    }
+
+    impl Outcome {
+        fn text(&self) -> String {
+            self.deltas.iter().map(|d| d.1.as_str()).collect()
+        }
+    }
+
+    /// Frames `chunks` as the host does (one batch per read) and feeds one parser.
+    fn run_with(headers: Headers, chunks: &[&[u8]]) -> Outcome {
+        let parser = Parser::new(200, headers);
+        let mut framer = SseFramer::new();
+        let mut out = Outcome::default();
+        let mut seen = 0;
+        let mut feed = |batch: &mut Batch, out: &mut Outcome| {
+            if batch.is_empty() {
+                return;
+            }
+            let wit = FrameBatch {
+                data: batch.data.clone(),
+                frames: (batch.frames.iter())
+                    .map(|s| FrameSpan {
+                        start: s.start,
+                        len: s.len,
+                        event: s.event.clone(),
+                    })
+                    .collect(),
+            };
+            collect(parser.feed(wit), seen, out);
+            seen += batch.frames.len() as u32;
+            batch.clear();
+        };
+        let mut batch = Batch::default();
+        for chunk in chunks {
+            framer.push(chunk, &mut batch);
+            feed(&mut batch, &mut out);
+        }
+        framer.finish(&mut batch);
+        feed(&mut batch, &mut out);
+        collect(parser.finish(Vec::new()), seen, &mut out);
+        out
+    }
+
+    fn run(chunks: &[&[u8]]) -> Outcome {
+        run_with(
+            vec![("content-type".into(), "text/event-stream".into())],
+            chunks,
+        )
+    }
+
+    fn collect(events: Vec<StreamEvent>, base: u32, out: &mut Outcome) {
+        for e in events {
+            match e {
+                StreamEvent::Delta(d) => out.deltas.push((base + d.frame, d.text)),
+                StreamEvent::Finish(r) => out.finish = Some(r),
+                StreamEvent::Usage(u) => {
+                    out.usage = Some((u.prompt_tokens, u.completion_tokens, u.cached_prompt_tokens))
+                }
+                StreamEvent::Error(e) => out.errors.push((e.kind, e.message)),
+                StreamEvent::Done => out.done += 1,
+            }
+        }
+    }
+
+    /// Same events whatever the read boundaries: every two-way split and one byte per read.
+    fn assert_split_invariant(body: &[u8]) -> Outcome {
+        let whole = run(&[body]);
+        for k in 0..=body.len() {
+            assert_eq!(run(&[&body[..k], &body[k..]]), whole, "split at byte {k}");
+        }
+        let bytes: Vec<&[u8]> = body.chunks(1).collect();
+        assert_eq!(run(&bytes), whole, "one byte per read");
+        whole
+    }
+
+    fn clip(data: &[u8], filename: &str) -> Prompt {
+        Prompt::Audio(AudioClip {
+            data: data.to_vec(),
+            filename: filename.into(),
+            reference: Some("ref".into()),
+            duration_s: None,
+        })
+    }
+
+    fn request(prompt: Prompt) -> GenRequest {
+        GenRequest {
+            id: 1,
+            model: "m".into(),
+            prompt,
+            max_tokens: 64,
+            ignore_eos: false,
+            streaming: true,
+            include_usage: true,
+            temperature: None,
+            extra_body: None,
+        }
+    }
+
+    /// Splits a multipart body into (headers, content) per part, checking the delimiters.
+    fn parts(body: &[u8], boundary: &str) -> Vec<(String, Vec<u8>)> {
+        let delim = format!("--{boundary}");
+        let end = format!("{delim}--\r\n");
+        assert!(body.ends_with(end.as_bytes()), "closing delimiter");
+        let body = &body[..body.len() - end.len()];
+        let sep = format!("\r\n{delim}\r\n");
+        let first = format!("{delim}\r\n");
+        assert!(body.starts_with(first.as_bytes()));
+        let mut rest = &body[first.len()..];
+        assert!(rest.ends_with(b"\r\n"));
+        rest = &rest[..rest.len() - 2];
+        let mut out = Vec::new();
+        loop {
+            let next = rest.windows(sep.len()).position(|w| w == sep.as_bytes());
+            let part = &rest[..next.unwrap_or(rest.len())];
+            let split = part.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+            out.push((
+                String::from_utf8(part[..split].to_vec()).unwrap(),
+                part[split + 4..].to_vec(),
+            ));
+            match next {
+                Some(n) => rest = &rest[n + sep.len()..],
+                None => return out,
+            }
+        }
+    }
+
+    #[test]
+    fn multipart_body_bytes() {
+        let http = Adapter::build_request(request(clip(b"RIFF", "a.wav"))).unwrap();
+        assert_eq!(http.method, "POST");
+        assert_eq!(http.path, "/v1/audio/transcriptions");
+        assert_eq!(
+            http.headers,
+            [(
+                "content-type".to_owned(),
+                "multipart/form-data; boundary=llmb-form-boundary-0000000000000001".to_owned()
+            )]
+        );
+        let expected = concat!(
+            "--llmb-form-boundary-0000000000000001\r\n",
+            "Content-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n",
+            "Content-Type: audio/wav\r\n",
+            "\r\n",
+            "RIFF\r\n",
+            "--llmb-form-boundary-0000000000000001\r\n",
+            "Content-Disposition: form-data; name=\"model\"\r\n",
+            "\r\n",
+            "m\r\n",
+            "--llmb-form-boundary-0000000000000001\r\n",
+            "Content-Disposition: form-data; name=\"stream\"\r\n",
+            "\r\n",
+            "true\r\n",
+            "--llmb-form-boundary-0000000000000001\r\n",
+            "Content-Disposition: form-data; name=\"response_format\"\r\n",
+            "\r\n",
+            "json\r\n",
+            "--llmb-form-boundary-0000000000000001--\r\n",
+        );
+        assert_eq!(String::from_utf8(http.body).unwrap(), expected);
+    }
+
+    #[test]
+    fn content_types_by_extension() {
+        for (name, ct) in [
+            ("a.wav", "audio/wav"),
+            ("b.WAV", "audio/wav"),
+            ("c.mp3", "audio/mpeg"),
+            ("d.flac", "audio/flac"),
+            ("e.ogg", "audio/ogg"),
+            ("f.m4a", "audio/mp4"),
+            ("g.webm", "application/octet-stream"),
+            ("noext", "application/octet-stream"),
+        ] {
+            assert_eq!(content_type(name), ct, "{name}");
+            let http = Adapter::build_request(request(clip(b"xyz", name))).unwrap();
+            let p = parts(&http.body, "llmb-form-boundary-0000000000000001");
+            assert_eq!(
+                p[0].0,
+                format!(
+                    "Content-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: {ct}"
+                )
+            );
+            assert_eq!(p[0].1, b"xyz");
+        }
+    }
+
+    fn field_map(http: &HttpRequest) -> Vec<(String, String)> {
+        let ct = &http.headers[0].1;
+        let boundary = ct.split_once("boundary=").unwrap().1;
+        parts(&http.body, boundary)
+            .into_iter()
+            .skip(1)
+            .map(|(h, v)| {
+                let name = h
+                    .strip_prefix("Content-Disposition: form-data; name=\"")
+                    .and_then(|n| n.strip_suffix('"'))
+                    .unwrap()
+                    .to_owned();
+                (name, String::from_utf8(v).unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fields_temperature_and_extra_body() {
+        let mut req = request(clip(b"RIFF", "a.wav"));
+        req.streaming = false;
+        req.temperature = Some(0.2);
+        req.extra_body = Some(
+            r#"{"language":"en","response_format":"verbose_json","stream_include_usage":true,"max_completion_tokens":128,"timestamp_granularities[]":["word"],"temperature":null}"#
+                .into(),
+        );
+        let http = build(&req, false).unwrap();
+        let mut got = field_map(&http);
+        got[3..].sort();
+        let mut want: Vec<(String, String)> = [
+            ("model", "m"),
+            ("stream", "false"),
+            ("response_format", "verbose_json"),
+            ("language", "en"),
+            ("stream_include_usage", "true"),
+            ("max_completion_tokens", "128"),
+            ("timestamp_granularities[]", "[\"word\"]"),
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        want[3..].sort();
+        assert_eq!(got, want);
+
+        req.extra_body = None;
+        let got = field_map(&build(&req, false).unwrap());
+        assert_eq!(got[3], ("temperature".into(), "0.2".into()));
+        assert_eq!(got.len(), 4);
+
+        req.streaming = true;
+        let got = field_map(&build(&req, true).unwrap());
+        assert_eq!(got[4], ("max_completion_tokens".into(), "64".into()));
+        assert_eq!(got[5], ("stream_include_usage".into(), "true".into()));
+
+        req.extra_body = Some(r#"{"file":"x"}"#.into());
+        assert!(build(&req, false).unwrap_err().contains("\"file\""));
+        req.extra_body = Some("[1]".into());
+        assert!(build(&req, false).unwrap_err().contains("JSON object"));
+    }
+
+    #[test]
+    fn boundary_avoids_the_data_and_names_are_escaped() {
+        let data = b"xx--llmb-form-boundary-0000000000000001yy";
+        let http = Adapter::build_request(request(clip(data, "a \"b\"\r\n.wav"))).unwrap();
+        let ct = &http.headers[0].1;
+        assert!(ct.ends_with("boundary=llmb-form-boundary-0000000000000001-1"));
+        let p = parts(&http.body, "llmb-form-boundary-0000000000000001-1");
+        assert_eq!(p.len(), 4);
+        assert_eq!(p[0].1, data);
+        assert!(p[0].0.contains("filename=\"a %22b%22%0D%0A.wav\""));
+    }
+
+    #[test]
+    fn text_and_chat_prompts_are_refused() {
+        let err = Adapter::build_request(request(Prompt::Text("hi".into()))).unwrap_err();
+        assert_eq!(err, NEEDS_AUDIO);
+        let err = Adapter::build_request(request(Prompt::Chat(vec![ChatMessage {
+            role: Role::User,
+            content: "hi".into(),
+        }])))
+        .unwrap_err();
+        assert!(err.contains("--dataset-name audio"));
+    }
+
+    #[test]
+    fn info_and_options() {
+        let info = Adapter::info();
+        assert_eq!(info.name, "openai-audio");
+        assert!(!info.supports_ignore_eos && !info.http2);
+        assert!(matches!(info.framing, Framing::Sse));
+        assert!(
+            Adapter::configure(vec![Kv {
+                key: "x".into(),
+                value: "1".into()
+            }])
+            .unwrap_err()
+            .contains("vllm-extras")
+        );
+        assert!(
+            Adapter::configure(vec![Kv {
+                key: "vllm-extras".into(),
+                value: "maybe".into()
+            }])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn openai_stream_conformance() {
+        let out = assert_split_invariant(OPENAI);
+        assert_eq!(out.text(), "The quick brown fox.");
+        assert_eq!(
+            out.deltas.iter().map(|d| d.0).collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
+        assert_eq!(out.usage, Some((Some(63), Some(5), None)));
+        assert_eq!(out.finish, None);
+        assert_eq!(out.done, 1);
+        assert!(out.errors.is_empty());
+
+        let mut with_done = OPENAI.to_vec();
+        with_done.extend_from_slice(b"data: [DONE]\n\n");
+        assert_eq!(assert_split_invariant(&with_done), out);
+    }
+
+    #[test]
+    fn vllm_stream_conformance() {
+        let out = assert_split_invariant(VLLM);
+        assert_eq!(out.text(), " The quick brown fox.");
+        assert_eq!(
+            out.deltas.iter().map(|d| d.0).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        assert_eq!(out.finish.as_deref(), Some("stop"));
+        assert_eq!(out.usage, Some((Some(1502), Some(5), None)));
+        assert_eq!(out.done, 1);
+        assert!(out.errors.is_empty());
+    }
+
+    #[test]
+    fn short_stream_for_the_simulator() {
+        let out = assert_split_invariant(SHORT);
+        assert_eq!(out.deltas.len(), 3);
+        assert_eq!(out.text(), " a b c");
+        assert_eq!(out.finish.as_deref(), Some("stop"));
+        assert_eq!(out.usage, Some((Some(10), Some(3), None)));
+        assert_eq!(out.done, 1);
+        assert!(out.errors.is_empty());
+    }
+
+    #[test]
+    fn vllm_stream_without_done_after_finish_is_complete() {
+        let cut = VLLM.len() - b"data: [DONE]\n\n".len();
+        let out = assert_split_invariant(&VLLM[..cut]);
+        assert_eq!(out.text(), " The quick brown fox.");
+        assert_eq!(out.usage, Some((Some(1502), Some(5), None)));
+        assert_eq!(out.done, 1);
+        assert!(out.errors.is_empty());
+    }
+
+    #[test]
+    fn in_stream_error_carries_the_server_message() {
+        let out = assert_split_invariant(ERROR);
+        assert_eq!(out.text(), " a");
+        assert_eq!(out.done, 0);
+        assert_eq!(
+            out.errors,
+            [(
+                ErrorKind::Server,
+                "Transcription failed: engine error".to_owned()
+            )]
+        );
+        let out = assert_split_invariant(
+            b"data: {\"type\":\"transcript.text.delta\",\"delta\":\"Hi\"}\n\ndata: {\"error\":{\"message\":\"Rate limit reached\",\"type\":\"requests\",\"param\":null,\"code\":\"rate_limit_exceeded\"}}\n\n",
+        );
+        assert_eq!(out.errors.len(), 1);
+        assert_eq!(out.errors[0].1, "Rate limit reached");
+        let out = assert_split_invariant(
+            b"data: {\"id\":\"t\",\"object\":\"transcription.chunk\",\"choices\":[{\"delta\":{\"content\":\"\"},\"finish_reason\":\"abort\"}]}\n\ndata: [DONE]\n\n",
+        );
+        assert_eq!(out.errors.len(), 1);
+        assert!(out.errors[0].1.contains("abort"));
+    }
+
+    #[test]
+    fn truncated_stream_fails_at_finish() {
+        let marker = b"\"finish_reason\"";
+        let at = VLLM
+            .windows(marker.len())
+            .position(|w| w == marker)
+            .unwrap();
+        let cut = VLLM[..at].iter().rposition(|&b| b == b'\n').unwrap() + 1;
+        let out = assert_split_invariant(&VLLM[..cut]);
+        assert_eq!(out.text(), " The quick");
+        assert_eq!(out.done, 0);
+        assert_eq!(out.errors.len(), 1);
+        assert!(matches!(out.errors[0].0, ErrorKind::Protocol));
+        assert!(out.errors[0].1.contains("ended before"));
+
+        let marker = b"data: {\"type\":\"transcript.text.done\"";
+        let cut = OPENAI
+            .windows(marker.len())
+            .position(|w| w == marker)
+            .unwrap();
+        let out = assert_split_invariant(&OPENAI[..cut]);
+        assert_eq!(out.text(), "The quick brown fox.");
+        assert_eq!((out.done, out.usage), (0, None));
+        assert_eq!(out.errors.len(), 1);
+        assert!(matches!(out.errors[0].0, ErrorKind::Protocol));
+
+        let out = run(&[&OPENAI[..cut + 40]]);
+        assert_eq!(out.errors.len(), 1);
+        assert!(matches!(out.errors[0].0, ErrorKind::Protocol));
+    }
+
+    #[test]
+    fn whole_json_body_to_a_streaming_request_is_explained() {
+        let out = run_with(
+            vec![("Content-Type".into(), "application/json".into())],
+            &[b"{\n  \"text\": \"Hello there.\"\n}\n"],
+        );
+        assert_eq!(out.errors.len(), 1);
+        assert!(out.errors[0].1.contains("whisper-1"));
+    }
+
+    #[test]
+    fn http_errors_carry_the_server_message() {
+        let e = Adapter::map_error(
+            400,
+            Vec::new(),
+            br#"{"error":{"message":"Invalid file format. Supported formats: ['flac', 'm4a', 'mp3', 'mp4', 'mpeg', 'mpga', 'oga', 'ogg', 'wav', 'webm']","type":"invalid_request_error","param":null,"code":null}}"#.to_vec(),
+        );
+        assert!(matches!(e.kind, ErrorKind::BadRequest));
+        assert!(e.message.starts_with("Invalid file format."));
+        assert_eq!(e.http_status, Some(400));
+        let e = Adapter::map_error(
+            400,
+            Vec::new(),
+            br#"{"object":"error","message":"Maximum clip duration (30s) exceeded.","type":"BadRequestError","param":null,"code":400}"#.to_vec(),
+        );
+        assert_eq!(e.message, "Maximum clip duration (30s) exceeded.");
+        let e = Adapter::map_error(503, Vec::new(), Vec::new());
+        assert!(matches!(e.kind, ErrorKind::Overloaded) && e.retryable);
+    }
+
+    #[test]
+    fn non_streaming_bodies() {
+        let json = vec![("content-type".to_owned(), "application/json".to_owned())];
+        let c = Adapter::parse_body(
+            200,
+            json.clone(),
+            br#"{"text":"The quick brown fox.","usage":{"type":"tokens","input_tokens":63,"output_tokens":5,"total_tokens":68}}"#.to_vec(),
+        )
+        .unwrap();
+        assert_eq!(c.text, "The quick brown fox.");
+        let u = c.usage.unwrap();
+        assert_eq!((u.prompt_tokens, u.completion_tokens), (Some(63), Some(5)));
+        let c = Adapter::parse_body(
+            200,
+            json.clone(),
+            br#"{"text":"Hi","usage":{"type":"duration","seconds":2}}"#.to_vec(),
+        )
+        .unwrap();
+        assert_eq!(c.text, "Hi");
+        assert!(c.usage.is_none());
+        let c = Adapter::parse_body(
+            200,
+            json.clone(),
+            br#"{"text":"Hi","usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}"#
+                .to_vec(),
+        )
+        .unwrap();
+        assert_eq!(c.usage.unwrap().completion_tokens, Some(2));
+        let c = Adapter::parse_body(
+            200,
+            vec![("content-type".into(), "text/plain; charset=utf-8".into())],
+            b"Hello there.\n".to_vec(),
+        )
+        .unwrap();
+        assert_eq!(c.text, "Hello there.\n");
+        let e = Adapter::parse_body(200, json.clone(), b"{\"segments\":[]}".to_vec()).unwrap_err();
+        assert!(matches!(e.kind, ErrorKind::Protocol));
+        let e = Adapter::parse_body(
+            200,
+            json,
+            br#"{"error":{"message":"boom","type":"x","param":null,"code":null}}"#.to_vec(),
+        )
+        .unwrap_err();
+        assert_eq!(e.message, "boom");
+    }
+}
