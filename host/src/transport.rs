@@ -12,7 +12,7 @@ use hyper::{Request, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use llmb_plugin_sdk::framing::{Batch, NdjsonFramer, SseFramer};
+use llmb_plugin_sdk::framing::{Batch, GrpcFramer, NdjsonFramer, SseFramer};
 
 use crate::plugin::backend::{
     BackendError, ErrorKind, FrameBatch, FrameSpan, Framing, GenRequest, PooledBackend,
@@ -207,6 +207,7 @@ fn chain(err: &(dyn std::error::Error + 'static)) -> String {
 enum Framer {
     Sse(SseFramer),
     Ndjson(NdjsonFramer),
+    Grpc(GrpcFramer),
     Raw,
 }
 
@@ -215,6 +216,7 @@ impl Framer {
         match framing {
             Framing::Sse => Framer::Sse(SseFramer::new()),
             Framing::Ndjson => Framer::Ndjson(NdjsonFramer::new()),
+            Framing::Grpc => Framer::Grpc(GrpcFramer::new()),
             Framing::Raw => Framer::Raw,
         }
     }
@@ -223,6 +225,7 @@ impl Framer {
         match self {
             Framer::Sse(f) => f.push(chunk, batch),
             Framer::Ndjson(f) => f.push(chunk, batch),
+            Framer::Grpc(f) => f.push(chunk, batch),
             Framer::Raw => batch.push(None, chunk),
         }
     }
@@ -231,6 +234,7 @@ impl Framer {
         match self {
             Framer::Sse(f) => f.finish(batch),
             Framer::Ndjson(f) => f.finish(batch),
+            Framer::Grpc(f) => f.finish(batch),
             Framer::Raw => {}
         }
     }

@@ -194,9 +194,74 @@ impl NdjsonFramer {
     }
 }
 
+/// Incremental gRPC framer: one frame per length-prefixed message (flag, 4-byte big-endian
+/// length, payload), prefix included, however the body was split into reads.
+#[derive(Debug, Default)]
+pub struct GrpcFramer {
+    buf: Vec<u8>,
+}
+
+impl GrpcFramer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn push(&mut self, bytes: &[u8], out: &mut Batch) {
+        self.buf.extend_from_slice(bytes);
+        let mut start = 0;
+        while let Some(prefix) = self.buf.get(start..start + 5) {
+            let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+            let end = start + 5 + len;
+            if self.buf.len() < end {
+                break;
+            }
+            out.push(None, &self.buf[start..end]);
+            start = end;
+        }
+        self.buf.drain(..start);
+    }
+
+    /// A message cut off by the end of the body is passed on as it is, so the plugin can say so.
+    pub fn finish(&mut self, out: &mut Batch) {
+        if !self.buf.is_empty() {
+            out.push(None, &self.buf);
+        }
+        self.buf.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_messages_are_framed_whole_across_reads() {
+        let stream: Vec<u8> = [
+            &[0u8, 0, 0, 0, 2, 0xaa, 0xbb][..],
+            &[0, 0, 0, 0, 0],
+            &[0, 0, 0, 0, 1, 0xcc],
+        ]
+        .concat();
+        for split in 0..=stream.len() {
+            let mut framer = GrpcFramer::new();
+            let mut out = Batch::default();
+            framer.push(&stream[..split], &mut out);
+            framer.push(&stream[split..], &mut out);
+            framer.finish(&mut out);
+            let frames: Vec<&[u8]> = (0..out.frames.len()).map(|i| out.get(i).1).collect();
+            assert_eq!(
+                frames,
+                [&stream[..7], &stream[7..12], &stream[12..]],
+                "split {split}"
+            );
+        }
+        let mut framer = GrpcFramer::new();
+        let mut out = Batch::default();
+        framer.push(&[0, 0, 0, 0, 9, 1, 2], &mut out);
+        assert!(out.frames.is_empty());
+        framer.finish(&mut out);
+        assert_eq!(out.get(0).1, &[0, 0, 0, 0, 9, 1, 2]);
+    }
 
     fn frame_all(chunks: &[&[u8]]) -> Vec<(Option<String>, Vec<u8>)> {
         let mut f = SseFramer::new();

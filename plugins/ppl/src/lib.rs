@@ -1,10 +1,11 @@
 //! OpenPPL `ppl.llm.serving`: gRPC only, `LLMService/Generation` over HTTP/2 (prior knowledge).
 //!
-//! The call is server-streaming whatever `--no-stream` says: one `BatchedRequest` carrying a
+//! The call is always server-streaming (so `--no-stream` cannot be honoured): one `BatchedRequest` carrying a
 //! single `Request` goes out, and every generated token comes back as its own length-prefixed
 //! `BatchedResponse`; the last one has `status = FINISHED`, then the trailers carry
-//! `grpc-status`. The host asks for `raw` framing, so DATA chunks arrive as they were read and
-//! the parser reassembles gRPC messages across them itself. The handful of protobuf fields
+//! `grpc-status`. The adapter asks for `grpc` framing, so the host hands over one frame per
+//! whole message, stamped at the read that completed it; the parser still reassembles messages
+//! split across frames, so it also works with `raw` chunks. The handful of protobuf fields
 //! involved are encoded and decoded by hand (proto3: default values are absent on the wire,
 //! unknown fields are skipped), which keeps the component free of a protobuf runtime.
 
@@ -500,7 +501,7 @@ impl Guest for Adapter {
             version: env!("CARGO_PKG_VERSION").into(),
             description: "OpenPPL ppl.llm.serving over gRPC (LLMService/Generation, HTTP/2)".into(),
             default_endpoint: DEFAULT_ENDPOINT.into(),
-            framing: Framing::Raw,
+            framing: Framing::Grpc,
             supports_ignore_eos: true,
             http2: true,
         }
@@ -991,7 +992,7 @@ mod tests {
             info.default_endpoint,
             "/ppl.llm.proto.LLMService/Generation"
         );
-        assert!(matches!(info.framing, Framing::Raw));
+        assert!(matches!(info.framing, Framing::Grpc));
         assert!(info.supports_ignore_eos && info.http2);
         assert!(Adapter::configure(Vec::new()).is_ok());
         assert!(
