@@ -172,7 +172,8 @@ fn metrics_config(args: &BenchArgs) -> anyhow::Result<MetricsConfig> {
     })
 }
 
-fn dataset_request(args: &BenchArgs) -> DatasetRequest {
+/// What the dataset reader is asked for: the seed, the options from the command line and the file.
+pub fn dataset_request(args: &BenchArgs) -> anyhow::Result<DatasetRequest> {
     let mut options = vec![
         (
             "random-input-len".to_string(),
@@ -198,12 +199,28 @@ fn dataset_request(args: &BenchArgs) -> DatasetRequest {
     if args.disable_shuffle {
         options.push(("disable-shuffle".into(), "true".into()));
     }
-    DatasetRequest {
+    if args.dataset_cycle {
+        options.push(("cycle".into(), "true".into()));
+    }
+    if let Some(n) = args.sharegpt_output_len {
+        options.push(("sharegpt-output-len".into(), n.to_string()));
+    }
+    for (key, value) in [
+        ("sonnet-input-len", args.sonnet_input_len),
+        ("sonnet-output-len", args.sonnet_output_len),
+        ("sonnet-prefix-len", args.sonnet_prefix_len),
+    ] {
+        options.push((key.into(), value.to_string()));
+    }
+    for item in &args.dataset_opts {
+        options.push(split_kv("--dataset-opt", item)?);
+    }
+    Ok(DatasetRequest {
         seed: args.seed,
         count: args.num_prompts as u64,
         options,
         file: args.dataset_path.clone(),
-    }
+    })
 }
 
 fn user_headers(args: &BenchArgs) -> anyhow::Result<Vec<(HeaderName, HeaderValue)>> {
@@ -401,12 +418,13 @@ async fn prepare(args: &BenchArgs, stages: &[StageSpec]) -> anyhow::Result<Prepa
     let pool = BackendPool::new(backend, plugin_opts)?;
     let info = pool.info().clone();
     let tokenizer = Arc::new(HostTokenizer::load(args.tokenizer.as_deref())?);
-    let dataset = registry.dataset(&args.dataset_name)?;
     let levels = stages.iter().map(|s| s.level + 1).max().unwrap_or(1);
     let wanted = stages.iter().map(|s| s.requests).max().unwrap_or(1) * levels + args.num_warmups;
-    let mut request = dataset_request(args);
-    request.count = wanted as u64;
-    let samples = dataset.load(&request, tokenizer.clone())?;
+    let samples = crate::datasets::load_samples(args, &registry, &tokenizer, wanted)?;
+    eprintln!(
+        "{}",
+        crate::datasets::LengthStats::of(&samples).one_line(&args.dataset_name)
+    );
 
     let simulator: Option<SimHandle> = if args.base_url.is_none() && args.port.is_none() {
         let mut config = sim_config(&args.sim, args.seed);

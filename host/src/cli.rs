@@ -30,6 +30,27 @@ pub enum Command {
     Plugin(PluginCommand),
     /// Measure llmb's own overhead: WASM vs native parse cost, client CPU per streamed token.
     Selfbench(SelfbenchArgs),
+    /// Inspect or convert datasets: `stats` shows the lengths a run would use, `convert` writes
+    /// them as the JSONL the custom reader takes.
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DatasetCommand {
+    /// Input/output length distributions of the prompts a `bench` with these flags would send.
+    Stats(Box<BenchArgs>),
+    /// Write the prompts a `bench` with these flags would send as clean JSONL (`--output`).
+    Convert(Box<ConvertArgs>),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ConvertArgs {
+    /// Where to write the JSONL.
+    #[arg(long)]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub bench: BenchArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,6 +189,25 @@ pub struct BenchArgs {
     /// Keep the dataset's order instead of shuffling it with --seed.
     #[arg(long)]
     pub disable_shuffle: bool,
+    /// ShareGPT: fixed output length instead of the recorded completion's length.
+    #[arg(long)]
+    pub sharegpt_output_len: Option<u32>,
+    #[arg(long, default_value_t = 550)]
+    pub sonnet_input_len: u32,
+    #[arg(long, default_value_t = 150)]
+    pub sonnet_output_len: u32,
+    #[arg(long, default_value_t = 200)]
+    pub sonnet_prefix_len: u32,
+    /// Option for the dataset reader KEY=VALUE (repeatable), e.g. shared-prefix-groups=8.
+    #[arg(long = "dataset-opt", value_name = "KEY=VALUE")]
+    pub dataset_opts: Vec<String>,
+    /// When the dataset has fewer usable samples than asked, reuse them instead of stopping short.
+    #[arg(long)]
+    pub dataset_cycle: bool,
+    /// Prepend this file's text to every request: a system message for chat prompts, the
+    /// start of the prompt otherwise.
+    #[arg(long)]
+    pub system_prompt_file: Option<PathBuf>,
 
     /// Requests per second ("inf" sends all at once); a list (1,2,4) runs one stage per rate.
     #[arg(long, default_value = "inf", value_parser = parse_rate, value_delimiter = ',')]

@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod datasets;
 pub mod metrics;
 pub mod plugin;
 pub mod records;

@@ -30,6 +30,12 @@ fn main() {
                 })
             }
             Command::Selfbench(args) => llmb::selfbench::run(args).await,
+            Command::Dataset(llmb::cli::DatasetCommand::Stats(args)) => {
+                llmb::datasets::stats(&args)
+            }
+            Command::Dataset(llmb::cli::DatasetCommand::Convert(args)) => {
+                llmb::datasets::convert(&args)
+            }
         }
     });
     if let Err(e) = result {

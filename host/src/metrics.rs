@@ -164,6 +164,19 @@ pub struct StageQuantiles {
     pub e2el_p99_ms: f64,
 }
 
+/// Where input token counts came from, and how far the client's count is from the server's
+/// when both exist (a different tokenizer or an unaccounted chat template shows here).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct InputCounts {
+    /// Successful requests whose server reported `prompt_tokens`.
+    pub server_reported: usize,
+    pub mean_client: f64,
+    /// Over the requests with a server count.
+    pub mean_server: f64,
+    /// Mean of server − client over the requests with a server count.
+    pub mean_difference: f64,
+}
+
 /// Latencies of the k-th turn of multi-turn conversations.
 #[derive(Debug, Clone, Serialize)]
 pub struct TurnStats {
@@ -210,6 +223,7 @@ pub struct BenchmarkMetrics {
     pub turns: Vec<TurnStats>,
     /// Warmup requests sent before measuring (excluded from everything else).
     pub warmups: usize,
+    pub input_counts: InputCounts,
     /// Successful requests per origin of their output token count.
     pub token_sources: BTreeMap<TokenSource, usize>,
     /// Failed requests per `RequestError::kind`.
@@ -440,6 +454,7 @@ pub fn compute(
         },
         turns: turn_stats(&ordered, p),
         warmups,
+        input_counts: input_counts(&ordered),
         token_sources,
         errors_by_kind,
     }
@@ -588,4 +603,25 @@ fn turn_stats(records: &[&RequestRecord], percentiles: &[f64]) -> Vec<TurnStats>
             }
         })
         .collect()
+}
+
+fn input_counts(records: &[&RequestRecord]) -> InputCounts {
+    let ok: Vec<&&RequestRecord> = records.iter().filter(|r| r.success).collect();
+    let both: Vec<(f64, f64)> = ok
+        .iter()
+        .filter_map(|r| {
+            r.server_prompt_tokens
+                .map(|s| (f64::from(r.prompt_tokens), f64::from(s)))
+        })
+        .collect();
+    let n = both.len() as f64;
+    InputCounts {
+        server_reported: both.len(),
+        mean_client: safe_div(
+            ok.iter().map(|r| f64::from(r.prompt_tokens)).sum(),
+            ok.len() as f64,
+        ),
+        mean_server: safe_div(both.iter().map(|(_, s)| s).sum(), n),
+        mean_difference: safe_div(both.iter().map(|(c, s)| s - c).sum(), n),
+    }
 }

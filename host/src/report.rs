@@ -223,6 +223,25 @@ fn print_extras(info: &RunInfo, m: &BenchmarkMetrics, out: &mut dyn Write) -> st
             sources.join("; ")
         )?;
     }
+    let ic = &m.input_counts;
+    if ic.server_reported > 0 {
+        writeln!(
+            out,
+            "{:<40} client {} mean {:.1}; server {:.1} ({} requests), server − client {:+.1}",
+            "Input token counts:",
+            info.tokenizer_id,
+            ic.mean_client,
+            ic.mean_server,
+            ic.server_reported,
+            ic.mean_difference
+        )?;
+    } else if m.completed > 0 {
+        writeln!(
+            out,
+            "{:<40} client {} only (the server reported none)",
+            "Input token counts:", info.tokenizer_id
+        )?;
+    }
     if !m.errors_by_kind.is_empty() {
         let errors: Vec<String> = m
             .errors_by_kind
@@ -573,6 +592,7 @@ fn llmb_extras(info: &RunInfo, m: &BenchmarkMetrics, cfg: &MetricsConfig) -> Val
             "e2el_ms": stats_json(&t.e2el),
         })).collect::<Vec<_>>(),
         "warmups": m.warmups,
+        "input_counts": m.input_counts,
         "load_pattern": info.pattern,
         "client_queue_ms": stats_json(&m.queue),
         "token_sources": m.token_sources,
