@@ -10,6 +10,7 @@
 pub mod framing;
 pub mod json;
 pub mod openai;
+pub mod tokens;
 
 /// Bindings for the `backend-plugin` world (adapters).
 pub mod backend_bindings {

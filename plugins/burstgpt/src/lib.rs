@@ -13,7 +13,7 @@
 //! the `count` rows at random instead of the first ones). The file is read a line at a time, so a
 //! large trace costs only what is asked of it. Errors name the file and the line.
 
-pub mod tokens;
+use llmb_plugin_sdk::tokens;
 
 use std::cell::RefCell;
 use std::fs::File;
@@ -512,9 +512,9 @@ llmb_plugin_sdk::export_dataset!(BurstGpt);
 
 #[cfg(test)]
 mod tests {
-    use super::tokens::testing::{Merging, PIECES, Words};
     use super::*;
     use llmb_plugin_sdk::dataset::Kv;
+    use llmb_plugin_sdk::tokens::testing::{Merging, PIECES, Words};
 
     const SAMPLE: &str = include_str!("../../../datasets/burstgpt-sample.csv");
 

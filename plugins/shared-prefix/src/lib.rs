@@ -11,7 +11,7 @@
 //! `shared-prefix-interleave true` (ignored under `disable-shuffle`). `count` 0 gives every
 //! prompt once; a smaller count the first ones; a larger one cycles through them again.
 
-pub mod tokens;
+use llmb_plugin_sdk::tokens;
 
 use std::cell::RefCell;
 
@@ -311,9 +311,9 @@ llmb_plugin_sdk::export_dataset!(SharedPrefix);
 
 #[cfg(test)]
 mod tests {
-    use super::tokens::testing::{Merging, PIECES, Words};
     use super::*;
     use llmb_plugin_sdk::dataset::Kv;
+    use llmb_plugin_sdk::tokens::testing::{Merging, PIECES, Words};
 
     fn params(count: u64, seed: u64, options: &[(&str, &str)]) -> DatasetParams {
         DatasetParams {

@@ -2,8 +2,8 @@
 //! the special ones are decoded, re-encoded and trimmed or topped up until the text is exactly
 //! the asked length by the tokenizer the metrics use.
 
-use llmb_plugin_sdk::SplitMix64;
-use llmb_plugin_sdk::dataset::tokenizer;
+use crate::SplitMix64;
+use crate::dataset::tokenizer;
 
 /// The tokenizer the prompts are measured with. Behind a trait so the generators run natively in
 /// tests, where the host's tokenizer import does not exist.
@@ -104,9 +104,9 @@ pub fn random_text<T: Tokenizer + ?Sized>(
     (text, n as u32)
 }
 
-/// Tokenizers for native tests: the host's import only exists inside the component.
-#[cfg(test)]
-pub(crate) mod testing {
+/// Tokenizers for native tests of dataset readers: the host's import only exists inside the
+/// component.
+pub mod testing {
     use super::Tokenizer;
 
     /// One token per whitespace-separated word, like the host's default tokenizer; id 0 is a
