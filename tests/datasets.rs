@@ -187,3 +187,65 @@ async fn shared_prefix_groups_hit_the_prefix_cache() {
         );
     }
 }
+
+#[test]
+fn sharegpt_follows_vllms_filters_and_longbench_deduplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = quick_args(dir.path());
+    args.dataset_name = "sharegpt".into();
+    args.dataset_path = Some(workspace_root().join("datasets/sharegpt-sample.json"));
+    args.num_prompts = 0;
+    let all = samples(&args);
+    assert!(!all.is_empty() && all.len() < 12, "{} usable", all.len());
+    assert!(
+        all.iter()
+            .all(|s| s.input_tokens >= 4 && s.output_tokens >= 4)
+    );
+    assert!(
+        all.iter()
+            .all(|s| s.input_tokens <= 1024 && s.input_tokens + s.output_tokens <= 2048)
+    );
+    args.sharegpt_output_len = Some(7);
+    assert!(samples(&args).iter().all(|s| s.output_tokens == 7));
+    // Same seed, same order; another seed, another.
+    let order = |seed| {
+        let mut a = args.clone();
+        a.seed = seed;
+        samples(&a)
+            .iter()
+            .map(|s| format!("{:?}", s.prompt))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(order(1), order(1));
+    assert_ne!(order(1), order(2));
+
+    args.dataset_name = "longbench".into();
+    args.dataset_path = Some(workspace_root().join("datasets/longbench-sample.jsonl"));
+    let lines = std::fs::read_to_string(args.dataset_path.as_ref().unwrap())
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count();
+    let unique = samples(&args);
+    assert_eq!(unique.len(), lines - 1, "one duplicate _id");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharegpt_conversations_run_turn_by_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = quick_args(dir.path());
+    args.backend = "openai-chat".into();
+    args.dataset_name = "conversations".into();
+    args.dataset_path = Some(workspace_root().join("datasets/sharegpt-sample.json"));
+    args.dataset_opts = vec!["conversation-output-len=4".into()];
+    args.num_prompts = 6;
+    args.num_clients = Some(2);
+    args.num_turns = Some(4);
+    let outcome = bench(&args).await;
+    assert_eq!(outcome.metrics.failed, 0);
+    assert_eq!(outcome.records.len(), 8);
+    assert!(
+        outcome.records.iter().any(|r| r.turn == Some(1)),
+        "multi-turn entries ran"
+    );
+}

@@ -9,7 +9,9 @@
 
 pub mod framing;
 pub mod json;
+pub mod json_array;
 pub mod openai;
+pub mod sampler;
 pub mod tokens;
 
 /// Bindings for the `backend-plugin` world (adapters).
