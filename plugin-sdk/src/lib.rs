@@ -12,6 +12,7 @@ pub mod json;
 pub mod json_array;
 pub mod openai;
 pub mod sampler;
+pub mod testing;
 pub mod tokens;
 
 /// Bindings for the `backend-plugin` world (adapters).

@@ -454,7 +454,6 @@ llmb_plugin_sdk::export_backend!(Adapter);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use llmb_plugin_sdk::framing::{Batch, SseFramer};
 
     /// The SenseNova native stream skeleton of sensetime.md, byte for byte.
     const TRANSCRIPT: &[u8] = b"data:{\"data\":{\"id\":\"4b44b7a8c3e94a0b8d7f2c1e5a6b9d0f\",\"choices\":[{\"index\":0,\"delta\":\"The\",\"finish_reason\":\"\"}]}}\n\ndata:{\"data\":{\"id\":\"4b44b7a8c3e94a0b8d7f2c1e5a6b9d0f\",\"choices\":[{\"index\":0,\"delta\":\" capital\",\"finish_reason\":\"\"}]}}\n\ndata:{\"data\":{\"id\":\"4b44b7a8c3e94a0b8d7f2c1e5a6b9d0f\",\"choices\":[{\"index\":0,\"delta\":\" is Paris.\",\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":14,\"completion_tokens\":5,\"total_tokens\":19}}}\n\ndata:[DONE]\n\n";
@@ -462,84 +461,16 @@ mod tests {
     /// The short stream given to the simulator, in the skeleton's layout.
     const SIM_STREAM: &[u8] = b"data:{\"data\":{\"id\":\"sim-1\",\"choices\":[{\"index\":0,\"delta\":\" a\",\"finish_reason\":\"\"}]}}\n\ndata:{\"data\":{\"id\":\"sim-1\",\"choices\":[{\"index\":0,\"delta\":\" b\",\"finish_reason\":\"\"}]}}\n\ndata:{\"data\":{\"id\":\"sim-1\",\"choices\":[{\"index\":0,\"delta\":\" c\",\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":3,\"total_tokens\":8}}}\n\ndata:[DONE]\n\n";
 
-    /// Events reduced to comparable values; delta frames are numbered across batches.
-    #[derive(Debug, Default, PartialEq)]
-    struct Outcome {
-        deltas: Vec<(u32, String, Option<u32>)>,
-        reasoning: String,
-        finish: Option<String>,
-        usage: Option<(Option<u32>, Option<u32>, Option<u32>)>,
-        errors: Vec<(ErrorKind, String)>,
-        done: usize,
-    }
-
-    impl Outcome {
-        fn text(&self) -> String {
-            self.deltas.iter().map(|d| d.1.as_str()).collect()
-        }
-    }
+    use llmb_plugin_sdk::testing::Outcome;
 
     /// Frames `chunks` as the host does (one batch per read) and feeds one parser.
     fn run(chunks: &[&[u8]]) -> Outcome {
-        let parser = Parser::new(200, Vec::new());
-        let mut framer = SseFramer::new();
-        let mut out = Outcome::default();
-        let mut seen = 0;
-        let mut feed = |batch: &mut Batch, out: &mut Outcome| {
-            if batch.is_empty() {
-                return;
-            }
-            let wit = FrameBatch {
-                data: batch.data.clone(),
-                frames: (batch.frames.iter())
-                    .map(|s| FrameSpan {
-                        start: s.start,
-                        len: s.len,
-                        event: s.event.clone(),
-                    })
-                    .collect(),
-            };
-            collect(parser.feed(wit), seen, out);
-            seen += batch.frames.len() as u32;
-            batch.clear();
-        };
-        let mut batch = Batch::default();
-        for chunk in chunks {
-            framer.push(chunk, &mut batch);
-            feed(&mut batch, &mut out);
-        }
-        framer.finish(&mut batch);
-        feed(&mut batch, &mut out);
-        collect(parser.finish(Vec::new()), seen, &mut out);
-        out
-    }
-
-    fn collect(events: Vec<StreamEvent>, base: u32, out: &mut Outcome) {
-        for e in events {
-            match e {
-                StreamEvent::Delta(d) => {
-                    out.reasoning.push_str(&d.reasoning);
-                    out.deltas.push((base + d.frame, d.text, d.tokens))
-                }
-                StreamEvent::Finish(r) => out.finish = Some(r),
-                StreamEvent::Usage(u) => {
-                    out.usage = Some((u.prompt_tokens, u.completion_tokens, u.cached_prompt_tokens))
-                }
-                StreamEvent::Error(e) => out.errors.push((e.kind, e.message)),
-                StreamEvent::Done => out.done += 1,
-            }
-        }
+        llmb_plugin_sdk::testing::run(Parser::new(200, Vec::new()), chunks)
     }
 
     /// Same events whatever the read boundaries: every two-way split and one byte per read.
     fn assert_split_invariant(body: &[u8]) -> Outcome {
-        let whole = run(&[body]);
-        for k in 0..=body.len() {
-            assert_eq!(run(&[&body[..k], &body[k..]]), whole, "split at byte {k}");
-        }
-        let bytes: Vec<&[u8]> = body.chunks(1).collect();
-        assert_eq!(run(&bytes), whole, "one byte per read");
-        whole
+        llmb_plugin_sdk::testing::assert_split_invariant(|| Parser::new(200, Vec::new()), body)
     }
 
     fn request(req: impl FnOnce(&mut GenRequest)) -> Result<(String, Value), String> {

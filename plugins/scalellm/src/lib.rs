@@ -302,7 +302,6 @@ llmb_plugin_sdk::export_backend!(Adapter);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use llmb_plugin_sdk::framing::{Batch, SseFramer};
 
     /// The chat transcript of scalellm.md, byte for byte.
     const CHAT: &[u8] = b"data: {\"id\":\"chatcmpl-4JqzW9mT2bXc8VhKpR6sLd\",\"object\":\"chat.completion.chunk\",\"created\":1736900000,\"model\":\"meta-llama/Meta-Llama-3.1-8B-Instruct\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n\ndata: {\"id\":\"chatcmpl-4JqzW9mT2bXc8VhKpR6sLd\",\"object\":\"chat.completion.chunk\",\"created\":1736900000,\"model\":\"meta-llama/Meta-Llama-3.1-8B-Instruct\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"The\"},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n\ndata: {\"id\":\"chatcmpl-4JqzW9mT2bXc8VhKpR6sLd\",\"object\":\"chat.completion.chunk\",\"created\":1736900000,\"model\":\"meta-llama/Meta-Llama-3.1-8B-Instruct\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" capital\"},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n\ndata: {\"id\":\"chatcmpl-4JqzW9mT2bXc8VhKpR6sLd\",\"object\":\"chat.completion.chunk\",\"created\":1736900000,\"model\":\"meta-llama/Meta-Llama-3.1-8B-Instruct\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" is\"},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n\ndata: {\"id\":\"chatcmpl-4JqzW9mT2bXc8VhKpR6sLd\",\"object\":\"chat.completion.chunk\",\"created\":1736900000,\"model\":\"meta-llama/Meta-Llama-3.1-8B-Instruct\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" Paris\"},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n\ndata: {\"id\":\"chatcmpl-4JqzW9mT2bXc8VhKpR6sLd\",\"object\":\"chat.completion.chunk\",\"created\":1736900000,\"model\":\"meta-llama/Meta-Llama-3.1-8B-Instruct\",\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"length\"}],\"usage\":null}\n\ndata: {\"id\":\"chatcmpl-4JqzW9mT2bXc8VhKpR6sLd\",\"object\":\"chat.completion.chunk\",\"created\":1736900000,\"model\":\"meta-llama/Meta-Llama-3.1-8B-Instruct\",\"choices\":[],\"usage\":{\"prompt_tokens\":42,\"total_tokens\":46,\"completion_tokens\":4}}\n\ndata: [DONE]\n\n";
@@ -314,80 +313,11 @@ mod tests {
     /// Serialises the tests that read or write the `api` option.
     static OPTION_LOCK: Mutex<()> = Mutex::new(());
 
-    /// Events reduced to comparable values; delta frames are numbered across batches.
-    #[derive(Debug, Default, PartialEq)]
-    struct Outcome {
-        deltas: Vec<(u32, String, Option<u32>)>,
-        finish: Option<String>,
-        usage: Option<(Option<u32>, Option<u32>, Option<u32>)>,
-        errors: Vec<(ErrorKind, String)>,
-        done: usize,
-    }
-
-    impl Outcome {
-        fn text(&self) -> String {
-            self.deltas.iter().map(|d| d.1.as_str()).collect()
-        }
-    }
-
-    /// Frames `chunks` as the host does (one batch per read) and feeds one parser.
-    fn run(chunks: &[&[u8]]) -> Outcome {
-        let parser = Parser::new(200, Vec::new());
-        let mut framer = SseFramer::new();
-        let mut out = Outcome::default();
-        let mut seen = 0;
-        let mut feed = |batch: &mut Batch, out: &mut Outcome| {
-            if batch.is_empty() {
-                return;
-            }
-            let wit = FrameBatch {
-                data: batch.data.clone(),
-                frames: (batch.frames.iter())
-                    .map(|s| FrameSpan {
-                        start: s.start,
-                        len: s.len,
-                        event: s.event.clone(),
-                    })
-                    .collect(),
-            };
-            collect(parser.feed(wit), seen, out);
-            seen += batch.frames.len() as u32;
-            batch.clear();
-        };
-        let mut batch = Batch::default();
-        for chunk in chunks {
-            framer.push(chunk, &mut batch);
-            feed(&mut batch, &mut out);
-        }
-        framer.finish(&mut batch);
-        feed(&mut batch, &mut out);
-        collect(parser.finish(Vec::new()), seen, &mut out);
-        out
-    }
-
-    fn collect(events: Vec<StreamEvent>, base: u32, out: &mut Outcome) {
-        for e in events {
-            match e {
-                StreamEvent::Delta(d) => out.deltas.push((base + d.frame, d.text, d.tokens)),
-                StreamEvent::Finish(r) => out.finish = Some(r),
-                StreamEvent::Usage(u) => {
-                    out.usage = Some((u.prompt_tokens, u.completion_tokens, u.cached_prompt_tokens))
-                }
-                StreamEvent::Error(e) => out.errors.push((e.kind, e.message)),
-                StreamEvent::Done => out.done += 1,
-            }
-        }
-    }
+    use llmb_plugin_sdk::testing::Outcome;
 
     /// Same events whatever the read boundaries: every two-way split and one byte per read.
     fn assert_split_invariant(body: &[u8]) -> Outcome {
-        let whole = run(&[body]);
-        for k in 0..=body.len() {
-            assert_eq!(run(&[&body[..k], &body[k..]]), whole, "split at byte {k}");
-        }
-        let bytes: Vec<&[u8]> = body.chunks(1).collect();
-        assert_eq!(run(&bytes), whole, "one byte per read");
-        whole
+        llmb_plugin_sdk::testing::assert_split_invariant(|| Parser::new(200, Vec::new()), body)
     }
 
     fn request(req: impl FnOnce(&mut GenRequest)) -> Result<(String, Value), String> {

@@ -266,89 +266,15 @@ llmb_plugin_sdk::export_backend!(Adapter);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use llmb_plugin_sdk::framing::{Batch, SseFramer};
 
     /// The native `/generate` stream transcript of sglang.md (cumulative mode), byte for byte.
     const TRANSCRIPT: &[u8] = b"data: {\"text\":\" Paris\",\"output_ids\":[12366],\"meta_info\":{\"id\":\"2f6c0a8e1b7d4c3a9e5f\",\"finish_reason\":null,\"prompt_tokens\":8,\"completion_tokens\":1,\"cached_tokens\":0}}\n\ndata: {\"text\":\" Paris,\",\"output_ids\":[12366,11],\"meta_info\":{\"id\":\"2f6c0a8e1b7d4c3a9e5f\",\"finish_reason\":null,\"prompt_tokens\":8,\"completion_tokens\":2,\"cached_tokens\":0}}\n\ndata: {\"text\":\" Paris, the\",\"output_ids\":[12366,11,279],\"meta_info\":{\"id\":\"2f6c0a8e1b7d4c3a9e5f\",\"finish_reason\":null,\"prompt_tokens\":8,\"completion_tokens\":3,\"cached_tokens\":0}}\n\ndata: {\"text\":\" Paris, the capital\",\"output_ids\":[12366,11,279,6864],\"meta_info\":{\"id\":\"2f6c0a8e1b7d4c3a9e5f\",\"finish_reason\":{\"type\":\"length\",\"length\":4},\"prompt_tokens\":8,\"completion_tokens\":4,\"cached_tokens\":0,\"e2e_latency\":0.0712}}\n\ndata: [DONE]\n\n";
 
-    /// Events reduced to comparable values; delta frames are numbered across batches.
-    #[derive(Debug, Default, PartialEq)]
-    struct Outcome {
-        deltas: Vec<(u32, String, Option<u32>)>,
-        finish: Option<String>,
-        usage: Option<(Option<u32>, Option<u32>, Option<u32>)>,
-        errors: Vec<(ErrorKind, String)>,
-        done: usize,
-    }
-
-    impl Outcome {
-        fn text(&self) -> String {
-            self.deltas.iter().map(|d| d.1.as_str()).collect()
-        }
-
-        fn tokens(&self) -> u32 {
-            self.deltas.iter().filter_map(|d| d.2).sum()
-        }
-    }
-
-    /// Frames `chunks` as the host does (one batch per read) and feeds one parser.
-    fn run(chunks: &[&[u8]]) -> Outcome {
-        let parser = Parser::new(200, Vec::new());
-        let mut framer = SseFramer::new();
-        let mut out = Outcome::default();
-        let mut seen = 0;
-        let mut feed = |batch: &mut Batch, out: &mut Outcome| {
-            if batch.is_empty() {
-                return;
-            }
-            let wit = FrameBatch {
-                data: batch.data.clone(),
-                frames: (batch.frames.iter())
-                    .map(|s| FrameSpan {
-                        start: s.start,
-                        len: s.len,
-                        event: s.event.clone(),
-                    })
-                    .collect(),
-            };
-            collect(parser.feed(wit), seen, out);
-            seen += batch.frames.len() as u32;
-            batch.clear();
-        };
-        let mut batch = Batch::default();
-        for chunk in chunks {
-            framer.push(chunk, &mut batch);
-            feed(&mut batch, &mut out);
-        }
-        framer.finish(&mut batch);
-        feed(&mut batch, &mut out);
-        collect(parser.finish(Vec::new()), seen, &mut out);
-        out
-    }
-
-    fn collect(events: Vec<StreamEvent>, base: u32, out: &mut Outcome) {
-        for e in events {
-            match e {
-                StreamEvent::Delta(d) => out.deltas.push((base + d.frame, d.text, d.tokens)),
-                StreamEvent::Finish(r) => out.finish = Some(r),
-                StreamEvent::Usage(u) => {
-                    out.usage = Some((u.prompt_tokens, u.completion_tokens, u.cached_prompt_tokens))
-                }
-                StreamEvent::Error(e) => out.errors.push((e.kind, e.message)),
-                StreamEvent::Done => out.done += 1,
-            }
-        }
-    }
+    use llmb_plugin_sdk::testing::Outcome;
 
     /// Same events whatever the read boundaries: every two-way split and one byte per read.
     fn assert_split_invariant(body: &[u8]) -> Outcome {
-        let whole = run(&[body]);
-        for k in 0..=body.len() {
-            assert_eq!(run(&[&body[..k], &body[k..]]), whole, "split at byte {k}");
-        }
-        let bytes: Vec<&[u8]> = body.chunks(1).collect();
-        assert_eq!(run(&bytes), whole, "one byte per read");
-        whole
+        llmb_plugin_sdk::testing::assert_split_invariant(|| Parser::new(200, Vec::new()), body)
     }
 
     fn request(req: impl FnOnce(&mut GenRequest)) -> Result<(String, Value), String> {

@@ -1,0 +1,105 @@
+//! Test helpers for adapter authors: frame a transcript exactly as the host does, feed it to a
+//! parser and reduce the events to comparable values, so "the same events whatever the read
+//! boundaries" is one call. Native only in practice; nothing here runs inside a component.
+
+use crate::backend::{ErrorKind, FrameBatch, FrameSpan, GuestResponseParser, StreamEvent};
+use crate::framing::{Batch, SseFramer};
+
+/// Events reduced to comparable values; delta frames are numbered across batches.
+#[derive(Debug, Default, PartialEq)]
+pub struct Outcome {
+    /// `(frame, text, tokens)` per delta.
+    pub deltas: Vec<(u32, String, Option<u32>)>,
+    /// Reasoning text of all deltas, concatenated.
+    pub reasoning: String,
+    pub finish: Option<String>,
+    /// `(prompt, completion, cached prompt)` tokens of the last usage event.
+    pub usage: Option<(Option<u32>, Option<u32>, Option<u32>)>,
+    pub errors: Vec<(ErrorKind, String)>,
+    /// How many `done` events arrived (exactly one for a well-formed stream).
+    pub done: usize,
+}
+
+impl Outcome {
+    /// The generated text.
+    pub fn text(&self) -> String {
+        self.deltas.iter().map(|d| d.1.as_str()).collect()
+    }
+
+    /// Tokens the deltas said they carried.
+    pub fn tokens(&self) -> u32 {
+        self.deltas.iter().filter_map(|d| d.2).sum()
+    }
+
+    fn collect(&mut self, events: Vec<StreamEvent>, base: u32) {
+        for e in events {
+            match e {
+                StreamEvent::Delta(d) => {
+                    self.reasoning.push_str(&d.reasoning);
+                    self.deltas.push((base + d.frame, d.text, d.tokens));
+                }
+                StreamEvent::Finish(r) => self.finish = Some(r),
+                StreamEvent::Usage(u) => {
+                    self.usage =
+                        Some((u.prompt_tokens, u.completion_tokens, u.cached_prompt_tokens))
+                }
+                StreamEvent::Error(e) => self.errors.push((e.kind, e.message)),
+                StreamEvent::Done => self.done += 1,
+            }
+        }
+    }
+}
+
+/// Frames SSE `chunks` as the host does (one batch per read) and feeds `parser`, then `finish`
+/// with no trailers.
+pub fn run<P: GuestResponseParser>(parser: P, chunks: &[&[u8]]) -> Outcome {
+    let mut framer = SseFramer::new();
+    let mut out = Outcome::default();
+    let mut seen = 0;
+    let mut feed = |batch: &mut Batch, out: &mut Outcome| {
+        if batch.is_empty() {
+            return;
+        }
+        let wit = FrameBatch {
+            data: batch.data.clone(),
+            frames: (batch.frames.iter())
+                .map(|s| FrameSpan {
+                    start: s.start,
+                    len: s.len,
+                    event: s.event.clone(),
+                })
+                .collect(),
+        };
+        out.collect(parser.feed(wit), seen);
+        seen += batch.frames.len() as u32;
+        batch.clear();
+    };
+    let mut batch = Batch::default();
+    for chunk in chunks {
+        framer.push(chunk, &mut batch);
+        feed(&mut batch, &mut out);
+    }
+    framer.finish(&mut batch);
+    feed(&mut batch, &mut out);
+    out.collect(parser.finish(Vec::new()), seen);
+    out
+}
+
+/// The events of `body` must not depend on read boundaries: every two-way split and one byte
+/// per read give what the whole body gives, which is returned.
+pub fn assert_split_invariant<P: GuestResponseParser>(
+    parser: impl Fn() -> P,
+    body: &[u8],
+) -> Outcome {
+    let whole = run(parser(), &[body]);
+    for k in 0..=body.len() {
+        assert_eq!(
+            run(parser(), &[&body[..k], &body[k..]]),
+            whole,
+            "split at byte {k}"
+        );
+    }
+    let bytes: Vec<&[u8]> = body.chunks(1).collect();
+    assert_eq!(run(parser(), &bytes), whole, "one byte per read");
+    whole
+}
