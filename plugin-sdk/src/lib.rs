@@ -7,6 +7,7 @@
 //! with [`export_backend!`]; a dataset reader implements [`dataset::Guest`] and is exported
 //! with [`export_dataset!`].
 
+pub mod errors;
 pub mod framing;
 pub mod json;
 pub mod json_array;

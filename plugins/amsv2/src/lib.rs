@@ -13,6 +13,7 @@
 use std::cell::RefCell;
 
 use llmb_plugin_sdk::backend::*;
+use llmb_plugin_sdk::errors::protocol;
 use llmb_plugin_sdk::json::{error_message, merge_extra_body};
 use llmb_plugin_sdk::openai::classify;
 use serde_json::{Map, Value, json};
@@ -40,15 +41,6 @@ fn role_name(role: Role) -> &'static str {
         Role::User => "user",
         Role::Assistant => "assistant",
         Role::Tool => "tool",
-    }
-}
-
-fn protocol(message: String) -> BackendError {
-    BackendError {
-        kind: ErrorKind::Protocol,
-        message,
-        http_status: None,
-        retryable: false,
     }
 }
 

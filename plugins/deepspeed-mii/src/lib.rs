@@ -12,6 +12,7 @@ use std::cell::RefCell;
 use std::sync::Mutex;
 
 use llmb_plugin_sdk::backend::*;
+use llmb_plugin_sdk::errors::protocol;
 use llmb_plugin_sdk::json::{error_message, is_error_object, merge_extra_body};
 use llmb_plugin_sdk::openai::prompt_text;
 use llmb_plugin_sdk::openai::{classify, map_error};
@@ -209,15 +210,6 @@ struct GatewayResponse {
     prompt_length: Option<u32>,
     generated_length: Option<u32>,
     finish_reason: Option<String>,
-}
-
-fn protocol(message: String) -> BackendError {
-    BackendError {
-        kind: ErrorKind::Protocol,
-        message,
-        http_status: None,
-        retryable: false,
-    }
 }
 
 /// An error object inside a 200 stream; MII defines none, but one shaped like its HTTP 400 body

@@ -7,6 +7,7 @@
 use std::cell::RefCell;
 
 use llmb_plugin_sdk::backend::*;
+use llmb_plugin_sdk::errors::protocol;
 use llmb_plugin_sdk::json::{error_message, merge_extra_body};
 use llmb_plugin_sdk::openai::classify;
 use llmb_plugin_sdk::openai::prompt_text;
@@ -67,15 +68,6 @@ fn lightllm_error(status: u16, body: &[u8]) -> BackendError {
     }
     err.http_status = Some(status);
     err
-}
-
-fn protocol(message: String) -> BackendError {
-    BackendError {
-        kind: ErrorKind::Protocol,
-        message,
-        http_status: None,
-        retryable: false,
-    }
 }
 
 /// The first entry of a per-sequence list, or the value itself when `n` is 1.

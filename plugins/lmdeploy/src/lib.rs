@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 
 use llmb_plugin_sdk::backend::*;
+use llmb_plugin_sdk::errors::protocol;
 use llmb_plugin_sdk::json::{error_message, merge_extra_body};
 use llmb_plugin_sdk::openai::prompt_text;
 use llmb_plugin_sdk::openai::{classify, map_error};
@@ -99,15 +100,6 @@ fn stream_error(data: &[u8]) -> BackendError {
     }
     err.http_status = None;
     err
-}
-
-fn protocol(message: String) -> BackendError {
-    BackendError {
-        kind: ErrorKind::Protocol,
-        message,
-        http_status: None,
-        retryable: false,
-    }
 }
 
 impl Guest for Adapter {

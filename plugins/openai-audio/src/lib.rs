@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use llmb_plugin_sdk::backend::*;
 use llmb_plugin_sdk::backend_bindings::llmb::plugin::types::AudioClip;
+use llmb_plugin_sdk::errors::protocol;
 use llmb_plugin_sdk::json::{error_message, get_u32, is_error_object};
 use llmb_plugin_sdk::openai::{classify, map_error};
 use serde_json::{Map, Value};
@@ -222,15 +223,6 @@ pub fn build(req: &GenRequest, vllm_extras: bool) -> Result<HttpRequest, String>
         headers: vec![("content-type".into(), form.content_type())],
         body: form.finish(),
     })
-}
-
-fn protocol(message: String) -> BackendError {
-    BackendError {
-        kind: ErrorKind::Protocol,
-        message,
-        http_status: None,
-        retryable: false,
-    }
 }
 
 /// An in-band error object, classified by its `code` when it is an HTTP-like number.

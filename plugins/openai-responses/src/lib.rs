@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 
 use llmb_plugin_sdk::backend::*;
+use llmb_plugin_sdk::errors::protocol;
 use llmb_plugin_sdk::json::{error_message, merge_extra_body};
 use llmb_plugin_sdk::openai::{classify, map_error};
 use serde::Deserialize;
@@ -158,15 +159,6 @@ fn stream_error(v: &Value) -> BackendError {
     };
     err.retryable = matches!(err.kind, ErrorKind::RateLimited | ErrorKind::Overloaded);
     err
-}
-
-fn protocol(message: String) -> BackendError {
-    BackendError {
-        kind: ErrorKind::Protocol,
-        message,
-        http_status: None,
-        retryable: false,
-    }
 }
 
 impl Guest for Adapter {

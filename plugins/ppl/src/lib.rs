@@ -12,6 +12,7 @@
 use std::cell::RefCell;
 
 use llmb_plugin_sdk::backend::*;
+use llmb_plugin_sdk::errors::protocol;
 use llmb_plugin_sdk::json::error_message;
 use llmb_plugin_sdk::openai::{classify, prompt_text};
 use serde_json::Value;
@@ -46,15 +47,6 @@ struct State {
     pending_error: Option<BackendError>,
     done: bool,
     failed: bool,
-}
-
-fn protocol(message: String) -> BackendError {
-    BackendError {
-        kind: ErrorKind::Protocol,
-        message,
-        http_status: None,
-        retryable: false,
-    }
 }
 
 fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {

@@ -13,6 +13,7 @@ use std::cell::RefCell;
 use std::sync::Mutex;
 
 use llmb_plugin_sdk::backend::*;
+use llmb_plugin_sdk::errors::protocol;
 use llmb_plugin_sdk::json::error_message;
 use llmb_plugin_sdk::openai::{self, Api, BodyOptions, MaxTokensField, classify};
 use serde::Deserialize;
@@ -97,15 +98,6 @@ fn stream_error(data: &[u8]) -> BackendError {
     }
     err.http_status = None;
     err
-}
-
-fn protocol(message: String) -> BackendError {
-    BackendError {
-        kind: ErrorKind::Protocol,
-        message,
-        http_status: None,
-        retryable: false,
-    }
 }
 
 fn path(api: Api) -> &'static str {

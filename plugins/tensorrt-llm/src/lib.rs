@@ -11,6 +11,7 @@ use std::cell::RefCell;
 use std::sync::Mutex;
 
 use llmb_plugin_sdk::backend::*;
+use llmb_plugin_sdk::errors::protocol;
 use llmb_plugin_sdk::json::{error_message, merge_extra_body};
 use llmb_plugin_sdk::openai::classify;
 use llmb_plugin_sdk::openai::prompt_text;
@@ -75,15 +76,6 @@ fn triton_error(status: Option<u16>, body: &[u8]) -> BackendError {
         err.kind = ErrorKind::Server;
     }
     err
-}
-
-fn protocol(message: String) -> BackendError {
-    BackendError {
-        kind: ErrorKind::Protocol,
-        message,
-        http_status: None,
-        retryable: false,
-    }
 }
 
 /// A token count output tensor, serialised as a number or a one-element list.

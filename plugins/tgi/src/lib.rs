@@ -6,6 +6,7 @@
 use std::cell::RefCell;
 
 use llmb_plugin_sdk::backend::*;
+use llmb_plugin_sdk::errors::protocol;
 use llmb_plugin_sdk::json::{error_message, get_u32, merge_extra_body};
 use llmb_plugin_sdk::openai::classify;
 use llmb_plugin_sdk::openai::prompt_text;
@@ -78,15 +79,6 @@ fn tgi_error(status: Option<u16>, body: &[u8]) -> BackendError {
         ErrorKind::RateLimited | ErrorKind::Overloaded | ErrorKind::Timeout
     );
     err
-}
-
-fn protocol(message: String) -> BackendError {
-    BackendError {
-        kind: ErrorKind::Protocol,
-        message,
-        http_status: None,
-        retryable: false,
-    }
 }
 
 fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
