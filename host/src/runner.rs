@@ -136,7 +136,7 @@ impl Live {
     }
 
     /// Sends one request meant to go out at `slot.intended_ns` and reports its record.
-    async fn send(&self, prompt: BPrompt, prompt_tokens: u32, slot: Slot) -> RequestRecord {
+    async fn send(&self, prompt: BPrompt, prompt_tokens: u32, slot: Slot) -> Sent {
         let Slot {
             sample,
             client,
@@ -187,8 +187,15 @@ impl Live {
                 ..record
             },
         };
-        let _ = self.tx.send(record.clone());
-        record
+        let outcome = Sent {
+            end_ns: record.end_ns,
+            success: record.success,
+            // Only a conversation needs the reply back; a single request hands its record over
+            // without copying its text and timestamps.
+            reply: turn.is_some().then(|| record.generated_text.clone()),
+        };
+        let _ = self.tx.send(record);
+        outcome
     }
 
     async fn one(&self, req: GenRequest, mut record: RequestRecord) -> RequestRecord {
@@ -293,12 +300,19 @@ impl Live {
             }
             history.push(ChatMessage {
                 role: BRole::Assistant,
-                content: r.generated_text,
+                content: r.reply.unwrap_or_default(),
             });
             intended_ns = self.now_ns();
         }
         last_end
     }
+}
+
+/// What the caller of `send` needs once the record has gone to the writer.
+struct Sent {
+    end_ns: u64,
+    success: bool,
+    reply: Option<String>,
 }
 
 /// Where a request stands in the run: its sample, sender, turn and intended send time.
