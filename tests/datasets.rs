@@ -9,7 +9,9 @@ use llmb::plugin::backend::Prompt;
 
 fn samples(args: &llmb::cli::BenchArgs) -> Vec<llmb::plugin::dataset::Sample> {
     let registry = Registry::load(&args.plugins).unwrap();
-    let tokenizer = std::sync::Arc::new(llmb::tokenizer::HostTokenizer::load(None).unwrap());
+    let tokenizer = std::sync::Arc::new(
+        llmb::tokenizer::HostTokenizer::load(args.tokenizer.as_deref()).unwrap(),
+    );
     llmb::datasets::load_samples(args, &registry, &tokenizer, args.num_prompts).unwrap()
 }
 
@@ -247,5 +249,253 @@ async fn sharegpt_conversations_run_turn_by_turn() {
     assert!(
         outcome.records.iter().any(|r| r.turn == Some(1)),
         "multi-turn entries ran"
+    );
+}
+
+/// A byte-level BPE trained here on the shipped sample texts, shaped like a model's
+/// tokenizer.json (merges that join across spaces and punctuation, special tokens).
+fn trained_bpe(dir: &std::path::Path) -> std::path::PathBuf {
+    use tokenizers::models::TrainerWrapper;
+    use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::{AddedToken, Tokenizer};
+
+    let mut tokenizer = Tokenizer::new(BPE::default());
+    tokenizer.with_pre_tokenizer(Some(ByteLevel::default()));
+    tokenizer.with_decoder(Some(ByteLevel::default()));
+    let mut trainer: TrainerWrapper = BpeTrainerBuilder::new()
+        .vocab_size(600)
+        .min_frequency(2)
+        .show_progress(false)
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+        .special_tokens(vec![
+            AddedToken::from("<s>", true),
+            AddedToken::from("</s>", true),
+        ])
+        .build()
+        .into();
+    let corpus: Vec<String> = ["datasets/sonnet.txt", "datasets/sharegpt-sample.json"]
+        .iter()
+        .map(|p| workspace_root().join(p).display().to_string())
+        .collect();
+    tokenizer.train_from_files(&mut trainer, corpus).unwrap();
+    let path = dir.join("tokenizer.json");
+    tokenizer.save(&path, false).unwrap();
+    path
+}
+
+#[test]
+fn generated_prompts_have_the_exact_token_count_of_a_real_bpe() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = trained_bpe(dir.path());
+    let bpe = tokenizers::Tokenizer::from_file(&path).unwrap();
+    let count = |text: &str| bpe.encode(text, false).unwrap().len() as u32;
+    let mut args = quick_args(dir.path());
+    args.tokenizer = Some(path);
+    args.num_prompts = 40;
+    args.random_input_len = 57;
+
+    let fixed = samples(&args);
+    for s in &fixed {
+        let Prompt::Text(text) = &s.prompt else {
+            panic!("random prompts are text")
+        };
+        assert_eq!(count(text), 57, "{text:?}");
+        assert_eq!(s.input_tokens, 57);
+    }
+
+    args.random_range_ratio = 0.5;
+    args.random_prefix_len = 9;
+    let varied = samples(&args);
+    let lengths: std::collections::BTreeSet<u32> = varied.iter().map(|s| s.input_tokens).collect();
+    assert!(lengths.len() > 5, "lengths should vary: {lengths:?}");
+    for s in &varied {
+        let Prompt::Text(text) = &s.prompt else {
+            panic!("random prompts are text")
+        };
+        assert_eq!(count(text), s.input_tokens, "{text:?}");
+        assert!(
+            (9 + 28..=9 + 86).contains(&s.input_tokens),
+            "{}",
+            s.input_tokens
+        );
+    }
+
+    args.dataset_name = "shared-prefix".into();
+    args.dataset_opts = vec![
+        "shared-prefix-groups=2".into(),
+        "shared-prefix-prompts=4".into(),
+        "shared-prefix-len=33".into(),
+        "shared-prefix-suffix-len=11".into(),
+    ];
+    args.num_prompts = 8;
+    args.disable_shuffle = true;
+    let grouped = samples(&args);
+    assert_eq!(grouped.len(), 8);
+    let mut prefixes = Vec::new();
+    for group in grouped.chunks(4) {
+        let encoded: Vec<Vec<u32>> = group
+            .iter()
+            .map(|s| match &s.prompt {
+                Prompt::Text(t) => bpe.encode(t.as_str(), false).unwrap().get_ids().to_vec(),
+                _ => panic!("shared-prefix prompts are text"),
+            })
+            .collect();
+        for (s, ids) in group.iter().zip(&encoded) {
+            assert_eq!(ids.len(), 44);
+            assert_eq!(s.input_tokens, 44);
+            assert_eq!(
+                ids[..33],
+                encoded[0][..33],
+                "the group shares its first 33 tokens"
+            );
+        }
+        prefixes.push(encoded[0][..33].to_vec());
+    }
+    assert_ne!(prefixes[0], prefixes[1], "groups have their own prefixes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_tokenizer_input_lengths_are_the_servers_own_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chat.jsonl");
+    let line = serde_json::json!({"messages": [
+        {"role": "system", "content": "Answer in one short sentence."},
+        {"role": "user", "content": "Which river flows through the old town and where does it meet the sea?"},
+    ]});
+    std::fs::write(&path, format!("{line}\n").repeat(8)).unwrap();
+    let mut args = quick_args(dir.path());
+    args.backend = "openai-chat".into();
+    args.dataset_name = "custom".into();
+    args.dataset_path = Some(path);
+    args.custom_output_len = 8;
+    let outcome = bench(&args).await;
+    // 5 + 14 words; two messages under the simulator's ChatML-like template add 2 × 5 + 3.
+    match &outcome.info.input_counts {
+        llmb::input_tokens::InputCountSource::Server {
+            route,
+            prompts,
+            mean_estimate,
+            mean_server,
+        } => {
+            assert_eq!(route, "POST /tokenize");
+            assert_eq!(*prompts, 8);
+            assert!((mean_estimate - 19.0).abs() < 1e-9, "{mean_estimate}");
+            assert!((mean_server - 32.0).abs() < 1e-9, "{mean_server}");
+        }
+        other => panic!("expected server counts, got {other:?}"),
+    }
+    assert_eq!(outcome.metrics.completed, 8);
+    for r in &outcome.records {
+        assert_eq!(r.prompt_tokens, 32);
+        assert_eq!(r.server_prompt_tokens, Some(32));
+    }
+    let ic = &outcome.metrics.input_counts;
+    assert!(ic.mean_difference.abs() < 1e-9, "{ic:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_a_tokenize_route_leaves_the_estimate_and_the_report_says_so() {
+    let sim = llmb::sim::start(
+        llmb::sim::SimConfig {
+            tokenize_route: false,
+            ttft_ms: 2.0,
+            itl_ms: 1.0,
+            ..Default::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = quick_args(dir.path());
+    args.backend = "openai-chat".into();
+    args.base_url = Some(sim.base_url());
+    args.model = Some("llmb-sim".into());
+    let outcome = bench(&args).await;
+    match &outcome.info.input_counts {
+        llmb::input_tokens::InputCountSource::Estimate { reason } => {
+            assert!(
+                reason.contains("POST /tokenize answered HTTP 404"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected an estimate, got {other:?}"),
+    }
+    // The server's usage still shows what the estimate missed: the chat template.
+    let ic = &outcome.metrics.input_counts;
+    assert_eq!(ic.server_reported, 8);
+    assert!((ic.mean_difference - 8.0).abs() < 1e-9, "{ic:?}");
+
+    let mut console = Vec::new();
+    llmb::report::print_console(
+        &outcome.info,
+        &outcome.metrics,
+        &llmb::metrics::MetricsConfig::default(),
+        &mut console,
+    )
+    .unwrap();
+    let console = String::from_utf8(console).unwrap();
+    assert!(
+        console.contains("estimate: one token per word (POST /tokenize answered HTTP 404"),
+        "{console}"
+    );
+    assert!(console.contains("usage − sent +8.0"), "{console}");
+
+    args.no_server_tokenize = true;
+    args.base_url = None;
+    args.model = None;
+    let outcome = bench(&args).await;
+    assert!(matches!(
+        &outcome.info.input_counts,
+        llmb::input_tokens::InputCountSource::Estimate { reason } if reason == "--no-server-tokenize"
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_dataset_sends_each_reader_its_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = quick_args(dir.path());
+    args.dataset_name = "mixed".into();
+    args.num_prompts = 12;
+    args.dataset_cycle = true;
+    let sharegpt = workspace_root().join("datasets/sharegpt-sample.json");
+    args.mix = vec![
+        format!("2:sharegpt:{}", sharegpt.display()),
+        "1:random".into(),
+    ];
+    let mixed = samples(&args);
+    assert_eq!(mixed.len(), 12);
+    // Random prompts are exactly --random-input-len (16) words; ShareGPT prompts are chats.
+    let random = mixed
+        .iter()
+        .filter(|s| matches!(&s.prompt, Prompt::Text(_)) && s.input_tokens == 16)
+        .count();
+    assert_eq!(random, 4, "one part in three");
+    let again = samples(&args);
+    assert_eq!(
+        format!("{:?}", mixed.iter().map(|s| &s.prompt).collect::<Vec<_>>()),
+        format!("{:?}", again.iter().map(|s| &s.prompt).collect::<Vec<_>>()),
+        "the seed fixes the mix"
+    );
+
+    let outcome = bench(&args).await;
+    assert_eq!(outcome.metrics.completed, 12);
+
+    args.mix = vec![
+        "1:burstgpt:".to_string()
+            + &workspace_root()
+                .join("datasets/burstgpt-sample.csv")
+                .display()
+                .to_string(),
+    ];
+    let registry = Registry::load(&args.plugins).unwrap();
+    let tokenizer = std::sync::Arc::new(llmb::tokenizer::HostTokenizer::load(None).unwrap());
+    let err = llmb::datasets::load_samples(&args, &registry, &tokenizer, 4)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot be mixed") && err.contains("burstgpt"),
+        "{err}"
     );
 }

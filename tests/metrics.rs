@@ -71,6 +71,9 @@ fn run_info() -> RunInfo {
         label: None,
         model_id: "meta-llama/Llama-3.1-8B".into(),
         tokenizer_id: "meta-llama/Llama-3.1-8B".into(),
+        input_counts: llmb::input_tokens::InputCountSource::Tokenizer {
+            id: "meta-llama/Llama-3.1-8B".into(),
+        },
         base_url: "http://127.0.0.1:8000".into(),
         endpoint: "/v1/completions".into(),
         dataset_name: "random".into(),

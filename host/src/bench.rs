@@ -10,6 +10,7 @@ use hyper::header::{HeaderName, HeaderValue};
 use tokio::sync::watch;
 
 use crate::cli::{BenchArgs, PluginsArgs, RampUpStrategy, SimArgs, SimTiming, split_kv};
+use crate::input_tokens::{Counting, InputCountSource};
 use crate::metrics::{BenchmarkMetrics, MetricsConfig};
 use crate::plugin::backend::BackendPool;
 use crate::plugin::dataset::Sample;
@@ -212,6 +213,21 @@ pub fn dataset_request(args: &BenchArgs) -> anyhow::Result<DatasetRequest> {
     ] {
         options.push((key.into(), value.to_string()));
     }
+    for (key, value) in [
+        ("hf-split", &args.hf_split),
+        ("hf-subset", &args.hf_subset),
+        ("hf-prompt-column", &args.hf_prompt_column),
+        ("hf-messages-column", &args.hf_messages_column),
+        ("hf-output-len-column", &args.hf_output_len_column),
+        ("hf-output-column", &args.hf_output_column),
+    ] {
+        if let Some(v) = value {
+            options.push((key.into(), v.clone()));
+        }
+    }
+    if let Some(n) = args.hf_output_len {
+        options.push(("hf-output-len".into(), n.to_string()));
+    }
     for item in &args.dataset_opts {
         options.push(split_kv("--dataset-opt", item)?);
     }
@@ -380,6 +396,30 @@ struct Prepared {
     client: transport::HttpClient,
     model: String,
     metrics_config: MetricsConfig,
+    input_counts: InputCountSource,
+}
+
+/// The `--tokenizer`, else the server's counts, else the word estimate (see [`crate::input_tokens`]).
+async fn input_count_source(
+    args: &BenchArgs,
+    tokenizer: &HostTokenizer,
+    samples: &mut [Sample],
+    counting: &Counting<'_>,
+) -> InputCountSource {
+    if args.tokenizer.is_some() {
+        return InputCountSource::Tokenizer { id: tokenizer.id() };
+    }
+    if args.no_server_tokenize {
+        return InputCountSource::Estimate {
+            reason: "--no-server-tokenize".into(),
+        };
+    }
+    if crate::datasets::LengthStats::of(samples).conversations > 0 {
+        return InputCountSource::Estimate {
+            reason: "multi-turn conversations are counted turn by turn as they run".into(),
+        };
+    }
+    crate::input_tokens::count_with_server(counting, samples).await
 }
 
 async fn prepare(args: &BenchArgs, stages: &[StageSpec]) -> anyhow::Result<Prepared> {
@@ -420,11 +460,7 @@ async fn prepare(args: &BenchArgs, stages: &[StageSpec]) -> anyhow::Result<Prepa
     let tokenizer = Arc::new(HostTokenizer::load(args.tokenizer.as_deref())?);
     let levels = stages.iter().map(|s| s.level + 1).max().unwrap_or(1);
     let wanted = stages.iter().map(|s| s.requests).max().unwrap_or(1) * levels + args.num_warmups;
-    let samples = crate::datasets::load_samples(args, &registry, &tokenizer, wanted)?;
-    eprintln!(
-        "{}",
-        crate::datasets::LengthStats::of(&samples).one_line(&args.dataset_name)
-    );
+    let mut samples = crate::datasets::load_samples(args, &registry, &tokenizer, wanted)?;
 
     let simulator: Option<SimHandle> = if args.base_url.is_none() && args.port.is_none() {
         let mut config = sim_config(&args.sim, args.seed);
@@ -468,8 +504,24 @@ async fn prepare(args: &BenchArgs, stages: &[StageSpec]) -> anyhow::Result<Prepa
             format!("--model not given and {base_url}/v1/models did not name one")
         })?,
     };
+    let input_counts = input_count_source(
+        args,
+        &tokenizer,
+        &mut samples,
+        &Counting {
+            pool: &pool,
+            client: &client,
+            target: &target,
+            model: &model,
+        },
+    )
+    .await;
+    let lengths = crate::datasets::LengthStats::of(&samples);
+    eprintln!("{}", lengths.one_line(&args.dataset_name));
+    eprintln!("input token counts: {}", input_counts.describe());
     pool.prewarm(widest.clamp(1, 1024))?;
     Ok(Prepared {
+        input_counts,
         runner_pool: pool,
         info,
         tokenizer,
@@ -723,6 +775,7 @@ async fn run_stage(
             .clone()
             .unwrap_or_else(|| p.model.clone()),
         tokenizer_id: p.tokenizer.id(),
+        input_counts: p.input_counts.clone(),
         base_url: p.base_url.clone(),
         endpoint: args
             .endpoint

@@ -168,12 +168,43 @@ pub struct BenchArgs {
     /// Tokenizer: a tokenizer.json or a folder holding one (no downloads).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
+    /// Without --tokenizer, keep the word-count estimate of input lengths instead of asking the
+    /// server's tokenize route for every prompt before the run.
+    #[arg(long)]
+    pub no_server_tokenize: bool,
 
-    /// Dataset plugin: random, custom, ...
+    /// Dataset plugin: random, custom, sharegpt, sonnet, burstgpt, hf, longbench,
+    /// conversations, shared-prefix, audio, or mixed (several, see --mix).
     #[arg(long, default_value = "random")]
     pub dataset_name: String,
+    /// The dataset's file; for `hf` also a folder holding a downloaded dataset snapshot.
     #[arg(long)]
     pub dataset_path: Option<PathBuf>,
+    /// With `--dataset-name mixed`: WEIGHT:DATASET[:PATH], repeatable, e.g.
+    /// `--mix 3:sharegpt:ShareGPT.json --mix 1:random` sends three ShareGPT prompts per random one.
+    #[arg(long = "mix", value_name = "WEIGHT:DATASET[:PATH]")]
+    pub mix: Vec<String>,
+    /// hf: the split to read from a dataset folder (files or folders named after it).
+    #[arg(long)]
+    pub hf_split: Option<String>,
+    /// hf: the subset (config) folder of a dataset folder.
+    #[arg(long)]
+    pub hf_subset: Option<String>,
+    /// hf: fixed output length for every prompt.
+    #[arg(long)]
+    pub hf_output_len: Option<u32>,
+    /// hf: column holding the prompt text (default: the first of prompt, question, instruction, ...).
+    #[arg(long)]
+    pub hf_prompt_column: Option<String>,
+    /// hf: column holding chat messages (default: messages, conversations, ...).
+    #[arg(long)]
+    pub hf_messages_column: Option<String>,
+    /// hf: column holding each row's output length in tokens.
+    #[arg(long)]
+    pub hf_output_len_column: Option<String>,
+    /// hf: column holding a reference answer whose token count is the output length.
+    #[arg(long)]
+    pub hf_output_column: Option<String>,
     #[arg(long, default_value_t = 1000)]
     pub num_prompts: usize,
     #[arg(long, default_value_t = 1024)]

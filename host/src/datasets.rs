@@ -2,7 +2,7 @@
 //! length summary printed before a run, and `llmb dataset stats|convert`.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
@@ -13,31 +13,25 @@ use crate::plugin::backend::{ChatMessage, Prompt, Role};
 use crate::plugin::dataset::Sample;
 use crate::tokenizer::HostTokenizer;
 
-/// Loads `wanted` samples with the reader `--dataset-name` names, says so when the dataset has
-/// fewer usable samples (the reader cycles them only with `--dataset-cycle`), and applies
-/// `--system-prompt-file`.
+/// Loads `wanted` samples with the reader `--dataset-name` names (or the `--mix` of readers for
+/// `mixed`), says so when the dataset has fewer usable samples (the reader cycles them only with
+/// `--dataset-cycle`), and applies `--system-prompt-file`.
 pub fn load_samples(
     args: &BenchArgs,
     registry: &Registry,
     tokenizer: &std::sync::Arc<HostTokenizer>,
     wanted: usize,
 ) -> anyhow::Result<Vec<Sample>> {
-    let dataset = registry.dataset(&args.dataset_name)?;
-    let mut request = dataset_request(args)?;
-    request.count = wanted as u64;
-    let mut samples = dataset.load(&request, tokenizer.clone())?;
-    if samples.len() < wanted {
-        eprintln!(
-            "note: dataset {} has {} usable samples, {wanted} were asked for; {}",
-            args.dataset_name,
-            samples.len(),
-            if args.dataset_cycle {
-                "the reader did not cycle them"
-            } else {
-                "sending what there is (--dataset-cycle reuses them)"
-            }
+    let mut samples = if args.dataset_name == "mixed" {
+        load_mixed(args, registry, tokenizer, wanted)?
+    } else {
+        anyhow::ensure!(
+            args.mix.is_empty(),
+            "--mix is for --dataset-name mixed (the dataset is {})",
+            args.dataset_name
         );
-    }
+        load_one(args, registry, tokenizer, wanted)?
+    };
     if let Some(path) = &args.system_prompt_file {
         let system = std::fs::read_to_string(path)
             .with_context(|| format!("--system-prompt-file {}: cannot read", path.display()))?;
@@ -53,6 +47,154 @@ pub fn load_samples(
         }
     }
     Ok(samples)
+}
+
+fn load_one(
+    args: &BenchArgs,
+    registry: &Registry,
+    tokenizer: &std::sync::Arc<HostTokenizer>,
+    wanted: usize,
+) -> anyhow::Result<Vec<Sample>> {
+    let dataset = registry.dataset(&args.dataset_name)?;
+    let mut request = dataset_request(args)?;
+    request.count = wanted as u64;
+    let samples = dataset.load(&request, tokenizer.clone())?;
+    if samples.len() < wanted {
+        eprintln!(
+            "note: dataset {} has {} usable samples, {wanted} were asked for; {}",
+            args.dataset_name,
+            samples.len(),
+            if args.dataset_cycle {
+                "the reader did not cycle them"
+            } else {
+                "sending what there is (--dataset-cycle reuses them)"
+            }
+        );
+    }
+    Ok(samples)
+}
+
+/// One `--mix WEIGHT:DATASET[:PATH]` of a mixed dataset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MixPart {
+    pub weight: f64,
+    pub dataset: String,
+    pub path: Option<PathBuf>,
+}
+
+impl MixPart {
+    pub fn parse(spec: &str) -> anyhow::Result<Self> {
+        let mut fields = spec.splitn(3, ':');
+        let weight = fields.next().unwrap_or_default().trim();
+        let dataset = fields.next().unwrap_or_default().trim();
+        let path = fields.next().map(str::trim).filter(|p| !p.is_empty());
+        let weight: f64 = weight.parse().ok().filter(|w: &f64| w.is_finite() && *w > 0.0).with_context(|| {
+            format!("--mix {spec:?}: expected WEIGHT:DATASET[:PATH] with a positive WEIGHT, got {weight:?}")
+        })?;
+        anyhow::ensure!(
+            !dataset.is_empty() && dataset != "mixed",
+            "--mix {spec:?}: expected WEIGHT:DATASET[:PATH] naming a dataset other than mixed"
+        );
+        Ok(Self {
+            weight,
+            dataset: dataset.to_string(),
+            path: path.map(PathBuf::from),
+        })
+    }
+}
+
+/// Splits `total` in proportion to `weights`, giving the remainders to the largest fractions,
+/// so the counts add up to `total` exactly.
+pub fn split_by_weight(total: usize, weights: &[f64]) -> Vec<usize> {
+    let sum: f64 = weights.iter().sum();
+    let exact: Vec<f64> = weights.iter().map(|w| total as f64 * w / sum).collect();
+    let mut counts: Vec<usize> = exact.iter().map(|e| e.floor() as usize).collect();
+    let mut order: Vec<usize> = (0..weights.len()).collect();
+    order.sort_by(|&a, &b| {
+        (exact[b] - exact[b].floor())
+            .total_cmp(&(exact[a] - exact[a].floor()))
+            .then(a.cmp(&b))
+    });
+    let short = total - counts.iter().sum::<usize>();
+    for &i in order.iter().take(short) {
+        counts[i] += 1;
+    }
+    counts
+}
+
+/// `--dataset-name mixed`: each `--mix` reader gets its weight's share of the prompts (with the
+/// run's other dataset options), then the prompts are shuffled together with `--seed`, or, under
+/// `--disable-shuffle`, interleaved in proportion keeping each reader's order.
+fn load_mixed(
+    args: &BenchArgs,
+    registry: &Registry,
+    tokenizer: &std::sync::Arc<HostTokenizer>,
+    wanted: usize,
+) -> anyhow::Result<Vec<Sample>> {
+    let parts: Vec<MixPart> = args
+        .mix
+        .iter()
+        .map(|m| MixPart::parse(m))
+        .collect::<anyhow::Result<_>>()?;
+    anyhow::ensure!(
+        !parts.is_empty(),
+        "--dataset-name mixed needs at least one --mix WEIGHT:DATASET[:PATH]"
+    );
+    let counts = split_by_weight(wanted, &parts.iter().map(|p| p.weight).collect::<Vec<_>>());
+    let mut loaded = Vec::with_capacity(parts.len());
+    for ((part, &count), spec) in parts.iter().zip(&counts).zip(&args.mix) {
+        if count == 0 {
+            loaded.push(Vec::new());
+            continue;
+        }
+        let mut sub = args.clone();
+        sub.dataset_name = part.dataset.clone();
+        sub.dataset_path = part.path.clone();
+        sub.mix.clear();
+        let samples =
+            load_one(&sub, registry, tokenizer, count).with_context(|| format!("--mix {spec}"))?;
+        anyhow::ensure!(
+            samples.iter().all(|s| s.timestamp.is_none()),
+            "--mix {spec}: a trace with timestamps cannot be mixed with other datasets"
+        );
+        loaded.push(samples);
+    }
+    let summary: Vec<String> = parts
+        .iter()
+        .zip(&loaded)
+        .map(|(p, s)| format!("{} {}", p.dataset, s.len()))
+        .collect();
+    eprintln!("mixed dataset: {}", summary.join(", "));
+    Ok(if args.disable_shuffle {
+        interleave(loaded)
+    } else {
+        let mut all: Vec<Sample> = loaded.into_iter().flatten().collect();
+        use rand::SeedableRng;
+        use rand::seq::SliceRandom;
+        all.shuffle(&mut rand::rngs::StdRng::seed_from_u64(
+            args.seed ^ 0x6d69_7865_6400_0000,
+        ));
+        all
+    })
+}
+
+/// Merges the parts so that every prefix of the result holds each part in proportion to its size.
+fn interleave(parts: Vec<Vec<Sample>>) -> Vec<Sample> {
+    let total: usize = parts.iter().map(Vec::len).sum();
+    let sizes: Vec<usize> = parts.iter().map(Vec::len).collect();
+    let mut taken = vec![0usize; parts.len()];
+    let mut iters: Vec<_> = parts.into_iter().map(Vec::into_iter).collect();
+    let mut out = Vec::with_capacity(total);
+    for k in 1..=total {
+        let due = |i: usize| sizes[i] as f64 * k as f64 / total as f64 - taken[i] as f64;
+        let next = (0..iters.len())
+            .filter(|&i| taken[i] < sizes[i])
+            .max_by(|&a, &b| due(a).total_cmp(&due(b)).then(b.cmp(&a)))
+            .expect("a part has samples left");
+        taken[next] += 1;
+        out.extend(iters[next].next());
+    }
+    out
 }
 
 /// A system message for chat prompts; the text and a blank line before a raw prompt.
@@ -281,5 +423,58 @@ mod tests {
         };
         prepend_system(&mut text, "be brief", 2);
         assert!(matches!(&text.prompt, Prompt::Text(t) if t == "be brief\n\nquestion"));
+    }
+
+    #[test]
+    fn weights_split_the_count_exactly() {
+        assert_eq!(split_by_weight(10, &[3.0, 1.0]), vec![8, 2]);
+        assert_eq!(split_by_weight(7, &[1.0, 1.0, 1.0]), vec![3, 2, 2]);
+        assert_eq!(split_by_weight(1, &[0.2, 0.8]), vec![0, 1]);
+        for total in 0..50 {
+            assert_eq!(
+                split_by_weight(total, &[0.7, 0.2, 0.1])
+                    .iter()
+                    .sum::<usize>(),
+                total
+            );
+        }
+    }
+
+    #[test]
+    fn mix_specs_name_what_is_wrong() {
+        assert_eq!(
+            MixPart::parse("3:sharegpt:data/a:b.json").unwrap(),
+            MixPart {
+                weight: 3.0,
+                dataset: "sharegpt".into(),
+                path: Some("data/a:b.json".into())
+            }
+        );
+        assert_eq!(MixPart::parse("0.5:random").unwrap().path, None);
+        for bad in ["random", "0:random", "-1:random", "2:", "1:mixed"] {
+            let err = MixPart::parse(bad).unwrap_err().to_string();
+            assert!(err.contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn interleaving_keeps_each_part_in_proportion_and_order() {
+        let sample = |n: u32| Sample {
+            prompt: Prompt::Text(String::new()),
+            input_tokens: n,
+            output_tokens: 1,
+            timestamp: None,
+        };
+        let a: Vec<Sample> = (0..6).map(sample).collect();
+        let b: Vec<Sample> = (100..102).map(sample).collect();
+        let order: Vec<u32> = interleave(vec![a, b])
+            .iter()
+            .map(|s| s.input_tokens)
+            .collect();
+        assert_eq!(order, vec![0, 1, 100, 2, 3, 4, 101, 5]);
+        for k in 1..=order.len() {
+            let from_b = order[..k].iter().filter(|&&n| n >= 100).count() as f64;
+            assert!((from_b - 2.0 * k as f64 / 8.0).abs() <= 1.0, "{order:?}");
+        }
     }
 }

@@ -18,6 +18,8 @@ pub struct RunInfo {
     pub label: Option<String>,
     pub model_id: String,
     pub tokenizer_id: String,
+    /// Where the input token counts came from (`--tokenizer`, the server, an estimate).
+    pub input_counts: crate::input_tokens::InputCountSource,
     pub base_url: String,
     pub endpoint: String,
     pub dataset_name: String,
@@ -223,13 +225,18 @@ fn print_extras(info: &RunInfo, m: &BenchmarkMetrics, out: &mut dyn Write) -> st
             sources.join("; ")
         )?;
     }
+    writeln!(
+        out,
+        "{:<40} {}",
+        "Input token counts from:",
+        info.input_counts.describe()
+    )?;
     let ic = &m.input_counts;
     if ic.server_reported > 0 {
         writeln!(
             out,
-            "{:<40} client {} mean {:.1}; server {:.1} ({} requests), server − client {:+.1}",
-            "Input token counts:",
-            info.tokenizer_id,
+            "{:<40} sent mean {:.1}; server usage {:.1} ({} requests), usage − sent {:+.1}",
+            "Input tokens, sent vs server usage:",
             ic.mean_client,
             ic.mean_server,
             ic.server_reported,
@@ -238,8 +245,8 @@ fn print_extras(info: &RunInfo, m: &BenchmarkMetrics, out: &mut dyn Write) -> st
     } else if m.completed > 0 {
         writeln!(
             out,
-            "{:<40} client {} only (the server reported none)",
-            "Input token counts:", info.tokenizer_id
+            "{:<40} the server reported no prompt token usage",
+            "Input tokens, sent vs server usage:"
         )?;
     }
     if !m.errors_by_kind.is_empty() {
@@ -593,6 +600,7 @@ fn llmb_extras(info: &RunInfo, m: &BenchmarkMetrics, cfg: &MetricsConfig) -> Val
         })).collect::<Vec<_>>(),
         "warmups": m.warmups,
         "input_counts": m.input_counts,
+        "input_count_source": info.input_counts,
         "load_pattern": info.pattern,
         "client_queue_ms": stats_json(&m.queue),
         "token_sources": m.token_sources,

@@ -57,6 +57,13 @@ const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
 const MALFORMED_EVENT: &[u8] = b"data: {\"choices\":[{\"text\": BROKEN\n\n";
 const ERROR_EVENT: &[u8] = b"data: {\"error\":{\"message\":\"simulated in-stream error\",\"type\":\"InternalServerError\",\"param\":null,\"code\":500}}\n\n";
 /// Prompt tokens per prefix-cache block, vLLM's default block size.
+/// The simulated chat template, ChatML-like: `<|im_start|>role\n` … `<|im_end|>\n` around every
+/// message and `<|im_start|>assistant\n` after the last, so chat prompts cost more tokens than
+/// their words, as on a real server, and llmb's template accounting is tested for real.
+const CHAT_TEMPLATE_TOKENS_PER_MESSAGE: u32 = 5;
+const CHAT_GENERATION_PROMPT_TOKENS: u32 = 3;
+/// Token ids of the simulated template's special tokens (past the word vocabulary).
+const TEMPLATE_TOKEN_ID: u32 = 1 << 20;
 const PREFIX_BLOCK_TOKENS: u32 = 16;
 /// Blocks the prefix cache remembers before it starts over (about 16 M prompt tokens).
 const PREFIX_CACHE_BLOCKS: usize = 1 << 20;
@@ -90,6 +97,9 @@ pub struct SimConfig {
     /// Which server to imitate where two share a route (`lightllm` on `/generate_stream`,
     /// which TGI also uses); the backend name of an in-process run.
     pub dialect: Option<String>,
+    /// Serve the tokenize routes (vLLM/SGLang/llama.cpp/TGI `/tokenize`, LMDeploy
+    /// `/v1/encode`); off imitates a server without one.
+    pub tokenize_route: bool,
 }
 
 impl Default for SimConfig {
@@ -105,6 +115,7 @@ impl Default for SimConfig {
             api_key: None,
             prefix_cache: false,
             dialect: None,
+            tokenize_route: true,
         }
     }
 }
@@ -381,6 +392,7 @@ async fn handle(
         match (req.method(), path) {
             (&Method::GET, "/health") => full(StatusCode::OK, None, Bytes::new()),
             (&Method::GET, "/metrics") => metrics(&state),
+            (&Method::POST, "/tokenize") if state.config.tokenize_route => tokenize(req).await,
             (&Method::POST, "/generate_stream" | "/generate" | "/completion") => {
                 let response = native(&state, req, arrived).await;
                 state.served.fetch_add(1, Relaxed);
@@ -427,6 +439,7 @@ async fn v1(state: &Arc<SimState>, req: Request<Incoming>, arrived: Instant) -> 
         (&Method::POST, "/v1/llm/chat-completions") => Api::Amsv2,
         (&Method::POST, "/v1/audio/transcriptions") => Api::Transcription,
         (&Method::GET, "/v1/models") => return models(state),
+        (&Method::POST, "/v1/encode") if state.config.tokenize_route => return tokenize(req).await,
         _ => return not_found(),
     };
     let content_type = req
@@ -451,6 +464,62 @@ async fn v1(state: &Arc<SimState>, req: Request<Incoming>, arrived: Instant) -> 
         Ok(job) => generate(state, job, arrived).await,
         Err(response) => response,
     }
+}
+
+/// The tokenize routes, told apart by their bodies: vLLM and SGLang (`prompt` or `messages`,
+/// answering `count`, `max_model_len` and `tokens`), llama.cpp (`content`, answering `tokens`),
+/// TGI (`inputs`, answering a list of token objects) and LMDeploy's `/v1/encode` (`input`,
+/// answering `input_ids` and `length`). Counts are the ones usage reports for the same prompt.
+async fn tokenize(req: Request<Incoming>) -> Response<SimBody> {
+    let bytes = match Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => return bad_request(&format!("Cannot read the request body: {e}")),
+    };
+    let Ok(body @ Value::Object(_)) = serde_json::from_slice::<Value>(&bytes) else {
+        return bad_request("The body must be a JSON object.");
+    };
+    let words = crate::tokenizer::HostTokenizer::Words;
+    let ids = if body.get("messages").is_some() {
+        let prompt = match chat_prompt(&body) {
+            Ok(p) => p,
+            Err(e) => return bad_request(e),
+        };
+        let mut ids = words.encode(&prompt.text);
+        ids.resize(prompt.tokens as usize, TEMPLATE_TOKEN_ID);
+        ids
+    } else {
+        let key = ["prompt", "content", "inputs", "input"]
+            .into_iter()
+            .find(|k| body.get(*k).is_some())
+            .unwrap_or("prompt");
+        match body.get(key) {
+            Some(Value::String(t)) => words.encode(t),
+            _ => return bad_request(&format!("Field `{key}` must be a string.")),
+        }
+    };
+    let json = if body.get("content").is_some() {
+        serde_json::json!({ "tokens": ids })
+    } else if body.get("inputs").is_some() {
+        let words: Vec<&str> = body["inputs"]
+            .as_str()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        Value::Array(
+            ids.iter()
+                .zip(words)
+                .map(|(id, w)| serde_json::json!({"id": id, "text": w, "start": 0, "stop": 0}))
+                .collect(),
+        )
+    } else if body.get("input").is_some() {
+        serde_json::json!({ "input_ids": ids, "length": ids.len() })
+    } else {
+        serde_json::json!({ "count": ids.len(), "max_model_len": MAX_MODEL_LEN, "tokens": ids })
+    };
+    json_response(StatusCode::OK, json.to_string())
 }
 
 /// The native routes: TGI, llama.cpp and SGLang (`/generate` is TGI's with `inputs`, SGLang's
@@ -1049,6 +1118,7 @@ fn parse_job(state: &SimState, api: Api, bytes: &[u8]) -> Result<Job, Response<S
                     text: Cow::Owned(p.text.into_owned()),
                     tokens: p.tokens,
                     ids: None,
+                    templated: true,
                 }
             }
             _ => {
@@ -1100,6 +1170,9 @@ fn parse_job(state: &SimState, api: Api, bytes: &[u8]) -> Result<Job, Response<S
     let prefix_blocks = match (state.config.prefix_cache, prompt.ids) {
         (false, _) => Vec::new(),
         (true, Some(ids)) => block_hashes(ids.iter().map(|id| id.as_u64().unwrap_or(0))),
+        (true, None) if prompt.templated => {
+            block_hashes(std::iter::once("<|im_start|>").chain(prompt.text.split_whitespace()))
+        }
         (true, None) => block_hashes(prompt.text.split_whitespace()),
     };
     Ok(Job {
@@ -1122,6 +1195,9 @@ struct Prompt<'a> {
     tokens: u32,
     /// The token ids when the prompt was given as ids; else the tokens are the text's words.
     ids: Option<&'a [Value]>,
+    /// Chat messages under the simulated template, whose opening token starts every block chain:
+    /// a chat prompt never shares cached blocks with a raw prompt of the same words.
+    templated: bool,
 }
 
 /// A completions `prompt`: a string, a list of token ids, or a one-element list of either.
@@ -1131,11 +1207,13 @@ fn completion_prompt(v: &Value, nested: bool) -> Result<Prompt<'_>, &'static str
             text: Cow::Borrowed(s.as_str()),
             tokens: count_words(s),
             ids: None,
+            templated: false,
         }),
         Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_u64) => Ok(Prompt {
             text: Cow::Borrowed(""),
             tokens: items.len() as u32,
             ids: Some(items),
+            templated: false,
         }),
         Value::Array(items) if items.len() == 1 && !nested => completion_prompt(&items[0], true),
         Value::Array(_) => {
@@ -1145,7 +1223,8 @@ fn completion_prompt(v: &Value, nested: bool) -> Result<Prompt<'_>, &'static str
     }
 }
 
-/// All message contents of a chat request, one per line, and their word count.
+/// All message contents of a chat request, one per line, and their tokens under the simulated
+/// chat template.
 fn chat_prompt(body: &Value) -> Result<Prompt<'_>, &'static str> {
     let Some(messages) = body.get("messages").and_then(Value::as_array) else {
         return Err("Field `messages` is required (a list of messages).");
@@ -1171,11 +1250,14 @@ fn chat_prompt(body: &Value) -> Result<Prompt<'_>, &'static str> {
             }
         }
     }
-    let tokens = count_words(&text);
+    let tokens = count_words(&text)
+        + CHAT_TEMPLATE_TOKENS_PER_MESSAGE * messages.len() as u32
+        + CHAT_GENERATION_PROMPT_TOKENS;
     Ok(Prompt {
         text: Cow::Owned(text),
         tokens,
         ids: None,
+        templated: true,
     })
 }
 
@@ -2370,6 +2452,69 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn tokenize_routes_count_what_usage_reports() {
+        let sim = sim(fast()).await;
+        let json = |body: &str| serde_json::from_str::<Value>(body).unwrap();
+        let v = json(
+            &post(
+                &sim,
+                "/tokenize",
+                r#"{"model":"llmb-sim","prompt":"a b c"}"#,
+            )
+            .await
+            .body,
+        );
+        assert_eq!(v["count"], 3);
+        assert_eq!(v["tokens"].as_array().unwrap().len(), 3);
+        let chat =
+            r#"{"model":"llmb-sim","messages":[{"role":"user","content":"a b c"}],"max_tokens":1}"#;
+        let v = json(&post(&sim, "/tokenize", chat).await.body);
+        let usage = json(&post(&sim, "/v1/chat/completions", chat).await.body);
+        assert_eq!(v["count"], 11);
+        assert_eq!(v["count"], usage["usage"]["prompt_tokens"]);
+        let v = json(
+            &post(&sim, "/tokenize", r#"{"content":"a b c d"}"#)
+                .await
+                .body,
+        );
+        assert_eq!(v["tokens"].as_array().unwrap().len(), 4);
+        let v = json(&post(&sim, "/tokenize", r#"{"inputs":"a b"}"#).await.body);
+        assert_eq!(v.as_array().unwrap().len(), 2);
+        assert_eq!(v[1]["text"], "b");
+        let v = json(
+            &post(&sim, "/v1/encode", r#"{"input":"a b c d e"}"#)
+                .await
+                .body,
+        );
+        assert_eq!(v["length"], 5);
+        assert_eq!(post(&sim, "/tokenize", r#"{"prompt":7}"#).await.status, 400);
+        sim.shutdown().await;
+
+        let without = super::start(
+            SimConfig {
+                tokenize_route: false,
+                ..fast()
+            },
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            post(&without, "/tokenize", r#"{"prompt":"a"}"#)
+                .await
+                .status,
+            404
+        );
+        assert_eq!(
+            post(&without, "/v1/encode", r#"{"input":"a"}"#)
+                .await
+                .status,
+            404
+        );
+        without.shutdown().await;
+    }
+
+    #[tokio::test]
     async fn chat_stream_starts_with_the_role_chunk() {
         let sim = sim(fast()).await;
         let r = post(
@@ -2416,7 +2561,7 @@ mod tests {
         assert_eq!(
             r.chunks[4],
             format!(
-                "{prefix}[],\"usage\":{{\"prompt_tokens\":4,\"total_tokens\":7,\"completion_tokens\":3}}}}\n\n"
+                "{prefix}[],\"usage\":{{\"prompt_tokens\":17,\"total_tokens\":20,\"completion_tokens\":3}}}}\n\n"
             )
         );
         assert_eq!(r.chunks[5], "data: [DONE]\n\n");
@@ -2455,7 +2600,8 @@ mod tests {
             count_words(v["choices"][0]["message"]["content"].as_str().unwrap()),
             2
         );
-        assert_eq!(v["usage"]["prompt_tokens"], 3);
+        // Three words, one message under the template (5) and the generation prompt (3).
+        assert_eq!(v["usage"]["prompt_tokens"], 11);
 
         // Natural lengths: between half and all of max_tokens, "stop" unless the cap was hit.
         for _ in 0..8 {
@@ -2780,12 +2926,17 @@ mod tests {
             serde_json::json!({"prompt_tokens":400,"total_tokens":401,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":384}})
         );
 
-        // The same words as a chat message, and a prompt sharing only its first 200 words.
+        // The same words as a chat message start with the template's tokens: no shared blocks
+        // with the raw prompt, but the next identical chat request hits.
         let chat =
             format!(r#"{{"messages":[{{"role":"user","content":"{prompt}"}}],"max_tokens":1}}"#);
         let v: Value =
             serde_json::from_str(&post(&sim, "/v1/chat/completions", &chat).await.body).unwrap();
-        assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 384);
+        assert_eq!(v["usage"]["prompt_tokens"], 408);
+        assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+        let v: Value =
+            serde_json::from_str(&post(&sim, "/v1/chat/completions", &chat).await.body).unwrap();
+        assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 400);
         let half = format!("{} zzz", words[..200].join(" "));
         let v: Value = serde_json::from_str(
             &post(
@@ -2801,11 +2952,11 @@ mod tests {
 
         let metrics = get(&sim, "/metrics").await.body;
         assert!(
-            metrics.contains("vllm:prefix_cache_queries_total{model_name=\"llmb-sim\"} 1401\n"),
+            metrics.contains("vllm:prefix_cache_queries_total{model_name=\"llmb-sim\"} 1817\n"),
             "{metrics}"
         );
         assert!(
-            metrics.contains("vllm:prefix_cache_hits_total{model_name=\"llmb-sim\"} 960\n"),
+            metrics.contains("vllm:prefix_cache_hits_total{model_name=\"llmb-sim\"} 976\n"),
             "{metrics}"
         );
         sim.shutdown().await;

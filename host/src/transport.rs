@@ -95,6 +95,45 @@ pub struct Target {
 }
 
 impl Target {
+    /// An HTTP request to `path` under `--base-url`, with the adapter's headers, then the user's
+    /// `--header`s and the API key on top.
+    pub fn request(
+        &self,
+        path: &str,
+        method: &str,
+        adapter_headers: &[(String, String)],
+        body: Vec<u8>,
+    ) -> Result<Request<Full<Bytes>>, RequestError> {
+        let uri: Uri = format!("{}{}", self.base_url, path).parse().map_err(|e| {
+            fail(
+                "bad-request",
+                format!("invalid URL {}{path}: {e}", self.base_url),
+            )
+        })?;
+        let mut builder = Request::builder().method(method).uri(uri);
+        let headers = builder.headers_mut().expect("valid builder");
+        for (k, v) in adapter_headers {
+            if let (Ok(k), Ok(v)) = (
+                HeaderName::try_from(k.as_str()),
+                HeaderValue::try_from(v.as_str()),
+            ) {
+                headers.insert(k, v);
+            }
+        }
+        for (k, v) in &self.headers {
+            headers.insert(k.clone(), v.clone());
+        }
+        if let Some(auth) = &self.authorization {
+            headers.insert(hyper::header::AUTHORIZATION, auth.clone());
+        }
+        builder.body(Full::new(Bytes::from(body))).map_err(|e| {
+            fail(
+                "plugin",
+                format!("the adapter built an invalid request: {e}"),
+            )
+        })
+    }
+
     /// Builds the `Authorization: Bearer` value, marked sensitive so hyper never logs it.
     pub fn bearer(api_key: &str) -> anyhow::Result<HeaderValue> {
         let mut v = HeaderValue::from_str(&format!("Bearer {api_key}")).map_err(|_| {
@@ -347,38 +386,9 @@ impl Exchange<'_> {
                 )
             })?;
         let path = self.target.endpoint.as_deref().unwrap_or(&http.path);
-        let uri: Uri = format!("{}{}", self.target.base_url, path)
-            .parse()
-            .map_err(|e| {
-                fail(
-                    "bad-request",
-                    format!("invalid URL {}{path}: {e}", self.target.base_url),
-                )
-            })?;
-        let mut builder = Request::builder().method(http.method.as_str()).uri(uri);
-        let headers = builder.headers_mut().expect("valid builder");
-        for (k, v) in &http.headers {
-            if let (Ok(k), Ok(v)) = (
-                HeaderName::try_from(k.as_str()),
-                HeaderValue::try_from(v.as_str()),
-            ) {
-                headers.insert(k, v);
-            }
-        }
-        for (k, v) in &self.target.headers {
-            headers.insert(k.clone(), v.clone());
-        }
-        if let Some(auth) = &self.target.authorization {
-            headers.insert(hyper::header::AUTHORIZATION, auth.clone());
-        }
-        let request = builder
-            .body(Full::new(Bytes::from(http.body)))
-            .map_err(|e| {
-                fail(
-                    "plugin",
-                    format!("the adapter built an invalid request: {e}"),
-                )
-            })?;
+        let request = self
+            .target
+            .request(path, &http.method, &http.headers, http.body)?;
 
         let sent = Instant::now();
         let deadline = tokio::time::Instant::from_std(sent + self.target.timeout);

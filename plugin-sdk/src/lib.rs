@@ -14,6 +14,7 @@ pub mod json_array;
 pub mod openai;
 pub mod sampler;
 pub mod testing;
+pub mod tokenize;
 pub mod tokens;
 
 /// Bindings for the `backend-plugin` world (adapters).
@@ -113,6 +114,14 @@ impl<T: backend::Guest> backend::Guest for Hooked<T> {
 
     fn map_error(status: u16, headers: backend::Headers, body: Vec<u8>) -> backend::BackendError {
         T::map_error(status, headers, body)
+    }
+
+    fn tokenize_request(req: backend::GenRequest) -> Option<backend::HttpRequest> {
+        T::tokenize_request(req)
+    }
+
+    fn parse_tokenize(body: Vec<u8>) -> Result<u32, String> {
+        T::parse_tokenize(body)
     }
 }
 

@@ -80,15 +80,7 @@ pub fn build_body(api: Api, req: &GenRequest, opts: BodyOptions) -> Result<Vec<u
             obj.insert("max_tokens".into(), req.max_tokens.into());
         }
         Api::Chat => {
-            let messages: Vec<Value> = match &req.prompt {
-                Prompt::Text(t) => vec![json!({"role": "user", "content": t})],
-                Prompt::Chat(messages) => messages
-                    .iter()
-                    .map(|m| json!({"role": role_name(m.role), "content": m.content}))
-                    .collect(),
-                Prompt::Audio(_) => return Err(AUDIO_NOT_SUPPORTED.into()),
-            };
-            obj.insert("messages".into(), Value::Array(messages));
+            obj.insert("messages".into(), chat_messages(&req.prompt)?);
             if matches!(
                 opts.max_tokens_field,
                 MaxTokensField::MaxTokens | MaxTokensField::Both
@@ -117,6 +109,33 @@ pub fn build_body(api: Api, req: &GenRequest, opts: BodyOptions) -> Result<Vec<u
     }
     merge_extra_body(&mut body, req.extra_body.as_deref())?;
     serde_json::to_vec(&body).map_err(|e| e.to_string())
+}
+
+/// The prompt as an OpenAI `messages` list (a raw prompt becomes one user message).
+pub fn chat_messages(prompt: &Prompt) -> Result<Value, String> {
+    Ok(Value::Array(match prompt {
+        Prompt::Text(t) => vec![json!({"role": "user", "content": t})],
+        Prompt::Chat(messages) => messages
+            .iter()
+            .map(|m| json!({"role": role_name(m.role), "content": m.content}))
+            .collect(),
+        Prompt::Audio(_) => return Err(AUDIO_NOT_SUPPORTED.into()),
+    }))
+}
+
+/// vLLM's `/tokenize` request for what `build_body` sends on `api`: the completions prompt, or
+/// the chat messages with the generation prompt the server's template appends (SGLang and other
+/// OpenAI-compatible servers take the same body).
+pub fn tokenize_request(api: Api, req: &GenRequest) -> Option<crate::backend::HttpRequest> {
+    let body = match api {
+        Api::Completions => json!({"model": req.model, "prompt": prompt_text(&req.prompt).ok()?}),
+        Api::Chat => json!({
+            "model": req.model,
+            "messages": chat_messages(&req.prompt).ok()?,
+            "add_generation_prompt": true,
+        }),
+    };
+    Some(crate::tokenize::json_request("/tokenize", &body))
 }
 
 fn role_name(role: Role) -> &'static str {
@@ -431,6 +450,10 @@ pub trait Flavor: 'static {
     const DEFAULT_MAX_TOKENS_FIELD: MaxTokensField;
     /// vLLM's bench sends `repetition_penalty: 1.0`; hosted APIs reject unknown fields.
     const REPETITION_PENALTY_ONE: bool;
+    /// Whether to ask the server's vLLM-style `/tokenize` route for input lengths. OpenAI-
+    /// compatible servers mostly have it; where one does not, the host notices the refusal of
+    /// the first request and estimates instead.
+    const TOKENIZE_ROUTE: bool = true;
 }
 
 static MAX_TOKENS_FIELD: std::sync::Mutex<Option<MaxTokensField>> = std::sync::Mutex::new(None);
@@ -509,6 +532,16 @@ impl<F: Flavor> crate::backend::Guest for OpenAiAdapter<F> {
 
     fn map_error(status: u16, _headers: crate::backend::Headers, body: Vec<u8>) -> BackendError {
         map_error(status, &body)
+    }
+
+    fn tokenize_request(req: GenRequest) -> Option<crate::backend::HttpRequest> {
+        F::TOKENIZE_ROUTE
+            .then(|| tokenize_request(F::API, &req))
+            .flatten()
+    }
+
+    fn parse_tokenize(body: Vec<u8>) -> Result<u32, String> {
+        crate::tokenize::count_from_body(&body)
     }
 }
 

@@ -76,11 +76,32 @@ pub fn random_text<T: Tokenizer + ?Sized>(
     rng: &mut SplitMix64,
     target: usize,
 ) -> (String, u32) {
+    random_text_after(tok, vocab, rng, &[], target)
+}
+
+/// [`random_text`] whose draws start with `prefix` (vLLM's `--random-prefix-len` ids): `target`
+/// counts the prefix too.
+///
+/// A draw can get stuck: ids that are a piece of a multi-byte character decode to U+FFFD, which
+/// re-encodes to other ids, and trimming them back gives the same text again. A stuck draw is
+/// abandoned for a fresh one instead of being returned a token off.
+pub fn random_text_after<T: Tokenizer + ?Sized>(
+    tok: &T,
+    vocab: &Vocab,
+    rng: &mut SplitMix64,
+    prefix: &[u32],
+    target: usize,
+) -> (String, u32) {
     let mut best: Option<(String, usize)> = None;
     for _ in 0..ATTEMPTS {
-        let mut ids = vocab.sample(rng, target);
+        let mut ids = prefix.to_vec();
+        ids.extend(vocab.sample(rng, target.saturating_sub(prefix.len())));
+        let mut previous: Option<String> = None;
         for _ in 0..ROUNDS {
             let text = tok.decode(&ids);
+            if previous.as_ref() == Some(&text) {
+                break;
+            }
             let encoded = tok.encode(&text);
             if encoded.len() == target {
                 return (text, target as u32);
@@ -89,8 +110,9 @@ pub fn random_text<T: Tokenizer + ?Sized>(
                 .as_ref()
                 .is_none_or(|(_, n)| n.abs_diff(target) > encoded.len().abs_diff(target))
             {
-                best = Some((text, encoded.len()));
+                best = Some((text.clone(), encoded.len()));
             }
+            previous = Some(text);
             ids = encoded;
             if ids.len() > target {
                 ids.truncate(target);

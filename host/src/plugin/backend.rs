@@ -251,6 +251,18 @@ impl BackendInstance {
         })
     }
 
+    /// The request to the server's tokenize route for `req`'s prompt, if the adapter has one.
+    pub fn tokenize_request(
+        &mut self,
+        req: &GenRequest,
+    ) -> Result<Option<HttpRequest>, PluginFault> {
+        self.call(|s, b| b.llmb_plugin_backend().call_tokenize_request(s, req))
+    }
+
+    pub fn parse_tokenize(&mut self, body: &[u8]) -> Result<Result<u32, String>, PluginFault> {
+        self.call(|s, b| b.llmb_plugin_backend().call_parse_tokenize(s, body))
+    }
+
     pub fn map_error(
         &mut self,
         status: u16,

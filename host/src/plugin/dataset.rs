@@ -236,20 +236,23 @@ impl DatasetFactory {
         let mut files = Vec::new();
         if let Some(path) = &req.file {
             let meta = std::fs::metadata(path)
-                .with_context(|| format!("dataset file {}: cannot open", path.display()))?;
-            anyhow::ensure!(
-                meta.is_file(),
-                "dataset path {} is not a file",
-                path.display()
-            );
+                .with_context(|| format!("dataset path {}: cannot open", path.display()))?;
             let abs = std::fs::canonicalize(path)
-                .with_context(|| format!("dataset file {}", path.display()))?;
-            let dir = abs.parent().expect("a file has a parent directory");
+                .with_context(|| format!("dataset path {}", path.display()))?;
+            // A folder (a downloaded dataset snapshot) is granted whole and named ".".
+            let (dir, file) = if meta.is_dir() {
+                (abs.as_path(), ".".to_string())
+            } else {
+                (
+                    abs.parent().expect("a file has a parent directory"),
+                    abs.file_name().unwrap().to_string_lossy().into_owned(),
+                )
+            };
             wasi.preopened_dir(dir, "/data", FsPerms::ReadOnly)
                 .map_err(|e| {
                     anyhow::anyhow!("cannot grant read access to {}: {e}", dir.display())
                 })?;
-            files.push(abs.file_name().unwrap().to_string_lossy().into_owned());
+            files.push(file);
             options.push(dtypes::Kv {
                 key: "dataset-path-display".into(),
                 value: path.display().to_string(),

@@ -152,6 +152,19 @@ impl Guest for Adapter {
     fn map_error(status: u16, _headers: Headers, body: Vec<u8>) -> BackendError {
         map_error(status, &body)
     }
+
+    /// `add_special` as `/completion` tokenizes its prompt (BOS included).
+    fn tokenize_request(req: GenRequest) -> Option<HttpRequest> {
+        let text = prompt_text(&req.prompt).ok()?;
+        Some(llmb_plugin_sdk::tokenize::json_request(
+            "/tokenize",
+            &json!({ "content": text, "add_special": true }),
+        ))
+    }
+
+    fn parse_tokenize(body: Vec<u8>) -> Result<u32, String> {
+        llmb_plugin_sdk::tokenize::count_from_body(&body)
+    }
 }
 
 impl GuestResponseParser for Parser {

@@ -168,6 +168,19 @@ impl Guest for Adapter {
     fn map_error(status: u16, _headers: Headers, body: Vec<u8>) -> BackendError {
         map_error(status, &body)
     }
+
+    /// `/v1/encode` without the chat template, as `/generate` sends the prompt.
+    fn tokenize_request(req: GenRequest) -> Option<HttpRequest> {
+        let text = prompt_text(&req.prompt).ok()?;
+        Some(llmb_plugin_sdk::tokenize::json_request(
+            "/v1/encode",
+            &json!({ "input": text, "do_preprocess": false, "add_bos": true }),
+        ))
+    }
+
+    fn parse_tokenize(body: Vec<u8>) -> Result<u32, String> {
+        llmb_plugin_sdk::tokenize::count_from_body(&body)
+    }
 }
 
 impl GuestResponseParser for Parser {

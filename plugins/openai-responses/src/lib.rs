@@ -241,6 +241,14 @@ impl Guest for Adapter {
     fn map_error(status: u16, _headers: Headers, body: Vec<u8>) -> BackendError {
         map_error(status, &body)
     }
+
+    fn tokenize_request(_req: GenRequest) -> Option<HttpRequest> {
+        None
+    }
+
+    fn parse_tokenize(_body: Vec<u8>) -> Result<u32, String> {
+        Err(llmb_plugin_sdk::tokenize::NO_ROUTE.into())
+    }
 }
 
 impl Parser {

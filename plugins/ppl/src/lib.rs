@@ -577,6 +577,14 @@ impl Guest for Adapter {
         err.http_status = Some(status);
         err
     }
+
+    fn tokenize_request(_req: GenRequest) -> Option<HttpRequest> {
+        None
+    }
+
+    fn parse_tokenize(_body: Vec<u8>) -> Result<u32, String> {
+        Err(llmb_plugin_sdk::tokenize::NO_ROUTE.into())
+    }
 }
 
 impl GuestResponseParser for Parser {

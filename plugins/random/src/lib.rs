@@ -8,8 +8,9 @@ use std::cell::RefCell;
 
 use llmb_plugin_sdk::SplitMix64;
 use llmb_plugin_sdk::dataset::{
-    DatasetInfo, DatasetParams, Guest, GuestSource, Prompt, Sample, parse_option, tokenizer,
+    DatasetInfo, DatasetParams, Guest, GuestSource, Prompt, Sample, parse_option,
 };
+use llmb_plugin_sdk::tokens::{HostTokenizer, Vocab, random_text_after};
 
 pub struct Random;
 
@@ -35,31 +36,6 @@ struct Config {
     prefix_len: u32,
 }
 
-/// Token ids a prompt may contain: the vocabulary without special tokens.
-struct Vocab {
-    allowed: Vec<u32>,
-}
-
-impl Vocab {
-    fn load() -> Result<Self, String> {
-        let mut special = tokenizer::special_ids();
-        special.sort_unstable();
-        let allowed: Vec<u32> = (0..tokenizer::vocab_size())
-            .filter(|id| special.binary_search(id).is_err())
-            .collect();
-        if allowed.is_empty() {
-            return Err("the tokenizer has no non-special tokens".into());
-        }
-        Ok(Self { allowed })
-    }
-
-    fn sample(&self, rng: &mut SplitMix64, n: u32) -> Vec<u32> {
-        (0..n)
-            .map(|_| self.allowed[(rng.next_u64() % self.allowed.len() as u64) as usize])
-            .collect()
-    }
-}
-
 fn config(params: &DatasetParams) -> Result<Config, String> {
     let range_ratio: f64 = parse_option(params, "random-range-ratio", 0.0)?;
     if !(0.0..1.0).contains(&range_ratio) {
@@ -83,38 +59,11 @@ fn sample_len(rng: &mut SplitMix64, len: u32, ratio: f64) -> u32 {
     rng.range_inclusive(lo, hi) as u32
 }
 
-/// Decodes `ids` and re-encodes until the text is exactly `target` tokens long (or as close as
-/// the tokenizer allows after a few rounds), returning the text and its true token count.
-fn text_of_len(
-    rng: &mut SplitMix64,
-    mut ids: Vec<u32>,
-    target: usize,
-    vocab: &Vocab,
-) -> (String, u32) {
-    let mut text = tokenizer::decode(&ids);
-    for _ in 0..8 {
-        let encoded = tokenizer::encode(&text);
-        if encoded.len() == target {
-            return (text, target as u32);
-        }
-        ids = encoded;
-        if ids.len() > target {
-            ids.truncate(target);
-        } else {
-            let missing = (target - ids.len()) as u32;
-            ids.extend(vocab.sample(rng, missing));
-        }
-        text = tokenizer::decode(&ids);
-    }
-    let count = tokenizer::count(&text);
-    (text, count)
-}
-
 fn open(params: &DatasetParams) -> Result<State, String> {
     let config = config(params)?;
-    let vocab = Vocab::load()?;
+    let vocab = Vocab::host()?;
     let mut rng = SplitMix64::new(params.seed ^ 0x5EED_0000_0000_0001);
-    let prefix = vocab.sample(&mut rng, config.prefix_len);
+    let prefix = vocab.sample(&mut rng, config.prefix_len as usize);
     Ok(State {
         config,
         vocab,
@@ -153,10 +102,9 @@ impl GuestSource for RandomSource {
         for _ in 0..n {
             let input_len = sample_len(&mut st.rng, c.input_len, c.range_ratio);
             let output_len = sample_len(&mut st.rng, c.output_len, c.range_ratio).max(1);
-            let mut ids = st.prefix.clone();
-            ids.extend(st.vocab.sample(&mut st.rng, input_len));
-            let target = ids.len();
-            let (text, input_tokens) = text_of_len(&mut st.rng, ids, target, &st.vocab);
+            let target = st.prefix.len() + input_len as usize;
+            let (text, input_tokens) =
+                random_text_after(&HostTokenizer, &st.vocab, &mut st.rng, &st.prefix, target);
             out.push(Sample {
                 prompt: Prompt::Text(text),
                 input_tokens,

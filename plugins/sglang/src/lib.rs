@@ -163,6 +163,18 @@ impl Guest for Adapter {
     fn map_error(status: u16, _headers: Headers, body: Vec<u8>) -> BackendError {
         map_error(status, &body)
     }
+
+    fn tokenize_request(req: GenRequest) -> Option<HttpRequest> {
+        let text = prompt_text(&req.prompt).ok()?;
+        Some(llmb_plugin_sdk::tokenize::json_request(
+            "/tokenize",
+            &json!({ "model": req.model, "prompt": text }),
+        ))
+    }
+
+    fn parse_tokenize(body: Vec<u8>) -> Result<u32, String> {
+        llmb_plugin_sdk::tokenize::count_from_body(&body)
+    }
 }
 
 impl GuestResponseParser for Parser {

@@ -175,6 +175,18 @@ impl Guest for Adapter {
         err.http_status = Some(status);
         err
     }
+
+    fn tokenize_request(req: GenRequest) -> Option<HttpRequest> {
+        let text = prompt_text(&req.prompt).ok()?;
+        Some(llmb_plugin_sdk::tokenize::json_request(
+            "/tokenize",
+            &json!({ "inputs": text }),
+        ))
+    }
+
+    fn parse_tokenize(body: Vec<u8>) -> Result<u32, String> {
+        llmb_plugin_sdk::tokenize::count_from_body(&body)
+    }
 }
 
 impl GuestResponseParser for Parser {
