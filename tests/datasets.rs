@@ -499,3 +499,41 @@ async fn a_mixed_dataset_sends_each_reader_its_share() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hf_reads_a_snapshot_folder_by_split_and_a_csv_through_the_simulator() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = quick_args(dir.path());
+    args.dataset_name = "hf".into();
+    args.dataset_path = Some(workspace_root().join("datasets/hf-sample"));
+    args.num_prompts = 0;
+    assert_eq!(samples(&args).len(), 30, "train split");
+    args.hf_split = Some("test".into());
+    assert_eq!(samples(&args).len(), 10);
+
+    args.hf_split = Some("validation".into());
+    let registry = Registry::load(&args.plugins).unwrap();
+    let tokenizer = std::sync::Arc::new(llmb::tokenizer::HostTokenizer::load(None).unwrap());
+    let err = format!(
+        "{:#}",
+        llmb::datasets::load_samples(&args, &registry, &tokenizer, 4).unwrap_err()
+    );
+    assert!(
+        err.contains("validation") && err.contains("splits found: test, train"),
+        "{err}"
+    );
+
+    args.hf_split = None;
+    args.dataset_path = Some(workspace_root().join("datasets/hf-sample.csv"));
+    args.hf_output_len = Some(5);
+    args.num_prompts = 6;
+    let outcome = bench(&args).await;
+    assert_eq!(outcome.metrics.completed, 6);
+    assert!(
+        outcome
+            .records
+            .iter()
+            .all(|r| r.requested_output_tokens == 5)
+    );
+    assert!(outcome.records.iter().all(|r| r.output_tokens == 5));
+}
