@@ -38,6 +38,9 @@ struct State {
 /// Where the user's file is mounted inside the sandbox.
 const DATA_DIR: &str = "/data";
 
+/// The reader holds the whole file and its parsed records inside a 256 MiB sandbox.
+const MAX_FILE_BYTES: u64 = 64 << 20;
+
 fn role(name: &str, at: &str) -> Result<Role, String> {
     match name {
         "system" => Ok(Role::System),
@@ -153,6 +156,17 @@ fn open(params: &DatasetParams) -> Result<State, String> {
         .ok_or("the custom dataset needs --dataset-path FILE (JSONL with a \"prompt\" per line)")?;
     let shown = option(params, "dataset-path-display").unwrap_or(file);
     let path = format!("{DATA_DIR}/{file}");
+    let size = std::fs::metadata(&path)
+        .map_err(|e| format!("{shown}: cannot read: {e}"))?
+        .len();
+    if size > MAX_FILE_BYTES {
+        return Err(format!(
+            "{shown}: {} MiB is more than the custom reader holds ({} MiB); the hf reader streams \
+             JSONL of any size (--dataset-name hf, same prompt/messages fields)",
+            size >> 20,
+            MAX_FILE_BYTES >> 20
+        ));
+    }
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{shown}: cannot read: {e}"))?;
     let entries = parse_entries(shown, &text)?;
     if entries.is_empty() {
