@@ -544,3 +544,118 @@ fn default_config_matches_vllm() {
     assert_eq!(cfg.metric_percentiles, [99.0]);
     assert!(cfg.goodput_slos_ms.is_empty());
 }
+
+#[test]
+fn slos_count_good_requests_and_each_miss_including_the_longest_gap() {
+    // A: ITLs 10, 10, 10 (longest 10), E2EL 130. B: ITLs 50, 50, 50, 100 (longest 100), E2EL 300.
+    let records = vec![
+        ok(0, 0, &[100, 110, 120, 130], 3),
+        ok(1, 0, &[50, 100, 150, 200, 300], 5),
+        failed(2),
+    ];
+    let mut cfg = all_metrics();
+    cfg.goodput_slos_ms = vec![
+        ("ttft".into(), 100.0),
+        ("itl".into(), 50.0),
+        ("e2el".into(), 200.0),
+    ];
+    let m = compute(&records, 4.0, &cfg);
+    let slo = m.slo.as_ref().unwrap();
+    assert_eq!(slo.good_requests, 1);
+    assert_eq!(
+        slo.misses,
+        vec![("ttft".into(), 0), ("itl".into(), 1), ("e2el".into(), 1)]
+    );
+    assert_close(m.request_goodput.unwrap(), 0.25);
+    assert!(compute(&records, 4.0, &all_metrics()).slo.is_none());
+
+    let mut out = Vec::new();
+    print_console(&run_info(), &m, &cfg, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("Good requests:                           1 of 2 successful (50.0 %)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Missed ITL SLO:                          1"),
+        "{text}"
+    );
+    let saved = result_json(&run_info(), &m, &cfg, &records, false);
+    assert_eq!(saved["llmb"]["slo"]["misses"]["e2el"], 1);
+    assert_eq!(saved["llmb"]["slo"]["good_requests"], 1);
+}
+
+#[test]
+fn every_metric_has_the_full_summary() {
+    // TTFTs 100 and 50 ms: numpy's linear percentiles between them.
+    let records = vec![
+        ok(0, 0, &[100, 110, 120, 130], 3),
+        ok(1, 0, &[50, 100, 150, 200, 300], 5),
+    ];
+    let m = compute(&records, 4.0, &all_metrics());
+    let q = m.ttft.summary;
+    for (got, want) in [
+        (q.min, 50.0),
+        (q.p50, 75.0),
+        (q.p90, 95.0),
+        (q.p95, 97.5),
+        (q.p99, 99.5),
+        (q.max, 100.0),
+    ] {
+        assert_close(got, want);
+    }
+    assert_close(m.ttft.std, 25.0);
+    let saved = result_json(&run_info(), &m, &all_metrics(), &records, false);
+    assert_eq!(saved["llmb"]["latency_stats_ms"]["ttft"]["p95"], 97.5);
+    assert_eq!(saved["llmb"]["latency_stats_ms"]["e2el"]["max"], 300.0);
+    let mut out = Vec::new();
+    print_console(&run_info(), &m, &all_metrics(), &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains(
+            "TTFT       75.00     75.00     95.00     97.50     99.50     50.00    100.00     25.00"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn slo_files_name_the_file_and_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let top = write("top.toml", "e2el = 5000\nttft = 200\nitl = 40.5\n");
+    assert_eq!(
+        llmb::metrics::parse_slo_file(&top).unwrap(),
+        vec![
+            ("ttft".to_string(), 200.0),
+            ("itl".to_string(), 40.5),
+            ("e2el".to_string(), 5000.0)
+        ]
+    );
+    let table = write("table.toml", "[slo]\ntpot = 50\n");
+    assert_eq!(
+        llmb::metrics::parse_slo_file(&table).unwrap(),
+        vec![("tpot".to_string(), 50.0)]
+    );
+    for (name, text, expected) in [
+        ("typo.toml", "ttfb = 200\n", "unknown key \"ttfb\""),
+        (
+            "text.toml",
+            "ttft = \"200ms\"\n",
+            "ttft must be a number of milliseconds, not a string",
+        ),
+        ("neg.toml", "tpot = -1\n", "tpot must be a non-negative"),
+        ("bad.toml", "ttft = \n", "not valid TOML"),
+        ("empty.toml", "", "no limits"),
+    ] {
+        let path = write(name, text);
+        let err = llmb::metrics::parse_slo_file(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(name) && err.contains(expected), "{err}");
+    }
+}

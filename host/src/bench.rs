@@ -169,7 +169,19 @@ fn metrics_config(args: &BenchArgs) -> anyhow::Result<MetricsConfig> {
     Ok(MetricsConfig {
         percentile_metrics,
         metric_percentiles,
-        goodput_slos_ms: MetricsConfig::parse_goodput(&args.goodput)?,
+        goodput_slos_ms: {
+            let mut slos = match &args.slo_file {
+                Some(path) => crate::metrics::parse_slo_file(path)?,
+                None => Vec::new(),
+            };
+            for (metric, ms) in MetricsConfig::parse_goodput(&args.goodput)? {
+                match slos.iter_mut().find(|(m, _)| *m == metric) {
+                    Some(slot) => slot.1 = ms,
+                    None => slos.push((metric, ms)),
+                }
+            }
+            slos
+        },
     })
 }
 

@@ -325,6 +325,10 @@ pub struct BenchArgs {
     /// Percentiles to report, e.g. 50,90,99.
     #[arg(long, default_value = "99")]
     pub metric_percentiles: String,
+    /// SLOs from a TOML file: ttft, tpot, itl (a request's longest chunk gap) and e2el in ms;
+    /// --goodput items override the file's.
+    #[arg(long)]
+    pub slo_file: Option<PathBuf>,
     /// SLOs for goodput, e.g. ttft:200 tpot:50 (ms).
     #[arg(long, num_args = 1..)]
     pub goodput: Vec<String>,

@@ -18,6 +18,10 @@ const NS_PER_S: u64 = 1_000_000_000;
 /// Metrics that `--goodput` accepts SLOs for (vLLM's `VALID_NAMES`).
 pub const GOODPUT_METRICS: [&str; 3] = ["ttft", "tpot", "e2el"];
 
+/// Metrics an `--slo-file` may bound: vLLM's plus `itl`, which holds when a request's longest
+/// gap between streamed chunks is within the limit.
+pub const SLO_METRICS: [&str; 4] = ["ttft", "tpot", "itl", "e2el"];
+
 /// Metrics that can get percentile lines, in the order vLLM prints them.
 pub const PERCENTILE_METRICS: [&str; 4] = ["ttft", "tpot", "itl", "e2el"];
 
@@ -30,7 +34,7 @@ pub struct MetricsConfig {
     pub percentile_metrics: Vec<String>,
     /// Percentiles in [0, 100].
     pub metric_percentiles: Vec<f64>,
-    /// `(metric, milliseconds)` pairs from `--goodput ttft:200 tpot:50`.
+    /// `(metric, milliseconds)` pairs from `--slo-file` and `--goodput ttft:200 tpot:50`.
     pub goodput_slos_ms: Vec<(String, f64)>,
 }
 
@@ -80,6 +84,51 @@ impl MetricsConfig {
     }
 }
 
+/// Reads an `--slo-file`: TOML with `ttft`, `tpot`, `itl` and `e2el` limits in milliseconds, at
+/// the top level or under `[slo]`. Errors name the file and the key.
+pub fn parse_slo_file(path: &std::path::Path) -> anyhow::Result<Vec<(String, f64)>> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("--slo-file {shown}: cannot read: {e}"))?;
+    let doc: toml::Table = text
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--slo-file {shown}: not valid TOML: {e}"))?;
+    let table = match doc.get("slo") {
+        Some(toml::Value::Table(t)) if doc.len() == 1 => t.clone(),
+        Some(_) => anyhow::bail!(
+            "--slo-file {shown}: put the limits either at the top level or under [slo], not both"
+        ),
+        None => doc,
+    };
+    let mut slos = Vec::new();
+    for (key, value) in &table {
+        anyhow::ensure!(
+            SLO_METRICS.contains(&key.as_str()),
+            "--slo-file {shown}: unknown key {key:?} (use {})",
+            SLO_METRICS.join(", ")
+        );
+        let ms = match value {
+            toml::Value::Integer(n) => *n as f64,
+            toml::Value::Float(f) => *f,
+            other => anyhow::bail!(
+                "--slo-file {shown}: {key} must be a number of milliseconds, not a {}",
+                other.type_str()
+            ),
+        };
+        anyhow::ensure!(
+            ms.is_finite() && ms >= 0.0,
+            "--slo-file {shown}: {key} must be a non-negative number of milliseconds"
+        );
+        slos.push((key.clone(), ms));
+    }
+    anyhow::ensure!(
+        !slos.is_empty(),
+        "--slo-file {shown}: no limits in the file"
+    );
+    slos.sort_by_key(|(k, _)| SLO_METRICS.iter().position(|m| m == k));
+    Ok(slos)
+}
+
 /// Summary statistics of one latency metric, in milliseconds: the numbers vLLM prints and saves
 /// as `mean_/median_/std_/p{P}_{metric}_ms`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -92,6 +141,19 @@ pub struct MetricStats {
     pub percentiles: Vec<(f64, f64)>,
     /// Number of samples; 0 means every value is vLLM's `or 0` fallback.
     pub count: usize,
+    /// The fixed summary every report shows whatever `--metric-percentiles` selects.
+    pub summary: Summary,
+}
+
+/// min, p50, p90, p95, p99 and max of one metric, in milliseconds (numpy's linear percentiles).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Summary {
+    pub min: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
 }
 
 impl MetricStats {
@@ -116,6 +178,14 @@ impl MetricStats {
                 .map(|&p| (p, percentile(&sorted, p) * MS_PER_S))
                 .collect(),
             count: samples_s.len(),
+            summary: Summary {
+                min: sorted[0] * MS_PER_S,
+                p50: percentile(&sorted, 50.0) * MS_PER_S,
+                p90: percentile(&sorted, 90.0) * MS_PER_S,
+                p95: percentile(&sorted, 95.0) * MS_PER_S,
+                p99: percentile(&sorted, 99.0) * MS_PER_S,
+                max: sorted[sorted.len() - 1] * MS_PER_S,
+            },
         }
     }
 
@@ -177,6 +247,15 @@ pub struct InputCounts {
     pub mean_difference: f64,
 }
 
+/// How a run fared against its SLOs.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SloOutcome {
+    /// Successful requests within every SLO (goodput × duration).
+    pub good_requests: usize,
+    /// Successful requests that missed each SLO (a request may miss several), in SLO order.
+    pub misses: Vec<(String, usize)>,
+}
+
 /// Latencies of the k-th turn of multi-turn conversations.
 #[derive(Debug, Clone, Serialize)]
 pub struct TurnStats {
@@ -201,6 +280,8 @@ pub struct BenchmarkMetrics {
     pub request_throughput: f64,
     /// `None` when no `--goodput` SLO was given.
     pub request_goodput: Option<f64>,
+    /// Good requests and how often each SLO was missed; `None` without SLOs.
+    pub slo: Option<SloOutcome>,
     pub output_throughput: f64,
     pub total_token_throughput: f64,
     /// Most delta frames received within one whole second since the first send.
@@ -332,15 +413,23 @@ fn is_cancelled(r: &RequestRecord) -> bool {
 }
 
 /// vLLM's `good_completed` test: every SLO holds (`slo_s >= value_s`), with values in seconds.
-fn is_good(slos_ms: &[(String, f64)], ttft_s: f64, tpot_s: f64, e2el_s: f64) -> bool {
-    slos_ms.iter().all(|(metric, slo_ms)| {
+/// The SLOs a successful request misses; vLLM's goodput counts requests missing none.
+fn missed_slos<'a>(
+    slos_ms: &'a [(String, f64)],
+    ttft_s: f64,
+    tpot_s: f64,
+    itl_max_s: f64,
+    e2el_s: f64,
+) -> impl Iterator<Item = &'a str> {
+    slos_ms.iter().filter_map(move |(metric, slo_ms)| {
         let value = match metric.as_str() {
             "ttft" => ttft_s,
             "tpot" => tpot_s,
+            "itl" => itl_max_s,
             "e2el" => e2el_s,
-            _ => return true,
+            _ => return None,
         };
-        slo_ms / MS_PER_S >= value
+        (slo_ms / MS_PER_S < value).then_some(metric.as_str())
     })
 }
 
@@ -373,6 +462,7 @@ pub fn compute(
     let mut total_output = 0u64;
     let mut token_sources = BTreeMap::new();
     let mut errors_by_kind = BTreeMap::new();
+    let mut slo_misses = BTreeMap::new();
 
     for r in &ordered {
         if !r.success {
@@ -406,9 +496,21 @@ pub fn compute(
             intended_ttfts.push(t);
         }
         intended_e2els.push(r.e2el_from_intended_s());
+        let itl_max = r.itls_s().fold(0.0, f64::max);
         itls.extend(r.itls_s());
         e2els.push(e2el);
-        if is_good(&cfg.goodput_slos_ms, ttft.unwrap_or(0.0), tpot, e2el) {
+        let mut missed_any = false;
+        for metric in missed_slos(
+            &cfg.goodput_slos_ms,
+            ttft.unwrap_or(0.0),
+            tpot,
+            itl_max,
+            e2el,
+        ) {
+            *slo_misses.entry(metric.to_string()).or_insert(0usize) += 1;
+            missed_any = true;
+        }
+        if !missed_any {
             good += 1;
         }
     }
@@ -432,6 +534,14 @@ pub fn compute(
         request_throughput: safe_div(completed as f64, duration_s),
         request_goodput: (!cfg.goodput_slos_ms.is_empty())
             .then(|| safe_div(good as f64, duration_s)),
+        slo: (!cfg.goodput_slos_ms.is_empty()).then(|| SloOutcome {
+            good_requests: good,
+            misses: cfg
+                .goodput_slos_ms
+                .iter()
+                .map(|(m, _)| (m.clone(), slo_misses.get(m).copied().unwrap_or(0)))
+                .collect(),
+        }),
         output_throughput: safe_div(total_output as f64, duration_s),
         total_token_throughput: safe_div((total_input + total_output) as f64, duration_s),
         max_output_tokens_per_s: peak_tokens_per_second(&successes),

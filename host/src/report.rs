@@ -194,7 +194,77 @@ pub fn print_console(
         writeln!(out, "TTFT, TPOT and ITL are not measured with --no-stream")?;
     }
     writeln!(out, "{}", "=".repeat(50))?;
+    print_statistics(info, m, out)?;
+    print_slos(m, cfg, out)?;
     print_extras(info, m, out)
+}
+
+/// Every latency metric with avg, p50, p90, p95, p99, min, max and stddev, one row each.
+fn print_statistics(
+    info: &RunInfo,
+    m: &BenchmarkMetrics,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "(ms)", "avg", "p50", "p90", "p95", "p99", "min", "max", "std"
+    )?;
+    for key in PERCENTILE_METRICS {
+        if info.pattern.no_stream && key != "e2el" {
+            continue;
+        }
+        let Some(s) = m.stats(key) else { continue };
+        let q = &s.summary;
+        writeln!(
+            out,
+            "{:<6} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+            metric_names(key).0,
+            s.mean,
+            q.p50,
+            q.p90,
+            q.p95,
+            q.p99,
+            q.min,
+            q.max,
+            s.std
+        )?;
+    }
+    Ok(())
+}
+
+/// Good requests and which SLO was missed how often.
+fn print_slos(
+    m: &BenchmarkMetrics,
+    cfg: &MetricsConfig,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let Some(slo) = &m.slo else { return Ok(()) };
+    let limits: Vec<String> = cfg
+        .goodput_slos_ms
+        .iter()
+        .map(|(metric, ms)| format!("{metric} ≤ {ms} ms"))
+        .collect();
+    writeln!(out, "{:-^50}", " SLOs ")?;
+    writeln!(out, "{:<40} {}", "Limits:", limits.join(", "))?;
+    let share = if m.completed > 0 {
+        100.0 * slo.good_requests as f64 / m.completed as f64
+    } else {
+        0.0
+    };
+    writeln!(
+        out,
+        "{:<40} {} of {} successful ({share:.1} %)",
+        "Good requests:", slo.good_requests, m.completed
+    )?;
+    for (metric, missed) in &slo.misses {
+        writeln!(
+            out,
+            "{:<40} {missed}",
+            format!("Missed {} SLO:", metric_names(metric).0)
+        )?;
+    }
+    Ok(())
 }
 
 /// llmb's diagnostics: client queueing, schedule lag, where token counts came from, failures,
@@ -571,6 +641,14 @@ fn stats_json(s: &MetricStats) -> Value {
     Value::Object(obj)
 }
 
+fn summary_json(s: &MetricStats) -> Value {
+    let q = &s.summary;
+    json!({
+        "avg": s.mean, "p50": q.p50, "p90": q.p90, "p95": q.p95, "p99": q.p99,
+        "min": q.min, "max": q.max, "std": s.std, "count": s.count,
+    })
+}
+
 fn llmb_extras(info: &RunInfo, m: &BenchmarkMetrics, cfg: &MetricsConfig) -> Value {
     let slos: Map<String, Value> = cfg
         .goodput_slos_ms
@@ -601,6 +679,15 @@ fn llmb_extras(info: &RunInfo, m: &BenchmarkMetrics, cfg: &MetricsConfig) -> Val
         "warmups": m.warmups,
         "input_counts": m.input_counts,
         "input_count_source": info.input_counts,
+        "latency_stats_ms": PERCENTILE_METRICS
+            .iter()
+            .filter_map(|k| m.stats(k).map(|s| (k.to_string(), summary_json(s))))
+            .collect::<Map<String, Value>>(),
+        "slo": m.slo.as_ref().map(|o| json!({
+            "limits_ms": slos.clone(),
+            "good_requests": o.good_requests,
+            "misses": o.misses.iter().map(|(k, n)| (k.clone(), json!(n))).collect::<Map<String, Value>>(),
+        })),
         "load_pattern": info.pattern,
         "client_queue_ms": stats_json(&m.queue),
         "token_sources": m.token_sources,
