@@ -423,8 +423,7 @@ impl Runner {
         let mut failed = 0usize;
         let mut interrupted = false;
         let mut grace_deadline: Option<tokio::time::Instant> = None;
-        let mut last_progress = Instant::now();
-        let total_word = expected.map_or_else(|| "?".to_string(), |n| n.to_string());
+        let progress = self.show_progress.then(|| progress_bar(expected));
         loop {
             let grace = async {
                 match grace_deadline {
@@ -440,9 +439,10 @@ impl Runner {
                     }
                     failed += usize::from(!rec.success);
                     records.push(rec);
-                    if self.show_progress && last_progress.elapsed() > Duration::from_millis(250) {
-                        last_progress = Instant::now();
-                        eprint!("\r{}/{} done, {} failed, {:.1} s", records.len(), total_word, failed, t0.elapsed().as_secs_f64());
+                    if let Some(bar) = &progress {
+                        bar.inc(1);
+                        let rate = records.len() as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+                        bar.set_message(format!("{failed} failed, {rate:.1} req/s"));
                     }
                 }
                 _ = stop_requested(&mut stop), if !interrupted => {
@@ -463,14 +463,9 @@ impl Runner {
                 .context("request pacer failed")?
                 .map_err(|_| anyhow::anyhow!("request pacer panicked"))?;
         }
-        if self.show_progress {
-            eprintln!(
-                "\r{}/{} done, {} failed, {:.1} s",
-                records.len(),
-                total_word,
-                failed,
-                elapsed.as_secs_f64()
-            );
+        if let Some(bar) = progress {
+            bar.finish();
+            eprintln!();
         }
         let measured_from = measured_start(&records, &self.warmup);
         Ok(Executed {
@@ -627,4 +622,28 @@ mod tests {
         assert!(conversation_turns(&BPrompt::Chat(vec![msg(BRole::User, "only")])).is_none());
         assert!(conversation_turns(&BPrompt::Text("t".into())).is_none());
     }
+}
+
+/// The live progress line: completed of expected, failures, rate and elapsed time (indicatif
+/// redraws at most 20 times a second, so the receive loop pays only an atomic increment).
+fn progress_bar(expected: Option<usize>) -> indicatif::ProgressBar {
+    let (bar, template) = match expected {
+        Some(n) => (
+            indicatif::ProgressBar::new(n as u64),
+            "{bar:30.cyan/blue} {pos}/{len} done, {msg}, {elapsed}",
+        ),
+        None => (
+            indicatif::ProgressBar::new_spinner(),
+            "{spinner} {pos} done, {msg}, {elapsed}",
+        ),
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(template)
+            .expect("a valid progress template")
+            .progress_chars("=> "),
+    );
+    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    bar.set_message("0 failed");
+    bar.enable_steady_tick(Duration::from_millis(250));
+    bar
 }
