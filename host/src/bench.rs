@@ -694,6 +694,23 @@ pub async fn run_all(
     }
     result?;
     let verdict = crate::sweep::verdict(&summaries);
+    if args.save_result || args.save_detailed {
+        let run = match (
+            stages.len(),
+            &stages.first().and_then(|o| o.result_path.clone()),
+        ) {
+            (1, Some(p)) => p
+                .file_stem()
+                .map_or_else(String::new, |s| s.to_string_lossy().into_owned()),
+            _ => sweep_stem(args),
+        };
+        let rows: Vec<_> = summaries
+            .iter()
+            .cloned()
+            .zip(stages.iter().map(|o| o.result_path.clone()))
+            .collect();
+        crate::export::append_summary_all(&args.result_dir, &run, &rows)?;
+    }
     if (args.save_result || args.save_detailed) && stages.len() > 1 {
         save_sweep_summary(args, &summaries, &verdict, &stages)?;
     }
@@ -704,14 +721,10 @@ pub async fn run_all(
     })
 }
 
-/// `NAME-stages.json`: the stage table, the verdict and each stage's result file.
-fn save_sweep_summary(
-    args: &BenchArgs,
-    summaries: &[StageSummary],
-    verdict: &SweepVerdict,
-    stages: &[BenchOutcome],
-) -> anyhow::Result<()> {
-    let stem = match &args.result_filename {
+/// The name a sweep's shared files start with: `--result-filename`'s stem, else
+/// `{label or backend}-sweep-{timestamp}`.
+fn sweep_stem(args: &BenchArgs) -> String {
+    match &args.result_filename {
         Some(name) => Path::new(name)
             .file_stem()
             .map_or_else(|| name.clone(), |s| s.to_string_lossy().into_owned()),
@@ -725,7 +738,17 @@ fn save_sweep_summary(
                 report::timestamp(unix_now)
             )
         }
-    };
+    }
+}
+
+/// `NAME-stages.json`: the stage table, the verdict and each stage's result file.
+fn save_sweep_summary(
+    args: &BenchArgs,
+    summaries: &[StageSummary],
+    verdict: &SweepVerdict,
+    stages: &[BenchOutcome],
+) -> anyhow::Result<()> {
+    let stem = sweep_stem(args);
     let rounds: Vec<serde_json::Value> = stages
         .chunks(args.rounds as usize)
         .filter(|group| group.len() > 1)
@@ -852,6 +875,9 @@ async fn run_stage(
     let executed = runner.execute(&plan, records_path.as_deref(), stop).await?;
     let client_cpu = crate::selfbench::process_cpu().saturating_sub(cpu_before);
     let measured = executed.elapsed.saturating_sub(executed.measured_from);
+    if let Some(path) = &records_path {
+        crate::export::write_requests_csv(&path.with_extension("csv"), &executed.records)?;
+    }
     let metrics =
         crate::metrics::compute(&executed.records, measured.as_secs_f64(), &p.metrics_config);
     let info = RunInfo {
@@ -869,8 +895,12 @@ async fn run_stage(
         std::fs::create_dir_all(&args.result_dir)
             .with_context(|| format!("cannot create {}", args.result_dir.display()))?;
         let path = args.result_dir.join(&result_name);
-        std::fs::write(&path, serde_json::to_vec_pretty(&json)?)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        if args.append_result {
+            append_json_line(&path, &json)?;
+        } else {
+            std::fs::write(&path, serde_json::to_vec_pretty(&json)?)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
         Some(path)
     } else {
         None
@@ -884,6 +914,22 @@ async fn run_stage(
         result_path,
         client_cpu,
     })
+}
+
+/// `--append-result`: the result as one JSON line after whatever the file holds, as vLLM does.
+fn append_json_line(path: &Path, json: &serde_json::Value) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let mut line = serde_json::to_vec(json)?;
+    if file.metadata().map(|m| m.len()).unwrap_or(0) > 0 {
+        line.insert(0, b'\n');
+    }
+    file.write_all(&line)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// `name.json` + `-c8` -> `name-c8.json`.

@@ -34,6 +34,18 @@ pub enum Command {
     /// them as the JSONL the custom reader takes.
     #[command(subcommand)]
     Dataset(DatasetCommand),
+    /// One CSV table over result files from many runs (files or folders, searched recursively).
+    Aggregate(AggregateArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AggregateArgs {
+    /// Result files or folders holding them.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Write the CSV here instead of standard output.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -339,6 +351,10 @@ pub struct BenchArgs {
     /// Add per-request arrays (ttfts, itls, generated_texts, errors) to the result JSON.
     #[arg(long)]
     pub save_detailed: bool,
+    /// Append the result to the result file as one more JSON line instead of replacing it
+    /// (vLLM's --append-result; `llmb aggregate` reads such files).
+    #[arg(long)]
+    pub append_result: bool,
     /// Directory for the result JSON and the per-request records.
     #[arg(long, default_value = "results")]
     pub result_dir: PathBuf,

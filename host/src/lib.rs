@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod cli;
 pub mod datasets;
+pub mod export;
 pub mod input_tokens;
 pub mod metrics;
 pub mod plugin;

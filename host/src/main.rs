@@ -36,6 +36,7 @@ fn main() {
             Command::Dataset(llmb::cli::DatasetCommand::Convert(args)) => {
                 llmb::datasets::convert(&args)
             }
+            Command::Aggregate(args) => llmb::export::aggregate(&args),
         }
     });
     if let Err(e) = result {

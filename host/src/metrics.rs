@@ -414,13 +414,13 @@ fn is_cancelled(r: &RequestRecord) -> bool {
 
 /// vLLM's `good_completed` test: every SLO holds (`slo_s >= value_s`), with values in seconds.
 /// The SLOs a successful request misses; vLLM's goodput counts requests missing none.
-fn missed_slos<'a>(
-    slos_ms: &'a [(String, f64)],
+fn missed_slos(
+    slos_ms: &[(String, f64)],
     ttft_s: f64,
     tpot_s: f64,
     itl_max_s: f64,
     e2el_s: f64,
-) -> impl Iterator<Item = &'a str> {
+) -> impl Iterator<Item = &str> {
     slos_ms.iter().filter_map(move |(metric, slo_ms)| {
         let value = match metric.as_str() {
             "ttft" => ttft_s,

@@ -585,6 +585,30 @@ fn spawn_clients(live: &Arc<Live>, plan: &ClientsPlan) {
     }
 }
 
+/// The live progress line: completed of expected, failures, rate and elapsed time (indicatif
+/// redraws at most 20 times a second, so the receive loop pays only an atomic increment).
+fn progress_bar(expected: Option<usize>) -> indicatif::ProgressBar {
+    let (bar, template) = match expected {
+        Some(n) => (
+            indicatif::ProgressBar::new(n as u64),
+            "{bar:30.cyan/blue} {pos}/{len} done, {msg}, {elapsed}",
+        ),
+        None => (
+            indicatif::ProgressBar::new_spinner(),
+            "{spinner} {pos} done, {msg}, {elapsed}",
+        ),
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(template)
+            .expect("a valid progress template")
+            .progress_chars("=> "),
+    );
+    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    bar.set_message("0 failed");
+    bar.enable_steady_tick(Duration::from_millis(250));
+    bar
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -622,28 +646,4 @@ mod tests {
         assert!(conversation_turns(&BPrompt::Chat(vec![msg(BRole::User, "only")])).is_none());
         assert!(conversation_turns(&BPrompt::Text("t".into())).is_none());
     }
-}
-
-/// The live progress line: completed of expected, failures, rate and elapsed time (indicatif
-/// redraws at most 20 times a second, so the receive loop pays only an atomic increment).
-fn progress_bar(expected: Option<usize>) -> indicatif::ProgressBar {
-    let (bar, template) = match expected {
-        Some(n) => (
-            indicatif::ProgressBar::new(n as u64),
-            "{bar:30.cyan/blue} {pos}/{len} done, {msg}, {elapsed}",
-        ),
-        None => (
-            indicatif::ProgressBar::new_spinner(),
-            "{spinner} {pos} done, {msg}, {elapsed}",
-        ),
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(template)
-            .expect("a valid progress template")
-            .progress_chars("=> "),
-    );
-    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-    bar.set_message("0 failed");
-    bar.enable_steady_tick(Duration::from_millis(250));
-    bar
 }

@@ -1,0 +1,137 @@
+//! Files for scripts and spreadsheets: per-request CSV, `summary_all.csv`, `--append-result` and
+//! `llmb aggregate`, written by real runs against the simulator.
+
+mod common;
+
+use common::*;
+
+fn read_csv(path: &std::path::Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    let header = r.headers().unwrap().iter().map(str::to_owned).collect();
+    let rows = r
+        .records()
+        .map(|rec| rec.unwrap().iter().map(str::to_owned).collect())
+        .collect();
+    (header, rows)
+}
+
+fn column(header: &[String], name: &str) -> usize {
+    header
+        .iter()
+        .position(|h| h == name)
+        .unwrap_or_else(|| panic!("no column {name} in {header:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_leaves_csvs_and_aggregate_reads_every_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut args = quick_args(&out);
+    args.save_result = true;
+    args.concurrency = Some("1,2".into());
+    args.requests_per_stage = Some(6);
+    args.num_prompts = 12;
+    let sweep = llmb::bench::run_all(&args, tokio::sync::watch::channel(false).1, &mut |_| Ok(()))
+        .await
+        .unwrap();
+    assert_eq!(sweep.stages.len(), 2);
+
+    // One CSV row per request, with the timings the records hold.
+    let stage = &sweep.stages[0];
+    let csv_path = stage.records_path.as_ref().unwrap().with_extension("csv");
+    let (header, rows) = read_csv(&csv_path);
+    assert_eq!(rows.len(), stage.records.len());
+    let ttft = column(&header, "ttft_ms");
+    for (row, record) in rows.iter().zip(&stage.records) {
+        assert_eq!(row[column(&header, "id")], record.id.to_string());
+        let ms: f64 = row[ttft].parse().unwrap();
+        assert!((ms - record.ttft_s().unwrap() * 1e3).abs() < 0.001, "{ms}");
+        assert_eq!(row[column(&header, "output_tokens")], "8");
+    }
+
+    // A row per stage in summary_all.csv; a later single run appends to it.
+    let (header, rows) = read_csv(&out.join("summary_all.csv"));
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0][column(&header, "concurrency")], "1");
+    assert_eq!(rows[1][column(&header, "concurrency")], "2");
+    assert_eq!(rows[1][column(&header, "completed")], "6");
+
+    let mut single = quick_args(&out);
+    single.save_result = true;
+    single.append_result = true;
+    single.result_filename = Some("appended.json".into());
+    bench(&single).await;
+    bench(&single).await;
+    let appended = std::fs::read_to_string(out.join("appended.json")).unwrap();
+    let lines: Vec<serde_json::Value> = appended
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "--append-result adds a JSON line per run");
+    assert!(lines.iter().all(|v| v["completed"] == 8));
+    let (_, rows) = read_csv(&out.join("summary_all.csv"));
+    assert_eq!(rows.len(), 4);
+
+    let table = dir.path().join("all.csv");
+    llmb::export::aggregate(&llmb::cli::AggregateArgs {
+        paths: vec![out.clone()],
+        output: Some(table.clone()),
+    })
+    .unwrap();
+    let (header, rows) = read_csv(&table);
+    assert_eq!(rows.len(), 4, "two stages and two appended runs");
+    let files: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    assert!(
+        files.iter().any(|f| f.ends_with("appended.json#1")),
+        "{files:?}"
+    );
+    assert!(
+        files.iter().any(|f| f.ends_with("appended.json#2")),
+        "{files:?}"
+    );
+    let concurrency = column(&header, "max_concurrency");
+    let mut caps: Vec<&str> = rows.iter().map(|r| r[concurrency].as_str()).collect();
+    caps.sort();
+    assert_eq!(caps, vec!["", "", "1", "2"]);
+    for name in [
+        "request_throughput",
+        "p99_ttft_ms",
+        "p95_ttft_ms",
+        "max_e2el_ms",
+    ] {
+        let c = column(&header, name);
+        assert!(
+            rows.iter().all(|r| r[c].parse::<f64>().unwrap() > 0.0),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn aggregate_names_what_it_cannot_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = |p: &std::path::Path| llmb::cli::AggregateArgs {
+        paths: vec![p.to_path_buf()],
+        output: Some(dir.path().join("x.csv")),
+    };
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    std::fs::write(empty.join("other.json"), r#"{"not":"a result"}"#).unwrap();
+    let err = llmb::export::aggregate(&args(&empty))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no result files under") && err.contains("empty"),
+        "{err}"
+    );
+
+    let broken = dir.path().join("broken");
+    std::fs::create_dir(&broken).unwrap();
+    std::fs::write(
+        broken.join("run.json"),
+        "{\"request_throughput\": 1.0}\n{\"request_throughput\": oops}\n",
+    )
+    .unwrap();
+    let err = format!("{:#}", llmb::export::aggregate(&args(&broken)).unwrap_err());
+    assert!(err.contains("run.json:2"), "{err}");
+}
