@@ -135,3 +135,69 @@ fn aggregate_names_what_it_cannot_use() {
     let err = format!("{:#}", llmb::export::aggregate(&args(&broken)).unwrap_err());
     assert!(err.contains("run.json:2"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_metrics_are_scraped_and_agree_with_what_the_requests_saw() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = quick_args(dir.path());
+    args.dataset_name = "shared-prefix".into();
+    args.dataset_opts = vec![
+        "shared-prefix-groups=2".into(),
+        "shared-prefix-prompts=4".into(),
+        "shared-prefix-len=64".into(),
+        "shared-prefix-suffix-len=16".into(),
+    ];
+    args.num_prompts = 24;
+    args.max_concurrency = Some(4);
+    args.sim.prefix_cache = true;
+    args.sim.itl_ms = 2.0;
+    args.server_metrics_url = Some("/metrics".into());
+    args.server_metrics_interval = 0.02;
+    args.save_result = true;
+    let outcome = bench(&args).await;
+    let sm = outcome.server_metrics.as_ref().expect("scraped");
+    assert_eq!(sm.failed_scrapes, 0);
+    assert!(sm.series["vllm:num_requests_running"].len() >= 3, "{sm:?}");
+    let running = sm.highlights.running.unwrap();
+    assert!(running.max >= 1.0 && running.max <= 4.0, "{running:?}");
+    assert_eq!(
+        sm.delta["vllm:request_success_total"],
+        outcome.metrics.completed as f64
+    );
+    // The server's hit rate over the stage is what the requests' usage reported.
+    let cached: u64 = outcome
+        .records
+        .iter()
+        .map(|r| u64::from(r.cached_prompt_tokens.unwrap_or(0)))
+        .sum();
+    let prompt: u64 = outcome
+        .records
+        .iter()
+        .map(|r| u64::from(r.server_prompt_tokens.unwrap()))
+        .sum();
+    let (rate, _) = sm.highlights.prefix_cache_hit_rate.clone().unwrap();
+    assert!(cached > 0);
+    assert!(
+        (rate - cached as f64 / prompt as f64).abs() < 1e-9,
+        "{rate}"
+    );
+
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(outcome.result_path.as_ref().unwrap()).unwrap())
+            .unwrap();
+    assert_eq!(
+        saved["server_metrics"]["delta"]["vllm:request_success_total"],
+        24.0
+    );
+
+    args.server_metrics_url = Some("http://127.0.0.1:9/metrics".into());
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let Err(err) = llmb::bench::run(&args, rx).await else {
+        panic!("a server that cannot be scraped must stop the run before it starts")
+    };
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("--server-metrics-url http://127.0.0.1:9/metrics: cannot connect"),
+        "{err}"
+    );
+}

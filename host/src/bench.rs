@@ -34,6 +34,8 @@ pub struct BenchOutcome {
     pub result_path: Option<PathBuf>,
     /// CPU time the whole process used while requests were in flight.
     pub client_cpu: Duration,
+    /// The server's Prometheus metrics over the stage (`--server-metrics-url`).
+    pub server_metrics: Option<crate::server_metrics::ServerMetrics>,
 }
 
 /// `llmb bench`: run, print the report, save files.
@@ -55,6 +57,9 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
             &outcome.metrics_config,
             &mut stdout,
         )?;
+        if let Some(sm) = &outcome.server_metrics {
+            sm.print(&mut stdout)?;
+        }
         if let Some(p) = &outcome.records_path {
             println!("Per-request records: {}", p.display());
         }
@@ -409,6 +414,8 @@ struct Prepared {
     model: String,
     metrics_config: MetricsConfig,
     input_counts: InputCountSource,
+    /// Where to scrape Prometheus metrics, resolved against the base URL.
+    server_metrics_url: Option<String>,
 }
 
 /// The `--tokenizer`, else the server's counts, else the word estimate (see [`crate::input_tokens`]).
@@ -532,7 +539,19 @@ async fn prepare(args: &BenchArgs, stages: &[StageSpec]) -> anyhow::Result<Prepa
     eprintln!("{}", lengths.one_line(&args.dataset_name));
     eprintln!("input token counts: {}", input_counts.describe());
     pool.prewarm(widest.clamp(1, 1024))?;
+    anyhow::ensure!(
+        args.server_metrics_interval > 0.0 && args.server_metrics_interval.is_finite(),
+        "--server-metrics-interval must be a positive number of seconds"
+    );
+    let server_metrics_url = args.server_metrics_url.as_ref().map(|u| {
+        if u.starts_with('/') {
+            format!("{base_url}{u}")
+        } else {
+            u.clone()
+        }
+    });
     Ok(Prepared {
+        server_metrics_url,
         input_counts,
         runner_pool: pool,
         info,
@@ -871,8 +890,24 @@ async fn run_stage(
         },
         show_progress: !args.disable_tqdm && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     });
+    let scraper = match &p.server_metrics_url {
+        Some(url) => Some(
+            crate::server_metrics::Scraper::start(
+                transport::client(1, args.ca_cert.as_deref(), false)?,
+                url.clone(),
+                Duration::from_secs_f64(args.server_metrics_interval),
+                crate::server_metrics::Selection::parse(args.server_metrics.as_deref()),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let cpu_before = crate::selfbench::process_cpu();
     let executed = runner.execute(&plan, records_path.as_deref(), stop).await?;
+    let server_metrics = match scraper {
+        Some(s) => Some(s.finish().await?),
+        None => None,
+    };
     let client_cpu = crate::selfbench::process_cpu().saturating_sub(cpu_before);
     let measured = executed.elapsed.saturating_sub(executed.measured_from);
     if let Some(path) = &records_path {
@@ -885,13 +920,16 @@ async fn run_stage(
         ..run_info
     };
     let result_path = if args.save_result || args.save_detailed {
-        let json = report::result_json(
+        let mut json = report::result_json(
             &info,
             &metrics,
             &p.metrics_config,
             &executed.records,
             args.save_detailed,
         );
+        if let Some(sm) = &server_metrics {
+            json["server_metrics"] = serde_json::to_value(sm)?;
+        }
         std::fs::create_dir_all(&args.result_dir)
             .with_context(|| format!("cannot create {}", args.result_dir.display()))?;
         let path = args.result_dir.join(&result_name);
@@ -913,6 +951,7 @@ async fn run_stage(
         records_path,
         result_path,
         client_cpu,
+        server_metrics,
     })
 }
 

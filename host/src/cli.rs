@@ -351,6 +351,17 @@ pub struct BenchArgs {
     /// Add per-request arrays (ttfts, itls, generated_texts, errors) to the result JSON.
     #[arg(long)]
     pub save_detailed: bool,
+    /// Scrape the server's Prometheus metrics before, during and after each stage: a URL, or a
+    /// path under --base-url such as /metrics.
+    #[arg(long)]
+    pub server_metrics_url: Option<String>,
+    /// Seconds between scrapes during a stage.
+    #[arg(long, default_value_t = 1.0)]
+    pub server_metrics_interval: f64,
+    /// Which metrics to keep: `known` (running/waiting requests, KV cache, prefix cache, token
+    /// counters of vLLM, SGLang, TGI, LMDeploy, llama.cpp), `all`, or a comma-separated list.
+    #[arg(long, value_name = "known|all|NAME,...")]
+    pub server_metrics: Option<String>,
     /// Append the result to the result file as one more JSON line instead of replacing it
     /// (vLLM's --append-result; `llmb aggregate` reads such files).
     #[arg(long)]

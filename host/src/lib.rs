@@ -18,6 +18,7 @@ pub mod runner;
 pub mod scaffold;
 pub mod scheduler;
 pub mod selfbench;
+pub mod server_metrics;
 pub mod sim;
 pub mod sweep;
 pub mod tokenizer;

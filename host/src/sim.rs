@@ -65,6 +65,8 @@ const CHAT_GENERATION_PROMPT_TOKENS: u32 = 3;
 /// Token ids of the simulated template's special tokens (past the word vocabulary).
 const TEMPLATE_TOKEN_ID: u32 = 1 << 20;
 const PREFIX_BLOCK_TOKENS: u32 = 16;
+/// How many streams the simulated KV cache holds: `vllm:kv_cache_usage_perc` is active / this.
+const SIM_KV_CACHE_SEQUENCES: f64 = 64.0;
 /// Blocks the prefix cache remembers before it starts over (about 16 M prompt tokens).
 const PREFIX_CACHE_BLOCKS: usize = 1 << 20;
 const SSE_CONTENT_TYPE: &str = "text/event-stream; charset=utf-8";
@@ -2107,43 +2109,49 @@ fn metrics(state: &SimState) -> Response<SimBody> {
             "vllm:num_requests_running",
             "gauge",
             "Number of requests in model execution batches.",
-            state.active.load(Relaxed) as u64,
+            state.active.load(Relaxed) as f64,
         ),
         (
             "vllm:num_requests_waiting",
             "gauge",
             "Number of requests waiting to be processed.",
-            0,
+            0.0,
+        ),
+        (
+            "vllm:kv_cache_usage_perc",
+            "gauge",
+            "KV-cache usage. 1 means 100 percent usage.",
+            (state.active.load(Relaxed) as f64 / SIM_KV_CACHE_SEQUENCES).min(1.0),
         ),
         (
             "vllm:prompt_tokens_total",
             "counter",
             "Number of prefill tokens processed.",
-            state.prompt_tokens.load(Relaxed),
+            state.prompt_tokens.load(Relaxed) as f64,
         ),
         (
             "vllm:generation_tokens_total",
             "counter",
             "Number of generation tokens processed.",
-            state.generation_tokens.load(Relaxed),
+            state.generation_tokens.load(Relaxed) as f64,
         ),
         (
             "vllm:request_success_total",
             "counter",
             "Count of successfully processed requests.",
-            state.successes.load(Relaxed),
+            state.successes.load(Relaxed) as f64,
         ),
         (
             "vllm:prefix_cache_queries_total",
             "counter",
             "Prefix cache queries, in terms of number of queried tokens.",
-            state.prefix_queries.load(Relaxed),
+            state.prefix_queries.load(Relaxed) as f64,
         ),
         (
             "vllm:prefix_cache_hits_total",
             "counter",
             "Prefix cache hits, in terms of number of cached tokens.",
-            state.prefix_hits.load(Relaxed),
+            state.prefix_hits.load(Relaxed) as f64,
         ),
     ];
     let mut out = String::with_capacity(2048);
