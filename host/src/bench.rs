@@ -49,7 +49,16 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
             let _ = stop_tx.send(true);
         }
     });
-    let sweep = run_all(&args, stop_rx, &mut |outcome| {
+    run_and_print(&args, stop_rx).await?;
+    Ok(())
+}
+
+/// Runs every stage and prints each report as it finishes, then the rounds and stage tables.
+pub async fn run_and_print(
+    args: &BenchArgs,
+    stop_rx: watch::Receiver<bool>,
+) -> anyhow::Result<SweepOutcome> {
+    let sweep = run_all(args, stop_rx, &mut |outcome| {
         let mut stdout = std::io::stdout().lock();
         report::print_console(
             &outcome.info,
@@ -89,7 +98,8 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
     if sweep.stages.len() > 1 && sweep.summaries.len() / args.rounds as usize > 1 {
         crate::sweep::print_stage_table(&sweep.summaries, &sweep.verdict, &mut stdout)?;
     }
-    Ok(())
+    drop(stdout);
+    Ok(sweep)
 }
 
 /// `llmb plugins`.

@@ -36,6 +36,18 @@ pub enum Command {
     Dataset(DatasetCommand),
     /// One CSV table over result files from many runs (files or folders, searched recursively).
     Aggregate(AggregateArgs),
+    /// Run a recipe: `bench` options plus a matrix of values expanded as a cartesian product,
+    /// one result file per case and an aggregate table at the end (see examples/).
+    Run(RunArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// The recipe (TOML).
+    pub recipe: PathBuf,
+    /// Print each case's `llmb bench` command line instead of running it.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Args)]

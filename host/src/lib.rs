@@ -12,6 +12,7 @@ pub mod export;
 pub mod input_tokens;
 pub mod metrics;
 pub mod plugin;
+pub mod recipe;
 pub mod records;
 pub mod report;
 pub mod runner;

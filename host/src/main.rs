@@ -37,6 +37,7 @@ fn main() {
                 llmb::datasets::convert(&args)
             }
             Command::Aggregate(args) => llmb::export::aggregate(&args),
+            Command::Run(args) => llmb::recipe::run(&args).await,
         }
     });
     if let Err(e) = result {
