@@ -201,3 +201,45 @@ async fn server_metrics_are_scraped_and_agree_with_what_the_requests_saw() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_server_batch_shows_as_waiting_requests_and_longer_ttft() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = quick_args(dir.path());
+    args.num_prompts = 12;
+    args.max_concurrency = Some(6);
+    args.sim.itl_ms = 3.0;
+    args.server_metrics_url = Some("/metrics".into());
+    args.server_metrics_interval = 0.01;
+    let open = bench(&args).await;
+    args.sim.max_batch = Some(2);
+    let batched = bench(&args).await;
+    let waiting = |o: &llmb::bench::BenchOutcome| {
+        o.server_metrics
+            .as_ref()
+            .unwrap()
+            .highlights
+            .waiting
+            .unwrap()
+            .max
+    };
+    let running = |o: &llmb::bench::BenchOutcome| {
+        o.server_metrics
+            .as_ref()
+            .unwrap()
+            .highlights
+            .running
+            .unwrap()
+            .max
+    };
+    assert_eq!(waiting(&open), 0.0);
+    assert!(waiting(&batched) >= 1.0, "{:?}", batched.server_metrics);
+    assert!(running(&batched) <= 2.0);
+    // Queued at the server, not at the client: the wait shows in TTFT.
+    assert!(
+        batched.metrics.ttft.median > open.metrics.ttft.median + 10.0,
+        "{} vs {}",
+        batched.metrics.ttft.median,
+        open.metrics.ttft.median
+    );
+}

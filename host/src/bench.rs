@@ -152,6 +152,7 @@ pub fn sim_config(t: &SimTiming, seed: u64) -> SimConfig {
         batch_slowdown: t.batch_slowdown,
         prefill_us_per_token: t.prefill_us_per_token,
         prefix_cache: t.prefix_cache,
+        max_batch: t.max_batch,
         ..SimConfig::default()
     }
 }

@@ -123,6 +123,10 @@ pub struct SimTiming {
     /// Model a prefix cache: prompt prefixes seen before (16-token blocks) skip the prefill cost.
     #[arg(long = "sim-prefix-cache")]
     pub prefix_cache: bool,
+    /// Requests the simulator generates at once; the rest wait in its queue (shown by its
+    /// /metrics as waiting requests) and the wait adds to their TTFT.
+    #[arg(long = "sim-max-batch")]
+    pub max_batch: Option<usize>,
 }
 
 /// `--ramp-up-strategy` (vLLM's names).

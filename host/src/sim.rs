@@ -99,6 +99,9 @@ pub struct SimConfig {
     /// Which server to imitate where two share a route (`lightllm` on `/generate_stream`,
     /// which TGI also uses); the backend name of an in-process run.
     pub dialect: Option<String>,
+    /// Requests generating at once; more wait (counted in `vllm:num_requests_waiting`), and their
+    /// wait adds to their TTFT. `None` = unlimited.
+    pub max_batch: Option<usize>,
     /// Serve the tokenize routes (vLLM/SGLang/llama.cpp/TGI `/tokenize`, LMDeploy
     /// `/v1/encode`); off imitates a server without one.
     pub tokenize_route: bool,
@@ -118,6 +121,7 @@ impl Default for SimConfig {
             prefix_cache: false,
             dialect: None,
             tokenize_route: true,
+            max_batch: None,
         }
     }
 }
@@ -276,6 +280,9 @@ struct SimState {
     served: AtomicU64,
     generations: AtomicU64,
     active: AtomicUsize,
+    /// Requests waiting for a batch slot.
+    waiting: AtomicUsize,
+    batch: Option<Arc<tokio::sync::Semaphore>>,
     prompt_tokens: AtomicU64,
     generation_tokens: AtomicU64,
     successes: AtomicU64,
@@ -296,6 +303,9 @@ impl SimState {
             .replace('"', "\\\"")
             .replace('\n', "\\n");
         let expected_auth = config.api_key.as_ref().map(|k| format!("Bearer {k}"));
+        let batch = config
+            .max_batch
+            .map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1))));
         Self {
             config,
             model_json,
@@ -305,6 +315,8 @@ impl SimState {
             served: AtomicU64::new(0),
             generations: AtomicU64::new(0),
             active: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            batch,
             prompt_tokens: AtomicU64::new(0),
             generation_tokens: AtomicU64::new(0),
             successes: AtomicU64::new(0),
@@ -1288,6 +1300,7 @@ fn block_hashes<T: Hash>(tokens: impl Iterator<Item = T>) -> Vec<u64> {
 // Generation
 
 async fn generate(state: &Arc<SimState>, job: Job, arrived: Instant) -> Response<SimBody> {
+    let (slot, arrived) = admit(state, arrived).await;
     let cfg = &state.config;
     let n = state.generations.fetch_add(1, Relaxed);
     let mut rng = SmallRng::seed_from_u64(cfg.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -1315,7 +1328,7 @@ async fn generate(state: &Arc<SimState>, job: Job, arrived: Instant) -> Response
     state
         .prompt_tokens
         .fetch_add(u64::from(job.prompt_tokens), Relaxed);
-    let active = ActiveGuard::new(state.clone());
+    let active = ActiveGuard::new(state.clone(), slot);
 
     if !job.stream {
         let mut offset_s = ttft_s;
@@ -1567,19 +1580,42 @@ fn sglang_finish(hit_max: bool, output_tokens: u32) -> String {
 
 /// Keeps `vllm:num_requests_running` and the batching model honest: counted from arrival until
 /// the response ends or is dropped (client gone, connection aborted).
-struct ActiveGuard(Arc<SimState>);
+/// A request in the running batch, holding its batch slot (with `max_batch`) until its
+/// response ends.
+struct ActiveGuard {
+    state: Arc<SimState>,
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
 
 impl ActiveGuard {
-    fn new(state: Arc<SimState>) -> Self {
+    fn new(state: Arc<SimState>, slot: Option<tokio::sync::OwnedSemaphorePermit>) -> Self {
         state.active.fetch_add(1, Relaxed);
-        Self(state)
+        Self { state, _slot: slot }
     }
 }
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Relaxed);
+        self.state.active.fetch_sub(1, Relaxed);
     }
+}
+
+/// Waits for a batch slot when the batch is full, counted as waiting; the request's clock
+/// (TTFT and every token) starts when it is admitted, as a real server's queue time adds to TTFT.
+async fn admit(
+    state: &Arc<SimState>,
+    arrived: Instant,
+) -> (Option<tokio::sync::OwnedSemaphorePermit>, Instant) {
+    let Some(batch) = &state.batch else {
+        return (None, arrived);
+    };
+    if let Ok(permit) = batch.clone().try_acquire_owned() {
+        return (Some(permit), arrived);
+    }
+    state.waiting.fetch_add(1, Relaxed);
+    let permit = batch.clone().acquire_owned().await.ok();
+    state.waiting.fetch_sub(1, Relaxed);
+    (permit, Instant::now())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -2115,7 +2151,7 @@ fn metrics(state: &SimState) -> Response<SimBody> {
             "vllm:num_requests_waiting",
             "gauge",
             "Number of requests waiting to be processed.",
-            0.0,
+            state.waiting.load(Relaxed) as f64,
         ),
         (
             "vllm:kv_cache_usage_perc",
