@@ -36,6 +36,7 @@ fn main() {
             Command::Dataset(llmb::cli::DatasetCommand::Convert(args)) => {
                 llmb::datasets::convert(&args)
             }
+            Command::Report(args) => llmb::html::main(&args),
         }
     });
     if let Err(e) = result {
