@@ -39,6 +39,9 @@ pub enum Command {
     /// Run a recipe: `bench` options plus a matrix of values expanded as a cartesian product,
     /// one result file per case and an aggregate table at the end (see examples/).
     Run(RunArgs),
+    /// Write one self-contained HTML report (stage table, SVG charts, per-request timelines,
+    /// server metrics) from the files `bench --save-result` left in DIR.
+    Report(ReportArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -58,6 +61,24 @@ pub struct AggregateArgs {
     /// Write the CSV here instead of standard output.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// Directories holding result JSON files, their .records.jsonl and any -stages.json
+    /// (not searched recursively); single files are taken as given.
+    #[arg(required = true, value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+    /// Where to write the report (default: DIR/report.html, in the first DIR).
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Per-request charts for the runs whose file name contains this (repeatable). Default:
+    /// every run when there are at most 4, else the last one.
+    #[arg(long = "run", value_name = "TEXT")]
+    pub runs: Vec<String>,
+    /// Requests drawn in each request timeline at most (the first ones by send time).
+    #[arg(long, default_value_t = crate::html::DEFAULT_TIMELINE_CAP)]
+    pub max_timeline_requests: usize,
 }
 
 #[derive(Debug, Subcommand)]

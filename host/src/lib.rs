@@ -3,12 +3,14 @@
 //! Data flows one way: a dataset plugin produces samples, the [`scheduler`] decides when each
 //! request goes out, [`transport`] sends it and stamps every response frame as it arrives while a
 //! backend plugin parses it, each request becomes a [`records::RequestRecord`], and
-//! [`metrics`]/[`report`] turn records into vLLM-compatible numbers.
+//! [`metrics`]/[`report`] turn records into vLLM-compatible numbers; [`html`] reads saved
+//! results and records back into a self-contained HTML report.
 
 pub mod bench;
 pub mod cli;
 pub mod datasets;
 pub mod export;
+pub mod html;
 pub mod input_tokens;
 pub mod metrics;
 pub mod plugin;

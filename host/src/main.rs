@@ -38,6 +38,7 @@ fn main() {
             }
             Command::Aggregate(args) => llmb::export::aggregate(&args),
             Command::Run(args) => llmb::recipe::run(&args).await,
+            Command::Report(args) => llmb::html::main(&args),
         }
     });
     if let Err(e) = result {
