@@ -121,39 +121,8 @@ pub struct Sweep {
     pub saturation: Option<(usize, usize, f64, f64, f64)>,
 }
 
-/// One row of a sweep's stage table (see `sweep::StageSummary`).
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct StageRow {
-    #[serde(default)]
-    pub label: String,
-    pub concurrency: Option<usize>,
-    #[serde(deserialize_with = "rate_de", default = "infinite")]
-    pub request_rate: f64,
-    #[serde(default = "one")]
-    pub round: u32,
-    pub completed: usize,
-    pub failed: usize,
-    pub request_throughput: f64,
-    pub output_throughput: f64,
-    pub ttft_p50_ms: f64,
-    pub ttft_p99_ms: f64,
-    pub e2el_p50_ms: f64,
-    pub e2el_p95_ms: f64,
-    pub e2el_p99_ms: f64,
-}
-
-fn infinite() -> f64 {
-    f64::INFINITY
-}
-
-fn one() -> u32 {
-    1
-}
-
-fn rate_de<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    let v = Value::deserialize(d)?;
-    number(&v).ok_or_else(|| serde::de::Error::custom(format!("not a rate: {v}")))
-}
+/// One row of a sweep's stage table, as `NAME-stages.json` holds it.
+pub type StageRow = crate::sweep::StageSummary;
 
 /// The `server_metrics` object of a result file: Prometheus-style values scraped during the run.
 #[derive(Debug, Clone, Default)]

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// More stages than this is a typo (`1-100000:1`), not a sweep anyone can wait for.
 const MAX_STAGES: usize = 10_000;
@@ -119,16 +119,22 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
 }
 
 /// What the stage table and the verdict need of one finished stage.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageSummary {
     /// The caller's name for the stage, carried into the JSON report.
+    #[serde(default)]
     pub label: String,
     /// The stage's concurrency cap, if it had one.
     pub concurrency: Option<usize>,
     /// The stage's request rate; `f64::INFINITY` (written `"inf"` as vLLM does) for no limit.
-    #[serde(serialize_with = "number_or_inf")]
+    #[serde(
+        serialize_with = "number_or_inf",
+        deserialize_with = "number_or_inf_de",
+        default = "unlimited"
+    )]
     pub request_rate: f64,
     /// Which repetition of this load the stage is (1-based).
+    #[serde(default = "first_round")]
     pub round: u32,
     pub completed: usize,
     pub failed: usize,
@@ -164,6 +170,27 @@ fn number_or_inf<S: Serializer>(v: &f64, serializer: S) -> Result<S::Ok, S::Erro
     } else {
         serializer.serialize_str("-inf")
     }
+}
+
+/// Reads what [`number_or_inf`] writes (and plain numbers).
+fn number_or_inf_de<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Number(n) => n
+            .as_f64()
+            .ok_or_else(|| serde::de::Error::custom("not a rate")),
+        serde_json::Value::String(s) => s
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("not a rate: {s:?}"))),
+        other => Err(serde::de::Error::custom(format!("not a rate: {other}"))),
+    }
+}
+
+fn unlimited() -> f64 {
+    f64::INFINITY
+}
+
+fn first_round() -> u32 {
+    1
 }
 
 /// Where more load stopped buying throughput and started costing latency or errors.

@@ -103,3 +103,25 @@ pub fn assert_split_invariant<P: GuestResponseParser>(
     assert_eq!(run(parser(), &bytes), whole, "one byte per read");
     whole
 }
+
+/// Dataset parameters for a reader's native tests: `options` as `--dataset-opt` pairs and
+/// `files` as paths inside `/data`, the way the host hands them over.
+pub fn dataset_params(
+    seed: u64,
+    count: u64,
+    options: &[(&str, &str)],
+    files: &[&str],
+) -> crate::dataset::DatasetParams {
+    crate::dataset::DatasetParams {
+        seed,
+        count,
+        options: options
+            .iter()
+            .map(|(k, v)| crate::dataset::Kv {
+                key: (*k).into(),
+                value: (*v).into(),
+            })
+            .collect(),
+        files: files.iter().map(|f| (*f).into()).collect(),
+    }
+}

@@ -282,7 +282,6 @@ llmb_plugin_sdk::export_dataset!(Audio);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use llmb_plugin_sdk::dataset::Kv;
 
     /// A 16-bit PCM WAV header (plus `extra` chunks before `data`) followed by `samples` of silence.
     fn wav(rate: u32, channels: u16, samples: u32, extra: &[u8]) -> Vec<u8> {
@@ -469,18 +468,7 @@ mod tests {
     }
 
     fn params(seed: u64, count: u64, options: &[(&str, &str)]) -> DatasetParams {
-        DatasetParams {
-            seed,
-            count,
-            options: options
-                .iter()
-                .map(|(k, v)| Kv {
-                    key: (*k).into(),
-                    value: (*v).into(),
-                })
-                .collect(),
-            files: vec!["list.jsonl".into()],
-        }
+        llmb_plugin_sdk::testing::dataset_params(seed, count, options, &["list.jsonl"])
     }
 
     fn clips(n: usize) -> Vec<Clip> {

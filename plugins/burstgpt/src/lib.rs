@@ -513,24 +513,12 @@ llmb_plugin_sdk::export_dataset!(BurstGpt);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use llmb_plugin_sdk::dataset::Kv;
     use llmb_plugin_sdk::tokens::testing::{Merging, PIECES, Words};
 
     const SAMPLE: &str = include_str!("../../../datasets/burstgpt-sample.csv");
 
     fn params(count: u64, seed: u64, options: &[(&str, &str)]) -> DatasetParams {
-        DatasetParams {
-            seed,
-            count,
-            options: options
-                .iter()
-                .map(|(k, v)| Kv {
-                    key: (*k).into(),
-                    value: (*v).into(),
-                })
-                .collect(),
-            files: vec!["trace.csv".into()],
-        }
+        llmb_plugin_sdk::testing::dataset_params(seed, count, options, &["trace.csv"])
     }
 
     fn replay_with<T: Tokenizer>(

@@ -290,7 +290,6 @@ llmb_plugin_sdk::export_dataset!(ConversationsDataset);
 mod tests {
     use std::io::{BufReader, Cursor, Read, Seek, SeekFrom};
 
-    use llmb_plugin_sdk::dataset::Kv;
 
     use super::*;
     use crate::sampler::Plan;
@@ -563,18 +562,7 @@ mod tests {
     }
 
     fn params(options: &[(&str, &str)]) -> DatasetParams {
-        DatasetParams {
-            seed: 2,
-            count: 0,
-            options: options
-                .iter()
-                .map(|(k, v)| Kv {
-                    key: (*k).into(),
-                    value: (*v).into(),
-                })
-                .collect(),
-            files: vec!["conversations.json".into()],
-        }
+        llmb_plugin_sdk::testing::dataset_params(2, 0, options, &["conversations.json"])
     }
 
     #[test]

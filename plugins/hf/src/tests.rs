@@ -2,7 +2,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use llmb_plugin_sdk::dataset::{ChatMessage, Kv, Prompt, Role};
+use llmb_plugin_sdk::dataset::{ChatMessage, Prompt, Role};
 
 use super::*;
 use crate::files::{in_split, split_name};
@@ -20,18 +20,7 @@ fn words(text: &str) -> u32 {
 }
 
 fn params(options: &[(&str, &str)], seed: u64, count: u64) -> DatasetParams {
-    DatasetParams {
-        seed,
-        count,
-        options: options
-            .iter()
-            .map(|(k, v)| Kv {
-                key: (*k).into(),
-                value: (*v).into(),
-            })
-            .collect(),
-        files: vec![".".into()],
-    }
+    llmb_plugin_sdk::testing::dataset_params(seed, count, options, &["."])
 }
 
 fn cfg(options: &[(&str, &str)], seed: u64, count: u64) -> Config {

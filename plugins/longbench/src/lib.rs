@@ -363,7 +363,6 @@ llmb_plugin_sdk::export_dataset!(LongBenchDataset);
 mod tests {
     use std::io::{Cursor, Read, SeekFrom};
 
-    use llmb_plugin_sdk::dataset::Kv;
 
     use super::*;
 
@@ -603,18 +602,7 @@ mod tests {
     }
 
     fn params(options: &[(&str, &str)]) -> DatasetParams {
-        DatasetParams {
-            seed: 1,
-            count: 4,
-            options: options
-                .iter()
-                .map(|(k, v)| Kv {
-                    key: (*k).into(),
-                    value: (*v).into(),
-                })
-                .collect(),
-            files: vec!["longbench.jsonl".into()],
-        }
+        llmb_plugin_sdk::testing::dataset_params(1, 4, options, &["longbench.jsonl"])
     }
 
     #[test]

@@ -312,22 +312,10 @@ llmb_plugin_sdk::export_dataset!(SharedPrefix);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use llmb_plugin_sdk::dataset::Kv;
     use llmb_plugin_sdk::tokens::testing::{Merging, PIECES, Words};
 
     fn params(count: u64, seed: u64, options: &[(&str, &str)]) -> DatasetParams {
-        DatasetParams {
-            seed,
-            count,
-            options: options
-                .iter()
-                .map(|(k, v)| Kv {
-                    key: (*k).into(),
-                    value: (*v).into(),
-                })
-                .collect(),
-            files: Vec::new(),
-        }
+        llmb_plugin_sdk::testing::dataset_params(seed, count, options, &[])
     }
 
     fn words() -> Vocab {

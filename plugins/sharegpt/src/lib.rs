@@ -291,7 +291,6 @@ llmb_plugin_sdk::export_dataset!(ShareGptDataset);
 mod tests {
     use std::io::{BufReader, Cursor, Read, Seek, SeekFrom};
 
-    use llmb_plugin_sdk::dataset::Kv;
     use serde_json::Value;
 
     use super::*;
@@ -704,18 +703,7 @@ mod tests {
     }
 
     fn params(options: &[(&str, &str)]) -> DatasetParams {
-        DatasetParams {
-            seed: 5,
-            count: 10,
-            options: options
-                .iter()
-                .map(|(k, v)| Kv {
-                    key: (*k).into(),
-                    value: (*v).into(),
-                })
-                .collect(),
-            files: vec!["sharegpt.json".into()],
-        }
+        llmb_plugin_sdk::testing::dataset_params(5, 10, options, &["sharegpt.json"])
     }
 
     #[test]

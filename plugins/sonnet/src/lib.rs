@@ -300,7 +300,6 @@ llmb_plugin_sdk::export_dataset!(Sonnet);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use llmb_plugin_sdk::dataset::Kv;
 
     const SONNETS: &str = include_str!("../../../datasets/sonnet.txt");
 
@@ -315,18 +314,7 @@ mod tests {
     }
 
     fn params(count: u64, seed: u64, options: &[(&str, &str)]) -> DatasetParams {
-        DatasetParams {
-            seed,
-            count,
-            options: options
-                .iter()
-                .map(|(k, v)| Kv {
-                    key: (*k).into(),
-                    value: (*v).into(),
-                })
-                .collect(),
-            files: vec!["sonnet.txt".into()],
-        }
+        llmb_plugin_sdk::testing::dataset_params(seed, count, options, &["sonnet.txt"])
     }
 
     fn texts(samples: &[Sample]) -> Vec<String> {
