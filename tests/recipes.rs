@@ -13,6 +13,8 @@ async fn a_recipe_runs_every_case_and_ends_with_the_aggregate_table() {
         &recipe,
         format!(
             r#"
+html-report = true
+
 [bench]
 num-prompts = "${{LLMB_TEST_SURELY_UNSET_PROMPTS:-6}}"
 ignore-eos = true
@@ -53,6 +55,11 @@ max-concurrency = [1, 3]
         .map(|r| r.unwrap().iter().map(str::to_owned).collect())
         .collect();
     assert_eq!(rows.len(), 4);
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        html.matches("<svg").count() >= 4,
+        "the report charts the cases"
+    );
     let mut seen: Vec<(String, String, String)> = rows
         .iter()
         .map(|r| {

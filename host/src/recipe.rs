@@ -6,7 +6,8 @@
 //! `${VAR:-default}` from the environment (`${RECIPE_DIR}` is the recipe's folder); an option
 //! that expands to nothing is left out, so `base-url = "${BASE_URL:-}"` runs against the built-in
 //! simulator when BASE_URL is unset. Each case gets a result file with a predictable name,
-//! and the run ends with one aggregate CSV over all of them.
+//! and the run ends with one aggregate CSV over all of them (and, with `html-report = true` at
+//! the top, `llmb report` over the result folder).
 //!
 //! ```toml
 //! [bench]
@@ -51,8 +52,9 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result
         .map_err(|e| anyhow::anyhow!("recipe {shown}: not valid TOML: {e}"))?;
     for key in doc.keys() {
         anyhow::ensure!(
-            key == "bench" || key == "matrix",
-            "recipe {shown}: unknown section or key {key:?} (use [bench] and [matrix])"
+            ["bench", "matrix", "html-report"].contains(&key.as_str()),
+            "recipe {shown}: unknown section or key {key:?} (use [bench], [matrix] and \
+             html-report = true)"
         );
     }
     let table = |name: &str| -> anyhow::Result<toml::Table> {
@@ -289,6 +291,24 @@ fn closing_brace(after: &str) -> Option<usize> {
     None
 }
 
+/// Whether the recipe asks for `llmb report` over its result folder at the end
+/// (`html-report = true` at the top).
+pub fn wants_html_report(path: &Path) -> anyhow::Result<bool> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("recipe {}: cannot read", path.display()))?;
+    let doc: toml::Table = text
+        .parse()
+        .map_err(|e| anyhow::anyhow!("recipe {}: not valid TOML: {e}", path.display()))?;
+    match doc.get("html-report") {
+        None => Ok(false),
+        Some(Value::Boolean(b)) => Ok(*b),
+        Some(_) => bail!(
+            "recipe {}: html-report must be true or false",
+            path.display()
+        ),
+    }
+}
+
 /// `llmb run`: every case in order (Ctrl-C stops after the current one), then the aggregate
 /// table over the result files they wrote.
 pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
@@ -342,6 +362,14 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
         found.len(),
         table.display()
     );
+    if wants_html_report(&args.recipe)? {
+        crate::html::main(&crate::cli::ReportArgs {
+            dirs: vec![dir],
+            output: None,
+            runs: Vec::new(),
+            max_timeline_requests: crate::html::DEFAULT_TIMELINE_CAP,
+        })?;
+    }
     Ok(())
 }
 

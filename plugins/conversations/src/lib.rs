@@ -290,7 +290,6 @@ llmb_plugin_sdk::export_dataset!(ConversationsDataset);
 mod tests {
     use std::io::{BufReader, Cursor, Read, Seek, SeekFrom};
 
-
     use super::*;
     use crate::sampler::Plan;
 

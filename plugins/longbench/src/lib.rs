@@ -363,7 +363,6 @@ llmb_plugin_sdk::export_dataset!(LongBenchDataset);
 mod tests {
     use std::io::{Cursor, Read, SeekFrom};
 
-
     use super::*;
 
     const SAMPLE: &str = include_str!("../../../datasets/longbench-sample.jsonl");
