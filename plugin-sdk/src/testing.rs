@@ -125,3 +125,37 @@ pub fn dataset_params(
         files: files.iter().map(|f| (*f).into()).collect(),
     }
 }
+
+/// A reader that hands out at most `step` bytes per read, so records straddle buffer refills
+/// in a dataset reader's tests.
+pub struct Trickle {
+    inner: std::io::Cursor<Vec<u8>>,
+    step: usize,
+}
+
+impl Trickle {
+    pub fn new(text: &str, step: usize) -> Self {
+        Self {
+            inner: std::io::Cursor::new(text.as_bytes().to_vec()),
+            step: step.max(1),
+        }
+    }
+}
+
+impl std::io::Read for Trickle {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.step);
+        self.inner.read(&mut buf[..n])
+    }
+}
+
+impl std::io::Seek for Trickle {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.inner.seek(pos)
+    }
+}
+
+/// One token per whitespace-separated word: the host's default count, for native tests.
+pub fn words(text: &str) -> u32 {
+    text.split_whitespace().count() as u32
+}

@@ -361,35 +361,16 @@ llmb_plugin_sdk::export_dataset!(LongBenchDataset);
 
 #[cfg(test)]
 mod tests {
-    use std::io::{Cursor, Read, SeekFrom};
+    use std::io::Cursor;
 
     use super::*;
 
     const SAMPLE: &str = include_str!("../../../datasets/longbench-sample.jsonl");
     const NAME: &str = "longbench-sample.jsonl";
 
-    fn words(text: &str) -> u32 {
-        text.split_whitespace().count() as u32
-    }
+    use llmb_plugin_sdk::testing::words;
 
-    /// Hands out at most `step` bytes per read, so lines straddle buffer refills.
-    struct Trickle {
-        inner: Cursor<Vec<u8>>,
-        step: usize,
-    }
-
-    impl Read for Trickle {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            let n = buf.len().min(self.step);
-            self.inner.read(&mut buf[..n])
-        }
-    }
-
-    impl Seek for Trickle {
-        fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
-            self.inner.seek(pos)
-        }
-    }
+    use llmb_plugin_sdk::testing::Trickle;
 
     fn cfg(seed: u64, count: u64, shuffle: bool, cycle: bool) -> Config {
         Config {
@@ -406,10 +387,7 @@ mod tests {
     }
 
     fn run_with_step(text: &str, config: Config, step: usize) -> Result<Vec<Sample>, String> {
-        let trickle = Trickle {
-            inner: Cursor::new(text.as_bytes().to_vec()),
-            step,
-        };
+        let trickle = Trickle::new(text, step);
         let mut sampler = sampler(BufReader::with_capacity(step, trickle), NAME, config)?;
         let mut out = Vec::new();
         loop {

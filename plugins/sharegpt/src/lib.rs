@@ -289,7 +289,7 @@ llmb_plugin_sdk::export_dataset!(ShareGptDataset);
 
 #[cfg(test)]
 mod tests {
-    use std::io::{BufReader, Cursor, Read, Seek, SeekFrom};
+    use std::io::BufReader;
 
     use serde_json::Value;
 
@@ -298,34 +298,12 @@ mod tests {
     const SAMPLE: &str = include_str!("../../../datasets/sharegpt-sample.json");
     const NAME: &str = "sharegpt-sample.json";
 
-    fn words(text: &str) -> u32 {
-        text.split_whitespace().count() as u32
-    }
+    use llmb_plugin_sdk::testing::words;
 
-    /// Hands out at most `step` bytes per read, so elements straddle buffer refills.
-    struct Trickle {
-        inner: Cursor<Vec<u8>>,
-        step: usize,
-    }
-
-    impl Read for Trickle {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            let n = buf.len().min(self.step);
-            self.inner.read(&mut buf[..n])
-        }
-    }
-
-    impl Seek for Trickle {
-        fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
-            self.inner.seek(pos)
-        }
-    }
+    use llmb_plugin_sdk::testing::Trickle;
 
     fn elements(text: &str, step: usize) -> ArrayElements<BufReader<Trickle>> {
-        let trickle = Trickle {
-            inner: Cursor::new(text.as_bytes().to_vec()),
-            step,
-        };
+        let trickle = Trickle::new(text, step);
         ArrayElements::new(BufReader::with_capacity(step, trickle), NAME)
     }
 

@@ -303,9 +303,7 @@ mod tests {
 
     const SONNETS: &str = include_str!("../../../datasets/sonnet.txt");
 
-    fn words(text: &str) -> u32 {
-        text.split_whitespace().count() as u32
-    }
+    use llmb_plugin_sdk::testing::words;
 
     /// Counts a token for every line break followed by more text, so joined lines count more than
     /// their separate counts add up to, as BPE merges across a join can.
