@@ -160,7 +160,11 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result
             args.save_result = true;
             let name = format!("{stem}-{index:02}{}.json", slug(&label));
             args.result_filename = Some(match &args.result_filename {
-                Some(given) => given.replace(".json", &format!("-{index:02}.json")),
+                // Every case needs its own file, whatever the given name looks like.
+                Some(given) => match given.strip_suffix(".json") {
+                    Some(stem) => format!("{stem}-{index:02}.json"),
+                    None => format!("{given}-{index:02}"),
+                },
                 None => name,
             });
             Ok(Case {
@@ -445,6 +449,18 @@ max-concurrency = [1, 8, 32]
             c.args.result_filename.as_deref(),
             Some("sweep-05-random-input-len128_random-output-len1024_max-concurrency8.json")
         );
+
+        std::fs::write(
+            &path,
+            "[bench]\nresult-filename = \"run.json.out\"\n[matrix]\nseed = [1, 2]\n",
+        )
+        .unwrap();
+        let names: Vec<_> = load(&path, &|_| None)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.args.result_filename.unwrap())
+            .collect();
+        assert_eq!(names, vec!["run.json.out-01", "run.json.out-02"]);
 
         std::fs::write(&path, "[bench]\nmax-concurency = 4\n").unwrap();
         let err = format!("{:#}", load(&path, &|_| None).unwrap_err());
