@@ -172,8 +172,24 @@ async fn api_key_is_sent_but_never_saved() {
     let ok = bench(&args).await;
     assert_eq!(ok.metrics.completed, 8);
 
+    // A wrong key stops the run at the pre-flight request, with the server's answer and the
+    // fix, and without the key.
     args.api_key = Some("sk-wrong".into());
     args.result_filename = Some("wrong.json".into());
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let denied = llmb::bench::run(&args, rx).await.err().expect("refused");
+    let text = format!("{denied:#}");
+    assert!(
+        text.contains("HTTP 401") && text.contains("--api-key"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("sk-wrong") && !text.contains(secret),
+        "{text}"
+    );
+
+    // With the pre-flight skipped, every request fails with the 401 and is kept.
+    args.no_preflight = true;
     let denied = bench(&args).await;
     assert_eq!(denied.metrics.failed, 8);
     assert_eq!(
@@ -339,7 +355,7 @@ async fn the_model_is_asked_from_the_server_when_not_given() {
     let outcome = bench(&args).await;
     assert_eq!(outcome.info.model_id, "served-model");
     assert_eq!(outcome.metrics.completed, 8);
-    // Eight generations plus the one `/v1/models` lookup.
-    assert_eq!(sim.requests_served(), 9);
+    // Eight generations, the one `/v1/models` lookup and the pre-flight request.
+    assert_eq!(sim.requests_served(), 10);
     sim.shutdown().await;
 }

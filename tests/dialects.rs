@@ -151,9 +151,17 @@ async fn audio_files_are_transcribed_through_multipart_uploads() {
         assert!(r.server_prompt_tokens.unwrap_or(0) > 0);
     }
 
-    // A text adapter handed audio fails each request with the reason.
+    // A text adapter handed audio: the pre-flight request stops the run with the reason ...
     args.backend = "vllm".into();
     args.plugin_opts.clear();
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let stopped = llmb::bench::run(&args, rx).await.err().expect("refused");
+    assert!(
+        format!("{stopped:#}").contains("openai-audio"),
+        "{stopped:#}"
+    );
+    // ... and without it each request fails with the reason.
+    args.no_preflight = true;
     let outcome = bench(&args).await;
     assert_eq!(outcome.metrics.failed, 4);
     let message = &outcome.records[0].error.as_ref().unwrap().message;

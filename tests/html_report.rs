@@ -23,6 +23,7 @@ fn fixture_dir() -> PathBuf {
 fn report_args(dirs: &[&Path]) -> ReportArgs {
     ReportArgs {
         dirs: dirs.iter().map(|d| d.to_path_buf()).collect(),
+        indir: Vec::new(),
         output: None,
         runs: Vec::new(),
         max_timeline_requests: llmb::html::DEFAULT_TIMELINE_CAP,

@@ -90,7 +90,21 @@ fn the_shipped_examples_expand() {
     for entry in std::fs::read_dir(&examples).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
-        if path.extension().is_none_or(|e| e != "toml") || !text.contains("[bench]") {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or_default();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("slo.") {
+            assert!(!llmb::metrics::parse_slo_file(&path).unwrap().is_empty());
+            continue;
+        }
+        let recipe = match ext {
+            "toml" => text.contains("[bench]"),
+            "yaml" | "yml" => text.contains("bench:") || text.contains("input_output:"),
+            _ => false,
+        };
+        if !recipe {
             continue;
         }
         let cases = llmb::recipe::load(&path, &|_| None)
@@ -110,5 +124,206 @@ fn the_shipped_examples_expand() {
         }
         checked += 1;
     }
-    assert!(checked >= 4, "{checked} recipes");
+    assert!(checked >= 5, "{checked} recipes");
+}
+
+/// The same recipe in TOML and in YAML expands to the same cases.
+#[test]
+fn a_yaml_recipe_is_a_toml_recipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("r.toml");
+    std::fs::write(
+        &toml,
+        r#"
+html-report = true
+[bench]
+model = "${MODEL:-m}"
+ignore-eos = true
+goodput = ["ttft:200", "tpot:50"]
+[matrix]
+lengths = [
+  { random-input-len = 1024, random-output-len = 128 },
+  { random-input-len = 128, random-output-len = 1024 },
+]
+max-concurrency = [1, 8]
+"#,
+    )
+    .unwrap();
+    let yaml = dir.path().join("r.yaml");
+    std::fs::write(
+        &yaml,
+        r#"
+html-report: true
+bench:
+  model: "${MODEL:-m}"
+  ignore-eos: true
+  goodput: [ "ttft:200", "tpot:50" ]
+  base-url:          # empty: left out
+matrix:
+  lengths:
+    - {random-input-len: 1024, random-output-len: 128}
+    - random-input-len: 128
+      random-output-len: 1024
+  max-concurrency: [1, 8]
+"#,
+    )
+    .unwrap();
+    let env = |_: &str| None;
+    let argv = |p: &std::path::Path| -> Vec<(String, Vec<String>)> {
+        llmb::recipe::load(p, &env)
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.label, c.argv))
+            .collect()
+    };
+    assert_eq!(argv(&toml).len(), 4);
+    assert_eq!(argv(&toml), argv(&yaml));
+    assert!(llmb::recipe::wants_html_report(&yaml).unwrap());
+
+    std::fs::write(&yaml, "bench:\n  max-concurency: 4\n").unwrap();
+    let err = format!("{:#}", llmb::recipe::load(&yaml, &env).unwrap_err());
+    assert!(
+        err.contains("r.yaml") && err.contains("--max-concurency"),
+        "{err}"
+    );
+    std::fs::write(&yaml, "bench:\n  seed: 1\n  seed: 2\n").unwrap();
+    let err = format!("{:#}", llmb::recipe::load(&yaml, &env).unwrap_err());
+    assert!(err.contains("r.yaml") && err.contains("line 3"), "{err}");
+    std::fs::write(&yaml, "input_output: [[256, 256], [512]]\n").unwrap();
+    let err = format!("{:#}", llmb::recipe::load(&yaml, &env).unwrap_err());
+    assert!(
+        err.contains("r.yaml") && err.contains("input_output item 2") && err.contains("[512]"),
+        "{err}"
+    );
+}
+
+/// A sweep config as the vLLM sweep scripts read it (`model`, `base_url`, `tokenizer`,
+/// `input_output`, `concurrency_prompts`) runs the cartesian product of its pairs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_yaml_sweep_config_runs_the_cartesian_product() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"model: "llmb-sim"
+tokenizer: "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B"   # a hub name: left to the server
+input_output:
+  - [12, 3]
+  - [40, 5]
+concurrency_prompts:
+  - [1, 2]
+  - [3, 6]
+ignore_eos: true
+disable_tqdm: true
+sim_ttft_ms: 2
+sim_itl_ms: 1
+result_dir: "{}"
+"#,
+            out.display()
+        ),
+    )
+    .unwrap();
+    let cases = llmb::recipe::load(&config, &|_| None).unwrap();
+    let shape: Vec<_> = cases
+        .iter()
+        .map(|c| {
+            (
+                c.args.random_input_len,
+                c.args.random_output_len,
+                c.args.max_concurrency,
+                c.args.num_prompts,
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            (12, 3, Some(1), 2),
+            (12, 3, Some(3), 6),
+            (40, 5, Some(1), 2),
+            (40, 5, Some(3), 6)
+        ],
+        "lengths outermost, as the scripts loop"
+    );
+    for c in &cases {
+        assert_eq!(c.args.dataset_name, "random");
+        assert_eq!(c.args.percentile_metrics, "ttft,tpot,itl,e2el");
+        assert!(
+            c.args.tokenizer.is_none(),
+            "a hub name is not a local tokenizer"
+        );
+        assert!(c.args.base_url.is_none(), "no base_url: the simulator");
+    }
+    assert_eq!(
+        cases[0].args.result_filename.as_deref(),
+        Some("config-01-random-input-len12_random-output-len3_max-concurrency1_num-prompts2.json")
+    );
+
+    llmb::recipe::run(&llmb::cli::RunArgs {
+        recipe: config.clone(),
+        dry_run: false,
+    })
+    .await
+    .unwrap();
+    let (header, rows) = {
+        let mut t = csv::Reader::from_path(out.join("config-aggregate.csv")).unwrap();
+        let header: Vec<String> = t.headers().unwrap().iter().map(str::to_owned).collect();
+        let rows: Vec<Vec<String>> = t
+            .records()
+            .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+            .collect();
+        (header, rows)
+    };
+    let col = |n: &str| header.iter().position(|h| h == n).unwrap();
+    let mut seen: Vec<[String; 4]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r[col("max_concurrency")].clone(),
+                r[col("completed")].clone(),
+                r[col("total_input_tokens")].clone(),
+                r[col("total_output_tokens")].clone(),
+            ]
+        })
+        .collect();
+    seen.sort();
+    let row = |a: &str, b: &str, c: &str, d: &str| [a, b, c, d].map(str::to_string);
+    assert_eq!(
+        seen,
+        [
+            row("1", "2", "24", "6"),
+            row("1", "2", "80", "10"),
+            row("3", "6", "240", "30"),
+            row("3", "6", "72", "18"),
+        ]
+    );
+}
+
+/// `examples/sweep-config.yaml` as shipped, end to end against the simulator (made fast, and
+/// writing into a temporary folder through its RESULT_DIR variable).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_sweep_config_runs_against_the_simulator() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().display().to_string();
+    let env = |name: &str| (name == "RESULT_DIR").then(|| out.clone());
+    let example = workspace_root().join("examples/sweep-config.yaml");
+    let cases = llmb::recipe::load(&example, &env).unwrap();
+    assert_eq!(cases.len(), 4);
+    assert!(llmb::recipe::wants_html_report(&example).unwrap());
+    for case in &cases {
+        let mut args = case.args.clone();
+        args.disable_tqdm = true;
+        args.sim.ttft_ms = 1.0;
+        args.sim.itl_ms = 0.02;
+        let o = bench(&args).await;
+        assert_eq!(o.metrics.completed, args.num_prompts, "{}", case.label);
+        assert_eq!(
+            o.metrics.total_output,
+            u64::from(args.random_output_len) * args.num_prompts as u64
+        );
+        assert_eq!(o.info.max_concurrency, args.max_concurrency);
+        assert!(o.result_path.as_ref().unwrap().starts_with(dir.path()));
+    }
 }

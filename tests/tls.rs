@@ -79,9 +79,19 @@ async fn https_servers_are_benchmarked_with_a_given_ca() {
     );
     assert_eq!(outcome.metrics.total_output, 64);
 
-    // Without the CA the certificate is not trusted, and every request says so.
+    // Without the CA the certificate is not trusted: the pre-flight request stops the run ...
     args.ca_cert = None;
     args.result_filename = Some("untrusted.json".into());
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let stopped = llmb::bench::run(&args, rx).await.err().expect("untrusted");
+    assert!(
+        format!("{stopped:#}")
+            .to_lowercase()
+            .contains("certificate"),
+        "{stopped:#}"
+    );
+    // ... and without it every request says so.
+    args.no_preflight = true;
     let refused = bench(&args).await;
     assert_eq!(refused.metrics.failed, 8);
     let err = refused.records[0].error.as_ref().unwrap();
@@ -91,5 +101,11 @@ async fn https_servers_are_benchmarked_with_a_given_ca() {
         "{}",
         err.message
     );
+
+    // --insecure (vLLM's, curl's -k) accepts the unknown certificate.
+    args.vllm.insecure = true;
+    args.result_filename = Some("insecure.json".into());
+    let insecure = bench(&args).await;
+    assert_eq!(insecure.metrics.completed, 8);
     sim.shutdown().await;
 }

@@ -153,6 +153,12 @@ pub fn sim_config(t: &SimTiming, seed: u64) -> SimConfig {
         prefill_us_per_token: t.prefill_us_per_token,
         prefix_cache: t.prefix_cache,
         max_batch: t.max_batch,
+        connections: crate::sim::ConnectionPolicy {
+            keep_alive_timeout: t.keep_alive_timeout.map(Duration::from_secs_f64),
+            keep_alive_max: t.keep_alive_max,
+            close_every_response: t.connection_close,
+            drop_stale_after: t.drop_stale_after.map(Duration::from_secs_f64),
+        },
         ..SimConfig::default()
     }
 }
@@ -256,6 +262,7 @@ pub fn dataset_request(args: &BenchArgs) -> anyhow::Result<DatasetRequest> {
     if let Some(n) = args.hf_output_len {
         options.push(("hf-output-len".into(), n.to_string()));
     }
+    args.vllm.override_lengths(&mut options);
     for item in &args.dataset_opts {
         options.push(split_kv("--dataset-opt", item)?);
     }
@@ -309,7 +316,17 @@ async fn check_reachable(base_url: &str) -> anyhow::Result<()> {
     }
 }
 
-async fn discover_model(client: &transport::HttpClient, target: &Target) -> anyhow::Result<String> {
+/// What `/v1/models` says: the first model's id and who serves it (`owned_by`: `vllm`,
+/// `sglang`, `llamacpp`, ...), which tells adapters the server's dialect.
+struct ModelListing {
+    first_id: Option<String>,
+    owned_by: Option<String>,
+}
+
+async fn list_models(
+    client: &transport::HttpClient,
+    target: &Target,
+) -> anyhow::Result<ModelListing> {
     use http_body_util::BodyExt;
     let uri: hyper::Uri = format!("{}/v1/models", target.base_url).parse()?;
     let mut req = hyper::Request::get(uri);
@@ -325,10 +342,14 @@ async fn discover_model(client: &transport::HttpClient, target: &Target) -> anyh
     anyhow::ensure!(resp.status().is_success(), "HTTP {}", resp.status());
     let body = resp.into_body().collect().await?.to_bytes();
     let v: serde_json::Value = serde_json::from_slice(&body)?;
-    v["data"][0]["id"]
-        .as_str()
-        .map(str::to_owned)
-        .context("no model listed")
+    let first = &v["data"][0];
+    Ok(ModelListing {
+        first_id: first["id"].as_str().map(str::to_owned),
+        owned_by: first["owned_by"]
+            .as_str()
+            .filter(|o| !o.is_empty())
+            .map(str::to_owned),
+    })
 }
 
 /// A whole `llmb bench` invocation: every stage (rates × concurrencies × rounds) in order.
@@ -449,6 +470,19 @@ async fn input_count_source(
             reason: "multi-turn conversations are counted turn by turn as they run".into(),
         };
     }
+    // The readers that make prompts of an asked length: make it the server's length.
+    if matches!(
+        args.dataset_name.as_str(),
+        "random" | "sonnet" | "shared-prefix"
+    ) {
+        match crate::input_tokens::fit_to_server(counting, samples).await {
+            Ok(fitted) => return fitted,
+            Err(why) => eprintln!(
+                "{} prompts not fitted to the server's tokens: {why}",
+                args.dataset_name
+            ),
+        }
+    }
     crate::input_tokens::count_with_server(counting, samples).await
 }
 
@@ -482,6 +516,10 @@ async fn prepare(args: &BenchArgs, stages: &[StageSpec]) -> anyhow::Result<Prepa
             serde_json::from_str(extra).context("--extra-body is not valid JSON")?;
         anyhow::ensure!(v.is_object(), "--extra-body must be a JSON object");
     }
+    args.vllm.validate(args)?;
+    for notice in args.vllm.notices(&args.backend) {
+        eprintln!("{notice}");
+    }
 
     let registry = Registry::load(&args.plugins)?;
     let backend = registry.backend(&args.backend)?;
@@ -508,7 +546,16 @@ async fn prepare(args: &BenchArgs, stages: &[StageSpec]) -> anyhow::Result<Prepa
         base_url.starts_with("http://") || base_url.starts_with("https://"),
         "--base-url {base_url}: expected an http:// or https:// URL"
     );
-    if simulator.is_none() {
+    let ready_deadline = args.vllm.ready_deadline();
+    if let (Some(deadline), None) = (ready_deadline, &simulator) {
+        eprintln!(
+            "waiting up to {} s for {base_url} (--ready-check-timeout-sec)",
+            args.vllm.ready_check_timeout_sec
+        );
+        crate::cli_vllm::retry_until(deadline, || check_reachable(&base_url))
+            .await
+            .context("--ready-check-timeout-sec: the server did not start listening in time")?;
+    } else if simulator.is_none() {
         check_reachable(&base_url).await?;
     }
     let target = Target {
@@ -526,14 +573,57 @@ async fn prepare(args: &BenchArgs, stages: &[StageSpec]) -> anyhow::Result<Prepa
         .unwrap_or(wanted)
         .max(args.num_clients.unwrap_or(0))
         .min(wanted.max(args.num_clients.unwrap_or(0)));
-    let client = transport::client(widest.max(1), args.ca_cert.as_deref(), info.http2)?;
+    anyhow::ensure!(
+        args.pool_idle_timeout >= 0.0 && args.pool_idle_timeout.is_finite(),
+        "--pool-idle-timeout must be a number of seconds >= 0"
+    );
+    anyhow::ensure!(
+        args.connect_timeout > 0.0 && args.connect_timeout.is_finite(),
+        "--connect-timeout must be a positive number of seconds"
+    );
+    let client = transport::client_with(
+        transport::PoolSettings {
+            max_idle: widest.max(1),
+            idle_timeout: Duration::from_secs_f64(args.pool_idle_timeout),
+            connect_timeout: Duration::from_secs_f64(args.connect_timeout),
+            insecure_tls: args.vllm.insecure,
+        },
+        args.ca_cert.as_deref(),
+        info.http2,
+    )?;
+    let listing = list_models(&client, &target).await;
     let model = match (&args.model, &simulator) {
         (Some(m), _) => m.clone(),
         (None, Some(_)) => SimConfig::default().model,
-        (None, None) => discover_model(&client, &target).await.with_context(|| {
-            format!("--model not given and {base_url}/v1/models did not name one")
-        })?,
+        (None, None) => listing
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("{e:#}"))
+            .and_then(|l| l.first_id.clone().context("no model listed"))
+            .with_context(|| {
+                format!("--model not given and {base_url}/v1/models did not name one")
+            })?,
     };
+    if let Some(owner) = listing.as_ref().ok().and_then(|l| l.owned_by.as_deref())
+        && pool.offer_hint("server", owner)
+    {
+        eprintln!(
+            "server: {owner} (from /v1/models); the {} adapter speaks its dialect",
+            info.name
+        );
+    }
+    if let (Some(deadline), Some(first)) = (ready_deadline, samples.first()) {
+        let req = request_template(args, &model).request(
+            u64::MAX,
+            first.prompt.clone(),
+            first.output_tokens,
+        );
+        crate::cli_vllm::retry_until(deadline, || {
+            crate::cli_vllm::try_request(&pool, &client, &target, &req)
+        })
+        .await
+        .context("--ready-check-timeout-sec: the server did not answer a first request in time")?;
+        eprintln!("the server answered a first request (--ready-check-timeout-sec)");
+    }
     let input_counts = input_count_source(
         args,
         &tokenizer,
@@ -549,6 +639,19 @@ async fn prepare(args: &BenchArgs, stages: &[StageSpec]) -> anyhow::Result<Prepa
     let lengths = crate::datasets::LengthStats::of(&samples);
     eprintln!("{}", lengths.one_line(&args.dataset_name));
     eprintln!("input token counts: {}", input_counts.describe());
+    if let Some(first) = samples.first().filter(|_| !args.no_preflight) {
+        crate::preflight::check(
+            &crate::preflight::Preflight {
+                pool: &pool,
+                client: &client,
+                target: &target,
+                tokenizer: &tokenizer,
+                template: &request_template(args, &model),
+            },
+            first,
+        )
+        .await?;
+    }
     pool.prewarm(widest.clamp(1, 1024))?;
     anyhow::ensure!(
         args.server_metrics_interval > 0.0 && args.server_metrics_interval.is_finite(),
@@ -577,6 +680,22 @@ async fn prepare(args: &BenchArgs, stages: &[StageSpec]) -> anyhow::Result<Prepa
     })
 }
 
+/// What every request of the run carries besides its prompt.
+fn request_template(args: &BenchArgs, model: &str) -> RequestTemplate {
+    RequestTemplate {
+        model: model.to_string(),
+        ignore_eos: args.ignore_eos,
+        temperature: args.temperature,
+        // Sampling flags under --extra-body; `prepare` has already refused a bad --extra-body.
+        extra_body: crate::cli_vllm::request_extra_body(args)
+            .unwrap_or_else(|_| args.extra_body.clone()),
+        think_time: Duration::from_secs_f64(args.think_time),
+        streaming: !args.no_stream,
+        lora: args.vllm.lora(args.seed),
+        request_id_prefix: args.vllm.request_id_prefix.clone(),
+    }
+}
+
 /// The plan for one stage and how to describe it.
 fn plan_for(
     args: &BenchArgs,
@@ -596,7 +715,11 @@ fn plan_for(
     let warmup_window = args.warmup_duration.unwrap_or(Duration::ZERO);
     let send_window = args.duration.map(|d| warmup_window + d);
     let n = stage.requests + args.num_warmups;
-    let timestamps: Option<Vec<f64>> = samples.iter().map(|s| s.timestamp).collect();
+    let timestamps: Option<Vec<f64>> = samples
+        .iter()
+        .map(|s| s.timestamp)
+        .collect::<Option<_>>()
+        .filter(|_| args.vllm.self_timed() != Some(false));
     if let Some(ts) = timestamps {
         let schedule = scheduler::trace_schedule(&ts, args.trace_speed)?;
         pattern.mode = "trace".into();
@@ -701,10 +824,15 @@ pub async fn run_all(
     stop: watch::Receiver<bool>,
     on_stage: &mut dyn FnMut(&BenchOutcome) -> anyhow::Result<()>,
 ) -> anyhow::Result<SweepOutcome> {
+    // `--endpoint chat.completions`, `--outdir`, fixed prompts: see crate::cli_sweep.
+    let args = &crate::cli_sweep::normalize(args)?;
     let specs = stage_specs(args)?;
     let prepared = prepare(args, &specs).await?;
     let mut stages = Vec::new();
     let mut summaries = Vec::new();
+    if args.vllm.profile {
+        crate::cli_vllm::profiler(&prepared.client, &prepared.target, "/start_profile").await;
+    }
     let result = async {
         for spec in &specs {
             let outcome = run_stage(args, &prepared, spec, stop.clone()).await?;
@@ -719,6 +847,9 @@ pub async fn run_all(
         anyhow::Ok(())
     }
     .await;
+    if args.vllm.profile {
+        crate::cli_vllm::profiler(&prepared.client, &prepared.target, "/stop_profile").await;
+    }
     if let Some(s) = prepared.simulator {
         s.shutdown().await;
     }
@@ -743,6 +874,18 @@ pub async fn run_all(
     }
     if (args.save_result || args.save_detailed) && stages.len() > 1 {
         save_sweep_summary(args, &summaries, &verdict, &stages)?;
+    }
+    if args.concurrency.is_some() && !stages.is_empty() {
+        let files = crate::export::write_concurrency_sweep(
+            &args.result_dir,
+            &stages,
+            &summaries,
+            &verdict,
+            !args.no_records,
+        )?;
+        if let Some(overall) = files.last() {
+            eprintln!("Sweep summary: {}", overall.display());
+        }
     }
     Ok(SweepOutcome {
         stages,
@@ -886,14 +1029,7 @@ async fn run_stage(
         target: p.target.clone(),
         tokenizer: p.tokenizer.clone(),
         samples: p.samples.clone(),
-        template: RequestTemplate {
-            model: p.model.clone(),
-            ignore_eos: args.ignore_eos,
-            temperature: args.temperature,
-            extra_body: args.extra_body.clone(),
-            think_time: Duration::from_secs_f64(args.think_time),
-            streaming: !args.no_stream,
-        },
+        template: request_template(args, &p.model),
         max_concurrency: spec.concurrency,
         warmup: Warmup {
             requests: args.num_warmups,
@@ -904,7 +1040,15 @@ async fn run_stage(
     let scraper = match &p.server_metrics_url {
         Some(url) => Some(
             crate::server_metrics::Scraper::start(
-                transport::client(1, args.ca_cert.as_deref(), false)?,
+                transport::client_with(
+                    transport::PoolSettings {
+                        max_idle: 1,
+                        insecure_tls: args.vllm.insecure,
+                        ..Default::default()
+                    },
+                    args.ca_cert.as_deref(),
+                    false,
+                )?,
                 url.clone(),
                 Duration::from_secs_f64(args.server_metrics_interval),
                 crate::server_metrics::Selection::parse(args.server_metrics.as_deref()),
@@ -941,6 +1085,7 @@ async fn run_stage(
         if let Some(sm) = &server_metrics {
             json["server_metrics"] = serde_json::to_value(sm)?;
         }
+        crate::cli_vllm::add_metadata(&mut json, &args.vllm.metadata)?;
         std::fs::create_dir_all(&args.result_dir)
             .with_context(|| format!("cannot create {}", args.result_dir.display()))?;
         let path = args.result_dir.join(&result_name);

@@ -42,11 +42,13 @@ pub enum Command {
     /// Write one self-contained HTML report (stage table, SVG charts, per-request timelines,
     /// server metrics) from the files `bench --save-result` left in DIR.
     Report(ReportArgs),
+    /// vLLM's multi-turn benchmark (benchmark_serving_multi_turn.py), same flags.
+    MultiTurn(Box<crate::multi_turn::MultiTurnArgs>),
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// The recipe (TOML).
+    /// The recipe (TOML or YAML), or a YAML sweep config (`input_output`, `concurrency_prompts`).
     pub recipe: PathBuf,
     /// Print each case's `llmb bench` command line instead of running it.
     #[arg(long)]
@@ -67,8 +69,11 @@ pub struct AggregateArgs {
 pub struct ReportArgs {
     /// Directories holding result JSON files, their .records.jsonl and any -stages.json
     /// (not searched recursively); single files are taken as given.
-    #[arg(required = true, value_name = "DIR")]
+    #[arg(required_unless_present = "indir", value_name = "DIR")]
     pub dirs: Vec<PathBuf>,
+    /// The same as DIR, as report scripts spell it (`--indir results/`); repeatable.
+    #[arg(long = "indir", value_name = "DIR")]
+    pub indir: Vec<PathBuf>,
     /// Where to write the report (default: DIR/report.html, in the first DIR).
     #[arg(long, short)]
     pub output: Option<PathBuf>,
@@ -148,6 +153,20 @@ pub struct SimTiming {
     /// /metrics as waiting requests) and the wait adds to their TTFT.
     #[arg(long = "sim-max-batch")]
     pub max_batch: Option<usize>,
+    /// Close connections idle this many seconds and announce `Keep-Alive: timeout=N` (llama.cpp
+    /// and uvicorn use 5).
+    #[arg(long = "sim-keep-alive-timeout", value_name = "SECS")]
+    pub keep_alive_timeout: Option<f64>,
+    /// Close each connection after this many requests (`Connection: close` on the last one).
+    #[arg(long = "sim-keep-alive-max", value_name = "N")]
+    pub keep_alive_max: Option<u32>,
+    /// Answer every request with `Connection: close` (no keep-alive).
+    #[arg(long = "sim-connection-close")]
+    pub connection_close: bool,
+    /// Drop, unanswered, a request arriving on a connection idle longer than this (the race of
+    /// a server closing a connection just as the client reuses it).
+    #[arg(long = "sim-drop-stale-after", value_name = "SECS")]
+    pub drop_stale_after: Option<f64>,
 }
 
 /// `--ramp-up-strategy` (vLLM's names).
@@ -345,7 +364,7 @@ pub struct BenchArgs {
     pub trace_speed: f64,
 
     /// Extra request header KEY=VALUE (repeatable).
-    #[arg(long = "header", value_name = "KEY=VALUE")]
+    #[arg(long = "header", value_name = "KEY=VALUE", num_args = 0..)]
     pub headers: Vec<String>,
     /// JSON object merged into every request body.
     #[arg(long)]
@@ -356,6 +375,18 @@ pub struct BenchArgs {
     /// Per-request timeout in seconds.
     #[arg(long, default_value_t = 600.0)]
     pub timeout: f64,
+    /// Seconds an idle connection is kept for the next request. Shorter when the server
+    /// announces less (`Keep-Alive: timeout=N`); the default stays under the 5 s of llama.cpp,
+    /// uvicorn (vLLM, SGLang) and Node servers.
+    #[arg(long, default_value_t = crate::transport::pool::DEFAULT_IDLE_TIMEOUT.as_secs_f64())]
+    pub pool_idle_timeout: f64,
+    /// Skip the one request sent before the timed run, which stops a run the server cannot
+    /// serve (wrong model, route or key) with the server's own message.
+    #[arg(long)]
+    pub no_preflight: bool,
+    /// Seconds allowed to open a connection (TCP and TLS).
+    #[arg(long, default_value_t = crate::transport::pool::DEFAULT_CONNECT_TIMEOUT.as_secs_f64())]
+    pub connect_timeout: f64,
     /// API key (or OPENAI_API_KEY); sent as a bearer token, never printed or saved.
     #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -431,6 +462,10 @@ pub struct BenchArgs {
 
     #[command(flatten)]
     pub sim: SimTiming,
+    #[command(flatten)]
+    pub vllm: crate::cli_vllm::VllmCompatArgs,
+    #[command(flatten)]
+    pub sweep_compat: crate::cli_sweep::SweepCompatArgs,
 }
 
 /// The client runtime's worker count: `requested`, else all cores but one.

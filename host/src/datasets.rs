@@ -15,14 +15,18 @@ use crate::tokenizer::HostTokenizer;
 
 /// Loads `wanted` samples with the reader `--dataset-name` names (or the `--mix` of readers for
 /// `mixed`), says so when the dataset has fewer usable samples (the reader cycles them only with
-/// `--dataset-cycle`), and applies `--system-prompt-file`.
+/// `--dataset-cycle`), and applies `--system-prompt-file`. `--user`/`--prompt-file` replace the
+/// reader, `--system` and `--max-tokens` apply to any (see [`crate::cli_sweep`]).
 pub fn load_samples(
     args: &BenchArgs,
     registry: &Registry,
     tokenizer: &std::sync::Arc<HostTokenizer>,
     wanted: usize,
 ) -> anyhow::Result<Vec<Sample>> {
-    let mut samples = if args.dataset_name == "mixed" {
+    let fixed = crate::cli_sweep::fixed_samples(args, tokenizer, wanted)?;
+    let mut samples = if let Some(fixed) = fixed {
+        fixed
+    } else if args.dataset_name == "mixed" {
         load_mixed(args, registry, tokenizer, wanted)?
     } else {
         anyhow::ensure!(
@@ -44,6 +48,18 @@ pub fn load_samples(
         let extra = tokenizer.count(&system);
         for s in &mut samples {
             prepend_system(s, &system, extra);
+        }
+    }
+    if let Some(system) = &args.sweep_compat.system {
+        anyhow::ensure!(!system.trim().is_empty(), "--system: the text is empty");
+        let extra = tokenizer.count(system);
+        for s in &mut samples {
+            prepend_system(s, system, extra);
+        }
+    }
+    if let Some(n) = args.sweep_compat.max_tokens {
+        for s in &mut samples {
+            s.output_tokens = n;
         }
     }
     Ok(samples)

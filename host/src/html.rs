@@ -56,7 +56,8 @@ pub fn main(args: &ReportArgs) -> anyhow::Result<()> {
 /// Loads `args.dirs`, renders and writes the report (default `FIRST_DIR/report.html`); returns
 /// the path written and what was loaded, so callers and tests can check both.
 pub fn write_report(args: &ReportArgs) -> anyhow::Result<(PathBuf, Report)> {
-    let report = load(&args.dirs)?;
+    let dirs: Vec<PathBuf> = args.dirs.iter().chain(&args.indir).cloned().collect();
+    let report = load(&dirs)?;
     let options = RenderOptions {
         runs: args.runs.clone(),
         timeline_cap: args.max_timeline_requests,
@@ -65,7 +66,7 @@ pub fn write_report(args: &ReportArgs) -> anyhow::Result<(PathBuf, Report)> {
     let output = match &args.output {
         Some(path) => path.clone(),
         None => {
-            let first = &args.dirs[0];
+            let first = &dirs[0];
             if first.is_dir() {
                 first.join("report.html")
             } else {
@@ -203,6 +204,10 @@ pub fn load(paths: &[PathBuf]) -> anyhow::Result<Report> {
             report.runs.push(load_run(&file, doc)?);
         } else if doc.get("stages").is_some_and(Value::is_array) {
             report.sweeps.push(load_sweep(&file, &doc)?);
+        } else if doc.get("llmb_kind").is_some_and(Value::is_string) {
+            // summary_cX.json and overall_summary.json of a concurrency sweep: the same numbers
+            // as the result files and -stages.json beside them.
+            continue;
         } else {
             report.skipped.push((
                 file,

@@ -37,6 +37,19 @@ pub enum InputCountSource {
         mean_estimate: f64,
         mean_server: f64,
     },
+    /// `random` prompts fitted to their asked length in the server's own tokens, through its
+    /// tokenize route, before the run (no local tokenizer needed).
+    ServerFitted {
+        route: String,
+        prompts: usize,
+        /// Prompts whose content is exactly the asked length.
+        exact: usize,
+        /// Tokens the server adds around the content (chat template, BOS), counted in each
+        /// prompt's length but not in the asked length.
+        overhead: u32,
+        /// Tokenize requests the fitting took.
+        requests: usize,
+    },
     /// The word tokenizer (one token per word), and why nothing better was available.
     Estimate { reason: String },
 }
@@ -54,6 +67,16 @@ impl InputCountSource {
             } => format!(
                 "server {route} for {prompts} prompts (mean {mean_server:.1}; the word estimate was {mean_estimate:.1}, {:+.1})",
                 mean_server - mean_estimate
+            ),
+            Self::ServerFitted {
+                route,
+                prompts,
+                exact,
+                overhead,
+                requests,
+            } => format!(
+                "server {route}: {exact} of {prompts} prompts fitted to exactly the asked length in server tokens \
+                 (+{overhead} template/special tokens per prompt, counted apart; {requests} tokenize requests)"
             ),
             Self::Estimate { reason } => {
                 format!(
@@ -121,6 +144,20 @@ pub async fn count_with_server(c: &Counting<'_>, samples: &mut [Sample]) -> Inpu
                 };
             }
         }
+    }
+    // A count of 0 for a prompt with words in it is a server that read another field (llama.cpp
+    // answers `{"tokens": []}` to vLLM's body): never use it.
+    if let Some(i) = samples
+        .iter()
+        .zip(&counts)
+        .position(|(s, &n)| n == 0 && s.input_tokens > 0)
+    {
+        return InputCountSource::Estimate {
+            reason: format!(
+                "{route} answered 0 tokens for prompt {} (not empty): the server does not read this tokenize body; the {backend} adapter may need --plugin-opt server=NAME",
+                i + 1
+            ),
+        };
     }
     let mean = |v: &mut dyn Iterator<Item = u32>, n: usize| {
         v.map(f64::from).sum::<f64>() / n.max(1) as f64
@@ -191,4 +228,169 @@ async fn ask(c: &Counting<'_>, http: &HttpRequest) -> Result<u32, String> {
         .parse_tokenize(&body)
         .map_err(|f| format!("reply made the adapter fail: {f}"))?
         .map_err(|e| format!("reply was not understood: {e}"))
+}
+
+/// Makes every text prompt's content exactly its asked length (`input_tokens` as the reader
+/// made it, one word per token) in the server's own tokens: the longest word prefix within the
+/// length, then one-token filler words up to it, each step checked with the server's tokenize
+/// route. Chat templates and special tokens the server adds are measured once (an empty
+/// prompt) and kept apart. Deterministic for a seed and a server.
+pub async fn fit_to_server(
+    c: &Counting<'_>,
+    samples: &mut [Sample],
+) -> Result<InputCountSource, String> {
+    let probe = text_request(c, "")?.ok_or_else(|| {
+        format!(
+            "the {} adapter has no tokenize route for these prompts",
+            c.pool.info().name
+        )
+    })?;
+    let route = format!("{} {}", probe.method, probe.path);
+    let overhead = ask(c, &probe).await.unwrap_or(0);
+    let requests = std::sync::atomic::AtomicUsize::new(1);
+    let jobs: Vec<(usize, String, u32)> = samples
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| match &s.prompt {
+            crate::plugin::backend::Prompt::Text(t) => Some((i, t.clone(), s.input_tokens)),
+            _ => None,
+        })
+        .collect();
+    let fitted: Vec<Result<(usize, String, u32, bool), String>> = futures_util::stream::iter(jobs)
+        .map(|(i, words, target)| {
+            let requests = &requests;
+            async move {
+                let (text, count, exact) = fit_one(c, &words, target + overhead, requests).await?;
+                Ok((i, text, count, exact))
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .collect()
+        .await;
+    let mut exact_n = 0;
+    let mut prompts = 0;
+    for f in fitted {
+        let (i, text, count, exact) = f?;
+        samples[i].prompt = crate::plugin::backend::Prompt::Text(text);
+        samples[i].input_tokens = count;
+        exact_n += usize::from(exact);
+        prompts += 1;
+    }
+    Ok(InputCountSource::ServerFitted {
+        route,
+        prompts,
+        exact: exact_n,
+        overhead,
+        requests: requests.into_inner(),
+    })
+}
+
+/// A filler word that is one token in the tokenizers of common models (and a word for the
+/// simulator's).
+const FILLER: &str = "a";
+
+/// The longest word prefix of `text` (cut at a word's end, so lines and spacing stay as the
+/// reader made them) whose server count is at most `goal`, padded with [`FILLER`] words to
+/// exactly `goal` where the server's counts allow.
+async fn fit_one(
+    c: &Counting<'_>,
+    text: &str,
+    goal: u32,
+    requests: &std::sync::atomic::AtomicUsize,
+) -> Result<(String, u32, bool), String> {
+    let count = |text: String| async move {
+        requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let req = text_request(c, &text)?.ok_or("no tokenize route")?;
+        let n = ask(c, &req).await?;
+        Ok::<(String, u32), String>((text, n))
+    };
+    // Byte offsets where each word ends.
+    let ends: Vec<usize> = text
+        .char_indices()
+        .zip(text.chars().skip(1).map(Some).chain([None]))
+        .filter(|((_, ch), next)| !ch.is_whitespace() && next.is_none_or(char::is_whitespace))
+        .map(|((at, ch), _)| at + ch.len_utf8())
+        .collect();
+    let words = &ends;
+    let join = |k: usize| {
+        if k == 0 {
+            String::new()
+        } else {
+            text[..ends[k - 1]].to_string()
+        }
+    };
+    let (mut lo, mut hi) = (0usize, words.len());
+    let mut best = (String::new(), 0u32);
+    let (full, n_full) = count(join(hi)).await?;
+    if n_full == 0 && !words.is_empty() {
+        return Err(
+            "the server answered 0 tokens for a prompt with words in it (it does not read this tokenize body)"
+                .into(),
+        );
+    }
+    if n_full <= goal {
+        best = (full, n_full);
+    } else {
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            let (text, n) = count(join(mid)).await?;
+            if n <= goal {
+                lo = mid;
+                best = (text, n);
+            } else {
+                hi = mid;
+            }
+        }
+        if lo == 0 {
+            best = count(String::new()).await.unwrap_or((String::new(), 0));
+        }
+    }
+    let (base, mut n) = best;
+    let mut fillers = 0usize;
+    for _ in 0..4 {
+        if n == goal {
+            break;
+        }
+        if n < goal {
+            fillers += (goal - n) as usize;
+        } else if fillers > 0 {
+            fillers = fillers.saturating_sub((n - goal) as usize);
+        } else {
+            break;
+        }
+        let text = padded(&base, fillers);
+        n = count(text).await?.1;
+    }
+    let text = padded(&base, fillers);
+    Ok((text, n, n == goal))
+}
+
+fn padded(base: &str, fillers: usize) -> String {
+    let mut text = base.to_string();
+    for _ in 0..fillers {
+        if !text.is_empty() {
+            text.push(' ');
+        }
+        text.push_str(FILLER);
+    }
+    text
+}
+
+/// The adapter's tokenize request for a plain text prompt.
+fn text_request(c: &Counting<'_>, text: &str) -> Result<Option<HttpRequest>, String> {
+    let mut adapter = c.pool.checkout().map_err(|e| format!("{e:#}"))?;
+    let req = GenRequest {
+        id: 0,
+        model: c.model.to_string(),
+        prompt: crate::plugin::backend::Prompt::Text(text.to_string()),
+        max_tokens: 1,
+        ignore_eos: false,
+        streaming: false,
+        include_usage: false,
+        temperature: None,
+        extra_body: None,
+    };
+    adapter
+        .tokenize_request(&req)
+        .map_err(|f| format!("the adapter failed building a tokenize request: {f}"))
 }

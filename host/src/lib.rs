@@ -8,12 +8,16 @@
 
 pub mod bench;
 pub mod cli;
+pub mod cli_sweep;
+pub mod cli_vllm;
 pub mod datasets;
 pub mod export;
 pub mod html;
 pub mod input_tokens;
 pub mod metrics;
+pub mod multi_turn;
 pub mod plugin;
+pub mod preflight;
 pub mod recipe;
 pub mod records;
 pub mod report;
@@ -26,3 +30,4 @@ pub mod sim;
 pub mod sweep;
 pub mod tokenizer;
 pub mod transport;
+pub mod yaml;

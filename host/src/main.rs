@@ -39,6 +39,7 @@ fn main() {
             Command::Aggregate(args) => llmb::export::aggregate(&args),
             Command::Run(args) => llmb::recipe::run(&args).await,
             Command::Report(args) => llmb::html::main(&args),
+            Command::MultiTurn(args) => llmb::multi_turn::main(*args).await,
         }
     });
     if let Err(e) = result {

@@ -84,28 +84,34 @@ impl MetricsConfig {
     }
 }
 
-/// Reads an `--slo-file`: TOML with `ttft`, `tpot`, `itl` and `e2el` limits in milliseconds, at
-/// the top level or under `[slo]`. Errors name the file and the key.
+/// Reads an `--slo-file`: TOML or YAML (`.yaml`/`.yml`, or a file of another name that is not
+/// TOML) with `ttft`, `tpot`, `itl` and `e2el` limits in milliseconds, at the top level or under
+/// `slo`; the keys may also be spelt `ttft_ms`, `tpot_ms`, `itl_ms`, `e2el_ms` or `latency_ms`.
+/// Errors name the file and the key.
 pub fn parse_slo_file(path: &std::path::Path) -> anyhow::Result<Vec<(String, f64)>> {
     let shown = path.display();
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("--slo-file {shown}: cannot read: {e}"))?;
-    let doc: toml::Table = text
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--slo-file {shown}: not valid TOML: {e}"))?;
+    let doc = slo_document(path, &text)?;
     let table = match doc.get("slo") {
         Some(toml::Value::Table(t)) if doc.len() == 1 => t.clone(),
         Some(_) => anyhow::bail!(
-            "--slo-file {shown}: put the limits either at the top level or under [slo], not both"
+            "--slo-file {shown}: put the limits either at the top level or under slo, not both"
         ),
         None => doc,
     };
-    let mut slos = Vec::new();
+    let mut slos: Vec<(String, f64)> = Vec::new();
     for (key, value) in &table {
+        let metric = slo_metric(key).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--slo-file {shown}: unknown key {key:?} (use {}, or {})",
+                SLO_METRICS.join(", "),
+                SLO_KEY_ALIASES.map(|(alias, _)| alias).join(", ")
+            )
+        })?;
         anyhow::ensure!(
-            SLO_METRICS.contains(&key.as_str()),
-            "--slo-file {shown}: unknown key {key:?} (use {})",
-            SLO_METRICS.join(", ")
+            !slos.iter().any(|(m, _)| m == metric),
+            "--slo-file {shown}: {key} sets the {metric} limit a second time"
         );
         let ms = match value {
             toml::Value::Integer(n) => *n as f64,
@@ -119,7 +125,7 @@ pub fn parse_slo_file(path: &std::path::Path) -> anyhow::Result<Vec<(String, f64
             ms.is_finite() && ms >= 0.0,
             "--slo-file {shown}: {key} must be a non-negative number of milliseconds"
         );
-        slos.push((key.clone(), ms));
+        slos.push((metric.to_string(), ms));
     }
     anyhow::ensure!(
         !slos.is_empty(),
@@ -127,6 +133,29 @@ pub fn parse_slo_file(path: &std::path::Path) -> anyhow::Result<Vec<(String, f64
     );
     slos.sort_by_key(|(k, _)| SLO_METRICS.iter().position(|m| m == k));
     Ok(slos)
+}
+
+/// Key spellings of SLO files written for other tools, and the metric each means.
+const SLO_KEY_ALIASES: [(&str, &str); 5] = [
+    ("ttft_ms", "ttft"),
+    ("tpot_ms", "tpot"),
+    ("itl_ms", "itl"),
+    ("e2el_ms", "e2el"),
+    ("latency_ms", "e2el"),
+];
+
+fn slo_metric(key: &str) -> Option<&'static str> {
+    SLO_METRICS.iter().copied().find(|m| *m == key).or_else(|| {
+        SLO_KEY_ALIASES
+            .iter()
+            .find(|(alias, _)| *alias == key)
+            .map(|(_, m)| *m)
+    })
+}
+
+/// The SLO file as a TOML table, from TOML or YAML (by extension, else by content).
+fn slo_document(path: &std::path::Path, text: &str) -> anyhow::Result<toml::Table> {
+    crate::yaml::parse_toml_or_yaml(path, text, &format!("--slo-file {}", path.display()))
 }
 
 /// Summary statistics of one latency metric, in milliseconds: the numbers vLLM prints and saves
@@ -245,6 +274,10 @@ pub struct InputCounts {
     pub mean_server: f64,
     /// Mean of server − client over the requests with a server count.
     pub mean_difference: f64,
+    /// Smallest and largest server − client: equal when the server adds the same tokens to
+    /// every prompt (a chat template), which is not a disagreement about the prompts.
+    pub min_difference: f64,
+    pub max_difference: f64,
 }
 
 /// How a run fared against its SLOs.
@@ -286,8 +319,16 @@ pub struct BenchmarkMetrics {
     pub total_token_throughput: f64,
     /// Most delta frames received within one whole second since the first send.
     pub max_output_tokens_per_s: f64,
-    /// Most requests in flight at any instant.
+    /// Most requests in flight at any instant: the exact peak, never above `--max-concurrency`.
+    /// Deliberately not vLLM 0.32's `max_concurrent_requests`, which is
+    /// [`Self::max_concurrent_requests_per_second`].
     pub max_concurrent_requests: usize,
+    /// vLLM 0.32's `max_concurrent_requests`: the most requests active during some part of one
+    /// whole-second bucket. A request counts in every bucket from the one it was sent in to the
+    /// one it ended in, so requests that follow each other within a second all count and the
+    /// value can exceed the concurrency cap (27 for a run capped at 8). Kept so a result can be
+    /// compared with vLLM's; `max_concurrent_requests` is the number to read.
+    pub max_concurrent_requests_per_second: usize,
     pub ttft: MetricStats,
     pub tpot: MetricStats,
     pub itl: MetricStats,
@@ -309,6 +350,9 @@ pub struct BenchmarkMetrics {
     pub token_sources: BTreeMap<TokenSource, usize>,
     /// Failed requests per `RequestError::kind`.
     pub errors_by_kind: BTreeMap<String, usize>,
+    /// Measured requests sent again on a fresh connection after the server closed the reused
+    /// one under them (counted whether they then succeeded or not).
+    pub connection_retries: usize,
 }
 
 impl BenchmarkMetrics {
@@ -464,6 +508,7 @@ pub fn compute(
     let mut errors_by_kind = BTreeMap::new();
     let mut slo_misses = BTreeMap::new();
 
+    let connection_retries = ordered.iter().filter(|r| r.retried).count();
     for r in &ordered {
         if !r.success {
             let kind = r
@@ -522,6 +567,7 @@ pub fn compute(
         .map(|r| r.queue_s())
         .collect();
     let p = &cfg.metric_percentiles;
+    let per_second = per_second_peaks(&successes);
     let schedule_lag = lag_stats(&ordered);
     let stage_ttft = MetricStats::from_seconds(&ttfts, &[50.0, 99.0]);
     let stage_e2el = MetricStats::from_seconds(&e2els, &[50.0, 95.0, 99.0]);
@@ -544,8 +590,9 @@ pub fn compute(
         }),
         output_throughput: safe_div(total_output as f64, duration_s),
         total_token_throughput: safe_div((total_input + total_output) as f64, duration_s),
-        max_output_tokens_per_s: peak_tokens_per_second(&successes),
+        max_output_tokens_per_s: per_second.tokens,
         max_concurrent_requests: peak_concurrency(&successes),
+        max_concurrent_requests_per_second: per_second.requests,
         ttft: MetricStats::from_seconds(&ttfts, p),
         tpot: MetricStats::from_seconds(&tpots, p),
         itl: MetricStats::from_seconds(&itls, p),
@@ -567,6 +614,7 @@ pub fn compute(
         input_counts: input_counts(&ordered),
         token_sources,
         errors_by_kind,
+        connection_retries,
     }
 }
 
@@ -580,16 +628,34 @@ fn end_of(r: &RequestRecord) -> u64 {
         .max(r.sent_ns)
 }
 
-/// vLLM's peak output tokens/s: whole-second buckets from the earliest send
-/// (`ceil(max_end - min_start) + 1` of them); every delta frame is one token at its arrival
-/// time, and a success with no frames puts its single "token" at its send time (TTFT 0).
-fn peak_tokens_per_second(successes: &[&RequestRecord]) -> f64 {
+/// The peaks vLLM 0.32's `calculate_metrics` reads from whole-second buckets of the timeline.
+struct PerSecondPeaks {
+    /// `max_output_tokens_per_s`.
+    tokens: f64,
+    /// vLLM 0.32's `max_concurrent_requests`.
+    requests: usize,
+}
+
+/// vLLM 0.32's per-second buckets (vllm/benchmarks/serve.py, `calculate_metrics`), over the
+/// successful requests only: `ceil(max_end − min_start) + 1` buckets of one second from the
+/// earliest send. Every delta frame is one token in the bucket of its arrival (vLLM rebuilds the
+/// arrival times as `start + ttft + Σ itl`, one per chunk whatever the chunk holds); a success
+/// with no frames puts its single "token" at its send time (TTFT 0). A request is active in
+/// every bucket from `floor(send − min_start)` to `floor(end − min_start)`, both included.
+/// Times are whole nanoseconds here where vLLM has float seconds, so a bucket could differ only
+/// for a frame within about a picosecond of a bucket edge.
+fn per_second_peaks(successes: &[&RequestRecord]) -> PerSecondPeaks {
     let Some(start) = successes.iter().map(|r| r.sent_ns).min() else {
-        return 0.0;
+        return PerSecondPeaks {
+            tokens: 0.0,
+            requests: 0,
+        };
     };
     let end = successes.iter().map(|r| end_of(r)).max().unwrap_or(start);
     let buckets = (end - start).div_ceil(NS_PER_S) as usize + 1;
+    let bucket_of = |t: u64| (t.saturating_sub(start) / NS_PER_S) as usize;
     let mut tokens = vec![0u64; buckets];
+    let mut requests = vec![0usize; buckets];
     for r in successes {
         let sent = [r.sent_ns];
         let times = if r.delta_ns.is_empty() {
@@ -598,18 +664,29 @@ fn peak_tokens_per_second(successes: &[&RequestRecord]) -> f64 {
             &r.delta_ns[..]
         };
         for &t in times {
-            let bucket = (t.saturating_sub(start) / NS_PER_S) as usize;
-            if let Some(slot) = tokens.get_mut(bucket) {
+            if let Some(slot) = tokens.get_mut(bucket_of(t)) {
                 *slot += 1;
             }
         }
+        for slot in requests
+            .iter_mut()
+            .take(bucket_of(end_of(r)) + 1)
+            .skip(bucket_of(r.sent_ns))
+        {
+            *slot += 1;
+        }
     }
-    tokens.iter().copied().max().unwrap_or(0) as f64
+    PerSecondPeaks {
+        tokens: tokens.iter().copied().max().unwrap_or(0) as f64,
+        requests: requests.iter().copied().max().unwrap_or(0),
+    }
 }
 
-/// vLLM's peak concurrency (current main): a sweep over the half-open intervals
-/// `[send, send + latency)` of successful requests, a departure counted before an arrival at
-/// the same instant.
+/// llmb's `max_concurrent_requests`, the exact peak of requests in flight: a sweep over the
+/// half-open intervals `[send, send + latency)` of successful requests, a departure counted
+/// before an arrival at the same instant (as newer vLLM sources compute it). vLLM 0.32 reports
+/// the per-second count of [`per_second_peaks`] under that name instead, which overstates the
+/// concurrency a server saw whenever requests last less than a second.
 fn peak_concurrency(successes: &[&RequestRecord]) -> usize {
     let mut events: Vec<(u64, i8)> = successes
         .iter()
@@ -733,5 +810,15 @@ fn input_counts(records: &[&RequestRecord]) -> InputCounts {
         ),
         mean_server: safe_div(both.iter().map(|(_, s)| s).sum(), n),
         mean_difference: safe_div(both.iter().map(|(c, s)| s - c).sum(), n),
+        min_difference: both
+            .iter()
+            .map(|(c, s)| s - c)
+            .reduce(f64::min)
+            .unwrap_or(0.0),
+        max_difference: both
+            .iter()
+            .map(|(c, s)| s - c)
+            .reduce(f64::max)
+            .unwrap_or(0.0),
     }
 }

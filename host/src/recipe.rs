@@ -45,11 +45,7 @@ pub struct Case {
 /// value, an unset variable) is reported before anything runs.
 pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Vec<Case>> {
     let shown = path.display().to_string();
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("recipe {shown}: cannot read"))?;
-    let doc: toml::Table = text
-        .parse()
-        .map_err(|e| anyhow::anyhow!("recipe {shown}: not valid TOML: {e}"))?;
+    let doc = read_doc(path)?;
     for key in doc.keys() {
         anyhow::ensure!(
             ["bench", "matrix", "html-report"].contains(&key.as_str()),
@@ -188,6 +184,18 @@ fn plain(v: &Value) -> String {
     }
 }
 
+/// A value as the user wrote it, lists included (`[256, "x"]`).
+fn written(v: &Value) -> String {
+    match v {
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(written).collect::<Vec<_>>().join(", ")
+        ),
+        Value::String(s) => format!("{s:?}"),
+        other => plain(other),
+    }
+}
+
 /// `-max-concurrency8-random-input-len1024`, safe in a file name.
 fn slug(label: &str) -> String {
     if label.is_empty() {
@@ -295,14 +303,130 @@ fn closing_brace(after: &str) -> Option<usize> {
     None
 }
 
+/// A recipe file as the TOML tree `load` expands: TOML, or YAML (`.yaml`/`.yml`, or a file of
+/// another name that is not TOML), and a sweep config turned into `[bench]` and `[matrix]`.
+fn read_doc(path: &Path) -> anyhow::Result<toml::Table> {
+    let shown = path.display().to_string();
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("recipe {shown}: cannot read"))?;
+    let what = format!("recipe {shown}");
+    let doc = crate::yaml::parse_toml_or_yaml(path, &text, &what)?;
+    if is_sweep_config(&doc) {
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+        return sweep_config(doc, &what, dir.unwrap_or(Path::new(".")));
+    }
+    Ok(doc)
+}
+
+/// A sweep config: no `[bench]`/`[matrix]`, and `input_output` or `concurrency_prompts` pairs.
+fn is_sweep_config(doc: &toml::Table) -> bool {
+    !doc.contains_key("bench")
+        && !doc.contains_key("matrix")
+        && (doc.contains_key("input_output") || doc.contains_key("concurrency_prompts"))
+}
+
+/// The sweep config of the vLLM sweep scripts llmb replaces, as a recipe:
+///
+/// ```yaml
+/// model: meta-llama/Llama-3.1-8B-Instruct
+/// base_url: http://127.0.0.1:8000
+/// tokenizer: /models/llama              # a local path; a hub name is left to the server
+/// input_output: [[256, 256], [512, 512]]      # random-input-len, random-output-len
+/// concurrency_prompts: [[1, 10], [4, 40]]     # max-concurrency, num-prompts
+/// ```
+///
+/// Every length pair runs with every concurrency pair (lengths outermost, as the scripts loop),
+/// on the random dataset with ttft,tpot,itl,e2el percentiles; other top-level keys are `bench`
+/// options (`base_url` is `--base-url`), and without `base_url` it runs against the simulator.
+fn sweep_config(mut doc: toml::Table, what: &str, dir: &Path) -> anyhow::Result<toml::Table> {
+    let mut recipe = toml::Table::new();
+    for key in ["html-report", "html_report"] {
+        if let Some(v) = doc.remove(key) {
+            recipe.insert("html-report".into(), v);
+        }
+    }
+    let mut matrix = toml::Table::new();
+    // Axis names sort lengths first: the matrix expands in key order.
+    for (key, axis, names) in [
+        (
+            "input_output",
+            "1-input-output",
+            ["random-input-len", "random-output-len"],
+        ),
+        (
+            "concurrency_prompts",
+            "2-concurrency-prompts",
+            ["max-concurrency", "num-prompts"],
+        ),
+    ] {
+        let Some(value) = doc.remove(key) else {
+            continue;
+        };
+        let shape = format!("[{}, {}] pairs", names[0], names[1]);
+        let Value::Array(items) = value else {
+            bail!("{what}: {key} must be a list of {shape}, e.g. [[256, 256], [512, 512]]");
+        };
+        anyhow::ensure!(!items.is_empty(), "{what}: {key} is empty");
+        let mut sets = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let pair = match item {
+                Value::Array(p) => p
+                    .iter()
+                    .map(|v| v.as_integer().filter(|n| *n > 0))
+                    .collect::<Option<Vec<i64>>>()
+                    .filter(|p| p.len() == 2),
+                _ => None,
+            };
+            let Some(pair) = pair else {
+                bail!(
+                    "{what}: {key} item {} must be a pair of positive integers ({shape}), got {}",
+                    i + 1,
+                    written(item)
+                );
+            };
+            let mut set = toml::Table::new();
+            for (name, n) in names.iter().zip(pair) {
+                set.insert((*name).into(), Value::Integer(n));
+            }
+            sets.push(Value::Table(set));
+        }
+        matrix.insert(axis.into(), Value::Array(sets));
+    }
+    // The scripts hand `tokenizer` to vLLM, which downloads hub names; llmb reads local files
+    // only, so a name that is no file here is left to the server's tokenize route.
+    if let Some(Value::String(t)) = doc.get("tokenizer").cloned()
+        && !t.contains("${")
+        && !Path::new(&t).exists()
+    {
+        if dir.join(&t).exists() {
+            let local = dir.join(&t).display().to_string();
+            doc.insert("tokenizer".into(), Value::String(local));
+        } else {
+            eprintln!(
+                "note: {what}: tokenizer {t:?} is not a local file or folder (llmb downloads \
+                 nothing); input lengths come from the server's tokenize route instead"
+            );
+            doc.remove("tokenizer");
+        }
+    }
+    let mut bench = toml::Table::new();
+    bench.insert("dataset-name".into(), Value::String("random".into()));
+    bench.insert(
+        "percentile-metrics".into(),
+        Value::String("ttft,tpot,itl,e2el".into()),
+    );
+    for (key, value) in doc {
+        bench.insert(key.replace('_', "-"), value);
+    }
+    recipe.insert("bench".into(), Value::Table(bench));
+    recipe.insert("matrix".into(), Value::Table(matrix));
+    Ok(recipe)
+}
+
 /// Whether the recipe asks for `llmb report` over its result folder at the end
 /// (`html-report = true` at the top).
 pub fn wants_html_report(path: &Path) -> anyhow::Result<bool> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("recipe {}: cannot read", path.display()))?;
-    let doc: toml::Table = text
-        .parse()
-        .map_err(|e| anyhow::anyhow!("recipe {}: not valid TOML: {e}", path.display()))?;
+    let doc = read_doc(path)?;
     match doc.get("html-report") {
         None => Ok(false),
         Some(Value::Boolean(b)) => Ok(*b),
@@ -369,6 +493,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
     if wants_html_report(&args.recipe)? {
         crate::html::main(&crate::cli::ReportArgs {
             dirs: vec![dir],
+            indir: Vec::new(),
             output: None,
             runs: Vec::new(),
             max_timeline_requests: crate::html::DEFAULT_TIMELINE_CAP,

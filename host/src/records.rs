@@ -18,8 +18,10 @@ pub enum TokenSource {
     ServerDeltas,
     /// The host tokenizer over the generated text.
     Tokenizer,
-    /// The number of delta frames (last resort).
+    /// The number of frames that carried text (role-only and finish chunks not counted).
     DeltaCount,
+    /// One token per word of the generated text: no tokenizer and nothing streamed.
+    WordEstimate,
 }
 
 impl TokenSource {
@@ -28,7 +30,8 @@ impl TokenSource {
             TokenSource::Usage => "server usage (completion_tokens)",
             TokenSource::ServerDeltas => "server per-delta counts",
             TokenSource::Tokenizer => "host tokenizer over the generated text",
-            TokenSource::DeltaCount => "number of streamed deltas",
+            TokenSource::DeltaCount => "number of streamed deltas that carried text",
+            TokenSource::WordEstimate => "one token per word of the generated text (estimate)",
         }
     }
 }
@@ -71,6 +74,11 @@ pub struct RequestRecord {
     pub dispatched_ns: u64,
     /// Just before the request was written (vLLM's `st`): latencies count from here.
     pub sent_ns: u64,
+    /// The first attempt failed on a reused connection the server had closed, before any
+    /// response byte; the request went once more on a fresh connection. Times still count from
+    /// the first attempt.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub retried: bool,
     /// Arrival of the response head (status and headers), for diagnostics.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_byte_ns: Option<u64>,

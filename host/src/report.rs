@@ -267,6 +267,10 @@ fn print_slos(
     Ok(())
 }
 
+/// How far the pre-run input counts may drift from the server's usage before the report warns
+/// (chat templates and BOS tokens account for a few tokens).
+const USAGE_TOLERANCE: f64 = 0.03;
+
 /// llmb's diagnostics: client queueing, schedule lag, where token counts came from, failures,
 /// and caveats that change how the numbers above should be read.
 fn print_extras(info: &RunInfo, m: &BenchmarkMetrics, out: &mut dyn Write) -> std::io::Result<()> {
@@ -312,11 +316,35 @@ fn print_extras(info: &RunInfo, m: &BenchmarkMetrics, out: &mut dyn Write) -> st
             ic.server_reported,
             ic.mean_difference
         )?;
+        let off = ic.mean_difference.abs() / ic.mean_server.max(1.0);
+        let constant = ic.min_difference == ic.max_difference && ic.mean_difference > 0.0;
+        if constant && off > USAGE_TOLERANCE {
+            writeln!(
+                out,
+                "{:<40} {:+.0} tokens on every request (the server's chat template and special tokens, not counted in the prompt lengths)",
+                "Template overhead (server usage):", ic.mean_difference
+            )?;
+        } else if off > USAGE_TOLERANCE {
+            writeln!(
+                out,
+                "WARNING: the input counts known before the run differ from the server's usage by {:.1} %; \
+                 input totals and throughput use the server's usage (give --tokenizer with the server's tokenizer, \
+                 or --plugin-opt server=NAME, for counts that agree)",
+                off * 100.0
+            )?;
+        }
     } else if m.completed > 0 {
         writeln!(
             out,
             "{:<40} the server reported no prompt token usage",
             "Input tokens, sent vs server usage:"
+        )?;
+    }
+    if m.connection_retries > 0 {
+        writeln!(
+            out,
+            "{:<40} {} (the server closed a reused connection before answering; sent again on a new one)",
+            "Requests retried on a fresh connection:", m.connection_retries
         )?;
     }
     if !m.errors_by_kind.is_empty() {
@@ -690,8 +718,12 @@ fn llmb_extras(info: &RunInfo, m: &BenchmarkMetrics, cfg: &MetricsConfig) -> Val
         })),
         "load_pattern": info.pattern,
         "client_queue_ms": stats_json(&m.queue),
+        // vLLM 0.32's `max_concurrent_requests` (per-second buckets); the top-level key holds
+        // the exact peak.
+        "max_concurrent_requests_per_second": m.max_concurrent_requests_per_second,
         "token_sources": m.token_sources,
         "errors_by_kind": m.errors_by_kind,
+        "connection_retries": m.connection_retries,
     })
 }
 

@@ -73,6 +73,30 @@ pub struct RequestTemplate {
     /// Pause between the turns of a conversation.
     pub think_time: Duration,
     pub streaming: bool,
+    /// `--lora-modules`: each request names one of these adapters as its model instead.
+    pub lora: Option<crate::cli_vllm::Lora>,
+    /// `--request-id-prefix`: each request carries `x-request-id: PREFIX<id>`.
+    pub request_id_prefix: Option<String>,
+}
+
+impl RequestTemplate {
+    /// The adapter's view of request `id`.
+    pub fn request(&self, id: u64, prompt: BPrompt, max_tokens: u32) -> GenRequest {
+        GenRequest {
+            id,
+            model: match &self.lora {
+                Some(lora) => lora.pick(id).to_string(),
+                None => self.model.clone(),
+            },
+            prompt,
+            max_tokens,
+            ignore_eos: self.ignore_eos,
+            streaming: self.streaming,
+            include_usage: true,
+            temperature: self.temperature,
+            extra_body: self.extra_body.clone(),
+        }
+    }
 }
 
 /// Everything the request tasks share.
@@ -103,7 +127,12 @@ pub struct Executed {
 struct Live {
     runner: Arc<Runner>,
     semaphore: Option<Arc<Semaphore>>,
+    /// Every record's time origin: the start of the execution, warmups included.
     t0: Instant,
+    /// Where the plan's offsets count from: the end of the warmup phase.
+    origin: Instant,
+    /// Every request of this execution phase is a warmup.
+    warming: bool,
     next_id: AtomicU64,
     /// Requests taken against the shared limit.
     taken: AtomicUsize,
@@ -119,13 +148,18 @@ impl Live {
         self.t0.elapsed().as_nanos() as u64
     }
 
+    /// A plan offset as nanoseconds since `t0`.
+    fn plan_ns(&self, offset: Duration) -> u64 {
+        (self.origin.saturating_duration_since(self.t0) + offset).as_nanos() as u64
+    }
+
     /// Whether another request may start: not stopped, before the stop time, under the limit.
     fn may_issue(&self) -> bool {
         if *self.stop.borrow() {
             return false;
         }
         if let Some(at) = self.stop_issuing_at
-            && self.t0.elapsed() >= at
+            && self.origin.elapsed() >= at
         {
             return false;
         }
@@ -145,7 +179,8 @@ impl Live {
             id,
         } = slot;
         let id = id.unwrap_or_else(|| self.next_id.fetch_add(1, Relaxed));
-        let warmup = (id as usize) < self.runner.warmup.requests
+        let warmup = self.warming
+            || (id as usize) < self.runner.warmup.requests
             || self
                 .runner
                 .warmup
@@ -153,17 +188,7 @@ impl Live {
                 .is_some_and(|d| intended_ns < d.as_nanos() as u64);
         let s = &self.runner.samples[sample];
         let t = &self.runner.template;
-        let req = GenRequest {
-            id,
-            model: t.model.clone(),
-            prompt,
-            max_tokens: s.output_tokens,
-            ignore_eos: t.ignore_eos,
-            streaming: t.streaming,
-            include_usage: true,
-            temperature: t.temperature,
-            extra_body: t.extra_body.clone(),
-        };
+        let req = t.request(id, prompt, s.output_tokens);
         let record = RequestRecord {
             id,
             sample: sample as u64,
@@ -223,9 +248,15 @@ impl Live {
                 return record;
             }
         };
+        let with_id = self
+            .runner
+            .template
+            .request_id_prefix
+            .as_deref()
+            .map(|prefix| crate::cli_vllm::with_request_id(&self.runner.target, prefix, req.id));
         let exchange = Exchange {
             client: &self.runner.client,
-            target: &self.runner.target,
+            target: with_id.as_ref().unwrap_or(&self.runner.target),
             tokenizer: &self.runner.tokenizer,
             t0: self.t0,
         };
@@ -375,6 +406,74 @@ pub async fn stop_requested(stop: &mut watch::Receiver<bool>) {
 }
 
 impl Runner {
+    /// Sends the warmup requests at once (under the concurrency cap, as vLLM does) and waits for
+    /// all of them; their records go to the writer marked as warmups. Returns whether a stop was
+    /// asked meanwhile, and the next free request id.
+    async fn warm_up(
+        self: &Arc<Self>,
+        samples: &[usize],
+        t0: Instant,
+        mut writer: Option<&mut RecordWriter>,
+        records: &mut Vec<RequestRecord>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> anyhow::Result<(bool, u64)> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<RequestRecord>();
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        let live = Arc::new(Live {
+            runner: self.clone(),
+            semaphore: self.max_concurrency.map(|c| Arc::new(Semaphore::new(c))),
+            t0,
+            origin: t0,
+            warming: true,
+            next_id: AtomicU64::new(samples.len() as u64),
+            taken: AtomicUsize::new(0),
+            limit: None,
+            stop_issuing_at: None,
+            stop: stop.clone(),
+            cancel: cancel_rx,
+            tx,
+        });
+        for (i, &sample) in samples.iter().enumerate() {
+            let live = live.clone();
+            tokio::spawn(async move {
+                live.run_sample(sample, None, 0, &mut || true, Some(i as u64))
+                    .await;
+            });
+        }
+        drop(live);
+        let mut warm_records = 0u64;
+        let mut interrupted = false;
+        let mut grace_deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let grace = async {
+                match grace_deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                rec = rx.recv() => {
+                    let Some(rec) = rec else { break };
+                    if let Some(w) = writer.as_mut() {
+                        w.write(&rec).with_context(|| format!("cannot write {}", w.path().display()))?;
+                    }
+                    records.push(rec);
+                    warm_records += 1;
+                }
+                _ = stop_requested(stop), if !interrupted => {
+                    interrupted = true;
+                    grace_deadline = Some(tokio::time::Instant::now() + INTERRUPT_GRACE);
+                }
+                _ = grace => {
+                    let _ = cancel_tx.send(true);
+                    grace_deadline = None;
+                }
+            }
+        }
+        // Every request took one id: the first turns 0..n, any later turns the ids after.
+        Ok((interrupted, warm_records.max(samples.len() as u64)))
+    }
+
     /// Runs `plan`, streaming records to `records_path` as they finish.
     pub async fn execute(
         self: &Arc<Self>,
@@ -383,9 +482,32 @@ impl Runner {
         mut stop: watch::Receiver<bool>,
     ) -> anyhow::Result<Executed> {
         let mut writer = records_path.map(RecordWriter::create).transpose()?;
+        let t0 = Instant::now();
+        // vLLM's semantics: warmup requests go out and finish before the measured phase, whose
+        // schedule, duration and throughput start after them.
+        let (warmup_samples, plan) = split_warmups(plan, self.warmup.requests, self.samples.len());
+        let mut records = Vec::with_capacity(warmup_samples.len() + 1024);
+        let mut interrupted = false;
+        let mut next_id = 0;
+        if !warmup_samples.is_empty() {
+            (interrupted, next_id) = self
+                .warm_up(
+                    &warmup_samples,
+                    t0,
+                    writer.as_mut(),
+                    &mut records,
+                    &mut stop,
+                )
+                .await?;
+        }
+        let origin = if warmup_samples.is_empty() {
+            t0
+        } else {
+            Instant::now()
+        };
         let (tx, mut rx) = mpsc::unbounded_channel::<RequestRecord>();
         let (cancel_tx, cancel_rx) = watch::channel(false);
-        let t0 = Instant::now();
+        let plan = &plan;
         let (limit, stop_issuing_at, expected) = match plan {
             LoadPlan::Schedule(jobs) => (None, None, Some(jobs.len())),
             LoadPlan::Clients(c) => (
@@ -398,15 +520,18 @@ impl Runner {
             runner: self.clone(),
             semaphore: self.max_concurrency.map(|c| Arc::new(Semaphore::new(c))),
             t0,
-            next_id: AtomicU64::new(0),
+            origin,
+            warming: false,
+            next_id: AtomicU64::new(next_id),
             taken: AtomicUsize::new(0),
-            limit,
+            limit: if interrupted { Some(0) } else { limit },
             stop_issuing_at,
             stop: stop.clone(),
             cancel: cancel_rx,
             tx,
         });
         let pacer = match plan {
+            _ if interrupted => None,
             LoadPlan::Schedule(jobs) if jobs.iter().all(|(at, _)| at.is_zero()) => {
                 spawn_all_now(&live, jobs);
                 None
@@ -419,9 +544,7 @@ impl Runner {
         };
         drop(live);
 
-        let mut records = Vec::with_capacity(expected.unwrap_or(1024));
         let mut failed = 0usize;
-        let mut interrupted = false;
         let mut grace_deadline: Option<tokio::time::Instant> = None;
         let progress = self.show_progress.then(|| progress_bar(expected));
         loop {
@@ -467,13 +590,46 @@ impl Runner {
             bar.finish();
             eprintln!();
         }
-        let measured_from = measured_start(&records, &self.warmup);
+        // The measured phase starts after the warmup phase, whatever the records say.
+        let measured_from =
+            measured_start(&records, &self.warmup).max(origin.saturating_duration_since(t0));
         Ok(Executed {
             records,
             elapsed,
             measured_from,
             interrupted,
         })
+    }
+}
+
+/// Takes the first `n` requests of `plan` out as warmups: their samples, and the plan for the
+/// rest, whose schedule starts at zero when the warmups are done.
+fn split_warmups(plan: &LoadPlan, n: usize, pool: usize) -> (Vec<usize>, LoadPlan) {
+    if n == 0 {
+        return (Vec::new(), plan.clone());
+    }
+    match plan {
+        LoadPlan::Schedule(jobs) => {
+            let n = n.min(jobs.len());
+            let warm = jobs[..n].iter().map(|&(_, sample)| sample).collect();
+            let start = jobs.get(n).map_or(Duration::ZERO, |&(at, _)| at);
+            let rest = jobs[n..]
+                .iter()
+                .map(|&(at, sample)| (at.saturating_sub(start), sample))
+                .collect();
+            (warm, LoadPlan::Schedule(rest))
+        }
+        LoadPlan::Clients(c) => {
+            let n = c.total.map_or(n, |t| n.min(t));
+            let warm = (0..n)
+                .map(|i| (c.first_sample + i % c.sample_count.max(1)) % pool.max(1))
+                .collect();
+            let rest = ClientsPlan {
+                total: c.total.map(|t| t - n),
+                ..c.clone()
+            };
+            (warm, LoadPlan::Clients(rest))
+        }
     }
 }
 
@@ -504,7 +660,8 @@ fn spawn_all_now(live: &Arc<Live>, jobs: &[(Duration, usize)]) {
         let live = live.clone();
         let id = live.next_id.fetch_add(1, Relaxed);
         tokio::spawn(async move {
-            live.run_sample(sample, None, 0, &mut || true, Some(id))
+            let intended = live.plan_ns(Duration::ZERO);
+            live.run_sample(sample, None, intended, &mut || true, Some(id))
                 .await;
         });
     }
@@ -520,7 +677,7 @@ fn spawn_pacer(
         .name("llmb-pacer".into())
         .spawn(move || {
             for (offset, sample) in jobs {
-                let target = live.t0 + offset;
+                let target = live.origin + offset;
                 loop {
                     if *live.stop.borrow() {
                         return;
@@ -533,7 +690,7 @@ fn spawn_pacer(
                     std::thread::sleep((target - now).min(Duration::from_millis(20)));
                 }
                 let live = live.clone();
-                let intended = offset.as_nanos() as u64;
+                let intended = live.plan_ns(offset);
                 let id = live.next_id.fetch_add(1, Relaxed);
                 handle.spawn(async move {
                     live.run_sample(sample, None, intended, &mut || true, Some(id))
@@ -553,10 +710,10 @@ fn spawn_clients(live: &Arc<Live>, plan: &ClientsPlan) {
         let per_client = plan.per_client;
         let seed = plan.seed;
         tokio::spawn(async move {
-            tokio::time::sleep_until(tokio::time::Instant::from_std(live.t0 + start)).await;
+            tokio::time::sleep_until(tokio::time::Instant::from_std(live.origin + start)).await;
             let mut rng = client_rng(seed, i);
             let mut sent = 0usize;
-            let mut intended = start.as_nanos() as u64;
+            let mut intended = live.plan_ns(start);
             let think = live.runner.template.think_time;
             loop {
                 if per_client.is_some_and(|n| sent >= n) {

@@ -46,6 +46,10 @@ use tokio::time::{Instant, Sleep};
 
 use crate::tokenizer::{count_words, word_for};
 
+pub mod lifecycle;
+
+pub use lifecycle::ConnectionPolicy;
+
 /// Context length advertised in `/v1/models`; prompt + max_tokens beyond it is a 400 like vLLM.
 const MAX_MODEL_LEN: u64 = 131_072;
 /// Request bodies larger than this are refused instead of buffered.
@@ -105,6 +109,8 @@ pub struct SimConfig {
     /// Serve the tokenize routes (vLLM/SGLang/llama.cpp/TGI `/tokenize`, LMDeploy
     /// `/v1/encode`); off imitates a server without one.
     pub tokenize_route: bool,
+    /// Keep-alive timeout and max, `Connection: close`, idle close, stale-connection drops.
+    pub connections: ConnectionPolicy,
 }
 
 impl Default for SimConfig {
@@ -122,6 +128,7 @@ impl Default for SimConfig {
             dialect: None,
             tokenize_route: true,
             max_batch: None,
+            connections: ConnectionPolicy::default(),
         }
     }
 }
@@ -295,7 +302,15 @@ struct SimState {
 }
 
 impl SimState {
-    fn new(config: SimConfig) -> Self {
+    fn new(mut config: SimConfig) -> Self {
+        if config.dialect.as_deref() == Some("llama.cpp") && config.connections.is_default() {
+            // What the real llama-server does: `Keep-Alive: timeout=5, max=100`, idle close.
+            config.connections = ConnectionPolicy {
+                keep_alive_timeout: Some(Duration::from_secs(5)),
+                keep_alive_max: Some(100),
+                ..ConnectionPolicy::default()
+            };
+        }
         let model_json = Value::from(config.model.as_str()).to_string();
         let model_label = config
             .model
@@ -381,15 +396,50 @@ async fn accept_loop(listener: TcpListener, state: Arc<SimState>, stop: Arc<Noti
 /// clients do), on the same port.
 async fn serve_connection(stream: TcpStream, state: Arc<SimState>) {
     let _ = stream.set_nodelay(true);
-    let service = service_fn(move |req| handle(state.clone(), req));
+    let policy = state.config.connections.clone();
+    let tracker = lifecycle::Tracker::new();
+    let service = {
+        let tracker = tracker.clone();
+        let policy = policy.clone();
+        service_fn(move |req| {
+            let state = state.clone();
+            let tracker = tracker.clone();
+            let policy = policy.clone();
+            async move {
+                if tracker.is_stale(&policy) {
+                    // hyper closes the connection without an answer when the service fails.
+                    return Err(io::Error::other(
+                        "stale connection dropped (simulated race)",
+                    ));
+                }
+                let (busy, nth) = tracker.begin();
+                let Ok(mut response) = handle(state, req).await;
+                lifecycle::announce(&policy, nth, &mut response);
+                Ok::<_, io::Error>(response.map(|body| lifecycle::Tracked::new(body, busy)))
+            }
+        })
+    };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .keep_alive(true)
         .header_read_timeout(None::<Duration>);
-    let _ = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    match policy.keep_alive_timeout {
+        None => {
+            let _ = connection.await;
+        }
+        Some(timeout) => {
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = tracker.idle_elapsed(timeout) => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        }
+    }
 }
 
 async fn handle(
@@ -406,7 +456,9 @@ async fn handle(
         match (req.method(), path) {
             (&Method::GET, "/health") => full(StatusCode::OK, None, Bytes::new()),
             (&Method::GET, "/metrics") => metrics(&state),
-            (&Method::POST, "/tokenize") if state.config.tokenize_route => tokenize(req).await,
+            (&Method::POST, "/tokenize") if state.config.tokenize_route => {
+                tokenize(&state, req).await
+            }
             (&Method::POST, "/generate_stream" | "/generate" | "/completion") => {
                 let response = native(&state, req, arrived).await;
                 state.served.fetch_add(1, Relaxed);
@@ -453,7 +505,9 @@ async fn v1(state: &Arc<SimState>, req: Request<Incoming>, arrived: Instant) -> 
         (&Method::POST, "/v1/llm/chat-completions") => Api::Amsv2,
         (&Method::POST, "/v1/audio/transcriptions") => Api::Transcription,
         (&Method::GET, "/v1/models") => return models(state),
-        (&Method::POST, "/v1/encode") if state.config.tokenize_route => return tokenize(req).await,
+        (&Method::POST, "/v1/encode") if state.config.tokenize_route => {
+            return tokenize(state, req).await;
+        }
         _ => return not_found(),
     };
     let content_type = req
@@ -484,7 +538,7 @@ async fn v1(state: &Arc<SimState>, req: Request<Incoming>, arrived: Instant) -> 
 /// answering `count`, `max_model_len` and `tokens`), llama.cpp (`content`, answering `tokens`),
 /// TGI (`inputs`, answering a list of token objects) and LMDeploy's `/v1/encode` (`input`,
 /// answering `input_ids` and `length`). Counts are the ones usage reports for the same prompt.
-async fn tokenize(req: Request<Incoming>) -> Response<SimBody> {
+async fn tokenize(state: &SimState, req: Request<Incoming>) -> Response<SimBody> {
     let bytes = match Limited::new(req.into_body(), MAX_BODY_BYTES)
         .collect()
         .await
@@ -496,6 +550,18 @@ async fn tokenize(req: Request<Incoming>) -> Response<SimBody> {
         return bad_request("The body must be a JSON object.");
     };
     let words = crate::tokenizer::HostTokenizer::Words;
+    if state.config.dialect.as_deref() == Some("llama.cpp") {
+        // llama.cpp reads only `content` and answers an empty list for anything else (a
+        // vLLM-shaped body included), as the real server does.
+        let ids = match body.get("content") {
+            Some(Value::String(t)) => words.encode(t),
+            _ => Vec::new(),
+        };
+        return json_response(
+            StatusCode::OK,
+            serde_json::json!({ "tokens": ids }).to_string(),
+        );
+    }
     let ids = if body.get("messages").is_some() {
         let prompt = match chat_prompt(&body) {
             Ok(p) => p,
@@ -2132,9 +2198,15 @@ impl Body for SimBody {
 
 fn models(state: &SimState) -> Response<SimBody> {
     let body = format!(
-        "{{\"object\":\"list\",\"data\":[{{\"id\":{m},\"object\":\"model\",\"created\":{t},\"owned_by\":\"llmb-sim\",\"root\":{m},\"parent\":null,\"max_model_len\":{MAX_MODEL_LEN}}}]}}",
+        "{{\"object\":\"list\",\"data\":[{{\"id\":{m},\"object\":\"model\",\"created\":{t},\"owned_by\":{owner},\"root\":{m},\"parent\":null,\"max_model_len\":{MAX_MODEL_LEN}}}]}}",
         m = state.model_json,
-        t = state.started_unix
+        t = state.started_unix,
+        // llama.cpp names itself here; clients use it to pick its tokenize dialect.
+        owner = if state.config.dialect.as_deref() == Some("llama.cpp") {
+            "\"llamacpp\""
+        } else {
+            "\"llmb-sim\""
+        }
     );
     json_response(StatusCode::OK, body)
 }

@@ -11,7 +11,6 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use llmb_plugin_sdk::framing::{Batch, GrpcFramer, NdjsonFramer, SseFramer};
 
 use crate::plugin::backend::{
@@ -21,8 +20,65 @@ use crate::plugin::backend::{
 use crate::records::{RequestError, RequestRecord, TokenSource};
 use crate::tokenizer::HostTokenizer;
 
-/// The keep-alive HTTP(S) client shared by all requests of a run.
-pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub mod pool;
+pub mod transcript;
+
+pub use pool::{PoolSettings, SendError, Sent};
+
+/// The keep-alive HTTP(S) client shared by all requests of a run: llmb's own HTTP/1.1 pool
+/// (server keep-alive honoured, one retry on a stale reused connection), or hyper-util's client
+/// for HTTP/2 prior-knowledge servers (gRPC).
+#[derive(Clone)]
+pub enum HttpClient {
+    Http1(std::sync::Arc<pool::Pool>),
+    Http2(Box<Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>>),
+}
+
+impl HttpClient {
+    /// Sends a request with an absolute URI and returns the response head.
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> Result<Sent, SendError> {
+        match self {
+            HttpClient::Http1(pool) => pool.send(req).await,
+            HttpClient::Http2(client) => match client.request(req).await {
+                Ok(response) => Ok(Sent {
+                    response,
+                    retried: false,
+                }),
+                Err(e) => Err(SendError::Connect(chain(&e))),
+            },
+        }
+    }
+
+    /// [`HttpClient::send`] for callers that only want the response.
+    pub async fn request(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, SendError> {
+        self.send(req).await.map(|s| s.response)
+    }
+
+    /// Requests sent again on a fresh connection so far (HTTP/1.1 pool only).
+    pub fn retries(&self) -> u64 {
+        match self {
+            HttpClient::Http1(pool) => pool
+                .counters
+                .retries
+                .load(std::sync::atomic::Ordering::Relaxed),
+            HttpClient::Http2(_) => 0,
+        }
+    }
+
+    /// Connections opened so far (HTTP/1.1 pool only).
+    pub fn connections_opened(&self) -> u64 {
+        match self {
+            HttpClient::Http1(pool) => pool
+                .counters
+                .opened
+                .load(std::sync::atomic::Ordering::Relaxed),
+            HttpClient::Http2(_) => 0,
+        }
+    }
+}
 
 /// Largest error body kept for the error message.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -33,6 +89,22 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 /// multiplexes requests over the connection.
 pub fn client(
     pool_size: usize,
+    extra_ca: Option<&std::path::Path>,
+    http2: bool,
+) -> anyhow::Result<HttpClient> {
+    client_with(
+        PoolSettings {
+            max_idle: pool_size.max(1),
+            ..PoolSettings::default()
+        },
+        extra_ca,
+        http2,
+    )
+}
+
+/// [`client`] with the user's connection settings.
+pub fn client_with(
+    settings: PoolSettings,
     extra_ca: Option<&std::path::Path>,
     http2: bool,
 ) -> anyhow::Result<HttpClient> {
@@ -58,26 +130,82 @@ pub fn client(
                 .with_context(|| format!("--ca-cert {}: unusable certificate", path.display()))?;
         }
     }
-    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .context("TLS configuration")?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("TLS configuration")?;
+    let tls = if settings.insecure_tls {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(std::sync::Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth()
+    } else {
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.enforce_http(false);
+    http.set_connect_timeout(Some(settings.connect_timeout));
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .http2_only(http2)
-        .pool_max_idle_per_host(pool_size.max(1))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(connector))
+    Ok(if http2 {
+        HttpClient::Http2(Box::new(pool::http2_client(connector, settings)))
+    } else {
+        HttpClient::Http1(pool::Pool::new(connector, settings))
+    })
+}
+
+/// `--insecure`: accepts any server certificate, still checking that the handshake is signed by
+/// the key in it.
+#[derive(Debug)]
+struct AnyCertificate(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// Where and how requests are sent. The API key lives only here, as a sensitive header value
@@ -151,20 +279,32 @@ struct StreamOutcome {
     reasoning: String,
     usage: Option<Usage>,
     server_tokens: Option<u32>,
+    /// Frames whose deltas carried text: the last-resort output count, which must not count a
+    /// chat stream's role-only first chunk or its empty finish chunk.
+    text_frames: u32,
     finish_reason: Option<String>,
     error: Option<RequestError>,
+    /// The exchange being recorded (`LLMB_RECORD_TRANSCRIPTS`).
+    transcript: Option<transcript::Transcript>,
 }
 
 impl StreamOutcome {
     /// Applies events from one read, all of whose frames arrived at `now_ns`.
     fn apply(&mut self, events: Vec<StreamEvent>, now_ns: u64, delta_ns: &mut Vec<u64>) {
         let mut stamped_frame: Option<u32> = None;
+        let mut text_frame: Option<u32> = None;
         for event in events {
             match event {
                 StreamEvent::Delta(d) => {
                     if stamped_frame != Some(d.frame) {
                         delta_ns.push(now_ns);
                         stamped_frame = Some(d.frame);
+                    }
+                    if (!d.text.is_empty() || !d.reasoning.is_empty())
+                        && text_frame != Some(d.frame)
+                    {
+                        self.text_frames += 1;
+                        text_frame = Some(d.frame);
                     }
                     self.text.push_str(&d.text);
                     self.reasoning.push_str(&d.reasoning);
@@ -343,27 +483,25 @@ impl Exchange<'_> {
     }
 
     /// Output tokens: server usage, else server per-delta counts, else a real tokenizer, else
-    /// the number of deltas (the word tokenizer only approximates a real server's tokens).
+    /// the number of frames that carried text, else the word estimate over the text. The label
+    /// says which, truthfully: "tokenizer" only when a real tokenizer counted.
     fn resolve_tokens(&self, record: &mut RequestRecord, outcome: &StreamOutcome) {
         if let Some(u) = &outcome.usage {
             record.server_prompt_tokens = u.prompt_tokens;
             record.cached_prompt_tokens = u.cached_prompt_tokens;
         }
+        let text = || format!("{}{}", outcome.text, outcome.reasoning);
         let (tokens, source) =
             if let Some(n) = outcome.usage.as_ref().and_then(|u| u.completion_tokens) {
                 (n, TokenSource::Usage)
             } else if let Some(n) = outcome.server_tokens {
                 (n, TokenSource::ServerDeltas)
-            } else if matches!(self.tokenizer, HostTokenizer::HuggingFace { .. })
-                || record.delta_ns.is_empty()
-            {
-                (
-                    self.tokenizer
-                        .count(&format!("{}{}", outcome.text, outcome.reasoning)),
-                    TokenSource::Tokenizer,
-                )
+            } else if matches!(self.tokenizer, HostTokenizer::HuggingFace { .. }) {
+                (self.tokenizer.count(&text()), TokenSource::Tokenizer)
+            } else if outcome.text_frames > 0 {
+                (outcome.text_frames, TokenSource::DeltaCount)
             } else {
-                (record.delta_ns.len() as u32, TokenSource::DeltaCount)
+                (self.tokenizer.count(&text()), TokenSource::WordEstimate)
             };
         record.output_tokens = tokens;
         record.token_source = Some(source);
@@ -386,6 +524,14 @@ impl Exchange<'_> {
                 )
             })?;
         let path = self.target.endpoint.as_deref().unwrap_or(&http.path);
+        let mut transcript = transcript::enabled().then(|| transcript::Transcript {
+            method: http.method.clone(),
+            path: path.to_string(),
+            request_body: String::from_utf8_lossy(&http.body).into_owned(),
+            status: 0,
+            headers: Vec::new(),
+            reads: Vec::new(),
+        });
         let request = self
             .target
             .request(path, &http.method, &http.headers, http.body)?;
@@ -400,10 +546,13 @@ impl Exchange<'_> {
             )
         };
 
-        let response = match tokio::time::timeout_at(deadline, self.client.request(request)).await {
+        let response = match tokio::time::timeout_at(deadline, self.client.send(request)).await {
             Err(_) => return Err(timeout_error()),
             Ok(Err(e)) => return Err(fail("connect", chain(&e))),
-            Ok(Ok(r)) => r,
+            Ok(Ok(sent)) => {
+                record.retried = sent.retried;
+                sent.response
+            }
         };
         record.first_byte_ns = Some(self.ns(Instant::now()));
         let status = response.status().as_u16();
@@ -418,6 +567,10 @@ impl Exchange<'_> {
             })
             .collect();
         let mut body = response.into_body();
+        if let Some(t) = transcript.as_mut() {
+            t.status = status;
+            t.headers = resp_headers.clone();
+        }
 
         if !(200..300).contains(&status) {
             let mut bytes = Vec::new();
@@ -450,6 +603,11 @@ impl Exchange<'_> {
                 })?
                 .to_bytes();
             record.end_ns = self.ns(Instant::now());
+            if let Some(mut t) = transcript.take() {
+                t.reads
+                    .push(String::from_utf8_lossy(&collected).into_owned());
+                transcript::save(&t);
+            }
             let completion = adapter
                 .parse_body(status, &resp_headers, &collected)
                 .map_err(|f| fail("plugin", f.to_string()))?
@@ -463,9 +621,13 @@ impl Exchange<'_> {
         let parser = adapter
             .new_parser(status, &resp_headers)
             .map_err(|f| fail("plugin", f.to_string()))?;
+        outcome.transcript = transcript;
         let result = self
             .read_stream(adapter, parser, &mut body, deadline, record, outcome)
             .await;
+        if let Some(t) = outcome.transcript.take() {
+            transcript::save(&t);
+        }
         adapter.drop_parser(parser);
         result
     }
@@ -506,7 +668,12 @@ impl Exchange<'_> {
                         ));
                     }
                     Some(Ok(frame)) => match frame.into_data() {
-                        Ok(data) => framer.push(&data, &mut frames),
+                        Ok(data) => {
+                            if let Some(t) = outcome.transcript.as_mut() {
+                                t.reads.push(String::from_utf8_lossy(&data).into_owned());
+                            }
+                            framer.push(&data, &mut frames)
+                        }
                         Err(frame) => {
                             if let Ok(map) = frame.into_trailers() {
                                 trailers.extend(map.iter().map(|(k, v)| {
@@ -547,5 +714,38 @@ impl Exchange<'_> {
         outcome.apply(events, now_ns, &mut record.delta_ns);
         record.end_ns = now_ns;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::backend::Delta;
+
+    fn delta(frame: u32, text: &str) -> StreamEvent {
+        StreamEvent::Delta(Delta {
+            frame,
+            text: text.into(),
+            reasoning: String::new(),
+            tokens: None,
+            index: 0,
+        })
+    }
+
+    #[test]
+    fn role_and_finish_chunks_are_stamped_but_not_counted_as_tokens() {
+        let mut outcome = StreamOutcome::default();
+        let mut stamps = Vec::new();
+        // A chat stream: role-only chunk, two tokens in one read, an empty finish chunk.
+        outcome.apply(vec![delta(0, "")], 10, &mut stamps);
+        outcome.apply(vec![delta(0, "Hello"), delta(1, " world")], 20, &mut stamps);
+        outcome.apply(
+            vec![delta(0, ""), StreamEvent::Finish("length".into())],
+            30,
+            &mut stamps,
+        );
+        assert_eq!(stamps, vec![10, 20, 20, 30]);
+        assert_eq!(outcome.text_frames, 2);
+        assert_eq!(outcome.text, "Hello world");
     }
 }

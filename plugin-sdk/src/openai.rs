@@ -458,6 +458,40 @@ pub trait Flavor: 'static {
 
 static MAX_TOKENS_FIELD: std::sync::Mutex<Option<MaxTokensField>> = std::sync::Mutex::new(None);
 
+/// The server behind the OpenAI-compatible routes (`server` option; the host offers what the
+/// server's `/v1/models` says in `owned_by`), for the parts that differ: its tokenize route.
+static SERVER: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// The tokenize request in the dialect of `server`: llama.cpp's `/tokenize` reads only
+/// `content` (and answers an empty list for vLLM's body) and has no chat form in one request,
+/// so a chat prompt's plain text is counted without its template; everything else takes
+/// vLLM's shape.
+pub fn tokenize_request_for(
+    server: Option<&str>,
+    api: Api,
+    req: &GenRequest,
+) -> Option<crate::backend::HttpRequest> {
+    match server {
+        Some("llamacpp" | "llama.cpp") => match api {
+            Api::Completions => Some(crate::tokenize::json_request(
+                "/tokenize",
+                // The completions route tokenizes with special tokens (BOS) added.
+                &json!({"content": prompt_text(&req.prompt).ok()?, "add_special": true}),
+            )),
+            // No one-request form for messages (the template needs `/apply-template` first);
+            // a plain prompt's content is counted alone and the template stays apart.
+            Api::Chat => match &req.prompt {
+                Prompt::Text(t) => Some(crate::tokenize::json_request(
+                    "/tokenize",
+                    &json!({"content": t, "add_special": false}),
+                )),
+                _ => None,
+            },
+        },
+        _ => tokenize_request(api, req),
+    }
+}
+
 /// A complete adapter for an OpenAI-compatible route; a plugin crate picks a [`Flavor`] and
 /// exports `OpenAiAdapter<ItsFlavor>` under a type alias.
 pub struct OpenAiAdapter<F: Flavor>(std::marker::PhantomData<F>);
@@ -489,9 +523,10 @@ impl<F: Flavor> crate::backend::Guest for OpenAiAdapter<F> {
                 "max-tokens-field" => {
                     *MAX_TOKENS_FIELD.lock().unwrap() = Some(MaxTokensField::parse(&kv.value)?)
                 }
+                "server" => *SERVER.lock().unwrap() = Some(kv.value.to_ascii_lowercase()),
                 other => {
                     return Err(format!(
-                        "unknown option {other:?} for the {} adapter (known: max-tokens-field)",
+                        "unknown option {other:?} for the {} adapter (known: max-tokens-field, server)",
                         F::NAME
                     ));
                 }
@@ -535,8 +570,9 @@ impl<F: Flavor> crate::backend::Guest for OpenAiAdapter<F> {
     }
 
     fn tokenize_request(req: GenRequest) -> Option<crate::backend::HttpRequest> {
+        let server = SERVER.lock().unwrap().clone();
         F::TOKENIZE_ROUTE
-            .then(|| tokenize_request(F::API, &req))
+            .then(|| tokenize_request_for(server.as_deref(), F::API, &req))
             .flatten()
     }
 

@@ -280,7 +280,7 @@ impl BackendInstance {
 /// parser lives in that instance), so a trap can only ever fail the request that caused it.
 pub struct BackendPool {
     factory: Arc<BackendFactory>,
-    options: Vec<Kv>,
+    options: std::sync::RwLock<Vec<Kv>>,
     idle: Mutex<Vec<BackendInstance>>,
     /// Instances discarded after a fault and rebuilt.
     pub faults: AtomicU64,
@@ -298,7 +298,7 @@ impl BackendPool {
             .collect();
         let pool = Arc::new(BackendPool {
             factory,
-            options,
+            options: options.into(),
             idle: Mutex::new(Vec::new()),
             faults: AtomicU64::new(0),
         });
@@ -315,9 +315,38 @@ impl BackendPool {
         let name: Arc<str> = self.factory.info.name.as_str().into();
         let mut inst = self.factory.instantiate(name.clone())?;
         inst.info()?;
-        inst.configure(&self.options)?
+        let options = self.options.read().unwrap().clone();
+        inst.configure(&options)?
             .map_err(|e| anyhow::anyhow!("backend {name}: {e}"))?;
         Ok(inst)
+    }
+
+    /// Offers the adapter something the host learned about the server (e.g. `server=llamacpp`
+    /// from `/v1/models`). An adapter that knows the option keeps it for every instance; one
+    /// that refuses it is left as it was. The user's own `--plugin-opt` of that name wins.
+    pub fn offer_hint(&self, key: &str, value: &str) -> bool {
+        if self.options.read().unwrap().iter().any(|kv| kv.key == key) {
+            return false;
+        }
+        let hint = Kv {
+            key: key.into(),
+            value: value.into(),
+        };
+        let accepted = self
+            .factory
+            .instantiate(self.factory.info.name.as_str().into())
+            .ok()
+            .and_then(|mut inst| {
+                inst.configure(std::slice::from_ref(&hint)).ok()?.ok()?;
+                Some(inst)
+            });
+        let Some(_) = accepted else {
+            return false;
+        };
+        self.options.write().unwrap().push(hint);
+        // Instances configured before the hint are rebuilt on demand with it.
+        self.idle.lock().unwrap().clear();
+        true
     }
 
     /// Creates instances up front so instantiation stays out of the measured run.

@@ -1,0 +1,204 @@
+//! Conformance against a REAL llama.cpp `llama-server` (SmolLM2-135M, 4 slots, 1 thread), the
+//! server that found what no simulator test could. Not part of `cargo test --workspace`: every
+//! test here is ignored by name and run on purpose with
+//!
+//! ```sh
+//! ../shared/real-servers/llamacpp.sh build && ../shared/real-servers/llamacpp.sh start
+//! cargo test -p llmb --test conformance -- --ignored --test-threads 1
+//! ```
+//!
+//! `LLMB_LLAMACPP_URL` moves the server (default `http://127.0.0.1:9201`). A server that is not
+//! there fails every test loudly; nothing skips itself.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use llmb::bench::BenchOutcome;
+use llmb::cli::BenchArgs;
+use llmb::records::TokenSource;
+
+const WHY: &str = "needs the real llama.cpp server: see tests/conformance.rs";
+
+fn server_url() -> String {
+    std::env::var("LLMB_LLAMACPP_URL").unwrap_or_else(|_| "http://127.0.0.1:9201".into())
+}
+
+/// Fails loudly when the server is not up.
+fn require_server() -> String {
+    let url = server_url();
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let reachable = std::net::TcpStream::connect_timeout(
+        &addr
+            .parse()
+            .expect("LLMB_LLAMACPP_URL must be http://IP:PORT"),
+        Duration::from_secs(2),
+    )
+    .is_ok();
+    assert!(
+        reachable,
+        "no llama.cpp server at {url}: start it with `../shared/real-servers/llamacpp.sh start` \
+         (after `llamacpp.sh build`), or set LLMB_LLAMACPP_URL"
+    );
+    url
+}
+
+fn real_args(dir: &std::path::Path, backend: &str) -> BenchArgs {
+    let mut args = quick_args(dir);
+    args.base_url = Some(require_server());
+    args.model = Some("smollm2".into());
+    args.backend = backend.into();
+    args.num_prompts = 8;
+    args.random_input_len = 32;
+    args.random_output_len = 16;
+    args.ignore_eos = true;
+    args.max_concurrency = Some(4);
+    // Fresh prompts per run: llama.cpp reuses its prompt cache for a repeated prompt.
+    args.seed = std::process::id() as u64;
+    args
+}
+
+/// 0 failures, and every output count is the server's usage and what was asked.
+fn assert_clean(o: &BenchOutcome, what: &str) {
+    let m = &o.metrics;
+    assert_eq!(
+        m.failed,
+        0,
+        "{what}: failures {:?} (first: {:?})",
+        m.errors_by_kind,
+        o.records.iter().find(|r| !r.success).map(|r| &r.error)
+    );
+    assert_eq!(m.completed, o.records.iter().filter(|r| !r.warmup).count());
+    for r in o.records.iter().filter(|r| r.success) {
+        assert_eq!(r.output_tokens, r.requested_output_tokens, "{what}: {r:?}");
+        if r.token_source == Some(TokenSource::Usage) {
+            assert!(
+                r.server_prompt_tokens.is_some_and(|n| n > 0),
+                "{what}: {r:?}"
+            );
+        }
+    }
+    eprintln!(
+        "{what}: {} ok, 0 failed, TTFT mean {:.1} ms, TPOT mean {:.1} ms, retries {}, input counts {}",
+        m.completed,
+        m.ttft.mean,
+        m.tpot.mean,
+        m.connection_retries,
+        o.info.input_counts.describe()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real llama.cpp server: see tests/conformance.rs"]
+async fn every_backend_llama_cpp_speaks_streaming_and_not() {
+    let dir = tempfile::tempdir().unwrap();
+    for backend in ["llama.cpp", "openai", "openai-chat", "vllm"] {
+        for no_stream in [false, true] {
+            let mut args = real_args(dir.path(), backend);
+            args.no_stream = no_stream;
+            args.result_filename = Some(format!("{backend}-{no_stream}.json"));
+            let o = bench(&args).await;
+            assert_clean(&o, &format!("{backend} no_stream={no_stream} ({WHY})"));
+            if !no_stream {
+                assert!(o.metrics.ttft.mean > 0.0);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real llama.cpp server: see tests/conformance.rs"]
+async fn server_tokenize_counts_equal_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    for backend in ["llama.cpp", "openai"] {
+        let mut args = real_args(dir.path(), backend);
+        args.result_filename = Some(format!("tok-{backend}.json"));
+        let o = bench(&args).await;
+        assert_clean(&o, backend);
+        assert!(
+            matches!(
+                o.info.input_counts,
+                llmb::input_tokens::InputCountSource::Server { .. }
+            ),
+            "{backend}: {:?}",
+            o.info.input_counts
+        );
+        for r in &o.records {
+            assert_eq!(
+                Some(r.prompt_tokens),
+                r.server_prompt_tokens,
+                "{backend}: the tokenize count before the run must be the server's usage: {r:?}"
+            );
+        }
+    }
+    // Chat has no one-request tokenize form on llama.cpp: estimated, never 0, usage wins.
+    let mut args = real_args(dir.path(), "openai-chat");
+    args.result_filename = Some("tok-chat.json".into());
+    let o = bench(&args).await;
+    assert_clean(&o, "openai-chat");
+    assert!(o.records.iter().all(|r| r.prompt_tokens > 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real llama.cpp server: see tests/conformance.rs"]
+async fn more_clients_than_slots_and_a_prometheus_scrape() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = real_args(dir.path(), "openai");
+    args.num_prompts = 24;
+    args.max_concurrency = Some(8);
+    args.server_metrics_url = Some("/metrics".into());
+    args.server_metrics_interval = 0.5;
+    let o = bench(&args).await;
+    assert_clean(&o, "concurrency 8 over 4 slots");
+    let sm = o.server_metrics.as_ref().expect("scraped");
+    let text = serde_json::to_string(sm).unwrap();
+    assert!(text.contains("llamacpp:"), "llama.cpp metric names: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real llama.cpp server: see tests/conformance.rs"]
+async fn gaps_longer_than_the_keep_alive_give_no_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    for pool_idle in [4.0, 60.0] {
+        // With 60 s the client would keep connections the server closed after 5 s: the
+        // server's `Keep-Alive: timeout=5` must be honoured.
+        let mut args = real_args(dir.path(), "openai-chat");
+        args.num_prompts = 3;
+        args.max_concurrency = Some(1);
+        args.request_rate = vec![1.0 / 6.5];
+        args.burstiness = 1000.0;
+        args.random_output_len = 4;
+        args.pool_idle_timeout = pool_idle;
+        args.result_filename = Some(format!("gaps-{pool_idle}.json"));
+        let o = bench(&args).await;
+        assert_clean(
+            &o,
+            &format!("6.5 s gaps, client idle timeout {pool_idle} s"),
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real llama.cpp server: see tests/conformance.rs"]
+async fn a_concurrency_sweep_with_warmups() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = real_args(dir.path(), "openai-chat");
+    args.concurrency = Some("1,2,4,8".into());
+    args.requests_per_stage = Some(8);
+    args.num_warmups = 2;
+    args.random_output_len = 12;
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let sweep = llmb::bench::run_all(&args, rx, &mut |_| Ok(()))
+        .await
+        .expect("sweep");
+    assert_eq!(sweep.stages.len(), 4);
+    for (i, o) in sweep.stages.iter().enumerate() {
+        assert_clean(o, &format!("sweep stage {i}"));
+        assert_eq!(o.metrics.completed, 8);
+        assert_eq!(o.metrics.warmups, 2);
+    }
+}
