@@ -122,7 +122,7 @@ async fn server_tokenize_counts_equal_usage() {
         assert!(
             matches!(
                 o.info.input_counts,
-                llmb::input_tokens::InputCountSource::Server { .. }
+                llmb::input_tokens::InputCountSource::ServerFitted { exact: 8, .. }
             ),
             "{backend}: {:?}",
             o.info.input_counts
