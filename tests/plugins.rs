@@ -92,6 +92,105 @@ async fn a_panicking_or_spinning_plugin_fails_only_its_request() {
     let spin = by_id(3).error.as_ref().expect("spinning request failed");
     assert!(spin.message.contains("time limit"), "{}", spin.message);
     assert!(by_id(4).success, "requests after a trap still work");
+    // Faults by kind, and the time each request spent in plugin calls.
+    use llmb::plugin::FaultKind;
+    assert_eq!(by_id(1).plugin_fault, Some(FaultKind::Trap));
+    assert_eq!(by_id(3).plugin_fault, Some(FaultKind::Deadline));
+    assert_eq!(by_id(4).plugin_fault, None);
+    let faults: Vec<(&str, usize)> = outcome
+        .metrics
+        .plugin_faults
+        .iter()
+        .map(|(k, n)| (k.as_str(), *n))
+        .collect();
+    assert_eq!(faults, [("deadline", 1), ("trap", 1)]);
+    assert!(outcome.records.iter().all(|r| r.plugin_ns > 0));
+    assert_eq!(outcome.metrics.plugin_time.requests, 5);
+    // The default budget is 10 ms of work: a spinning call is stopped long before the 1 s
+    // wall-clock backstop.
+    let spin_ms = by_id(3).plugin_ns as f64 / 1e6;
+    assert!(spin_ms < 500.0, "the spin ran {spin_ms} ms");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_budgets_memory_faults_and_max_plugin_faults() {
+    let wasm = echo_adapter_wasm();
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = quick_args(dir.path());
+    args.plugins = vec![wasm];
+    args.backend = "echo-test".into();
+    args.dataset_name = "custom".into();
+    args.disable_shuffle = true;
+    args.custom_output_len = 4;
+    args.max_concurrency = Some(1);
+    args.save_result = true;
+    args.dataset_path = Some(custom_dataset(
+        dir.path(),
+        &[
+            "hello there",
+            "please llmb-test-hog memory",
+            "llmb-test-spin forever",
+            "more words",
+            "and more",
+            "last one",
+        ],
+    ));
+    args.num_prompts = 6;
+    // A tighter budget still lets ordinary calls through; the memory hog is a memory fault.
+    args.plugin_call_budget = 2_000;
+    let outcome = bench(&args).await;
+    let by_id = |id: u64| outcome.records.iter().find(|r| r.id == id).unwrap();
+    use llmb::plugin::FaultKind;
+    assert_eq!(by_id(1).plugin_fault, Some(FaultKind::Memory));
+    let hog = by_id(1).error.as_ref().unwrap();
+    assert!(hog.message.contains("memory limit"), "{}", hog.message);
+    assert_eq!(by_id(2).plugin_fault, Some(FaultKind::Deadline));
+    let spin = by_id(2).error.as_ref().unwrap();
+    assert!(spin.message.contains("2000 µs"), "{}", spin.message);
+    assert_eq!(outcome.metrics.completed, 4);
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(outcome.result_path.as_ref().unwrap()).unwrap())
+            .unwrap();
+    assert_eq!(json["llmb"]["plugin_faults"]["memory"], 1);
+    assert_eq!(json["llmb"]["plugin_faults"]["deadline"], 1);
+    assert!(json["llmb"]["plugin_time_us"]["p99_us"].as_f64().unwrap() > 0.0);
+
+    // --max-plugin-faults 2: the second fault stops the run as Ctrl-C would; what was
+    // measured is kept and written.
+    args.max_plugin_faults = Some(2);
+    args.result_filename = Some("stopped.json".into());
+    // Paced (seeded arrivals ~200 ms apart), so requests go out in order one at a time.
+    args.request_rate = vec![5.0];
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let cancel = llmb::lifecycle::Cancel::from(rx);
+    let stopped = llmb::bench::run(&args, &cancel).await.unwrap();
+    assert!(stopped.info.interrupted);
+    assert!(
+        matches!(
+            cancel.cause(),
+            Some(llmb::lifecycle::StopCause::PluginFaults {
+                limit: 2,
+                faults: 2
+            })
+        ),
+        "{:?}",
+        cancel.cause()
+    );
+    let n = stopped.records.len();
+    assert!(
+        (3..6).contains(&n),
+        "{n} requests: none after the second fault"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("stopped.json")).unwrap()).unwrap();
+    let why = json["llmb"]["stop_reason"].as_str().unwrap();
+    assert!(why.contains("--max-plugin-faults 2"), "{why}");
+    assert_eq!(
+        llmb::records::read_records(&dir.path().join("stopped.records.jsonl"))
+            .unwrap()
+            .len(),
+        n
+    );
 }
 
 fn component_for(wit: &str, world: &str) -> Vec<u8> {

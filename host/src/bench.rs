@@ -7,17 +7,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use hyper::header::{HeaderName, HeaderValue};
-use tokio::sync::watch;
 
 use crate::cli::{BenchArgs, PluginsArgs, RampUpStrategy, SimArgs, SimTiming, split_kv};
 use crate::input_tokens::{Counting, InputCountSource};
+use crate::lifecycle::{Cancel, StopCause};
 use crate::metrics::{BenchmarkMetrics, MetricsConfig};
 use crate::plugin::backend::BackendPool;
 use crate::plugin::dataset::Sample;
 use crate::plugin::{DatasetRequest, Registry};
 use crate::records::RequestRecord;
 use crate::report::{self, LoadPattern, RunInfo};
-use crate::runner::{ClientsPlan, INTERRUPT_GRACE, LoadPlan, RequestTemplate, Runner, Warmup};
+use crate::runner::{ClientsPlan, LoadPlan, RequestTemplate, Runner, Warmup};
 use crate::scheduler::{self, Ramp, RampStrategy};
 use crate::sim::{self, SimConfig, SimHandle};
 use crate::sweep::{StageSummary, SweepVerdict};
@@ -36,29 +36,31 @@ pub struct BenchOutcome {
     pub client_cpu: Duration,
     /// The server's Prometheus metrics over the stage (`--server-metrics-url`).
     pub server_metrics: Option<crate::server_metrics::ServerMetrics>,
+    /// Why the stage stopped early (Ctrl-C, `--max-plugin-faults`), and in which phase.
+    pub stop_reason: Option<String>,
 }
 
-/// `llmb bench`: run, print the report, save files.
+/// `llmb bench`: run, print the report, save files. Ctrl-C stops the run in any phase (see
+/// [`crate::lifecycle`]); the results so far are still written.
 pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!(
-                "\nInterrupted: no new requests; waiting up to {INTERRUPT_GRACE:?} for those in flight"
-            );
-            let _ = stop_tx.send(true);
-        }
-    });
-    run_and_print(&args, stop_rx).await?;
+    let cancel = Cancel::new();
+    cancel.on_ctrl_c();
+    run_and_print(&args, &cancel).await?;
+    if let Some(cause @ StopCause::PluginFaults { .. }) = cancel.cause() {
+        bail!(
+            "the run was stopped: {cause}; what was measured until then is in the records and the report above"
+        );
+    }
     Ok(())
 }
 
 /// Runs every stage and prints each report as it finishes, then the rounds and stage tables.
+/// `stop`: a [`Cancel`], or a `watch` flag whose turning true stops the run as Ctrl-C does.
 pub async fn run_and_print(
     args: &BenchArgs,
-    stop_rx: watch::Receiver<bool>,
+    stop: impl Into<Cancel>,
 ) -> anyhow::Result<SweepOutcome> {
-    let sweep = run_all(args, stop_rx, &mut |outcome| {
+    let sweep = run_all(args, stop, &mut |outcome| {
         let mut stdout = std::io::stdout().lock();
         report::print_console(
             &outcome.info,
@@ -274,15 +276,30 @@ pub fn dataset_request(args: &BenchArgs) -> anyhow::Result<DatasetRequest> {
     })
 }
 
+/// `--header`s and `--secret-header`s; the values of secret ones (see [`crate::secrets`]) are
+/// registered so no output shows them.
 fn user_headers(args: &BenchArgs) -> anyhow::Result<Vec<(HeaderName, HeaderValue)>> {
-    args.headers
-        .iter()
-        .map(|h| {
-            let (k, v) = split_kv("--header", h)?;
+    let plain = args.headers.iter().map(|h| (h, false));
+    let secret = args.secret_headers.iter().map(|h| (h, true));
+    plain
+        .chain(secret)
+        .map(|(h, secret)| {
+            let (k, v) = if secret {
+                h.split_once('=')
+                    .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+                    .filter(|(k, _)| !k.is_empty())
+                    .context("--secret-header expects KEY=VALUE")?
+            } else {
+                split_kv("--header", h)?
+            };
             let name = HeaderName::try_from(k.as_str())
                 .with_context(|| format!("--header: invalid name {k:?}"))?;
-            let value = HeaderValue::try_from(v.as_str())
+            let mut value = HeaderValue::try_from(v.as_str())
                 .with_context(|| format!("--header {k}: invalid value"))?;
+            if secret || crate::secrets::is_secret_header(&k) {
+                crate::secrets::register(&v);
+                value.set_sensitive(true);
+            }
             Ok((name, value))
         })
         .collect()
@@ -486,6 +503,27 @@ async fn input_count_source(
     crate::input_tokens::count_with_server(counting, samples).await
 }
 
+/// The per-request bounds of `--header-timeout`, `--read-idle-timeout` and the size flags.
+pub fn limits(args: &BenchArgs) -> anyhow::Result<transport::Limits> {
+    let secs = |flag: &str, v: f64| {
+        anyhow::ensure!(
+            v > 0.0 && v.is_finite(),
+            "{flag} must be a positive number of seconds"
+        );
+        Ok(Duration::from_secs_f64(v))
+    };
+    Ok(transport::Limits {
+        header_timeout: args
+            .header_timeout
+            .map(|v| secs("--header-timeout", v))
+            .transpose()?,
+        read_idle_timeout: secs("--read-idle-timeout", args.read_idle_timeout)?,
+        max_response_bytes: args.max_response_bytes,
+        max_text_bytes: usize::try_from(args.max_text_bytes).unwrap_or(usize::MAX),
+        max_frame_bytes: usize::try_from(args.max_frame_bytes).unwrap_or(usize::MAX),
+    })
+}
+
 async fn prepare(args: &BenchArgs, stages: &[StageSpec]) -> anyhow::Result<Prepared> {
     let metrics_config = metrics_config(args)?;
     anyhow::ensure!(args.num_prompts > 0, "--num-prompts must be at least 1");
@@ -521,14 +559,36 @@ async fn prepare(args: &BenchArgs, stages: &[StageSpec]) -> anyhow::Result<Prepa
         eprintln!("{notice}");
     }
 
-    let registry = Registry::load(&args.plugins)?;
-    let backend = registry.backend(&args.backend)?;
-    let pool = BackendPool::new(backend, plugin_opts)?;
-    let info = pool.info().clone();
-    let tokenizer = Arc::new(HostTokenizer::load(args.tokenizer.as_deref())?);
     let levels = stages.iter().map(|s| s.level + 1).max().unwrap_or(1);
     let wanted = stages.iter().map(|s| s.requests).max().unwrap_or(1) * levels + args.num_warmups;
-    let mut samples = crate::datasets::load_samples(args, &registry, &tokenizer, wanted)?;
+    anyhow::ensure!(
+        args.plugin_call_budget > 0,
+        "--plugin-call-budget must be at least 1 µs"
+    );
+    // Compiling plugins, loading the tokenizer and reading the dataset block: on a thread of
+    // their own, so a Ctrl-C meanwhile is answered at once (the thread is left to finish).
+    let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
+    let load_args = args.clone();
+    std::thread::Builder::new()
+        .name("llmb-prepare".into())
+        .spawn(move || {
+            let load = || -> anyhow::Result<_> {
+                let args = &load_args;
+                let registry = Registry::load(&args.plugins)?;
+                let backend = registry.backend(&args.backend)?;
+                let pool = BackendPool::new(backend, plugin_opts)?;
+                pool.set_call_budget_us(args.plugin_call_budget);
+                let tokenizer = Arc::new(HostTokenizer::load(args.tokenizer.as_deref())?);
+                let samples = crate::datasets::load_samples(args, &registry, &tokenizer, wanted)?;
+                Ok((pool, tokenizer, samples))
+            };
+            let _ = loaded_tx.send(load());
+        })
+        .context("cannot start a thread to load plugins and the dataset")?;
+    let (pool, tokenizer, mut samples) = loaded_rx
+        .await
+        .context("loading plugins and the dataset failed")??;
+    let info = pool.info().clone();
 
     let simulator: Option<SimHandle> = if args.base_url.is_none() && args.port.is_none() {
         let mut config = sim_config(&args.sim, args.seed);
@@ -542,6 +602,7 @@ async fn prepare(args: &BenchArgs, stages: &[StageSpec]) -> anyhow::Result<Prepa
         (None, Some(s)) => s.base_url(),
         (None, None) => format!("http://{}:{}", args.host, args.port.unwrap_or(8000)),
     };
+    crate::secrets::register_url(&base_url);
     anyhow::ensure!(
         base_url.starts_with("http://") || base_url.starts_with("https://"),
         "--base-url {base_url}: expected an http:// or https:// URL"
@@ -549,8 +610,9 @@ async fn prepare(args: &BenchArgs, stages: &[StageSpec]) -> anyhow::Result<Prepa
     let ready_deadline = args.vllm.ready_deadline();
     if let (Some(deadline), None) = (ready_deadline, &simulator) {
         eprintln!(
-            "waiting up to {} s for {base_url} (--ready-check-timeout-sec)",
-            args.vllm.ready_check_timeout_sec
+            "waiting up to {} s for {} (--ready-check-timeout-sec)",
+            args.vllm.ready_check_timeout_sec,
+            crate::secrets::redact_url(&base_url)
         );
         crate::cli_vllm::retry_until(deadline, || check_reachable(&base_url))
             .await
@@ -565,6 +627,7 @@ async fn prepare(args: &BenchArgs, stages: &[StageSpec]) -> anyhow::Result<Prepa
         authorization: args.api_key.as_deref().map(Target::bearer).transpose()?,
         timeout: Duration::from_secs_f64(args.timeout),
         framing: info.framing,
+        limits: limits(args)?,
     };
     let widest = stages
         .iter()
@@ -810,24 +873,40 @@ fn plan_for(
     Ok((LoadPlan::Schedule(jobs), pattern))
 }
 
-/// Runs a benchmark as `args` says and returns its (last) stage; `stop` turning true stops
-/// sending (Ctrl-C).
-pub async fn run(args: &BenchArgs, stop: watch::Receiver<bool>) -> anyhow::Result<BenchOutcome> {
+/// Runs a benchmark as `args` says and returns its (last) stage; `stop` (a [`Cancel`], or a
+/// `watch` flag turning true) stops it as Ctrl-C does.
+pub async fn run(args: &BenchArgs, stop: impl Into<Cancel>) -> anyhow::Result<BenchOutcome> {
     let mut sweep = run_all(args, stop, &mut |_| Ok(())).await?;
     sweep.stages.pop().context("no stage ran")
 }
 
 /// Runs every stage in order, calling `on_stage` as each finishes (so a long sweep reports as
-/// it goes); stops early after Ctrl-C.
+/// it goes). The run's lifecycle is prepare → (per stage) warmup → measure → drain → write;
+/// `stop` ends it in any phase, and what was measured is written all the same.
 pub async fn run_all(
     args: &BenchArgs,
-    stop: watch::Receiver<bool>,
+    stop: impl Into<Cancel>,
     on_stage: &mut dyn FnMut(&BenchOutcome) -> anyhow::Result<()>,
 ) -> anyhow::Result<SweepOutcome> {
+    let cancel: Cancel = stop.into();
     // `--endpoint chat.completions`, `--outdir`, fixed prompts: see crate::cli_sweep.
     let args = &crate::cli_sweep::normalize(args)?;
     let specs = stage_specs(args)?;
-    let prepared = prepare(args, &specs).await?;
+    eprintln!("llmb: preparing (plugins, dataset, input token counts, pre-flight)");
+    let prepared = tokio::select! {
+        biased;
+        p = prepare(args, &specs) => p?,
+        _ = cancel.stopped() => {
+            eprintln!("llmb: stopped while preparing: nothing was measured");
+            let outcome = stopped_in_prepare(args, &specs[0], &cancel)?;
+            on_stage(&outcome)?;
+            return Ok(SweepOutcome {
+                summaries: vec![summary_of(&specs[0], &outcome)],
+                verdict: crate::sweep::verdict(&[]),
+                stages: vec![outcome],
+            });
+        }
+    };
     let mut stages = Vec::new();
     let mut summaries = Vec::new();
     if args.vllm.profile {
@@ -835,7 +914,7 @@ pub async fn run_all(
     }
     let result = async {
         for spec in &specs {
-            let outcome = run_stage(args, &prepared, spec, stop.clone()).await?;
+            let outcome = run_stage(args, &prepared, spec, &cancel).await?;
             on_stage(&outcome)?;
             summaries.push(summary_of(spec, &outcome));
             let interrupted = outcome.info.interrupted;
@@ -971,7 +1050,7 @@ async fn run_stage(
     args: &BenchArgs,
     p: &Prepared,
     spec: &StageSpec,
-    stop: watch::Receiver<bool>,
+    cancel: &Cancel,
 ) -> anyhow::Result<BenchOutcome> {
     let (plan, pattern) = plan_for(args, spec, &p.samples)?;
     let run_info = RunInfo {
@@ -984,7 +1063,7 @@ async fn run_stage(
             .unwrap_or_else(|| p.model.clone()),
         tokenizer_id: p.tokenizer.id(),
         input_counts: p.input_counts.clone(),
-        base_url: p.base_url.clone(),
+        base_url: crate::secrets::redact_url(&p.base_url),
         endpoint: args
             .endpoint
             .clone()
@@ -1002,26 +1081,7 @@ async fn run_stage(
         interrupted: false,
         pattern,
     };
-    let unix_now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let result_name = with_suffix(
-        &args
-            .result_filename
-            .clone()
-            .unwrap_or_else(|| report::default_result_filename(&run_info, unix_now)),
-        &spec.suffix,
-    );
-    let records_path = (!args.no_records).then(|| {
-        let stem = Path::new(&result_name)
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned());
-        args.result_dir.join(format!(
-            "{}.records.jsonl",
-            stem.unwrap_or_else(|| result_name.clone())
-        ))
-    });
+    let (result_name, records_path) = stage_files(args, spec, &run_info);
 
     let runner = Arc::new(Runner {
         pool: p.runner_pool.clone(),
@@ -1036,6 +1096,7 @@ async fn run_stage(
             until: args.warmup_duration,
         },
         show_progress: !args.disable_tqdm && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        max_plugin_faults: args.max_plugin_faults,
     });
     let scraper = match &p.server_metrics_url {
         Some(url) => Some(
@@ -1058,7 +1119,9 @@ async fn run_stage(
         None => None,
     };
     let cpu_before = crate::selfbench::process_cpu();
-    let executed = runner.execute(&plan, records_path.as_deref(), stop).await?;
+    let executed = runner
+        .execute(&plan, records_path.as_deref(), cancel)
+        .await?;
     let server_metrics = match scraper {
         Some(s) => Some(s.finish().await?),
         None => None,
@@ -1074,31 +1137,19 @@ async fn run_stage(
         interrupted: executed.interrupted,
         ..run_info
     };
-    let result_path = if args.save_result || args.save_detailed {
-        let mut json = report::result_json(
-            &info,
-            &metrics,
-            &p.metrics_config,
-            &executed.records,
-            args.save_detailed,
-        );
-        if let Some(sm) = &server_metrics {
-            json["server_metrics"] = serde_json::to_value(sm)?;
-        }
-        crate::cli_vllm::add_metadata(&mut json, &args.vllm.metadata)?;
-        std::fs::create_dir_all(&args.result_dir)
-            .with_context(|| format!("cannot create {}", args.result_dir.display()))?;
-        let path = args.result_dir.join(&result_name);
-        if args.append_result {
-            append_json_line(&path, &json)?;
-        } else {
-            std::fs::write(&path, serde_json::to_vec_pretty(&json)?)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-        }
-        Some(path)
-    } else {
-        None
-    };
+    let stop_reason = executed
+        .interrupted
+        .then(|| stop_reason(cancel, executed.stopped_in));
+    let result_path = save_result(
+        args,
+        &result_name,
+        &info,
+        &metrics,
+        &p.metrics_config,
+        &executed.records,
+        server_metrics.as_ref(),
+        stop_reason.as_deref(),
+    )?;
     Ok(BenchOutcome {
         info,
         metrics,
@@ -1108,6 +1159,139 @@ async fn run_stage(
         result_path,
         client_cpu,
         server_metrics,
+        stop_reason,
+    })
+}
+
+/// `interrupted (Ctrl-C) during measure`.
+fn stop_reason(cancel: &Cancel, phase: &str) -> String {
+    let cause = cancel.cause().unwrap_or(StopCause::Interrupt);
+    format!("{cause} during {phase}")
+}
+
+/// A stage's result file name and records path.
+fn stage_files(args: &BenchArgs, spec: &StageSpec, info: &RunInfo) -> (String, Option<PathBuf>) {
+    let unix_now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let result_name = with_suffix(
+        &args
+            .result_filename
+            .clone()
+            .unwrap_or_else(|| report::default_result_filename(info, unix_now)),
+        &spec.suffix,
+    );
+    let records_path = (!args.no_records).then(|| {
+        let stem = Path::new(&result_name)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned());
+        args.result_dir.join(format!(
+            "{}.records.jsonl",
+            stem.unwrap_or_else(|| result_name.clone())
+        ))
+    });
+    (result_name, records_path)
+}
+
+/// `--save-result`/`--save-detailed`: the result JSON (or one more line with
+/// `--append-result`); `None` when not asked for.
+#[allow(clippy::too_many_arguments)]
+fn save_result(
+    args: &BenchArgs,
+    result_name: &str,
+    info: &RunInfo,
+    metrics: &BenchmarkMetrics,
+    cfg: &MetricsConfig,
+    records: &[RequestRecord],
+    server_metrics: Option<&crate::server_metrics::ServerMetrics>,
+    stop_reason: Option<&str>,
+) -> anyhow::Result<Option<PathBuf>> {
+    if !(args.save_result || args.save_detailed) {
+        return Ok(None);
+    }
+    let mut json = report::result_json(info, metrics, cfg, records, args.save_detailed);
+    if let Some(sm) = server_metrics {
+        json["server_metrics"] = serde_json::to_value(sm)?;
+    }
+    if let Some(why) = stop_reason {
+        json["llmb"]["stop_reason"] = why.into();
+    }
+    crate::cli_vllm::add_metadata(&mut json, &args.vllm.metadata)?;
+    std::fs::create_dir_all(&args.result_dir)
+        .with_context(|| format!("cannot create {}", args.result_dir.display()))?;
+    let path = args.result_dir.join(result_name);
+    if args.append_result {
+        append_json_line(&path, &json)?;
+    } else {
+        std::fs::write(&path, serde_json::to_vec_pretty(&json)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(Some(path))
+}
+
+/// A run stopped before anything was measured: an empty records file and a result saying so
+/// (when results are saved), so every interrupted run leaves the same files behind.
+fn stopped_in_prepare(
+    args: &BenchArgs,
+    spec: &StageSpec,
+    cancel: &Cancel,
+) -> anyhow::Result<BenchOutcome> {
+    let metrics_config = metrics_config(args).unwrap_or_default();
+    let info = RunInfo {
+        backend: args.backend.clone(),
+        endpoint_type: args.backend.clone(),
+        label: args.label.clone(),
+        model_id: args
+            .served_model_name
+            .clone()
+            .or_else(|| args.model.clone())
+            .unwrap_or_else(|| SimConfig::default().model),
+        tokenizer_id: args
+            .tokenizer
+            .as_ref()
+            .map_or_else(String::new, |t| t.display().to_string()),
+        input_counts: InputCountSource::Estimate {
+            reason: "stopped before the input lengths were counted".into(),
+        },
+        base_url: args.base_url.clone().unwrap_or_default(),
+        endpoint: args.endpoint.clone().unwrap_or_default(),
+        dataset_name: args.dataset_name.clone(),
+        num_prompts: spec.requests,
+        request_rate: spec.rate,
+        burstiness: args.burstiness,
+        max_concurrency: spec.concurrency,
+        output_len_forced: false,
+        output_len_forceable: false,
+        interrupted: true,
+        pattern: report::LoadPattern::default(),
+    };
+    let (result_name, records_path) = stage_files(args, spec, &info);
+    if let Some(path) = &records_path {
+        crate::records::RecordWriter::create(path)?;
+    }
+    let metrics = crate::metrics::compute(&[], 0.0, &metrics_config);
+    let why = stop_reason(cancel, "prepare");
+    let result_path = save_result(
+        args,
+        &result_name,
+        &info,
+        &metrics,
+        &metrics_config,
+        &[],
+        None,
+        Some(&why),
+    )?;
+    Ok(BenchOutcome {
+        info,
+        metrics,
+        metrics_config,
+        records: Vec::new(),
+        records_path,
+        result_path,
+        client_cpu: Duration::ZERO,
+        server_metrics: None,
+        stop_reason: Some(why),
     })
 }
 

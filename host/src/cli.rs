@@ -208,6 +208,9 @@ pub struct SelfbenchArgs {
     /// Seconds of arrivals in each schedule-keeping scenario.
     #[arg(long, default_value_t = 3.0)]
     pub schedule_seconds: f64,
+    /// Only the parse-cost section (WASM vs native).
+    #[arg(long)]
+    pub parse_only: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -363,9 +366,14 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1.0)]
     pub trace_speed: f64,
 
-    /// Extra request header KEY=VALUE (repeatable).
+    /// Extra request header KEY=VALUE (repeatable). Values of credential-like names
+    /// (Authorization, Cookie, *-key, *-token, ...) are secret: never printed or saved.
     #[arg(long = "header", value_name = "KEY=VALUE", num_args = 0..)]
     pub headers: Vec<String>,
+    /// A request header whose value is secret whatever its name (repeatable): sent like
+    /// --header, never printed or saved.
+    #[arg(long = "secret-header", value_name = "KEY=VALUE")]
+    pub secret_headers: Vec<String>,
     /// JSON object merged into every request body.
     #[arg(long)]
     pub extra_body: Option<String>,
@@ -387,6 +395,27 @@ pub struct BenchArgs {
     /// Seconds allowed to open a connection (TCP and TLS).
     #[arg(long, default_value_t = crate::transport::pool::DEFAULT_CONNECT_TIMEOUT.as_secs_f64())]
     pub connect_timeout: f64,
+    /// Seconds to wait for the response head once the request is sent. Unset (as in curl and
+    /// Go): --timeout bounds it, since a non-streaming head carries the whole generation and
+    /// some servers send a stream's head with its first token, after the queue.
+    #[arg(long, value_name = "SECS")]
+    pub header_timeout: Option<f64>,
+    /// Seconds of silence allowed between two reads of a response body once it has begun (a
+    /// stalled stream fails with kind `timeout`); 60 is nginx's proxy_read_timeout. The wait for
+    /// the first bytes (queue and prefill) is bounded by --timeout alone.
+    #[arg(long, value_name = "SECS", default_value_t = crate::transport::limits::DEFAULT_READ_IDLE_TIMEOUT.as_secs_f64())]
+    pub read_idle_timeout: f64,
+    /// Most bytes read for one response body, streamed or not (65536, 64KiB, 256MiB, 1GiB).
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = crate::transport::limits::parse_size)]
+    pub max_response_bytes: u64,
+    /// Most output kept per request: generated text plus reasoning, each chunk timestamp
+    /// counting 8 bytes.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = crate::transport::limits::parse_size)]
+    pub max_text_bytes: u64,
+    /// Largest frame the host framer gathers: an SSE event or line, an NDJSON line, a gRPC
+    /// message.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = crate::transport::limits::parse_size)]
+    pub max_frame_bytes: u64,
     /// API key (or OPENAI_API_KEY); sent as a bearer token, never printed or saved.
     #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -459,6 +488,15 @@ pub struct BenchArgs {
     /// Option for the backend adapter KEY=VALUE (repeatable).
     #[arg(long = "plugin-opt", value_name = "KEY=VALUE")]
     pub plugin_opts: Vec<String>,
+    /// Work one backend plugin call may do, in microseconds (metered as WebAssembly fuel, so
+    /// the same on a loaded machine); a call that uses it up fails its request as a `deadline`
+    /// plugin fault.
+    #[arg(long, value_name = "MICROSECONDS", default_value_t = crate::plugin::DEFAULT_CALL_BUDGET_US)]
+    pub plugin_call_budget: u64,
+    /// Stop the run (as Ctrl-C does: no new requests, a grace period, everything written) once
+    /// this many requests have failed with a plugin fault (trap, deadline, memory).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_plugin_faults: Option<u64>,
 
     #[command(flatten)]
     pub sim: SimTiming,

@@ -78,7 +78,10 @@ pub fn write_requests_csv(path: &Path, records: &[RequestRecord]) -> anyhow::Res
             r.requested_output_tokens.to_string(),
             r.output_tokens.to_string(),
             opt(r.finish_reason.clone()),
-            opt(r.error.as_ref().map(|e| e.message.clone())),
+            opt(r
+                .error
+                .as_ref()
+                .map(|e| crate::secrets::scrub(&e.message).into_owned())),
         ])?;
     }
     w.flush()

@@ -183,17 +183,9 @@ fn tokenize_requests(
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let req = GenRequest {
-                id: i as u64,
-                model: c.model.to_string(),
-                prompt: s.prompt.clone(),
-                max_tokens: s.output_tokens,
-                ignore_eos: false,
-                streaming: false,
-                include_usage: false,
-                temperature: None,
-                extra_body: None,
-            };
+            let mut req = counting_request(c, s.prompt.clone());
+            req.id = i as u64;
+            req.max_tokens = s.output_tokens;
             adapter
                 .tokenize_request(&req)
                 .map_err(|f| format!("the adapter failed building a tokenize request: {f}"))
@@ -379,18 +371,23 @@ fn padded(base: &str, fillers: usize) -> String {
 /// The adapter's tokenize request for a plain text prompt.
 fn text_request(c: &Counting<'_>, text: &str) -> Result<Option<HttpRequest>, String> {
     let mut adapter = c.pool.checkout().map_err(|e| format!("{e:#}"))?;
-    let req = GenRequest {
+    let req = counting_request(c, crate::plugin::backend::Prompt::Text(text.to_string()));
+    adapter
+        .tokenize_request(&req)
+        .map_err(|f| format!("the adapter failed building a tokenize request: {f}"))
+}
+
+/// The request an adapter is asked to count: the prompt as the run would send it.
+fn counting_request(c: &Counting<'_>, prompt: crate::plugin::backend::Prompt) -> GenRequest {
+    GenRequest {
         id: 0,
         model: c.model.to_string(),
-        prompt: crate::plugin::backend::Prompt::Text(text.to_string()),
+        prompt,
         max_tokens: 1,
         ignore_eos: false,
         streaming: false,
         include_usage: false,
         temperature: None,
         extra_body: None,
-    };
-    adapter
-        .tokenize_request(&req)
-        .map_err(|f| format!("the adapter failed building a tokenize request: {f}"))
+    }
 }

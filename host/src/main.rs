@@ -43,7 +43,7 @@ fn main() {
         }
     });
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", llmb::secrets::scrub(&format!("{e:#}")));
         std::process::exit(1);
     }
 }

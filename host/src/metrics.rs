@@ -289,6 +289,36 @@ pub struct SloOutcome {
     pub misses: Vec<(String, usize)>,
 }
 
+/// Wall time each request spent inside backend plugin calls (building it, parsing the reply).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct PluginTime {
+    /// Measured requests with a recorded time.
+    pub requests: usize,
+    pub mean_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+}
+
+impl PluginTime {
+    fn of(records: &[&RequestRecord]) -> Self {
+        let mut us: Vec<f64> = records
+            .iter()
+            .filter(|r| r.plugin_ns > 0)
+            .map(|r| r.plugin_ns as f64 / 1e3)
+            .collect();
+        if us.is_empty() {
+            return Self::default();
+        }
+        us.sort_by(f64::total_cmp);
+        PluginTime {
+            requests: us.len(),
+            mean_us: us.iter().sum::<f64>() / us.len() as f64,
+            p99_us: percentile(&us, 99.0),
+            max_us: us[us.len() - 1],
+        }
+    }
+}
+
 /// Latencies of the k-th turn of multi-turn conversations.
 #[derive(Debug, Clone, Serialize)]
 pub struct TurnStats {
@@ -353,6 +383,11 @@ pub struct BenchmarkMetrics {
     /// Measured requests sent again on a fresh connection after the server closed the reused
     /// one under them (counted whether they then succeeded or not).
     pub connection_retries: usize,
+    /// Time inside backend plugin calls per measured request.
+    pub plugin_time: PluginTime,
+    /// Requests failed by a plugin fault, by kind (`trap`, `deadline`, `memory`), warmups
+    /// included: a fault is about the plugin, not the server.
+    pub plugin_faults: BTreeMap<String, usize>,
 }
 
 impl BenchmarkMetrics {
@@ -615,6 +650,14 @@ pub fn compute(
         token_sources,
         errors_by_kind,
         connection_retries,
+        plugin_time: PluginTime::of(&ordered),
+        plugin_faults: records.iter().filter_map(|r| r.plugin_fault).fold(
+            BTreeMap::new(),
+            |mut by_kind, kind| {
+                *by_kind.entry(kind.as_str().to_string()).or_insert(0) += 1;
+                by_kind
+            },
+        ),
     }
 }
 

@@ -445,7 +445,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
     if args.dry_run {
         for c in &cases {
             println!("# case {} {}", c.index, c.label);
-            println!("llmb bench {}", shell_words(&c.argv));
+            println!("llmb bench {}", shell_words(&redacted_argv(&c.argv)));
         }
         return Ok(());
     }
@@ -500,6 +500,34 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
         })?;
     }
     Ok(())
+}
+
+/// `argv` as it may be shown: API keys, secret header values and URL credentials masked.
+fn redacted_argv(argv: &[String]) -> Vec<String> {
+    use crate::secrets::{MASK, is_secret_header, redact_url};
+    let mut out = Vec::with_capacity(argv.len());
+    let mut flag: Option<&str> = None;
+    for arg in argv {
+        let shown = match flag {
+            Some("--api-key") | Some("--secret-header") => match arg.split_once('=') {
+                Some((k, _)) if flag == Some("--secret-header") => format!("{k}={MASK}"),
+                _ => MASK.to_string(),
+            },
+            Some("--header") => match arg.split_once('=') {
+                Some((k, _)) if is_secret_header(k.trim()) => format!("{k}={MASK}"),
+                _ => arg.clone(),
+            },
+            _ if arg.contains("://") => redact_url(arg),
+            _ => arg.clone(),
+        };
+        if arg.starts_with("--") {
+            flag = Some(arg.as_str());
+        } else if flag != Some("--header") && flag != Some("--secret-header") {
+            flag = None;
+        }
+        out.push(shown);
+    }
+    out
 }
 
 fn shell_words(argv: &[String]) -> String {

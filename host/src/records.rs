@@ -106,6 +106,16 @@ pub struct RequestRecord {
     pub generated_text: String,
     #[serde(skip_serializing_if = "String::is_empty", default)]
     pub reasoning_text: String,
+    /// Wall time spent inside backend plugin calls for this request (build, parse), in ns.
+    #[serde(skip_serializing_if = "is_zero", default)]
+    pub plugin_ns: u64,
+    /// The plugin fault that failed this request, by kind (trap, deadline, memory).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub plugin_fault: Option<crate::plugin::FaultKind>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl RequestRecord {
@@ -203,7 +213,10 @@ impl RecordWriter {
     }
 
     pub fn write(&mut self, record: &RequestRecord) -> std::io::Result<()> {
-        serde_json::to_writer(&mut self.out, record)?;
+        // Server messages may quote a secret back (an echoed key or URL): never saved.
+        let line = serde_json::to_string(record)?;
+        self.out
+            .write_all(crate::secrets::scrub(&line).as_bytes())?;
         self.out.write_all(b"\n")?;
         self.out.flush()
     }

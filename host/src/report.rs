@@ -360,6 +360,27 @@ fn print_extras(info: &RunInfo, m: &BenchmarkMetrics, out: &mut dyn Write) -> st
             errors.join(", ")
         )?;
     }
+    if !m.plugin_faults.is_empty() {
+        let faults: Vec<String> = m
+            .plugin_faults
+            .iter()
+            .map(|(kind, n)| format!("{kind} {n}"))
+            .collect();
+        writeln!(
+            out,
+            "{:<40} {}",
+            "Plugin faults by kind:",
+            faults.join(", ")
+        )?;
+    }
+    let pt = &m.plugin_time;
+    if pt.requests > 0 {
+        writeln!(
+            out,
+            "{:<40} mean {:.1}, p99 {:.1}, max {:.1}",
+            "Time in plugin calls per request (µs):", pt.mean_us, pt.p99_us, pt.max_us
+        )?;
+    }
     if !info.output_len_forced {
         writeln!(
             out,
@@ -654,7 +675,9 @@ pub fn result_json_at(
         );
     }
     put("llmb", llmb_extras(info, m, cfg));
-    Value::Object(doc)
+    let mut doc = Value::Object(doc);
+    crate::secrets::scrub_json(&mut doc);
+    doc
 }
 
 fn stats_json(s: &MetricStats) -> Value {
@@ -724,6 +747,8 @@ fn llmb_extras(info: &RunInfo, m: &BenchmarkMetrics, cfg: &MetricsConfig) -> Val
         "token_sources": m.token_sources,
         "errors_by_kind": m.errors_by_kind,
         "connection_retries": m.connection_retries,
+        "plugin_time_us": m.plugin_time,
+        "plugin_faults": m.plugin_faults,
     })
 }
 

@@ -15,6 +15,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{Semaphore, mpsc, watch};
 
+use crate::lifecycle::{Cancel, StopCause};
 use crate::plugin::backend::{
     BackendPool, ChatMessage, GenRequest, Prompt as BPrompt, Role as BRole,
 };
@@ -110,6 +111,9 @@ pub struct Runner {
     pub max_concurrency: Option<usize>,
     pub warmup: Warmup,
     pub show_progress: bool,
+    /// `--max-plugin-faults`: stop the run (as Ctrl-C does) once this many requests failed
+    /// with a plugin fault.
+    pub max_plugin_faults: Option<u64>,
 }
 
 /// What one execution produced.
@@ -121,6 +125,51 @@ pub struct Executed {
     /// Where measurement starts (after warmup), from the run's start.
     pub measured_from: Duration,
     pub interrupted: bool,
+    /// The phase a stop came in: `warmup` or `measure`.
+    pub stopped_in: &'static str,
+}
+
+/// Plugin faults seen in one execution, against `--max-plugin-faults`.
+struct FaultWatch {
+    limit: Option<u64>,
+    seen: u64,
+}
+
+impl FaultWatch {
+    /// Counts `rec`'s fault; at the limit, stops the run with a message saying why.
+    fn observe(&mut self, rec: &RequestRecord, cancel: &Cancel) {
+        if rec.plugin_fault.is_none() {
+            return;
+        }
+        self.seen += 1;
+        if let Some(limit) = self.limit
+            && self.seen >= limit
+        {
+            let cause = StopCause::PluginFaults {
+                limit,
+                faults: self.seen,
+            };
+            if cancel.stop(cause.clone()) {
+                eprintln!(
+                    "\nStopping: {cause} (the last: {}); no new requests, those in flight get up to {INTERRUPT_GRACE:?}",
+                    rec.error.as_ref().map_or("?", |e| e.message.as_str())
+                );
+            }
+        }
+    }
+}
+
+/// The record of a request cut off in flight.
+fn cut_off_error(cancel: &Cancel) -> RequestError {
+    let why = match cancel.cause() {
+        Some(StopCause::PluginFaults { .. }) => "--max-plugin-faults",
+        _ => "Ctrl-C",
+    };
+    RequestError {
+        kind: "cancelled".into(),
+        message: format!("cut off in flight after {why} (partial timings kept)"),
+        http_status: None,
+    }
 }
 
 /// State shared by every task of one execution.
@@ -138,8 +187,9 @@ struct Live {
     taken: AtomicUsize,
     limit: Option<usize>,
     stop_issuing_at: Option<Duration>,
-    stop: watch::Receiver<bool>,
-    cancel: watch::Receiver<bool>,
+    /// The run's cancellation: stopping ends issuing and wakes sleeping clients; cut ends the
+    /// requests in flight.
+    cancel: Cancel,
     tx: mpsc::UnboundedSender<RequestRecord>,
 }
 
@@ -155,7 +205,7 @@ impl Live {
 
     /// Whether another request may start: not stopped, before the stop time, under the limit.
     fn may_issue(&self) -> bool {
-        if *self.stop.borrow() {
+        if self.cancel.is_stopping() {
             return false;
         }
         if let Some(at) = self.stop_issuing_at
@@ -166,6 +216,18 @@ impl Live {
         match self.limit {
             Some(limit) => self.taken.fetch_add(1, Relaxed) < limit,
             None => true,
+        }
+    }
+
+    /// Sleeps for `d` unless the run stops first; returns whether it slept the whole time.
+    async fn sleep(&self, d: Duration) -> bool {
+        self.sleep_until(tokio::time::Instant::now() + d).await
+    }
+
+    async fn sleep_until(&self, at: tokio::time::Instant) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep_until(at) => true,
+            _ = self.cancel.stopped() => false,
         }
     }
 
@@ -199,19 +261,7 @@ impl Live {
             prompt_tokens,
             ..Default::default()
         };
-        let mut cancel = self.cancel.clone();
-        let record = tokio::select! {
-            r = self.one(req, record.clone()) => r,
-            _ = cancel.wait_for(|c| *c) => RequestRecord {
-                end_ns: self.now_ns(),
-                error: Some(RequestError {
-                    kind: "cancelled".into(),
-                    message: "cut off after Ctrl-C".into(),
-                    http_status: None,
-                }),
-                ..record
-            },
-        };
+        let record = self.one(req, record).await;
         let outcome = Sent {
             end_ns: record.end_ns,
             success: record.success,
@@ -226,12 +276,20 @@ impl Live {
     async fn one(&self, req: GenRequest, mut record: RequestRecord) -> RequestRecord {
         record.released_ns = Some(self.now_ns());
         let _permit = match &self.semaphore {
-            Some(s) => Some(
-                s.clone()
-                    .acquire_owned()
-                    .await
-                    .expect("semaphore never closed"),
-            ),
+            Some(s) => tokio::select! {
+                permit = s.clone().acquire_owned() => Some(permit.expect("semaphore never closed")),
+                // Stopping means no new request goes out, queued ones included: recorded as
+                // cancelled, never sent.
+                _ = self.cancel.stopped() => {
+                    record.end_ns = self.now_ns();
+                    record.error = Some(RequestError {
+                        kind: "cancelled".into(),
+                        message: "never sent: the run stopped while it waited for a --max-concurrency slot".into(),
+                        http_status: None,
+                    });
+                    return record;
+                }
+            },
             None => None,
         };
         record.dispatched_ns = self.now_ns();
@@ -260,7 +318,17 @@ impl Live {
             tokenizer: &self.runner.tokenizer,
             t0: self.t0,
         };
-        exchange.execute(&mut adapter, &req, record).await
+        let cancel = &self.cancel;
+        let cut = async move {
+            cancel.cut_off().await;
+            cut_off_error(cancel)
+        };
+        let mut record = exchange
+            .execute_until(&mut adapter, &req, record, cut)
+            .await;
+        record.plugin_ns = adapter.take_usage().ns;
+        record.plugin_fault = adapter.fault();
+        record
     }
 
     /// One unit of work from a sample: a single request, or every turn of a conversation with
@@ -300,8 +368,12 @@ impl Live {
         for (k, user) in turns.users.into_iter().enumerate() {
             if k > 0 {
                 let think = self.runner.template.think_time;
-                if !think.is_zero() {
-                    tokio::time::sleep(think).await;
+                if !think.is_zero() && !self.sleep(think).await {
+                    break;
+                }
+                // No new turn once the run stops, whatever the caller's budget says.
+                if self.cancel.is_stopping() {
+                    break;
                 }
             }
             if !budget() {
@@ -406,19 +478,20 @@ pub async fn stop_requested(stop: &mut watch::Receiver<bool>) {
 }
 
 impl Runner {
-    /// Sends the warmup requests at once (under the concurrency cap, as vLLM does) and waits for
-    /// all of them; their records go to the writer marked as warmups. Returns whether a stop was
-    /// asked meanwhile, and the next free request id.
+    /// The warmup phase: sends the warmup requests at once (under the concurrency cap, as vLLM
+    /// does) and waits for all of them; their records go to the writer marked as warmups. A stop
+    /// cuts them off at once (they are not measured). Returns the next free request id.
     async fn warm_up(
         self: &Arc<Self>,
         samples: &[usize],
         t0: Instant,
         mut writer: Option<&mut RecordWriter>,
         records: &mut Vec<RequestRecord>,
-        stop: &mut watch::Receiver<bool>,
-    ) -> anyhow::Result<(bool, u64)> {
+        cancel: &Cancel,
+        faults: &mut FaultWatch,
+    ) -> anyhow::Result<u64> {
+        eprintln!("llmb: warmup: {} requests", samples.len());
         let (tx, mut rx) = mpsc::unbounded_channel::<RequestRecord>();
-        let (cancel_tx, cancel_rx) = watch::channel(false);
         let live = Arc::new(Live {
             runner: self.clone(),
             semaphore: self.max_concurrency.map(|c| Arc::new(Semaphore::new(c))),
@@ -429,8 +502,7 @@ impl Runner {
             taken: AtomicUsize::new(0),
             limit: None,
             stop_issuing_at: None,
-            stop: stop.clone(),
-            cancel: cancel_rx,
+            cancel: cancel.clone(),
             tx,
         });
         for (i, &sample) in samples.iter().enumerate() {
@@ -442,61 +514,58 @@ impl Runner {
         }
         drop(live);
         let mut warm_records = 0u64;
-        let mut interrupted = false;
-        let mut grace_deadline: Option<tokio::time::Instant> = None;
         loop {
-            let grace = async {
-                match grace_deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 rec = rx.recv() => {
                     let Some(rec) = rec else { break };
+                    faults.observe(&rec, cancel);
                     if let Some(w) = writer.as_mut() {
                         w.write(&rec).with_context(|| format!("cannot write {}", w.path().display()))?;
                     }
                     records.push(rec);
                     warm_records += 1;
                 }
-                _ = stop_requested(stop), if !interrupted => {
-                    interrupted = true;
-                    grace_deadline = Some(tokio::time::Instant::now() + INTERRUPT_GRACE);
-                }
-                _ = grace => {
-                    let _ = cancel_tx.send(true);
-                    grace_deadline = None;
+                _ = cancel.stopped(), if !cancel.is_cut() => {
+                    eprintln!("llmb: stopped during warmup: cutting off the warmup requests");
+                    cancel.cut(StopCause::Interrupt);
                 }
             }
         }
         // Every request took one id: the first turns 0..n, any later turns the ids after.
-        Ok((interrupted, warm_records.max(samples.len() as u64)))
+        Ok(warm_records.max(samples.len() as u64))
     }
 
-    /// Runs `plan`, streaming records to `records_path` as they finish.
+    /// Runs `plan` (warmup, then the measured phase, then the drain after a stop), streaming
+    /// records to `records_path` as they finish. `cancel` stopping ends issuing, wakes sleeping
+    /// clients and starts the grace period; once it is cut, requests in flight end with what
+    /// they measured, marked `cancelled`.
     pub async fn execute(
         self: &Arc<Self>,
         plan: &LoadPlan,
         records_path: Option<&Path>,
-        mut stop: watch::Receiver<bool>,
+        cancel: impl Into<Cancel>,
     ) -> anyhow::Result<Executed> {
+        let cancel: Cancel = cancel.into();
         let mut writer = records_path.map(RecordWriter::create).transpose()?;
         let t0 = Instant::now();
         // vLLM's semantics: warmup requests go out and finish before the measured phase, whose
         // schedule, duration and throughput start after them.
         let (warmup_samples, plan) = split_warmups(plan, self.warmup.requests, self.samples.len());
         let mut records = Vec::with_capacity(warmup_samples.len() + 1024);
-        let mut interrupted = false;
+        let mut faults = FaultWatch {
+            limit: self.max_plugin_faults,
+            seen: 0,
+        };
         let mut next_id = 0;
-        if !warmup_samples.is_empty() {
-            (interrupted, next_id) = self
+        if !warmup_samples.is_empty() && !cancel.is_stopping() {
+            next_id = self
                 .warm_up(
                     &warmup_samples,
                     t0,
                     writer.as_mut(),
                     &mut records,
-                    &mut stop,
+                    &cancel,
+                    &mut faults,
                 )
                 .await?;
         }
@@ -505,8 +574,9 @@ impl Runner {
         } else {
             Instant::now()
         };
+        let stopped_before = cancel.is_stopping();
+        let stopped_in = if stopped_before { "warmup" } else { "measure" };
         let (tx, mut rx) = mpsc::unbounded_channel::<RequestRecord>();
-        let (cancel_tx, cancel_rx) = watch::channel(false);
         let plan = &plan;
         let (limit, stop_issuing_at, expected) = match plan {
             LoadPlan::Schedule(jobs) => (None, None, Some(jobs.len())),
@@ -524,14 +594,16 @@ impl Runner {
             warming: false,
             next_id: AtomicU64::new(next_id),
             taken: AtomicUsize::new(0),
-            limit: if interrupted { Some(0) } else { limit },
+            limit: if stopped_before { Some(0) } else { limit },
             stop_issuing_at,
-            stop: stop.clone(),
-            cancel: cancel_rx,
+            cancel: cancel.clone(),
             tx,
         });
+        if !stopped_before {
+            eprintln!("llmb: measuring");
+        }
         let pacer = match plan {
-            _ if interrupted => None,
+            _ if stopped_before => None,
             LoadPlan::Schedule(jobs) if jobs.iter().all(|(at, _)| at.is_zero()) => {
                 spawn_all_now(&live, jobs);
                 None
@@ -557,6 +629,7 @@ impl Runner {
             tokio::select! {
                 rec = rx.recv() => {
                     let Some(rec) = rec else { break };
+                    faults.observe(&rec, &cancel);
                     if let Some(w) = writer.as_mut() {
                         w.write(&rec).with_context(|| format!("cannot write {}", w.path().display()))?;
                     }
@@ -568,18 +641,19 @@ impl Runner {
                         bar.set_message(format!("{failed} failed, {rate:.1} req/s"));
                     }
                 }
-                _ = stop_requested(&mut stop), if !interrupted => {
-                    interrupted = true;
+                // The drain: what is in flight may finish within the grace period.
+                _ = cancel.stopped(), if grace_deadline.is_none() && !cancel.is_cut() => {
+                    eprintln!("llmb: drain: up to {INTERRUPT_GRACE:?} for the requests in flight");
                     grace_deadline = Some(tokio::time::Instant::now() + INTERRUPT_GRACE);
                 }
                 _ = grace => {
-                    let _ = cancel_tx.send(true);
+                    cancel.cut(StopCause::Interrupt);
                     grace_deadline = None;
                 }
             }
         }
         let elapsed = t0.elapsed();
-        interrupted |= *stop.borrow();
+        let interrupted = cancel.is_stopping();
         if let Some(p) = pacer {
             tokio::task::spawn_blocking(move || p.join())
                 .await
@@ -598,6 +672,7 @@ impl Runner {
             elapsed,
             measured_from,
             interrupted,
+            stopped_in,
         })
     }
 }
@@ -679,7 +754,7 @@ fn spawn_pacer(
             for (offset, sample) in jobs {
                 let target = live.origin + offset;
                 loop {
-                    if *live.stop.borrow() {
+                    if live.cancel.is_stopping() {
                         return;
                     }
                     let now = Instant::now();
@@ -710,7 +785,11 @@ fn spawn_clients(live: &Arc<Live>, plan: &ClientsPlan) {
         let per_client = plan.per_client;
         let seed = plan.seed;
         tokio::spawn(async move {
-            tokio::time::sleep_until(tokio::time::Instant::from_std(live.origin + start)).await;
+            // Clients asleep in the ramp-up or their think time wake when the run stops.
+            let begin = tokio::time::Instant::from_std(live.origin + start);
+            if !live.sleep_until(begin).await {
+                return;
+            }
             let mut rng = client_rng(seed, i);
             let mut sent = 0usize;
             let mut intended = live.plan_ns(start);
@@ -733,8 +812,8 @@ fn spawn_clients(live: &Arc<Live>, plan: &ClientsPlan) {
                 else {
                     break;
                 };
-                if !think.is_zero() {
-                    tokio::time::sleep(think).await;
+                if !think.is_zero() && !live.sleep(think).await {
+                    break;
                 }
                 intended = end.max(live.now_ns());
             }

@@ -23,12 +23,13 @@ fn chat_chunk(i: usize) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Nanoseconds per event parsing `events` frames in calls of `batch` frames: (native, wasm).
+/// Nanoseconds per event parsing `events` frames in calls of `batch` frames: (native, wasm),
+/// and the fuel (about one unit per wasm instruction) the wasm parser burns per event.
 fn parse_cost(
     pool: &std::sync::Arc<BackendPool>,
     events: usize,
     batch: usize,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<(f64, f64, f64)> {
     let mut data = Vec::new();
     let mut spans = Vec::new();
     for i in 0..batch {
@@ -63,6 +64,7 @@ fn parse_cost(
 
     let mut best_native = f64::MAX;
     let mut best_wasm = f64::MAX;
+    let mut fuel_per_event = 0.0;
     for _ in 0..3 {
         let start = Instant::now();
         let mut stream = OpenAiStream::new(Api::Chat);
@@ -97,8 +99,9 @@ fn parse_cost(
             "wasm parser produced {produced} events"
         );
         best_wasm = best_wasm.min(start.elapsed().as_nanos() as f64 / (calls * batch) as f64);
+        fuel_per_event = adapter.take_usage().fuel as f64 / (calls * batch) as f64;
     }
-    Ok((best_native, best_wasm))
+    Ok((best_native, best_wasm, fuel_per_event))
 }
 
 /// CPU time (user + system) this process has used.
@@ -177,18 +180,27 @@ pub async fn run(args: SelfbenchArgs) -> anyhow::Result<()> {
 
     println!("\n== openai-chat adapter: parse cost per event (~260 B chat chunk), best of 3 ==");
     println!(
-        "{:<22} {:>12} {:>12} {:>10}",
-        "frames per call", "native ns", "wasm ns", "wasm/native"
+        "{:<22} {:>12} {:>12} {:>10} {:>12} {:>10}",
+        "frames per call", "native ns", "wasm ns", "wasm/native", "fuel/event", "fuel/ns"
     );
     for batch in [1usize, 8, 32] {
-        let (native, wasm) = parse_cost(&pool, args.events, batch)?;
+        let (native, wasm, fuel) = parse_cost(&pool, args.events, batch)?;
         println!(
-            "{:<22} {:>12.0} {:>12.0} {:>10.2}",
+            "{:<22} {:>12.0} {:>12.0} {:>10.2} {:>12.0} {:>10.2}",
             batch,
             native,
             wasm,
-            wasm / native
+            wasm / native,
+            fuel,
+            fuel / wasm
         );
+    }
+    println!(
+        "(plugin work budgets: {} fuel = 1 µs of --plugin-call-budget)",
+        crate::plugin::FUEL_PER_US
+    );
+    if args.parse_only {
+        return Ok(());
     }
 
     println!("\n== client CPU per streamed token (simulator in a separate process) ==");

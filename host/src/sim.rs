@@ -10,8 +10,8 @@
 //! a single exact-size allocation. No per-token serde and relaxed atomics only; the one lock is
 //! the optional prefix cache's, taken once per request.
 //!
-//! Faults for tests are triggered by markers in the prompt: `__sim_fault:http500__`,
-//! `__sim_fault:malformed__`, `__sim_fault:drop__` and `__sim_fault:error_event__`.
+//! Faults for tests are triggered by markers in the prompt (`__sim_fault:http500__`,
+//! `__sim_fault:stall__`, ...), all listed in [`faults`].
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -46,7 +46,10 @@ use tokio::time::{Instant, Sleep};
 
 use crate::tokenizer::{count_words, word_for};
 
+mod faults;
 pub mod lifecycle;
+
+use faults::Fault;
 
 pub use lifecycle::ConnectionPolicy;
 
@@ -396,6 +399,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<SimState>, stop: Arc<Noti
 /// clients do), on the same port.
 async fn serve_connection(stream: TcpStream, state: Arc<SimState>) {
     let _ = stream.set_nodelay(true);
+    let (stream, reset) = faults::ResettableStream::new(stream);
     let policy = state.config.connections.clone();
     let tracker = lifecycle::Tracker::new();
     let service = {
@@ -405,6 +409,7 @@ async fn serve_connection(stream: TcpStream, state: Arc<SimState>) {
             let state = state.clone();
             let tracker = tracker.clone();
             let policy = policy.clone();
+            let reset = reset.clone();
             async move {
                 if tracker.is_stale(&policy) {
                     // hyper closes the connection without an answer when the service fails.
@@ -414,6 +419,14 @@ async fn serve_connection(stream: TcpStream, state: Arc<SimState>) {
                 }
                 let (busy, nth) = tracker.begin();
                 let Ok(mut response) = handle(state, req).await;
+                if response
+                    .extensions()
+                    .get::<faults::ResetConnection>()
+                    .is_some()
+                {
+                    reset.store(true, Relaxed);
+                    return Err(io::Error::other("connection reset (simulated fault)"));
+                }
                 lifecycle::announce(&policy, nth, &mut response);
                 Ok::<_, io::Error>(response.map(|body| lifecycle::Tracked::new(body, busy)))
             }
@@ -730,12 +743,8 @@ fn parse_native_job(state: &SimState, api: Api, body: &Value) -> Result<Job, Res
         None => return Err(invalid(&format!("`{prompt_key}` is required"))),
     };
     let fault = Fault::of(&prompt.text);
-    if fault == Fault::Http500 {
-        return Err(native_error(
-            api,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "simulated internal error",
-        ));
+    if let Some(refusal) = fault.refusal(|status, _, message| native_error(api, status, message)) {
+        return Err(refusal);
     }
     let max_tokens = match params.and_then(|p| p.get(max_key)).filter(|v| !v.is_null()) {
         None => default_max,
@@ -912,8 +921,17 @@ async fn ppl(state: &Arc<SimState>, req: Request<Incoming>, arrived: Instant) ->
             "malformed BatchedRequest (expected one uncompressed message)",
         );
     };
-    if job.fault == Fault::Http500 {
-        return grpc_failure(13, "simulated internal error");
+    let refusal = job.fault.refusal(|status, _, message| {
+        // INTERNAL, RESOURCE_EXHAUSTED, UNAVAILABLE.
+        let code = match status {
+            StatusCode::TOO_MANY_REQUESTS => 8,
+            StatusCode::SERVICE_UNAVAILABLE => 14,
+            _ => 13,
+        };
+        grpc_failure(code, message)
+    });
+    if let Some(refusal) = refusal {
+        return refusal;
     }
     generate(state, job, arrived).await
 }
@@ -1118,33 +1136,6 @@ fn token_id(position: u64) -> u64 {
     1000 + position % 30_000
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Fault {
-    None,
-    Http500,
-    Malformed,
-    Drop,
-    ErrorEvent,
-}
-
-impl Fault {
-    fn of(prompt: &str) -> Fault {
-        if !prompt.contains("__sim_fault:") {
-            Fault::None
-        } else if prompt.contains("__sim_fault:http500__") {
-            Fault::Http500
-        } else if prompt.contains("__sim_fault:malformed__") {
-            Fault::Malformed
-        } else if prompt.contains("__sim_fault:drop__") {
-            Fault::Drop
-        } else if prompt.contains("__sim_fault:error_event__") {
-            Fault::ErrorEvent
-        } else {
-            Fault::None
-        }
-    }
-}
-
 /// What one request asks for, validated.
 struct Job {
     api: Api,
@@ -1211,13 +1202,10 @@ fn parse_job(state: &SimState, api: Api, bytes: &[u8]) -> Result<Job, Response<S
     };
     let prompt_tokens = prompt.tokens;
     let fault = Fault::of(&prompt.text);
-    if fault == Fault::Http500 {
-        return Err(api_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalServerError",
-            "simulated internal error",
-            None,
-        ));
+    if let Some(refusal) =
+        fault.refusal(|status, kind, message| api_error(status, kind, message, None))
+    {
+        return Err(refusal);
     }
     let requested = [
         "max_completion_tokens",
@@ -1366,11 +1354,20 @@ fn block_hashes<T: Hash>(tokens: impl Iterator<Item = T>) -> Vec<u64> {
 // Generation
 
 async fn generate(state: &Arc<SimState>, job: Job, arrived: Instant) -> Response<SimBody> {
+    match job.fault {
+        Fault::NoAnswer => return faults::never().await,
+        Fault::Endless if !job.stream => return faults::never().await,
+        Fault::Huge => return faults::huge(job.stream),
+        Fault::SlowHeaders => tokio::time::sleep(faults::SLOW_HEADERS).await,
+        _ => {}
+    }
     let (slot, arrived) = admit(state, arrived).await;
     let cfg = &state.config;
     let n = state.generations.fetch_add(1, Relaxed);
     let mut rng = SmallRng::seed_from_u64(cfg.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let output_tokens = if job.ignore_eos {
+    let output_tokens = if job.fault == Fault::Endless {
+        u32::MAX
+    } else if job.ignore_eos {
         job.max_tokens
     } else {
         rng.random_range(job.max_tokens.div_ceil(2)..=job.max_tokens)
@@ -1429,7 +1426,21 @@ async fn generate(state: &Arc<SimState>, job: Job, arrived: Instant) -> Response
                     .body(SimBody::Fail { yielded: false })
                     .expect("static headers are valid");
             }
-            Fault::None | Fault::Http500 => {}
+            Fault::Truncated | Fault::Stall => {
+                let body = whole_body(
+                    state,
+                    job.api,
+                    &id,
+                    created,
+                    word_offset,
+                    job.prompt_tokens,
+                    cached_tokens,
+                    output_tokens,
+                    hit_max,
+                );
+                return faults::broken_whole(job.fault, body);
+            }
+            _ => {}
         }
         state
             .generation_tokens
@@ -1696,6 +1707,10 @@ enum Step {
     Done,
     /// End the body with an error: hyper aborts the chunked body and closes the connection.
     Drop,
+    /// Send half of the next event, then end the body cleanly.
+    Truncated,
+    /// Send nothing more, ever, leaving the connection open.
+    Stall,
     Finished,
 }
 
@@ -1836,6 +1851,14 @@ impl Generation {
                 self.step = Step::Finished;
                 return Poll::Ready(Some(Err(io::Error::other("simulated connection drop"))));
             }
+            Step::Truncated => {
+                let event = self.token_event();
+                self._active = None;
+                self.step = Step::Finished;
+                event.slice(..event.len() / 2)
+            }
+            // Nothing will wake this body again, as intended.
+            Step::Stall => return Poll::Pending,
             Step::Finished => return Poll::Ready(None),
         };
         Poll::Ready(Some(Ok(Frame::data(event))))
@@ -2117,6 +2140,8 @@ impl Generation {
             Fault::ErrorEvent if self.sent == 1 => Step::ErrorEvent,
             Fault::Malformed if self.sent == self.output_tokens.min(2) => Step::Malformed,
             Fault::Drop if self.sent == self.output_tokens.min(2) => Step::Drop,
+            Fault::Truncated if self.sent == self.output_tokens.min(2) => Step::Truncated,
+            Fault::Stall if self.sent == self.output_tokens.min(2) => Step::Stall,
             _ => self.next_token(),
         }
     }
@@ -2146,6 +2171,8 @@ enum SimBody {
     Fail {
         yielded: bool,
     },
+    /// The other faults' bodies: huge, stalled, shorter than declared.
+    Fault(faults::FaultBody),
 }
 
 impl SimBody {
@@ -2172,6 +2199,7 @@ impl Body for SimBody {
                 }
                 Poll::Ready(Some(Err(io::Error::other("simulated connection drop"))))
             }
+            SimBody::Fault(body) => body.poll_frame(),
         }
     }
 
@@ -2180,6 +2208,7 @@ impl Body for SimBody {
             SimBody::Full(bytes) => bytes.is_none(),
             SimBody::Stream(generation) => generation.step == Step::Finished,
             SimBody::Fail { .. } => false,
+            SimBody::Fault(body) => body.is_end_stream(),
         }
     }
 
@@ -2189,6 +2218,7 @@ impl Body for SimBody {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
             SimBody::Stream(_) | SimBody::Fail { .. } => SizeHint::default(),
+            SimBody::Fault(body) => body.size_hint(),
         }
     }
 }
@@ -2912,6 +2942,110 @@ mod tests {
         .await;
         assert_eq!(r.status, 500);
         wait_for_idle(&sim.state).await;
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn fault_matrix_modes_on_the_wire() {
+        let sim = sim(fast()).await;
+        let ask = |fault: &str, stream: bool| {
+            format!(
+                r#"{{"prompt":"x __sim_fault:{fault}__","max_tokens":4,"ignore_eos":true,"stream":{stream}}}"#
+            )
+        };
+        let r = post(&sim, "/v1/completions", &ask("rate_limited", true)).await;
+        assert_eq!(r.status, 429);
+        assert!(r.head.contains("retry-after: 1"), "{}", r.head);
+        let r = post(&sim, "/v1/completions", &ask("overloaded", false)).await;
+        assert_eq!(r.status, 503);
+        assert!(r.head.contains("retry-after: 2"), "{}", r.head);
+
+        // Reset: the request is read, then the connection is reset without a byte of answer.
+        let mut s = TcpStream::connect(sim.addr()).await.unwrap();
+        let body = ask("reset", true);
+        s.write_all(raw_request("POST", "/v1/completions", "", &body).as_bytes())
+            .await
+            .unwrap();
+        let mut raw = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut raw))
+            .await
+            .expect("the reset comes at once");
+        assert!(raw.is_empty(), "{:?}", String::from_utf8_lossy(&raw));
+        assert_eq!(
+            read.map_err(|e| e.kind()),
+            Err(io::ErrorKind::ConnectionReset)
+        );
+
+        // Truncated: two tokens, half an event, then a proper end of body.
+        let r = post(&sim, "/v1/completions", &ask("truncated", true)).await;
+        assert!(r.complete, "{:?}", r.chunks);
+        assert_eq!(r.chunks.len(), 3, "{:?}", r.chunks);
+        assert!(!r.chunks[2].ends_with("\n\n") && r.chunks[2].starts_with("data: {"));
+        // Without streaming: a body shorter than its Content-Length.
+        let r = post(&sim, "/v1/completions", &ask("truncated", false)).await;
+        let declared: usize = r
+            .head
+            .split("content-length: ")
+            .nth(1)
+            .and_then(|v| v.lines().next())
+            .and_then(|v| v.trim().parse().ok())
+            .expect("a content-length");
+        assert_eq!(r.body.len(), declared / 2, "{}", r.body);
+
+        // Silent ones: nothing (more) arrives, the connection stays open.
+        let silent = |fault: &'static str, stream: bool, expect: &'static str| {
+            let addr = sim.addr();
+            let body = ask(fault, stream);
+            async move {
+                let mut s = TcpStream::connect(addr).await.unwrap();
+                s.write_all(raw_request("POST", "/v1/completions", "", &body).as_bytes())
+                    .await
+                    .unwrap();
+                if !expect.is_empty() {
+                    read_until(&mut s, expect).await;
+                }
+                let mut buf = vec![0u8; 64 << 10];
+                // Drain what was sent with the expected part, then expect silence.
+                while let Ok(Ok(n)) =
+                    tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await
+                {
+                    assert!(n > 0, "{fault}: the connection closed");
+                }
+            }
+        };
+        silent("no_answer", true, "").await;
+        silent("endless", false, "").await;
+        silent("stall", true, "\"text\":\" ").await;
+        silent("stall", false, "{\"id\"").await;
+
+        // Endless: far more tokens than asked for.
+        let mut s = TcpStream::connect(sim.addr()).await.unwrap();
+        s.write_all(raw_request("POST", "/v1/completions", "", &ask("endless", true)).as_bytes())
+            .await
+            .unwrap();
+        let mut seen = String::new();
+        while seen.matches("\"text\":\" ").count() < 40 {
+            seen = read_until(&mut s, "\n\n").await + &seen;
+        }
+        assert!(!seen.contains("[DONE]") && !seen.contains("\"length\""));
+        drop(s);
+
+        // Huge: megabytes of one JSON string, as fast as they are read.
+        for stream in [true, false] {
+            let mut s = TcpStream::connect(sim.addr()).await.unwrap();
+            s.write_all(
+                raw_request("POST", "/v1/completions", "", &ask("huge", stream)).as_bytes(),
+            )
+            .await
+            .unwrap();
+            let mut got = 0;
+            let mut buf = vec![0u8; 64 << 10];
+            while got < 8 << 20 {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0);
+                got += n;
+            }
+        }
         sim.shutdown().await;
     }
 

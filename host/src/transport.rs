@@ -20,9 +20,11 @@ use crate::plugin::backend::{
 use crate::records::{RequestError, RequestRecord, TokenSource};
 use crate::tokenizer::HostTokenizer;
 
+pub mod limits;
 pub mod pool;
 pub mod transcript;
 
+pub use limits::Limits;
 pub use pool::{PoolSettings, SendError, Sent};
 
 /// The keep-alive HTTP(S) client shared by all requests of a run: llmb's own HTTP/1.1 pool
@@ -37,15 +39,35 @@ pub enum HttpClient {
 impl HttpClient {
     /// Sends a request with an absolute URI and returns the response head.
     pub async fn send(&self, req: Request<Full<Bytes>>) -> Result<Sent, SendError> {
+        self.send_within(req, None).await
+    }
+
+    /// [`HttpClient::send`] failing with [`SendError::HeaderTimeout`] when the response head
+    /// takes longer than `header_timeout` after the request went out (over HTTP/2, where
+    /// hyper-util connects inside the same call, connecting counts too).
+    pub async fn send_within(
+        &self,
+        req: Request<Full<Bytes>>,
+        header_timeout: Option<Duration>,
+    ) -> Result<Sent, SendError> {
         match self {
-            HttpClient::Http1(pool) => pool.send(req).await,
-            HttpClient::Http2(client) => match client.request(req).await {
-                Ok(response) => Ok(Sent {
-                    response,
-                    retried: false,
-                }),
-                Err(e) => Err(SendError::Connect(chain(&e))),
-            },
+            HttpClient::Http1(pool) => pool.send_within(req, header_timeout).await,
+            HttpClient::Http2(client) => {
+                let request = client.request(req);
+                let result = match header_timeout {
+                    Some(t) => tokio::time::timeout(t, request)
+                        .await
+                        .map_err(|_| SendError::HeaderTimeout(t))?,
+                    None => request.await,
+                };
+                match result {
+                    Ok(response) => Ok(Sent {
+                        response,
+                        retried: false,
+                    }),
+                    Err(e) => Err(SendError::Connect(chain(&e))),
+                }
+            }
         }
     }
 
@@ -220,11 +242,19 @@ pub struct Target {
     pub authorization: Option<HeaderValue>,
     pub timeout: Duration,
     pub framing: Framing,
+    /// Bounds on each response: head and idle timeouts, body, frame and output sizes.
+    pub limits: Limits,
 }
 
 impl Target {
     /// An HTTP request to `path` under `--base-url`, with the adapter's headers, then the user's
     /// `--header`s and the API key on top.
+    ///
+    /// The boundary a plugin cannot cross: the URL is the parsed `--base-url` (scheme, host,
+    /// port, path prefix) plus a checked path ([`checked_path`]), and the adapter may not set
+    /// the headers that carry identity or framing ([`HOST_ONLY_HEADERS`]); on a header the user
+    /// gave with `--header` the user's value wins. A refusal fails the request as a `plugin`
+    /// error naming what was refused; nothing is sent.
     pub fn request(
         &self,
         path: &str,
@@ -232,27 +262,54 @@ impl Target {
         adapter_headers: &[(String, String)],
         body: Vec<u8>,
     ) -> Result<Request<Full<Bytes>>, RequestError> {
-        let uri: Uri = format!("{}{}", self.base_url, path).parse().map_err(|e| {
-            fail(
-                "bad-request",
-                format!("invalid URL {}{path}: {e}", self.base_url),
-            )
+        let (uri, userinfo) = self.url(path).map_err(|why| {
+            if self.endpoint.as_deref() == Some(path) {
+                fail("bad-request", format!("--endpoint {path:?} refused: {why}"))
+            } else {
+                fail(
+                    "plugin",
+                    format!("the adapter's path {path:?} refused: {why}"),
+                )
+            }
         })?;
         let mut builder = Request::builder().method(method).uri(uri);
         let headers = builder.headers_mut().expect("valid builder");
         for (k, v) in adapter_headers {
-            if let (Ok(k), Ok(v)) = (
-                HeaderName::try_from(k.as_str()),
-                HeaderValue::try_from(v.as_str()),
-            ) {
-                headers.insert(k, v);
+            let name = HeaderName::try_from(k.as_str()).map_err(|_| {
+                fail(
+                    "plugin",
+                    format!("the adapter's header name {k:?} is not a valid header name"),
+                )
+            })?;
+            if HOST_ONLY_HEADERS.contains(&name.as_str()) {
+                return Err(fail(
+                    "plugin",
+                    format!(
+                        "the adapter may not set the {name} header (llmb sets it from --base-url, \
+                         --api-key and --header)"
+                    ),
+                ));
             }
+            if self.headers.iter().any(|(user, _)| *user == name) {
+                continue;
+            }
+            let value = HeaderValue::try_from(v.as_str()).map_err(|_| {
+                fail(
+                    "plugin",
+                    format!("the adapter's {name} header value is not a valid header value"),
+                )
+            })?;
+            headers.insert(name, value);
         }
         for (k, v) in &self.headers {
             headers.insert(k.clone(), v.clone());
         }
         if let Some(auth) = &self.authorization {
             headers.insert(hyper::header::AUTHORIZATION, auth.clone());
+        } else if let Some(info) = userinfo
+            && !headers.contains_key(hyper::header::AUTHORIZATION)
+        {
+            headers.insert(hyper::header::AUTHORIZATION, basic_auth(&info));
         }
         builder.body(Full::new(Bytes::from(body))).map_err(|e| {
             fail(
@@ -262,14 +319,131 @@ impl Target {
         })
     }
 
+    /// The absolute URL for `path` (path and optional query) under `--base-url`, without the
+    /// base's user-info (returned apart, percent-decoded, for Basic authentication).
+    pub fn url(&self, path: &str) -> Result<(Uri, Option<String>), String> {
+        let shown = || crate::secrets::redact_url(&self.base_url);
+        let base: Uri = self
+            .base_url
+            .parse()
+            .map_err(|e| format!("--base-url {} is not a URL: {e}", shown()))?;
+        let scheme = base
+            .scheme()
+            .filter(|s| matches!(s.as_str(), "http" | "https"))
+            .ok_or_else(|| format!("--base-url {} is not an http(s) URL", shown()))?
+            .clone();
+        let authority = base
+            .authority()
+            .ok_or_else(|| format!("--base-url {} has no host", shown()))?;
+        let (userinfo, host_port) = match authority.as_str().rsplit_once('@') {
+            Some((info, host)) => (Some(info), host),
+            None => (None, authority.as_str()),
+        };
+        let (path, query) = checked_path(path)?;
+        let prefix = base.path().trim_end_matches('/');
+        let mut path_and_query = format!("{prefix}{path}");
+        for q in [query, base.query()].into_iter().flatten() {
+            if !q.is_empty() {
+                path_and_query.push(if path_and_query.contains('?') {
+                    '&'
+                } else {
+                    '?'
+                });
+                path_and_query.push_str(q);
+            }
+        }
+        let uri = Uri::builder()
+            .scheme(scheme)
+            .authority(host_port)
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|e| format!("not a valid URL path: {e}"))?;
+        // Belt and braces: whatever the path held, the request goes where --base-url says.
+        if uri.scheme() != base.scheme()
+            || uri.host() != base.host()
+            || uri.port_u16() != base.port_u16()
+        {
+            return Err("it would change the scheme, host or port of --base-url".into());
+        }
+        let userinfo = userinfo
+            .filter(|i| !i.is_empty())
+            .map(|i| crate::secrets::percent_decode(i).unwrap_or_else(|| i.to_string()));
+        Ok((uri, userinfo))
+    }
+
     /// Builds the `Authorization: Bearer` value, marked sensitive so hyper never logs it.
+    /// The key is registered as a secret, so no output of this process shows it.
     pub fn bearer(api_key: &str) -> anyhow::Result<HeaderValue> {
+        crate::secrets::register(api_key);
         let mut v = HeaderValue::from_str(&format!("Bearer {api_key}")).map_err(|_| {
             anyhow::anyhow!("the API key contains characters not allowed in a header")
         })?;
         v.set_sensitive(true);
         Ok(v)
     }
+}
+
+/// Headers only llmb sets: where the request goes and who sends it (`Host`, credentials), and
+/// how its body is framed on a pooled connection (a plugin-chosen length could smuggle a second
+/// request).
+pub const HOST_ONLY_HEADERS: [&str; 9] = [
+    "host",
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "proxy-connection",
+];
+
+/// Splits a request path into path and query after checking that it can only name a resource
+/// under `--base-url`: it starts with one `/`, has no scheme or authority (`//host`,
+/// `http://`), no `.`/`..` segments, no backslash, whitespace, control character or fragment,
+/// and percent-decoding it changes none of that.
+pub fn checked_path(path: &str) -> Result<(&str, Option<&str>), String> {
+    if !path.starts_with('/') {
+        return Err("a path must start with / (it is joined to --base-url)".into());
+    }
+    if let Some(c) = path
+        .chars()
+        .find(|c| c.is_control() || c.is_whitespace() || matches!(c, '\\' | '#'))
+    {
+        return Err(format!("it contains {c:?}"));
+    }
+    let (p, query) = match path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path, None),
+    };
+    let decoded = crate::secrets::percent_decode(p);
+    for (form, how) in [(Some(p), ""), (decoded.as_deref(), " once percent-decoded")] {
+        let Some(form) = form else { continue };
+        if form.starts_with("//") {
+            return Err(format!("it names a host (starts with //){how}"));
+        }
+        if form.contains("://") {
+            return Err(format!("it holds a URL (\"://\"){how}"));
+        }
+        if form.split('/').any(|seg| seg == "." || seg == "..") {
+            return Err(format!(
+                "it has a \".\" or \"..\" segment{how}, which would leave the --base-url path"
+            ));
+        }
+        if let Some(c) = form.chars().find(|c| c.is_control() || matches!(c, '\\')) {
+            return Err(format!("it contains {c:?}{how}"));
+        }
+    }
+    Ok((p, query))
+}
+
+/// `Authorization: Basic` for the user-info of `--base-url` (`user:password`), marked sensitive.
+fn basic_auth(userinfo: &str) -> HeaderValue {
+    let encoded = crate::secrets::base64(userinfo.as_bytes());
+    let mut value =
+        HeaderValue::from_str(&format!("Basic {encoded}")).expect("base64 is a valid header value");
+    value.set_sensitive(true);
+    value
 }
 
 /// Per-request accumulation of what the adapter's events say.
@@ -322,6 +496,24 @@ impl StreamOutcome {
                 StreamEvent::Done => {}
             }
         }
+    }
+
+    /// The failure when the output kept for this request (text, reasoning and `stamps` chunk
+    /// timestamps) is over `max` bytes (`--max-text-bytes`).
+    fn over_budget(&self, stamps: usize, max: usize) -> Option<RequestError> {
+        let text = self.text.len() + self.reasoning.len();
+        let used = text.saturating_add(stamps.saturating_mul(limits::STAMP_BYTES));
+        (used > max).then(|| {
+            fail(
+                "too-large",
+                format!(
+                    "the output passed --max-text-bytes {} ({text} bytes of text and {stamps} \
+                     chunk timestamps of {} bytes each)",
+                    limits::size(max as u64),
+                    limits::STAMP_BYTES
+                ),
+            )
+        })
     }
 }
 
@@ -391,12 +583,24 @@ enum Framer {
 }
 
 impl Framer {
-    fn new(framing: Framing) -> Self {
+    /// A framer gathering frames of at most `max_frame` bytes (`--max-frame-bytes`, the SDK
+    /// framers' own limit; raw framing hands each read over as it is and buffers nothing).
+    fn new(framing: Framing, max_frame: usize) -> Self {
         match framing {
-            Framing::Sse => Framer::Sse(SseFramer::new()),
-            Framing::Ndjson => Framer::Ndjson(NdjsonFramer::new()),
-            Framing::Grpc => Framer::Grpc(GrpcFramer::new()),
+            Framing::Sse => Framer::Sse(SseFramer::new().with_max_frame(max_frame)),
+            Framing::Ndjson => Framer::Ndjson(NdjsonFramer::new().with_max_frame(max_frame)),
+            Framing::Grpc => Framer::Grpc(GrpcFramer::new().with_max_frame(max_frame)),
             Framing::Raw => Framer::Raw,
+        }
+    }
+
+    /// Why framing stopped: a frame went past the frame size limit.
+    fn overflowed(&self) -> Option<&str> {
+        match self {
+            Framer::Sse(f) => f.overflowed(),
+            Framer::Ndjson(f) => f.overflowed(),
+            Framer::Grpc(f) => f.overflowed(),
+            Framer::Raw => None,
         }
     }
 
@@ -449,20 +653,73 @@ impl Exchange<'_> {
         at.saturating_duration_since(self.t0).as_nanos() as u64
     }
 
+    /// The body's next frame, waiting no later than `deadline` (`--timeout`) and, once the body
+    /// has `begun`, no longer than `--read-idle-timeout`; `whole` words the `--timeout` failure.
+    async fn next_frame(
+        &self,
+        body: &mut hyper::body::Incoming,
+        deadline: tokio::time::Instant,
+        begun: bool,
+        whole: impl FnOnce() -> RequestError,
+    ) -> Result<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>, RequestError> {
+        let idle = self.target.limits.read_idle_timeout;
+        let stall_at = tokio::time::Instant::now() + idle;
+        let until = if begun {
+            deadline.min(stall_at)
+        } else {
+            deadline
+        };
+        match tokio::time::timeout_at(until, body.frame()).await {
+            Ok(frame) => Ok(frame),
+            Err(_) if begun && stall_at <= deadline => Err(fail(
+                "timeout",
+                format!("the response stalled: no bytes for {idle:?} (--read-idle-timeout)"),
+            )),
+            Err(_) => Err(whole()),
+        }
+    }
+
+    /// The failure for a body past `--max-response-bytes`.
+    fn too_large(&self, what: &str) -> RequestError {
+        fail(
+            "too-large",
+            format!(
+                "{what} passed --max-response-bytes {}",
+                limits::size(self.target.limits.max_response_bytes)
+            ),
+        )
+    }
+
     /// Sends `req` and measures it. Never fails: every problem becomes a failed record.
     pub async fn execute(
         &self,
         adapter: &mut PooledBackend,
         req: &GenRequest,
+        record: RequestRecord,
+    ) -> RequestRecord {
+        self.execute_until(adapter, req, record, std::future::pending())
+            .await
+    }
+
+    /// [`Self::execute`], cut off when `cancel` resolves (to the error to record, e.g. kind
+    /// `cancelled`). A cut-off request keeps what was measured until then: its send time,
+    /// response head and every delta frame, and the text received.
+    pub async fn execute_until(
+        &self,
+        adapter: &mut PooledBackend,
+        req: &GenRequest,
         mut record: RequestRecord,
+        cancel: impl std::future::Future<Output = RequestError>,
     ) -> RequestRecord {
         record.requested_output_tokens = req.max_tokens;
         let mut outcome = StreamOutcome::default();
-        match self.exchange(adapter, req, &mut record, &mut outcome).await {
-            Ok(()) => {}
-            Err(e) => {
-                outcome.error.get_or_insert(e);
-            }
+        let result = tokio::select! {
+            biased;
+            r = self.exchange(adapter, req, &mut record, &mut outcome) => r,
+            e = cancel => Err(e),
+        };
+        if let Err(e) = result {
+            outcome.error.get_or_insert(e);
         }
         if record.end_ns == 0 {
             record.end_ns = self.ns(Instant::now());
@@ -546,8 +803,19 @@ impl Exchange<'_> {
             )
         };
 
-        let response = match tokio::time::timeout_at(deadline, self.client.send(request)).await {
+        let send = self
+            .client
+            .send_within(request, self.target.limits.header_timeout);
+        let response = match tokio::time::timeout_at(deadline, send).await {
             Err(_) => return Err(timeout_error()),
+            Ok(Err(SendError::HeaderTimeout(t))) => {
+                return Err(fail(
+                    "timeout",
+                    format!(
+                        "no response head within {t:?} of sending the request (--header-timeout)"
+                    ),
+                ));
+            }
             Ok(Err(e)) => return Err(fail("connect", chain(&e))),
             Ok(Ok(sent)) => {
                 record.retried = sent.retried;
@@ -574,7 +842,11 @@ impl Exchange<'_> {
 
         if !(200..300).contains(&status) {
             let mut bytes = Vec::new();
-            while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(deadline, body.frame()).await {
+            // Best effort: what arrives within the idle timeout, up to MAX_ERROR_BODY.
+            while let Ok(Some(Ok(frame))) = self
+                .next_frame(&mut body, deadline, true, timeout_error)
+                .await
+            {
                 if let Ok(data) = frame.into_data() {
                     bytes.extend_from_slice(&data[..data.len().min(MAX_ERROR_BODY - bytes.len())]);
                     if bytes.len() >= MAX_ERROR_BODY {
@@ -588,20 +860,46 @@ impl Exchange<'_> {
                 .map_err(|f| fail("plugin", f.to_string()))?;
             let mut err = backend_error(err);
             err.http_status = Some(status);
+            // 429 and 503 say when to come back; the request is not retried (nor by curl or
+            // Go's net/http), as a retry would hide the overload the benchmark measures.
+            if let Some((_, after)) = resp_headers.iter().find(|(k, _)| k == "retry-after") {
+                err.message = format!("{} (Retry-After: {after})", err.message);
+            }
             return Err(err);
         }
 
         if !req.streaming {
-            let collected = tokio::time::timeout_at(deadline, body.collect())
-                .await
-                .map_err(|_| timeout_error())?
-                .map_err(|e| {
+            let max = self.target.limits.max_response_bytes;
+            let declared = resp_headers
+                .iter()
+                .find(|(k, _)| k == "content-length")
+                .and_then(|(_, v)| v.trim().parse::<u64>().ok());
+            if declared.is_some_and(|n| n > max) {
+                return Err(self.too_large(&format!(
+                    "the response body ({} bytes by its Content-Length)",
+                    declared.unwrap_or_default()
+                )));
+            }
+            let mut collected = Vec::with_capacity(declared.unwrap_or(0) as usize);
+            let mut begun = false;
+            while let Some(frame) = self
+                .next_frame(&mut body, deadline, begun, timeout_error)
+                .await?
+            {
+                let frame = frame.map_err(|e| {
                     fail(
-                        "connect",
+                        "connection",
                         format!("connection error while reading the body: {}", chain(&e)),
                     )
-                })?
-                .to_bytes();
+                })?;
+                if let Ok(data) = frame.into_data() {
+                    begun = true;
+                    if (collected.len() + data.len()) as u64 > max {
+                        return Err(self.too_large("the response body"));
+                    }
+                    collected.extend_from_slice(&data);
+                }
+            }
             record.end_ns = self.ns(Instant::now());
             if let Some(mut t) = transcript.take() {
                 t.reads
@@ -615,6 +913,10 @@ impl Exchange<'_> {
             outcome.text = completion.text;
             outcome.finish_reason = completion.finish;
             outcome.usage = completion.usage;
+            if let Some(e) = outcome.over_budget(0, self.target.limits.max_text_bytes) {
+                outcome.text.clear();
+                return Err(e);
+            }
             return Ok(());
         }
 
@@ -641,20 +943,20 @@ impl Exchange<'_> {
         record: &mut RequestRecord,
         outcome: &mut StreamOutcome,
     ) -> Result<(), RequestError> {
-        let mut framer = Framer::new(self.target.framing);
+        let limits = self.target.limits;
+        let mut framer = Framer::new(self.target.framing, limits.max_frame_bytes);
         let mut frames = Batch::default();
         let mut trailers: Vec<(String, String)> = Vec::new();
         let mut ended = false;
+        let mut received: u64 = 0;
         while !ended {
-            let first = match tokio::time::timeout_at(deadline, body.frame()).await {
-                Err(_) => {
-                    return Err(fail(
-                        "timeout",
-                        format!("stream incomplete after {:?}", self.target.timeout),
-                    ));
-                }
-                Ok(f) => f,
+            let whole = || {
+                fail(
+                    "timeout",
+                    format!("stream incomplete after {:?}", self.target.timeout),
+                )
             };
+            let first = self.next_frame(body, deadline, received > 0, whole).await?;
             let now_ns = self.ns(Instant::now());
             // Everything already buffered arrived with this read: frame it all, one plugin call.
             let mut next = Some(first);
@@ -669,10 +971,20 @@ impl Exchange<'_> {
                     }
                     Some(Ok(frame)) => match frame.into_data() {
                         Ok(data) => {
+                            received += data.len() as u64;
+                            if received > limits.max_response_bytes {
+                                return Err(self.too_large("the stream"));
+                            }
                             if let Some(t) = outcome.transcript.as_mut() {
                                 t.reads.push(String::from_utf8_lossy(&data).into_owned());
                             }
-                            framer.push(&data, &mut frames)
+                            framer.push(&data, &mut frames);
+                            if let Some(why) = framer.overflowed() {
+                                return Err(fail(
+                                    "too-large",
+                                    format!("{why} (--max-frame-bytes)"),
+                                ));
+                            }
                         }
                         Err(frame) => {
                             if let Ok(map) = frame.into_trailers() {
@@ -705,6 +1017,9 @@ impl Exchange<'_> {
                     record.end_ns = now_ns;
                     return Ok(());
                 }
+                if let Some(e) = outcome.over_budget(record.delta_ns.len(), limits.max_text_bytes) {
+                    return Err(e);
+                }
             }
         }
         let events = adapter
@@ -713,6 +1028,9 @@ impl Exchange<'_> {
         let now_ns = self.ns(Instant::now());
         outcome.apply(events, now_ns, &mut record.delta_ns);
         record.end_ns = now_ns;
+        if let Some(e) = outcome.over_budget(record.delta_ns.len(), limits.max_text_bytes) {
+            return Err(e);
+        }
         Ok(())
     }
 }

@@ -1,10 +1,34 @@
-//! Incremental stream framing: Server-Sent Events and newline-delimited JSON.
+//! Incremental stream framing: Server-Sent Events, newline-delimited JSON and gRPC messages.
 //!
 //! The host frames responses natively with these same types, so each frame can be stamped with
 //! the arrival time of the read that completed it; adapters that ask for `raw` framing can use
-//! them to do the framing themselves. Both accept arbitrary split points, including a split inside
-//! a multi-byte UTF-8 character or between `\r` and `\n`. Frames are appended to a [`Batch`]:
-//! one buffer for all frames of a read, so framing allocates nothing per frame.
+//! them to do the framing themselves. All accept arbitrary split points, including a split inside
+//! a multi-byte UTF-8 character or between `\r` and `\n`, and give the same frames whatever the
+//! split. Frames are appended to a [`Batch`]: one buffer for all frames of a read, so framing
+//! allocates nothing per frame.
+//!
+//! Work is linear in the bytes read: a partial line or message carried from one read to the next
+//! holds no line end, so a read only scans its own bytes, and each byte is copied at most once
+//! into the carry. A frame may not grow past a limit ([`DEFAULT_MAX_FRAME`] unless set with
+//! `with_max_frame`): a longer one stops the framer, which then frames nothing more, and
+//! `overflowed()` says why, so the caller can fail the request with that reason instead of
+//! buffering an endless line or trusting a garbage gRPC length prefix.
+
+/// The default frame size limit, 16 MiB, for SSE lines and events, NDJSON lines and gRPC
+/// messages. A frame is copied into the adapter's sandbox (64 MiB of memory) and parsed there,
+/// often into a JSON tree a few times its size, so a quarter of the sandbox is about the most a
+/// frame can take; it is 4x gRPC's own default receive limit (4 MiB) and far above any real
+/// event (a token chunk is well under 1 KiB, a final event with the whole text a few MB).
+pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
+
+/// `16 MiB`, `1 KiB` or `100 bytes`.
+fn size(n: usize) -> String {
+    match n {
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+        n => format!("{n} bytes"),
+    }
+}
 
 /// Where one frame lies in [`Batch::data`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -56,12 +80,31 @@ impl Batch {
 
 /// Incremental SSE parser (WHATWG rules: optional space after the colon, `:` comments,
 /// multi-line data joined with `\n`, LF / CRLF / CR line ends).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SseFramer {
+    /// The partial line carried from earlier reads, without its line end (it has none yet).
     buf: Vec<u8>,
+    /// The last read ended with a CR: a LF starting the next read belongs to it.
+    cr: bool,
     data: Vec<u8>,
     event: Option<String>,
     has_field: bool,
+    max_frame: usize,
+    overflow: Option<String>,
+}
+
+impl Default for SseFramer {
+    fn default() -> Self {
+        Self {
+            buf: Vec::new(),
+            cr: false,
+            data: Vec::new(),
+            event: None,
+            has_field: false,
+            max_frame: DEFAULT_MAX_FRAME,
+            overflow: None,
+        }
+    }
 }
 
 impl SseFramer {
@@ -69,51 +112,91 @@ impl SseFramer {
         Self::default()
     }
 
-    /// Feeds bytes as read; complete events are appended to `out`.
-    pub fn push(&mut self, bytes: &[u8], out: &mut Batch) {
-        if self.buf.is_empty() {
-            let used = self.lines(bytes, out);
-            self.buf.extend_from_slice(&bytes[used..]);
-        } else {
-            let mut buf = std::mem::take(&mut self.buf);
-            buf.extend_from_slice(bytes);
-            let used = self.lines(&buf, out);
-            buf.drain(..used);
-            self.buf = buf;
-        }
+    /// Sets the frame size limit: the longest line, and the most data one event may gather.
+    pub fn with_max_frame(mut self, bytes: usize) -> Self {
+        self.max_frame = bytes;
+        self
     }
 
-    /// Handles every complete line of `bytes`; returns how many bytes were consumed.
-    fn lines(&mut self, bytes: &[u8], out: &mut Batch) -> usize {
-        let mut start = 0;
-        while let Some(pos) = bytes[start..]
-            .iter()
-            .position(|&b| b == b'\n' || b == b'\r')
-        {
-            let end = start + pos;
-            let mut next = end + 1;
-            if bytes[end] == b'\r' {
-                if next == bytes.len() {
-                    // A CR ending the read may be the first half of CRLF: wait for more.
-                    break;
-                }
-                if bytes[next] == b'\n' {
-                    next += 1;
+    /// Why framing stopped: a line or an event went past the frame size limit. Once set, `push`
+    /// and `finish` frame nothing more; frames completed before it are in the batch as usual.
+    pub fn overflowed(&self) -> Option<&str> {
+        self.overflow.as_deref()
+    }
+
+    /// Feeds bytes as read; complete events are appended to `out`.
+    pub fn push(&mut self, bytes: &[u8], out: &mut Batch) {
+        if self.overflow.is_some() {
+            return;
+        }
+        let mut rest = bytes;
+        if std::mem::take(&mut self.cr) && rest.first() == Some(&b'\n') {
+            rest = &rest[1..];
+        }
+        while let Some(end) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+            if self.buf.len() + end > self.max_frame {
+                return self.overflow_line();
+            }
+            if self.buf.is_empty() {
+                self.line(&rest[..end], out);
+            } else {
+                let mut line = std::mem::take(&mut self.buf);
+                line.extend_from_slice(&rest[..end]);
+                self.line(&line, out);
+                if self.overflow.is_none() {
+                    line.clear();
+                    self.buf = line;
                 }
             }
-            self.line(&bytes[start..end], out);
-            start = next;
+            if self.overflow.is_some() {
+                return;
+            }
+            let mut next = end + 1;
+            if rest[end] == b'\r' {
+                match rest.get(next) {
+                    Some(b'\n') => next += 1,
+                    Some(_) => {}
+                    // A CR ending the read may be the first half of CRLF.
+                    None => self.cr = true,
+                }
+            }
+            rest = &rest[next..];
         }
-        start
+        if self.buf.len() + rest.len() > self.max_frame {
+            return self.overflow_line();
+        }
+        self.buf.extend_from_slice(rest);
     }
 
     /// End of body: a final event without its blank line is still delivered.
     pub fn finish(&mut self, out: &mut Batch) {
+        if self.overflow.is_some() {
+            return;
+        }
         if !self.buf.is_empty() {
             let line = std::mem::take(&mut self.buf);
-            self.line(line.strip_suffix(b"\r").unwrap_or(&line), out);
+            self.line(&line, out);
+            if self.overflow.is_some() {
+                return;
+            }
         }
+        self.cr = false;
         self.dispatch(out);
+    }
+
+    fn overflow_line(&mut self) {
+        self.stop(format!(
+            "an SSE line is longer than {}, the frame size limit (a corrupt stream, or not SSE)",
+            size(self.max_frame)
+        ));
+    }
+
+    fn stop(&mut self, reason: String) {
+        self.overflow = Some(reason);
+        self.buf = Vec::new();
+        self.data = Vec::new();
+        self.event = None;
+        self.has_field = false;
     }
 
     fn line(&mut self, line: &[u8], out: &mut Batch) {
@@ -150,6 +233,12 @@ impl SseFramer {
                 self.has_field = true;
             }
         }
+        if self.data.len() > self.max_frame {
+            self.stop(format!(
+                "an SSE event's data is longer than {}, the frame size limit",
+                size(self.max_frame)
+            ));
+        }
     }
 
     fn dispatch(&mut self, out: &mut Batch) {
@@ -161,10 +250,23 @@ impl SseFramer {
     }
 }
 
-/// Incremental newline-delimited JSON framer: one frame per non-blank line.
-#[derive(Debug, Default)]
+/// Incremental newline-delimited JSON framer: one frame per non-blank line, trimmed.
+#[derive(Debug)]
 pub struct NdjsonFramer {
+    /// The partial line carried from earlier reads (it has no `\n` yet).
     buf: Vec<u8>,
+    max_frame: usize,
+    overflow: Option<String>,
+}
+
+impl Default for NdjsonFramer {
+    fn default() -> Self {
+        Self {
+            buf: Vec::new(),
+            max_frame: DEFAULT_MAX_FRAME,
+            overflow: None,
+        }
+    }
 }
 
 impl NdjsonFramer {
@@ -172,33 +274,90 @@ impl NdjsonFramer {
         Self::default()
     }
 
+    /// Sets the frame size limit: the longest line, blanks around it included.
+    pub fn with_max_frame(mut self, bytes: usize) -> Self {
+        self.max_frame = bytes;
+        self
+    }
+
+    /// Why framing stopped: a line went past the frame size limit (see [`SseFramer::overflowed`]).
+    pub fn overflowed(&self) -> Option<&str> {
+        self.overflow.as_deref()
+    }
+
     pub fn push(&mut self, bytes: &[u8], out: &mut Batch) {
-        self.buf.extend_from_slice(bytes);
-        let mut start = 0;
-        while let Some(pos) = self.buf[start..].iter().position(|&b| b == b'\n') {
-            let line = self.buf[start..start + pos].trim_ascii();
-            if !line.is_empty() {
-                out.push(None, line);
-            }
-            start += pos + 1;
+        if self.overflow.is_some() {
+            return;
         }
-        self.buf.drain(..start);
+        let mut rest = bytes;
+        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+            if self.buf.len() + end > self.max_frame {
+                return self.overflow_line();
+            }
+            if self.buf.is_empty() {
+                emit_line(&rest[..end], out);
+            } else {
+                self.buf.extend_from_slice(&rest[..end]);
+                emit_line(&self.buf, out);
+                self.buf.clear();
+            }
+            rest = &rest[end + 1..];
+        }
+        if self.buf.len() + rest.len() > self.max_frame {
+            return self.overflow_line();
+        }
+        self.buf.extend_from_slice(rest);
     }
 
     pub fn finish(&mut self, out: &mut Batch) {
-        let line = self.buf.trim_ascii();
-        if !line.is_empty() {
-            out.push(None, line);
+        if self.overflow.is_none() {
+            emit_line(&self.buf, out);
         }
         self.buf.clear();
+    }
+
+    fn overflow_line(&mut self) {
+        self.buf = Vec::new();
+        self.overflow = Some(format!(
+            "an NDJSON line is longer than {}, the frame size limit (a corrupt stream, or not NDJSON)",
+            size(self.max_frame)
+        ));
+    }
+}
+
+fn emit_line(line: &[u8], out: &mut Batch) {
+    let line = line.trim_ascii();
+    if !line.is_empty() {
+        out.push(None, line);
     }
 }
 
 /// Incremental gRPC framer: one frame per length-prefixed message (flag, 4-byte big-endian
 /// length, payload), prefix included, however the body was split into reads.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct GrpcFramer {
+    /// The start of a message carried from earlier reads: its prefix, or part of it.
     buf: Vec<u8>,
+    max_frame: usize,
+    overflow: Option<String>,
+}
+
+impl Default for GrpcFramer {
+    fn default() -> Self {
+        Self {
+            buf: Vec::new(),
+            max_frame: DEFAULT_MAX_FRAME,
+            overflow: None,
+        }
+    }
+}
+
+/// The whole length (prefix included) of the message starting at `bytes`, once its 5-byte
+/// prefix is there.
+fn grpc_len(bytes: &[u8]) -> Option<usize> {
+    let p = bytes.get(..5)?;
+    // Saturating: `usize` is 32 bits inside a plugin.
+    Some((u32::from_be_bytes([p[1], p[2], p[3], p[4]]) as usize).saturating_add(5))
 }
 
 impl GrpcFramer {
@@ -206,27 +365,77 @@ impl GrpcFramer {
         Self::default()
     }
 
+    /// Sets the frame size limit: the largest message payload (the 5-byte prefix not counted).
+    /// A prefix declaring more stops the framer at once, before any of the payload is buffered.
+    pub fn with_max_frame(mut self, bytes: usize) -> Self {
+        self.max_frame = bytes;
+        self
+    }
+
+    /// Why framing stopped: a message declared a length over the frame size limit (see
+    /// [`SseFramer::overflowed`]).
+    pub fn overflowed(&self) -> Option<&str> {
+        self.overflow.as_deref()
+    }
+
     pub fn push(&mut self, bytes: &[u8], out: &mut Batch) {
-        self.buf.extend_from_slice(bytes);
-        let mut start = 0;
-        while let Some(prefix) = self.buf.get(start..start + 5) {
-            let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
-            let end = start + 5 + len;
-            if self.buf.len() < end {
+        if self.overflow.is_some() {
+            return;
+        }
+        let mut rest = bytes;
+        if !self.buf.is_empty() {
+            // Complete the carried prefix, then the carried message.
+            let want = 5usize.saturating_sub(self.buf.len()).min(rest.len());
+            self.buf.extend_from_slice(&rest[..want]);
+            rest = &rest[want..];
+            let Some(total) = grpc_len(&self.buf) else {
+                return;
+            };
+            if self.too_long(total) {
+                return;
+            }
+            let want = (total - self.buf.len()).min(rest.len());
+            self.buf.extend_from_slice(&rest[..want]);
+            rest = &rest[want..];
+            if self.buf.len() < total {
+                return;
+            }
+            out.push(None, &self.buf);
+            self.buf.clear();
+        }
+        while let Some(total) = grpc_len(rest) {
+            if self.too_long(total) {
+                return;
+            }
+            if rest.len() < total {
                 break;
             }
-            out.push(None, &self.buf[start..end]);
-            start = end;
+            out.push(None, &rest[..total]);
+            rest = &rest[total..];
         }
-        self.buf.drain(..start);
+        self.buf.extend_from_slice(rest);
     }
 
     /// A message cut off by the end of the body is passed on as it is, so the plugin can say so.
     pub fn finish(&mut self, out: &mut Batch) {
-        if !self.buf.is_empty() {
+        if self.overflow.is_none() && !self.buf.is_empty() {
             out.push(None, &self.buf);
         }
         self.buf.clear();
+    }
+
+    /// Stops the framer when a message of `total` bytes (prefix included) is over the limit.
+    fn too_long(&mut self, total: usize) -> bool {
+        let len = total - 5;
+        if len <= self.max_frame {
+            return false;
+        }
+        self.buf = Vec::new();
+        self.overflow = Some(format!(
+            "a gRPC message declares {len} bytes, more than {}, the frame size limit (a corrupt stream, or not gRPC)",
+            size(self.max_frame)
+        ));
+        true
     }
 }
 
@@ -304,5 +513,310 @@ mod tests {
         f.finish(&mut out);
         let got: Vec<&[u8]> = (0..out.frames.len()).map(|i| out.get(i).1).collect();
         assert_eq!(got, vec![&b"{\"a\":1}"[..], b"{\"b\":2}", b"{\"c\":3}"]);
+    }
+
+    #[test]
+    fn frames_end_at_the_read_that_completes_them() {
+        // A CR ending a read ends the line: the event goes out with that read, not the next.
+        let mut f = SseFramer::new();
+        let mut out = Batch::default();
+        f.push(b"data: a\r\n\r", &mut out);
+        assert_eq!(out.frames.len(), 1);
+        f.push(b"\ndata: b\r", &mut out);
+        f.push(b"\r", &mut out);
+        assert_eq!(out.frames.len(), 2);
+        assert_eq!(out.get(1).1, b"b");
+    }
+
+    #[test]
+    fn oversized_frames_stop_the_framer_with_a_reason() {
+        // A line over the limit, whether it arrives whole or trickles in.
+        for step in [1, 3, 1000] {
+            let body = b"data: ok\n\ndata: 0123456789abcdef\n\ndata: late\n\n";
+            let mut f = SseFramer::new().with_max_frame(16);
+            let mut out = Batch::default();
+            for c in body.chunks(step) {
+                f.push(c, &mut out);
+            }
+            f.finish(&mut out);
+            assert_eq!(out.frames.len(), 1, "step {step}");
+            assert_eq!(out.get(0).1, b"ok");
+            let why = f.overflowed().unwrap();
+            assert!(
+                why.contains("SSE line") && why.contains("16 bytes"),
+                "{why}"
+            );
+        }
+        // Lines within the limit gathering an event over it.
+        let mut f = SseFramer::new().with_max_frame(10);
+        let mut out = Batch::default();
+        f.push(b"data:12345\ndata:12345\n\n", &mut out);
+        assert!(out.is_empty());
+        assert!(f.overflowed().unwrap().contains("event"));
+        // NDJSON: the line, however it is split.
+        let mut f = NdjsonFramer::new().with_max_frame(4);
+        let mut out = Batch::default();
+        f.push(b"{}\n{\"a\"", &mut out);
+        assert!(f.overflowed().is_none());
+        f.push(b":1}\n{}\n", &mut out);
+        f.finish(&mut out);
+        assert_eq!(out.frames.len(), 1);
+        assert!(f.overflowed().unwrap().contains("NDJSON line"));
+        // gRPC: the declared length is refused before any of the payload arrives.
+        let mut f = GrpcFramer::new();
+        let mut out = Batch::default();
+        f.push(&[0, 0, 0, 0, 1, 7, 0, 0x3c, 0x68], &mut out);
+        assert!(f.overflowed().is_none());
+        f.push(&[0x74, 0x6d], &mut out);
+        let why = f.overflowed().unwrap();
+        assert!(
+            why.contains("1013478509 bytes") && why.contains("16 MiB"),
+            "{why}"
+        );
+        f.finish(&mut out);
+        assert_eq!(out.frames.len(), 1);
+        assert!(SseFramer::new().overflowed().is_none());
+    }
+
+    /// The framers before they were made linear, kept as the reference the properties compare
+    /// with (no size limit).
+    mod reference {
+        use super::super::{Batch, SseFramer};
+
+        pub fn sse(body: &[u8]) -> Batch {
+            let mut f = SseFramer::new().with_max_frame(usize::MAX);
+            let mut out = Batch::default();
+            let mut start = 0;
+            while let Some(pos) = body[start..].iter().position(|&b| b == b'\n' || b == b'\r') {
+                let end = start + pos;
+                let mut next = end + 1;
+                if body[end] == b'\r' && body.get(next) == Some(&b'\n') {
+                    next += 1;
+                }
+                f.line(&body[start..end], &mut out);
+                start = next;
+            }
+            if start < body.len() {
+                f.line(&body[start..], &mut out);
+            }
+            f.dispatch(&mut out);
+            out
+        }
+
+        pub fn ndjson(body: &[u8]) -> Batch {
+            let mut out = Batch::default();
+            for line in body.split(|&b| b == b'\n') {
+                let line = line.trim_ascii();
+                if !line.is_empty() {
+                    out.push(None, line);
+                }
+            }
+            out
+        }
+
+        pub fn grpc(body: &[u8]) -> Batch {
+            let mut out = Batch::default();
+            let mut start = 0;
+            while let Some(prefix) = body.get(start..start + 5) {
+                let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]);
+                let end = start + 5 + len as usize;
+                if body.len() < end {
+                    break;
+                }
+                out.push(None, &body[start..end]);
+                start = end;
+            }
+            if start < body.len() {
+                out.push(None, &body[start..]);
+            }
+            out
+        }
+    }
+
+    /// One framer of each kind behind one face, as the host's `Framer`.
+    enum AnyFramer {
+        Sse(SseFramer),
+        Ndjson(NdjsonFramer),
+        Grpc(GrpcFramer),
+    }
+
+    impl AnyFramer {
+        fn new(kind: u8, max: usize) -> Self {
+            match kind {
+                0 => Self::Sse(SseFramer::new().with_max_frame(max)),
+                1 => Self::Ndjson(NdjsonFramer::new().with_max_frame(max)),
+                _ => Self::Grpc(GrpcFramer::new().with_max_frame(max)),
+            }
+        }
+
+        fn push(&mut self, bytes: &[u8], out: &mut Batch) {
+            match self {
+                Self::Sse(f) => f.push(bytes, out),
+                Self::Ndjson(f) => f.push(bytes, out),
+                Self::Grpc(f) => f.push(bytes, out),
+            }
+        }
+
+        fn finish(&mut self, out: &mut Batch) {
+            match self {
+                Self::Sse(f) => f.finish(out),
+                Self::Ndjson(f) => f.finish(out),
+                Self::Grpc(f) => f.finish(out),
+            }
+        }
+
+        fn overflowed(&self) -> Option<String> {
+            match self {
+                Self::Sse(f) => f.overflowed(),
+                Self::Ndjson(f) => f.overflowed(),
+                Self::Grpc(f) => f.overflowed(),
+            }
+            .map(str::to_owned)
+        }
+    }
+
+    /// Frames `chunks` (one read each), checking the limit after every read as the host does.
+    fn frame(kind: u8, max: usize, chunks: &[&[u8]]) -> (Batch, Option<String>) {
+        let mut f = AnyFramer::new(kind, max);
+        let mut out = Batch::default();
+        for c in chunks {
+            f.push(c, &mut out);
+            if f.overflowed().is_some() {
+                break;
+            }
+        }
+        f.finish(&mut out);
+        (out, f.overflowed())
+    }
+
+    use crate::testing::fuzz::{config, split};
+    use proptest::prelude::*;
+
+    /// Bytes that look like a stream of `kind` often enough to reach every branch.
+    fn stream(kind: u8) -> BoxedStrategy<Vec<u8>> {
+        let piece = match kind {
+            0 => prop_oneof![
+                4 => prop::sample::select(vec![
+                    &b"data:"[..], b"data: ", b"event: e\n", b"error: ", b": c", b"id: 1",
+                    b"retry: 9", b"x", b"{\"a\":1}", b"\xc3\xa9", b"\xf0\x9f\x98", b"[DONE]",
+                    b"\n", b"\n", b"\r", b"\r\n", b"\n\n", b"\r\n\r\n",
+                ])
+                .prop_map(<[u8]>::to_vec),
+                1 => any::<u8>().prop_map(|b| vec![b]),
+            ]
+            .boxed(),
+            1 => prop_oneof![
+                4 => prop::sample::select(vec![
+                    &b"{\"a\":1}"[..], b" ", b"\t", b"\r", b"\n", b"\n\n", b"\xc3\xa9", b"x",
+                ])
+                .prop_map(<[u8]>::to_vec),
+                1 => any::<u8>().prop_map(|b| vec![b]),
+            ]
+            .boxed(),
+            _ => prop_oneof![
+                3 => (any::<bool>(), prop::collection::vec(any::<u8>(), 0..24)).prop_map(
+                    |(flag, payload)| {
+                        let mut m = vec![u8::from(flag)];
+                        m.extend((payload.len() as u32).to_be_bytes());
+                        m.extend(payload);
+                        m
+                    }
+                ),
+                1 => prop::collection::vec(any::<u8>(), 1..6),
+            ]
+            .boxed(),
+        };
+        prop_oneof![
+            3 => prop::collection::vec(piece, 0..48).prop_map(|p| p.concat()),
+            1 => prop::collection::vec(any::<u8>(), 0..200),
+        ]
+        .boxed()
+    }
+
+    fn frames(b: &Batch) -> Vec<(Option<&str>, &[u8])> {
+        (0..b.frames.len()).map(|i| b.get(i)).collect()
+    }
+
+    proptest! {
+        #![proptest_config(config(256))]
+
+        /// Any bytes, any reads: no panic, the frames of one read, and the reference's frames.
+        #[test]
+        fn any_split_gives_the_frames_of_one_read(
+            (kind, body) in (0u8..3).prop_flat_map(|k| (Just(k), stream(k))),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+        ) {
+            let (whole, none) = frame(kind, usize::MAX, &[&body]);
+            prop_assert_eq!(none, None);
+            let expected = match kind {
+                0 => reference::sse(&body),
+                1 => reference::ndjson(&body),
+                _ => reference::grpc(&body),
+            };
+            prop_assert_eq!(frames(&whole), frames(&expected));
+            let chunks = split(&body, &cuts);
+            let (parts, none) = frame(kind, usize::MAX, &chunks);
+            prop_assert_eq!(none, None);
+            prop_assert_eq!(frames(&parts), frames(&whole));
+            let bytes: Vec<&[u8]> = body.chunks(1).collect();
+            let (each, _) = frame(kind, usize::MAX, &bytes);
+            prop_assert_eq!(frames(&each), frames(&whole));
+        }
+
+        /// With a small limit the split does not change which frames come out before the framer
+        /// stops, nor whether and why it stops; the frames that come out are within the limit.
+        #[test]
+        fn the_limit_does_not_depend_on_the_split(
+            (kind, body) in (0u8..3).prop_flat_map(|k| (Just(k), stream(k))),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+            max in 0usize..40,
+        ) {
+            let (whole, why) = frame(kind, max, &[&body]);
+            let (parts, why_parts) = frame(kind, max, &split(&body, &cuts));
+            prop_assert_eq!(frames(&parts), frames(&whole));
+            prop_assert_eq!(&why_parts, &why);
+            let unlimited = frame(kind, usize::MAX, &[&body]).0;
+            let n = whole.frames.len();
+            prop_assert_eq!(frames(&whole), frames(&unlimited)[..n].to_vec());
+            if why.is_none() {
+                prop_assert_eq!(n, unlimited.frames.len());
+            }
+            for (_, data) in frames(&whole) {
+                // A gRPC frame carries its 5-byte prefix; a cut-off one at the end may be shorter.
+                let prefix = if kind == 2 { 5 } else { 0 };
+                prop_assert!(data.len() <= max + prefix);
+            }
+        }
+    }
+
+    /// A 32 MiB frame trickling in 4 KiB reads (8192 of them): framed whole, in time linear in
+    /// its size. Rescanning the carried line on every read would scan 128 GiB here, minutes
+    /// instead of well under a second.
+    #[test]
+    fn a_long_frame_in_many_reads_is_framed_in_linear_time() {
+        let len = 32 << 20;
+        let payload: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+        let mut grpc = vec![0u8];
+        grpc.extend((len as u32).to_be_bytes());
+        grpc.extend(&payload);
+        let bodies = [
+            [&b"data: "[..], &payload, b"\r\n\r\n"].concat(),
+            [&payload[..], b"\n"].concat(),
+            grpc,
+        ];
+        for (kind, body) in bodies.iter().enumerate() {
+            let started = std::time::Instant::now();
+            let chunks: Vec<&[u8]> = body.chunks(4096).collect();
+            let (out, why) = frame(kind as u8, 64 << 20, &chunks);
+            let took = started.elapsed();
+            assert_eq!(why, None);
+            assert_eq!(out.frames.len(), 1, "kind {kind}");
+            let data = out.get(0).1;
+            assert_eq!(&data[data.len() - len..], &payload[..], "kind {kind}");
+            assert!(took.as_secs() < 10, "kind {kind}: {took:?}");
+            // The default limit stops the same frame instead.
+            let (out, why) = frame(kind as u8, DEFAULT_MAX_FRAME, &chunks);
+            assert!(out.is_empty() && why.unwrap().contains("16 MiB"));
+        }
     }
 }

@@ -384,7 +384,7 @@ pub fn classify(status: Option<u16>, message: String) -> BackendError {
             _ => ErrorKind::Unknown,
         }
     };
-    let message = if message.is_empty() {
+    let message = if message.trim().is_empty() {
         status
             .map(|s| format!("HTTP {s} with an empty body"))
             .unwrap_or_else(|| "unknown error".into())

@@ -2,8 +2,13 @@
 //! parser and reduce the events to comparable values, so "the same events whatever the read
 //! boundaries" is one call. Native only in practice; nothing here runs inside a component.
 
-use crate::backend::{ErrorKind, FrameBatch, FrameSpan, GuestResponseParser, StreamEvent};
-use crate::framing::{Batch, SseFramer};
+use crate::backend::{
+    ErrorKind, FrameBatch, FrameSpan, Framing, GuestResponseParser, Headers, StreamEvent,
+};
+use crate::framing::{Batch, GrpcFramer, NdjsonFramer, SseFramer};
+
+#[cfg(any(test, feature = "fuzz"))]
+pub mod fuzz;
 
 /// Events reduced to comparable values; delta frames are numbered across batches.
 #[derive(Debug, Default, PartialEq)]
@@ -53,7 +58,19 @@ impl Outcome {
 /// Frames SSE `chunks` as the host does (one batch per read) and feeds `parser`, then `finish`
 /// with no trailers.
 pub fn run<P: GuestResponseParser>(parser: P, chunks: &[&[u8]]) -> Outcome {
-    let mut framer = SseFramer::new();
+    run_framed(&parser, Framing::Sse, chunks, Vec::new())
+}
+
+/// Frames `chunks` with `framing` as the host does (one batch per read; `raw` passes each read
+/// as one frame) and feeds `parser`, then `finish` with `trailers`. A framer that stops on its
+/// size limit ends the stream there, as it fails the request in the host.
+pub fn run_framed<P: GuestResponseParser>(
+    parser: &P,
+    framing: Framing,
+    chunks: &[&[u8]],
+    trailers: Headers,
+) -> Outcome {
+    let mut framer = Framer::new(framing);
     let mut out = Outcome::default();
     let mut seen = 0;
     let mut feed = |batch: &mut Batch, out: &mut Outcome| {
@@ -78,11 +95,60 @@ pub fn run<P: GuestResponseParser>(parser: P, chunks: &[&[u8]]) -> Outcome {
     for chunk in chunks {
         framer.push(chunk, &mut batch);
         feed(&mut batch, &mut out);
+        if framer.overflowed() {
+            return out;
+        }
     }
     framer.finish(&mut batch);
     feed(&mut batch, &mut out);
-    out.collect(parser.finish(Vec::new()), seen);
+    out.collect(parser.finish(trailers), seen);
     out
+}
+
+/// The host's framers behind one face.
+enum Framer {
+    Sse(SseFramer),
+    Ndjson(NdjsonFramer),
+    Grpc(GrpcFramer),
+    Raw,
+}
+
+impl Framer {
+    fn new(framing: Framing) -> Self {
+        match framing {
+            Framing::Sse => Self::Sse(SseFramer::new()),
+            Framing::Ndjson => Self::Ndjson(NdjsonFramer::new()),
+            Framing::Grpc => Self::Grpc(GrpcFramer::new()),
+            Framing::Raw => Self::Raw,
+        }
+    }
+
+    fn push(&mut self, chunk: &[u8], batch: &mut Batch) {
+        match self {
+            Self::Sse(f) => f.push(chunk, batch),
+            Self::Ndjson(f) => f.push(chunk, batch),
+            Self::Grpc(f) => f.push(chunk, batch),
+            Self::Raw => batch.push(None, chunk),
+        }
+    }
+
+    fn finish(&mut self, batch: &mut Batch) {
+        match self {
+            Self::Sse(f) => f.finish(batch),
+            Self::Ndjson(f) => f.finish(batch),
+            Self::Grpc(f) => f.finish(batch),
+            Self::Raw => {}
+        }
+    }
+
+    fn overflowed(&self) -> bool {
+        match self {
+            Self::Sse(f) => f.overflowed().is_some(),
+            Self::Ndjson(f) => f.overflowed().is_some(),
+            Self::Grpc(f) => f.overflowed().is_some(),
+            Self::Raw => false,
+        }
+    }
 }
 
 /// The events of `body` must not depend on read boundaries: every two-way split and one byte
@@ -135,8 +201,13 @@ pub struct Trickle {
 
 impl Trickle {
     pub fn new(text: &str, step: usize) -> Self {
+        Self::from_bytes(text.as_bytes(), step)
+    }
+
+    /// The same over any bytes (not necessarily UTF-8), for fuzzing a reader.
+    pub fn from_bytes(bytes: &[u8], step: usize) -> Self {
         Self {
-            inner: std::io::Cursor::new(text.as_bytes().to_vec()),
+            inner: std::io::Cursor::new(bytes.to_vec()),
             step: step.max(1),
         }
     }

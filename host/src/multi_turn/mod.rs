@@ -152,11 +152,16 @@ fn user_headers(args: &MultiTurnArgs) -> anyhow::Result<Vec<(HeaderName, HeaderV
         .iter()
         .map(|h| {
             let (k, v) = args::parse_header(h)?;
+            let mut value = HeaderValue::try_from(v.as_str())
+                .with_context(|| format!("--header {k}: invalid value"))?;
+            if crate::secrets::is_secret_header(&k) {
+                crate::secrets::register(&v);
+                value.set_sensitive(true);
+            }
             Ok((
                 HeaderName::try_from(k.as_str())
                     .with_context(|| format!("--header: invalid name {k:?}"))?,
-                HeaderValue::try_from(v.as_str())
-                    .with_context(|| format!("--header {k}: invalid value"))?,
+                value,
             ))
         })
         .collect()
@@ -165,7 +170,9 @@ fn user_headers(args: &MultiTurnArgs) -> anyhow::Result<Vec<(HeaderName, HeaderV
 /// vLLM's `get_server_info`: the version (when the route exists) and the models with their
 /// `max_model_len`. Fails when nothing answers at the URL.
 async fn server_info(client: &transport::HttpClient, target: &Target) -> anyhow::Result<()> {
-    eprintln!("Collecting information from server: {}", target.base_url);
+    let shown = crate::secrets::redact_url(&target.base_url);
+    eprintln!("Collecting information from server: {shown}");
+    let shown = shown.as_str();
     let get = |path: &str| {
         let uri: hyper::Uri = format!("{}{path}", target.base_url).parse()?;
         let mut req = hyper::Request::get(uri);
@@ -180,10 +187,8 @@ async fn server_info(client: &transport::HttpClient, target: &Target) -> anyhow:
     let fetch = |path: &'static str| async move {
         let resp = tokio::time::timeout(Duration::from_secs(30), client.request(get(path)?))
             .await
-            .with_context(|| format!("{}: no answer within 30 s", target.base_url))?
-            .with_context(|| {
-                format!("cannot reach {} (is the server running?)", target.base_url)
-            })?;
+            .with_context(|| format!("{shown}: no answer within 30 s"))?
+            .with_context(|| format!("cannot reach {shown} (is the server running?)"))?;
         let ok = resp.status().is_success();
         let body = resp.into_body().collect().await?.to_bytes();
         anyhow::Ok((ok, body))
@@ -227,9 +232,12 @@ async fn run_against(
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<MultiTurnOutcome> {
     let t0 = Instant::now();
+    crate::secrets::register_url(base_url);
     eprintln!(
-        "Input parameters: url={base_url}, model={}, num_clients={}",
-        args.model, args.num_clients
+        "Input parameters: url={}, model={}, num_clients={}",
+        crate::secrets::redact_url(base_url),
+        args.model,
+        args.num_clients
     );
     if args.verify_output {
         eprintln!("Verify is enabled");
@@ -263,6 +271,7 @@ async fn run_against(
         authorization: args.api_key.as_deref().map(Target::bearer).transpose()?,
         timeout: Duration::from_secs(120),
         framing: info.framing,
+        limits: Default::default(),
     };
     let http = transport::client(args.num_clients.max(1), None, info.http2)?;
     server_info(&http, &target).await?;

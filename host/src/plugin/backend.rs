@@ -5,12 +5,12 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use wasmtime::component::{HasSelf, Linker, ResourceAny, ResourceTable};
-use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Store, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::{
-    LogSink, MEMORY_CAP_BYTES, Origin, PluginComponent, PluginFault, PluginKind, PluginStore,
-    PluginSummary, engine, guarded,
+    CallBudget, DEFAULT_CALL_BUDGET_US, FaultKind, Limits, LogSink, MEMORY_CAP_BYTES, Origin,
+    PluginComponent, PluginFault, PluginKind, PluginStore, PluginSummary, engine, guarded_with,
 };
 
 /// Host-side bindings of the `backend-plugin` world.
@@ -33,14 +33,16 @@ pub type Headers = Vec<(String, String)>;
 /// A per-request parser living inside one instance.
 pub type ParserHandle = ResourceAny;
 
-/// Deadline for one call on the hot path (feed, build-request): 1 s.
+/// Work allowed to instantiation, `info` and `configure` (1 s); calls on the hot path (feed,
+/// build-request, ...) get `--plugin-call-budget` instead.
 const CALL_DEADLINE_TICKS: u64 = 100;
 
-/// What a backend instance's store holds: an empty WASI context (no files, no env, no network).
+/// What a backend instance's store holds: an empty WASI context (no environment, no arguments,
+/// no preopened directory), of which only the basics are linked (no filesystem, no sockets).
 pub struct BackendState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: Limits,
     log: LogSink,
     name: Arc<str>,
 }
@@ -60,6 +62,9 @@ impl PluginStore for BackendState {
     }
     fn log_sink(&mut self) -> &mut LogSink {
         &mut self.log
+    }
+    fn take_memory_denied(&mut self) -> bool {
+        std::mem::take(&mut self.limits.memory_denied)
     }
 }
 
@@ -91,8 +96,9 @@ pub struct BackendFactory {
 impl BackendFactory {
     pub(super) fn new(plugin: PluginComponent) -> anyhow::Result<Self> {
         debug_assert_eq!(plugin.kind, PluginKind::Backend);
+        // Only what the WIT gives plus the WASI basics std needs: no filesystem, no sockets.
         let mut linker = Linker::<BackendState>::new(engine());
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        super::add_wasi_basics(&mut linker)?;
         bindings::BackendPlugin::add_to_linker::<_, HasSelf<BackendState>>(&mut linker, |s| s)?;
         let pre = linker
             .instantiate_pre(&plugin.component)
@@ -123,15 +129,21 @@ impl BackendFactory {
         let state = BackendState {
             wasi: WasiCtxBuilder::new().build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(MEMORY_CAP_BYTES)
-                .build(),
+            limits: Limits::new(
+                StoreLimitsBuilder::new()
+                    .memory_size(MEMORY_CAP_BYTES)
+                    .build(),
+            ),
             log: LogSink::default(),
             name,
         };
         let mut store = Store::new(engine(), state);
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(CALL_DEADLINE_TICKS);
+        let setup = CallBudget {
+            deadline_ticks: CALL_DEADLINE_TICKS,
+            budget_us: None,
+        };
+        let _ = store.set_fuel(setup.fuel());
         let bindings = self
             .pre
             .instantiate(&mut store)
@@ -140,6 +152,10 @@ impl BackendFactory {
             store,
             bindings,
             poisoned: false,
+            fault: None,
+            budget_us: DEFAULT_CALL_BUDGET_US,
+            plugin_ns: 0,
+            fuel_used: 0,
         })
     }
 
@@ -160,6 +176,22 @@ pub struct BackendInstance {
     store: Store<BackendState>,
     bindings: bindings::BackendPlugin,
     poisoned: bool,
+    /// What poisoned it.
+    fault: Option<FaultKind>,
+    /// Work each call may do, in µs (`--plugin-call-budget`).
+    budget_us: u64,
+    /// Wall time inside calls since the last [`Self::take_usage`].
+    plugin_ns: u64,
+    /// Fuel burnt by calls since the last [`Self::take_usage`].
+    fuel_used: u64,
+}
+
+/// Time and work spent inside an instance's calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PluginUsage {
+    pub ns: u64,
+    /// About one unit per WebAssembly instruction.
+    pub fuel: u64,
 }
 
 impl BackendInstance {
@@ -168,17 +200,42 @@ impl BackendInstance {
         f: impl FnOnce(&mut Store<BackendState>, &bindings::BackendPlugin) -> wasmtime::Result<T>,
     ) -> Result<T, PluginFault> {
         let bindings = &self.bindings;
-        let result = guarded(&mut self.store, CALL_DEADLINE_TICKS, |store| {
-            f(store, bindings)
-        });
-        if result.is_err() {
+        let budget = CallBudget {
+            deadline_ticks: CALL_DEADLINE_TICKS,
+            budget_us: Some(self.budget_us),
+        };
+        let start = std::time::Instant::now();
+        let result = guarded_with(&mut self.store, budget, |store| f(store, bindings));
+        self.plugin_ns += start.elapsed().as_nanos() as u64;
+        let given = budget.fuel();
+        self.fuel_used += given.saturating_sub(self.store.get_fuel().unwrap_or(given));
+        if let Err(fault) = &result {
             self.poisoned = true;
+            self.fault.get_or_insert(fault.kind());
         }
         result
     }
 
     pub fn is_poisoned(&self) -> bool {
         self.poisoned
+    }
+
+    /// The kind of the fault that poisoned this instance, if one did.
+    pub fn fault(&self) -> Option<FaultKind> {
+        self.fault
+    }
+
+    /// Time and fuel spent in calls since the last time this was asked (or checkout).
+    pub fn take_usage(&mut self) -> PluginUsage {
+        PluginUsage {
+            ns: std::mem::take(&mut self.plugin_ns),
+            fuel: std::mem::take(&mut self.fuel_used),
+        }
+    }
+
+    /// The work one call may do, in microseconds (at least 1).
+    pub fn set_call_budget_us(&mut self, us: u64) {
+        self.budget_us = us.max(1);
     }
 
     pub fn info(&mut self) -> Result<BackendInfo, PluginFault> {
@@ -234,8 +291,13 @@ impl BackendInstance {
     }
 
     pub fn drop_parser(&mut self, parser: ParserHandle) {
+        // The destructor runs plugin code too: give it a call's budget.
+        let _ = self
+            .store
+            .set_fuel(self.budget_us.saturating_mul(super::FUEL_PER_US));
         if !self.poisoned && parser.resource_drop(&mut self.store).is_err() {
             self.poisoned = true;
+            self.fault.get_or_insert(FaultKind::Trap);
         }
     }
 
@@ -284,6 +346,8 @@ pub struct BackendPool {
     idle: Mutex<Vec<BackendInstance>>,
     /// Instances discarded after a fault and rebuilt.
     pub faults: AtomicU64,
+    /// `--plugin-call-budget` in µs of work, given to every instance at checkout.
+    call_budget_us: AtomicU64,
 }
 
 impl BackendPool {
@@ -301,6 +365,7 @@ impl BackendPool {
             options: options.into(),
             idle: Mutex::new(Vec::new()),
             faults: AtomicU64::new(0),
+            call_budget_us: AtomicU64::new(DEFAULT_CALL_BUDGET_US),
         });
         let first = pool.fresh()?;
         pool.idle.lock().unwrap().push(first);
@@ -309,6 +374,15 @@ impl BackendPool {
 
     pub fn info(&self) -> &BackendInfo {
         &self.factory.info
+    }
+
+    /// `--plugin-call-budget`: the work each call may do from the next checkout on, in µs.
+    pub fn set_call_budget_us(&self, us: u64) {
+        self.call_budget_us.store(us.max(1), Ordering::Relaxed);
+    }
+
+    pub fn call_budget_us(&self) -> u64 {
+        self.call_budget_us.load(Ordering::Relaxed)
     }
 
     fn fresh(&self) -> anyhow::Result<BackendInstance> {
@@ -362,10 +436,12 @@ impl BackendPool {
 
     pub fn checkout(self: &Arc<Self>) -> anyhow::Result<PooledBackend> {
         let idle = self.idle.lock().unwrap().pop();
-        let inst = match idle {
+        let mut inst = match idle {
             Some(i) => i,
             None => self.fresh()?,
         };
+        inst.set_call_budget_us(self.call_budget_us());
+        inst.take_usage();
         Ok(PooledBackend {
             pool: self.clone(),
             inst: Some(inst),

@@ -1,7 +1,8 @@
-//! Dataset readers: run once before the benchmark, in a sandbox that sees only the directory
-//! of the file the user named (read-only, mounted at `/data`) and the host tokenizer.
+//! Dataset readers: run once before the benchmark, in a sandbox that sees only the host
+//! tokenizer and, read-only at `/data`, exactly the file the user named (or the folder, when
+//! the user named a folder; for the `audio` reader also the clips its list names).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -129,8 +130,21 @@ pub struct DatasetFactory {
 impl DatasetFactory {
     pub(super) fn new(plugin: PluginComponent) -> anyhow::Result<Self> {
         debug_assert_eq!(plugin.kind, PluginKind::Dataset);
+        // The WASI basics plus a filesystem (which holds only the granted files); no sockets.
         let mut linker = Linker::<DatasetState>::new(engine());
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        super::add_wasi_basics(&mut linker)?;
+        {
+            use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView as _};
+            use wasmtime_wasi::p2::bindings::{filesystem, sync};
+            filesystem::preopens::add_to_linker::<_, WasiFilesystem>(
+                &mut linker,
+                DatasetState::filesystem,
+            )?;
+            sync::filesystem::types::add_to_linker::<_, WasiFilesystem>(
+                &mut linker,
+                DatasetState::filesystem,
+            )?;
+        }
         bindings::DatasetPlugin::add_to_linker::<_, HasSelf<DatasetState>>(&mut linker, |s| s)?;
         let pre = linker
             .instantiate_pre(&plugin.component)
@@ -186,6 +200,12 @@ impl DatasetFactory {
         let mut store = Store::new(engine(), state);
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(CALL_DEADLINE_TICKS);
+        // Instantiation gets a call's work budget (fuel; see `super::CallBudget`).
+        let setup = super::CallBudget {
+            deadline_ticks: CALL_DEADLINE_TICKS,
+            budget_us: None,
+        };
+        let _ = store.set_fuel(setup.fuel());
         let plugin = self
             .pre
             .instantiate(&mut store)
@@ -234,24 +254,14 @@ impl DatasetFactory {
             })
             .collect();
         let mut files = Vec::new();
+        let mut grant = None;
         if let Some(path) = &req.file {
-            let meta = std::fs::metadata(path)
-                .with_context(|| format!("dataset path {}: cannot open", path.display()))?;
-            let abs = std::fs::canonicalize(path)
-                .with_context(|| format!("dataset path {}", path.display()))?;
-            // A folder (a downloaded dataset snapshot) is granted whole and named ".".
-            let (dir, file) = if meta.is_dir() {
-                (abs.as_path(), ".".to_string())
-            } else {
-                (
-                    abs.parent().expect("a file has a parent directory"),
-                    abs.file_name().unwrap().to_string_lossy().into_owned(),
-                )
-            };
-            wasi.preopened_dir(dir, "/data", FsPerms::ReadOnly)
+            let (granted, file) = Grant::new(path, name == "audio")?;
+            wasi.preopened_dir(&granted.dir, "/data", FsPerms::ReadOnly)
                 .map_err(|e| {
-                    anyhow::anyhow!("cannot grant read access to {}: {e}", dir.display())
+                    anyhow::anyhow!("cannot grant read access to {}: {e}", path.display())
                 })?;
+            grant = Some(granted);
             files.push(file);
             options.push(dtypes::Kv {
                 key: "dataset-path-display".into(),
@@ -292,9 +302,134 @@ impl DatasetFactory {
                 break;
             }
         }
+        drop(store);
+        drop(grant);
         anyhow::ensure!(!samples.is_empty(), "dataset {name} produced no prompts");
         Ok(samples)
     }
+}
+
+/// The folder a dataset reader sees as `/data`, read-only. A folder the user named is granted
+/// as it is; a file is granted alone: hard-linked (copied when it cannot be) into a private
+/// temporary folder, removed afterwards, so the reader cannot open its siblings.
+struct Grant {
+    dir: PathBuf,
+    temporary: bool,
+}
+
+impl Grant {
+    /// The grant for `path` and the name the reader opens it by. With `with_listed` (the
+    /// `audio` reader, whose list names its clips), the files a JSONL list names by relative
+    /// path inside its own folder are granted too, at the same relative paths.
+    fn new(path: &Path, with_listed: bool) -> anyhow::Result<(Grant, String)> {
+        let meta = std::fs::metadata(path)
+            .with_context(|| format!("dataset path {}: cannot open", path.display()))?;
+        let abs = std::fs::canonicalize(path)
+            .with_context(|| format!("dataset path {}", path.display()))?;
+        if meta.is_dir() {
+            // A folder (a downloaded dataset snapshot) is granted whole and named ".".
+            let grant = Grant {
+                dir: abs,
+                temporary: false,
+            };
+            return Ok((grant, ".".into()));
+        }
+        let grant = Grant {
+            dir: private_dir()?,
+            temporary: true,
+        };
+        let name = abs
+            .file_name()
+            .context("a file has a name")?
+            .to_string_lossy()
+            .into_owned();
+        grant.add(&abs, Path::new(&name))?;
+        if with_listed {
+            let folder = abs.parent().context("a file has a parent directory")?;
+            for rel in listed_files(&abs) {
+                if rel == Path::new(&name) {
+                    continue;
+                }
+                // A file that is missing or is not a plain file inside the folder is left out;
+                // the reader then says it cannot read it.
+                if let Ok(target) = std::fs::canonicalize(folder.join(&rel))
+                    && target.starts_with(folder)
+                    && target.is_file()
+                {
+                    grant.add(&target, &rel)?;
+                }
+            }
+        }
+        Ok((grant, name))
+    }
+
+    fn add(&self, source: &Path, rel: &Path) -> anyhow::Result<()> {
+        let dest = self.dir.join(rel);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot prepare {}", parent.display()))?;
+        }
+        if dest.exists() {
+            return Ok(());
+        }
+        if std::fs::hard_link(source, &dest).is_err() {
+            std::fs::copy(source, &dest)
+                .with_context(|| format!("cannot grant the dataset reader {}", source.display()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Grant {
+    fn drop(&mut self) {
+        if self.temporary {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A new, empty folder only this user can enter, under the system's temporary folder.
+fn private_dir() -> anyhow::Result<PathBuf> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let base = std::env::temp_dir();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    for _ in 0..100 {
+        let dir = base.join(format!(
+            "llmb-data-{}-{}-{nanos}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut builder = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        match builder.create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot create a folder in {}", base.display()));
+            }
+        }
+    }
+    anyhow::bail!("cannot create a private folder in {}", base.display())
+}
+
+/// The relative paths a JSONL list names in its `"audio"` fields: no absolute paths, no `..`.
+fn listed_files(list: &Path) -> Vec<PathBuf> {
+    let Ok(text) = std::fs::read_to_string(list) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|v| v.get("audio").and_then(|a| a.as_str()).map(PathBuf::from))
+        .filter(|p| {
+            p.components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+        })
+        .collect()
 }
 
 fn convert_prompt(p: dtypes::Prompt) -> BPrompt {

@@ -3,7 +3,8 @@
 //! First-party plugins are embedded in the binary; `--plugin PATH.wasm` adds more at run time.
 //! Both go through the same checks: the file must be a component (not a core module), export a
 //! `llmb:plugin` interface of this host's major version, and import nothing beyond what the host
-//! provides (the WASI basics Rust's std needs, the host log and, for datasets, the tokenizer).
+//! provides (the WASI basics Rust's std needs, the host log and, for datasets, the tokenizer and
+//! a read-only filesystem holding only the files the user named).
 
 pub mod backend;
 pub mod dataset;
@@ -25,8 +26,19 @@ pub const WIT_PACKAGE: &str = "llmb:plugin";
 pub const WIT_VERSION: &str = "1.0.0";
 const WIT_MAJOR: u64 = 1;
 
-/// How often the epoch ticker advances; plugin deadlines are counted in these ticks.
+/// The unit of deadlines given in ticks (dataset readers: 6,000 ticks = 60 s): each tick is
+/// 10 ms of work, metered as fuel like backend budgets.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Fuel (about one unit per WebAssembly instruction) standing for one microsecond of plugin
+/// work. `llmb selfbench --parse-only` measures the `openai-chat` parser at 11,000-13,000 fuel
+/// per 260-byte chunk and 5-9 fuel per ns of wall time (most wasm locals live in registers), so
+/// a µs of work is at least a µs on current machines; and it is the same on a loaded one
+/// (fuel counts instructions, not time).
+pub const FUEL_PER_US: u64 = 10_000;
+/// `--plugin-call-budget`: the work one backend call may do, in microseconds (see
+/// [`FUEL_PER_US`]). Parsing a 260-byte chunk takes about 1 µs of work, so this leaves four
+/// orders of magnitude for large batches and bodies.
+pub const DEFAULT_CALL_BUDGET_US: u64 = 10_000;
 /// Memory a plugin instance may grow to.
 pub const MEMORY_CAP_BYTES: usize = 64 << 20;
 
@@ -88,27 +100,21 @@ pub struct PluginSummary {
 }
 
 /// The engine every plugin runs on: synchronous calls, no component-model concurrency (cheaper
-/// calls), epoch interruption for deadlines, and a ticker thread advancing the epoch.
+/// calls), and fuel metering for per-call work budgets. Fuel replaced epoch interruption: it is
+/// deterministic (a preempted thread on a loaded client is not charged) and stops a runaway
+/// loop just as well. It costs about 0.35 µs per parsed chat chunk against no limit at all,
+/// 0.1-0.2 µs more than the epoch checks it replaced (`llmb selfbench --parse-only`, with and
+/// without `LLMB_NO_FUEL=1`).
 pub fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE.get_or_init(|| {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.concurrency_support(false);
-        config.epoch_interruption(true);
-        let engine = Engine::new(&config).expect("the plugin engine configuration is valid");
-        let weak = engine.weak();
-        std::thread::Builder::new()
-            .name("llmb-epoch".into())
-            .spawn(move || {
-                while let Some(engine) = weak.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(EPOCH_TICK);
-                }
-            })
-            .expect("spawn epoch ticker");
-        engine
+        // LLMB_NO_FUEL=1 turns metering off, and with it every plugin time limit: only for
+        // measuring what metering costs.
+        config.consume_fuel(std::env::var_os("LLMB_NO_FUEL").is_none());
+        Engine::new(&config).expect("the plugin engine configuration is valid")
     })
 }
 
@@ -237,8 +243,17 @@ pub fn load_component(bytes: &[u8], origin: Origin) -> anyhow::Result<PluginComp
     };
     for (name, _) in ty.imports(engine) {
         if !import_allowed(kind, name) {
+            let why = match kind {
+                PluginKind::Backend => {
+                    " (backend adapters get no files, environment or network: a request is \
+                     built from what build-request receives, and llmb sends it)"
+                }
+                PluginKind::Dataset => {
+                    " (dataset readers get the files the user named, read-only, and no network)"
+                }
+            };
             bail!(
-                "imports `{name}`, which llmb does not provide to {} plugins",
+                "imports `{name}`, which llmb does not provide to {} plugins{why}",
                 kind.as_str()
             );
         }
@@ -252,21 +267,80 @@ pub fn load_component(bytes: &[u8], origin: Origin) -> anyhow::Result<PluginComp
     })
 }
 
-/// The host provides the WASI pieces Rust's std links against (no sockets, no HTTP), the host
-/// log, and the tokenizer to dataset readers.
+/// The host provides the WASI pieces Rust's std links against (streams, an empty environment,
+/// exit, clocks, random; no sockets, no HTTP), the host log, and to dataset readers the
+/// tokenizer and a filesystem holding only the files the user named. Backend adapters get no
+/// filesystem at all.
 fn import_allowed(kind: PluginKind, name: &str) -> bool {
     let interface = name.split('@').next().unwrap_or(name);
     match interface {
         "llmb:plugin/types" | "llmb:plugin/host-log" => true,
         "llmb:plugin/tokenizer" => kind == PluginKind::Dataset,
-        _ => {
-            interface.starts_with("wasi:cli/")
-                || interface.starts_with("wasi:io/")
-                || interface.starts_with("wasi:clocks/")
-                || interface.starts_with("wasi:random/")
-                || interface.starts_with("wasi:filesystem/")
-        }
+        "wasi:filesystem/types" | "wasi:filesystem/preopens" => kind == PluginKind::Dataset,
+        _ => WASI_BASICS.contains(&interface),
     }
+}
+
+/// The WASI interfaces every plugin may import: what Rust's std for `wasm32-wasip2` links
+/// against, none of which reaches a file, a socket or the host's environment.
+const WASI_BASICS: [&str; 18] = [
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:clocks/wall-clock",
+    "wasi:clocks/monotonic-clock",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+];
+
+/// Links [`WASI_BASICS`] (plus `wasi:random/insecure` and `insecure-seed`, which std's hash
+/// maps use) and nothing else. Behind them is the store's `WasiCtx`, built without
+/// environment variables, arguments or a working directory, with stdin closed and stdout and
+/// stderr discarded.
+pub(crate) fn add_wasi_basics<T: wasmtime_wasi::WasiView>(
+    linker: &mut wasmtime::component::Linker<T>,
+) -> anyhow::Result<()> {
+    use wasmtime_wasi::cli::{WasiCli, WasiCliView as _};
+    use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView as _};
+    use wasmtime_wasi::p2::bindings::{cli, clocks, random, sync};
+    use wasmtime_wasi::random::{WasiRandom, WasiRandomView as _};
+
+    struct Table;
+    impl wasmtime::component::HasData for Table {
+        type Data<'a> = &'a mut wasmtime::component::ResourceTable;
+    }
+
+    let l = linker;
+    sync::io::error::add_to_linker::<T, Table>(l, |t| t.ctx().table)?;
+    sync::io::poll::add_to_linker::<T, Table>(l, |t| t.ctx().table)?;
+    sync::io::streams::add_to_linker::<T, Table>(l, |t| t.ctx().table)?;
+    clocks::wall_clock::add_to_linker::<T, WasiClocks>(l, T::clocks)?;
+    clocks::monotonic_clock::add_to_linker::<T, WasiClocks>(l, T::clocks)?;
+    random::random::add_to_linker::<T, WasiRandom>(l, T::random)?;
+    random::insecure::add_to_linker::<T, WasiRandom>(l, T::random)?;
+    random::insecure_seed::add_to_linker::<T, WasiRandom>(l, T::random)?;
+    cli::exit::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::environment::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::stdin::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::stdout::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::stderr::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::terminal_input::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::terminal_output::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::terminal_stdin::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::terminal_stdout::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::terminal_stderr::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    Ok(())
 }
 
 /// Compiling a component takes ~0.2 s; the native code is cached on disk by content hash.
@@ -321,8 +395,99 @@ fn hex(bytes: &[u8]) -> String {
 pub enum PluginFault {
     #[error("plugin `{plugin}` trapped: {reason}")]
     Trap { plugin: String, reason: String },
-    #[error("plugin `{plugin}` exceeded its time limit ({limit_ms} ms) and was stopped")]
+    #[error("plugin `{plugin}` exceeded its time limit ({limit_ms} ms of work) and was stopped")]
     Deadline { plugin: String, limit_ms: u64 },
+    #[error(
+        "plugin `{plugin}` exceeded its time limit: its budget of {budget_us} µs of work per call \
+         (--plugin-call-budget) ran out and it was stopped"
+    )]
+    Budget { plugin: String, budget_us: u64 },
+    #[error("plugin `{plugin}` hit its memory limit ({limit_mib} MiB) and was stopped")]
+    Memory { plugin: String, limit_mib: u64 },
+}
+
+impl PluginFault {
+    pub fn kind(&self) -> FaultKind {
+        match self {
+            PluginFault::Trap { .. } => FaultKind::Trap,
+            PluginFault::Deadline { .. } | PluginFault::Budget { .. } => FaultKind::Deadline,
+            PluginFault::Memory { .. } => FaultKind::Memory,
+        }
+    }
+}
+
+/// What went wrong in a plugin call, for counting faults by kind.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// A panic, an `unreachable`, any other trap.
+    Trap,
+    /// The call's work budget (fuel) or wall-clock deadline ran out.
+    Deadline,
+    /// The instance asked for memory beyond its cap.
+    Memory,
+}
+
+impl FaultKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Trap => "trap",
+            FaultKind::Deadline => "deadline",
+            FaultKind::Memory => "memory",
+        }
+    }
+}
+
+/// The store limits of a plugin instance, remembering whether a memory growth was refused so
+/// the trap that follows (Rust aborts on allocation failure) is reported as a memory fault.
+pub(crate) struct Limits {
+    inner: wasmtime::StoreLimits,
+    pub memory_denied: bool,
+}
+
+impl Limits {
+    pub fn new(inner: wasmtime::StoreLimits) -> Self {
+        Limits {
+            inner,
+            memory_denied: false,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.inner.memory_growing(current, desired, maximum)?;
+        self.memory_denied |= !allowed;
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
 }
 
 /// Rate-limited plugin log lines; error lines are kept so a trap can say what the plugin said.
@@ -336,6 +501,8 @@ impl LogSink {
     const MAX_LINES: u32 = 50;
 
     pub fn log(&mut self, plugin: &str, level: &str, message: &str, is_error: bool) {
+        let message = crate::secrets::scrub(message);
+        let message = message.as_ref();
         if is_error {
             self.last_error = Some(message.to_string());
         }
@@ -352,6 +519,30 @@ impl LogSink {
 pub(crate) trait PluginStore {
     fn plugin_name(&self) -> &str;
     fn log_sink(&mut self) -> &mut LogSink;
+    /// Whether a memory growth was refused since the last call (and forget it).
+    fn take_memory_denied(&mut self) -> bool {
+        false
+    }
+}
+
+/// What one plugin call may do, as fuel: `--plugin-call-budget` µs of work for backend calls,
+/// else a deadline in ticks of [`EPOCH_TICK`] of work (dataset readers, which may read for
+/// long).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallBudget {
+    pub deadline_ticks: u64,
+    /// A work budget in µs; `None`: `deadline_ticks` is the limit.
+    pub budget_us: Option<u64>,
+}
+
+impl CallBudget {
+    pub fn fuel(&self) -> u64 {
+        let us = self.budget_us.unwrap_or_else(|| {
+            self.deadline_ticks
+                .saturating_mul(EPOCH_TICK.as_micros() as u64)
+        });
+        us.saturating_mul(FUEL_PER_US).max(1)
+    }
 }
 
 /// Runs a plugin call under a deadline, turning traps, deadline hits and host-side panics into
@@ -361,22 +552,51 @@ pub(crate) fn guarded<S: PluginStore, T>(
     deadline_ticks: u64,
     call: impl FnOnce(&mut wasmtime::Store<S>) -> wasmtime::Result<T>,
 ) -> Result<T, PluginFault> {
-    store.set_epoch_deadline(deadline_ticks);
+    let budget = CallBudget {
+        deadline_ticks,
+        budget_us: None,
+    };
+    guarded_with(store, budget, call)
+}
+
+/// [`guarded`] with a work budget: the call gets `budget_us * FUEL_PER_US` fuel.
+pub(crate) fn guarded_with<S: PluginStore, T>(
+    store: &mut wasmtime::Store<S>,
+    budget: CallBudget,
+    call: impl FnOnce(&mut wasmtime::Store<S>) -> wasmtime::Result<T>,
+) -> Result<T, PluginFault> {
+    let deadline_ticks = budget.deadline_ticks;
+    // Fails only when the engine does not meter fuel (LLMB_NO_FUEL).
+    let _ = store.set_fuel(budget.fuel());
+    store.data_mut().take_memory_denied();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(&mut *store)));
     let plugin = store.data().plugin_name().to_string();
+    // Rust aborts on a failed allocation, after trying to print why (which panics in the
+    // host): either way a call that ends after a refused growth is a memory fault.
+    let memory_fault = |plugin| PluginFault::Memory {
+        plugin,
+        limit_mib: (MEMORY_CAP_BYTES >> 20) as u64,
+    };
+    let denied = store.data_mut().take_memory_denied();
     let reason = match outcome {
         Ok(Ok(value)) => return Ok(value),
         Ok(Err(err)) => {
-            if let Some(trap) = err.downcast_ref::<wasmtime::Trap>()
-                && *trap == wasmtime::Trap::Interrupt
-            {
-                return Err(PluginFault::Deadline {
-                    plugin,
-                    limit_ms: deadline_ticks * EPOCH_TICK.as_millis() as u64,
-                });
+            match err.downcast_ref::<wasmtime::Trap>() {
+                Some(wasmtime::Trap::OutOfFuel) => {
+                    return Err(match budget.budget_us {
+                        Some(budget_us) => PluginFault::Budget { plugin, budget_us },
+                        None => PluginFault::Deadline {
+                            plugin,
+                            limit_ms: deadline_ticks * EPOCH_TICK.as_millis() as u64,
+                        },
+                    });
+                }
+                _ if denied => return Err(memory_fault(plugin)),
+                _ => {}
             }
             format!("{err:#}")
         }
+        Err(_) if denied => return Err(memory_fault(plugin)),
         Err(panic) => {
             let text = panic
                 .downcast_ref::<String>()

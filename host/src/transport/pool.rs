@@ -68,6 +68,9 @@ pub enum SendError {
     Connect(String),
     #[error("no connection within {0:?}")]
     ConnectTimeout(Duration),
+    /// The request went out but no response head came within the header timeout.
+    #[error("no response head within {0:?}")]
+    HeaderTimeout(Duration),
     #[error("{0}")]
     Http(#[from] hyper::Error),
     #[error("invalid request URL: {0}")]
@@ -129,6 +132,16 @@ impl Pool {
     /// Sends `req` (absolute URI) and returns its response head. A request that failed on a
     /// reused connection before its response began is sent once more on a new connection.
     pub async fn send(self: &Arc<Self>, req: Request<Full<Bytes>>) -> Result<Sent, SendError> {
+        self.send_within(req, None).await
+    }
+
+    /// [`Pool::send`] giving up on a response head that takes longer than `header_timeout`
+    /// from writing the request (connecting not included; each attempt has its own).
+    pub async fn send_within(
+        self: &Arc<Self>,
+        req: Request<Full<Bytes>>,
+        header_timeout: Option<Duration>,
+    ) -> Result<Sent, SendError> {
         let (parts, body) = req.into_parts();
         let body = {
             use http_body_util::BodyExt;
@@ -169,7 +182,16 @@ impl Pool {
         let mut retried = false;
         let response = loop {
             conn.uses += 1;
-            match conn.sender.send_request(build()).await {
+            let attempt = conn.sender.send_request(build());
+            let result = match header_timeout {
+                // Dropping the attempt drops the connection: the server's answer, if it ever
+                // comes, is not mistaken for the next request's.
+                Some(t) => tokio::time::timeout(t, attempt)
+                    .await
+                    .map_err(|_| SendError::HeaderTimeout(t))?,
+                None => attempt.await,
+            };
+            match result {
                 Ok(response) => break response,
                 Err(e) if reused && !retried && retryable(&e) => {
                     self.counters.retries.fetch_add(1, Ordering::Relaxed);
@@ -286,24 +308,12 @@ fn pool_key(uri: &Uri) -> Result<String, SendError> {
     }
 }
 
-/// Failures that mean "the server closed this connection before it read the request": safe to
-/// send again on a new connection because no response was begun.
+/// Failures after which the request may go again on a new connection: it was never sent (the
+/// connection was found closed), or the server closed the connection cleanly before sending any
+/// response byte (Go's `errServerClosedIdle`: a keep-alive close racing the request). A reset
+/// is not among them: the server may have read the request, and a POST must not be doubled.
 fn retryable(e: &hyper::Error) -> bool {
-    if e.is_incomplete_message() || e.is_canceled() || e.is_closed() {
-        return true;
-    }
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::*;
-            return matches!(
-                io.kind(),
-                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
-            );
-        }
-        src = s.source();
-    }
-    false
+    e.is_incomplete_message() || e.is_canceled() || e.is_closed()
 }
 
 fn has_token(value: &[u8], token: &str) -> bool {

@@ -737,4 +737,15 @@ mod tests {
         let e = Adapter::parse_body(200, Vec::new(), br#"{"data":{}}"#.to_vec()).unwrap_err();
         assert!(matches!(e.kind, ErrorKind::Protocol));
     }
+
+    /// Arbitrary and mutated responses in arbitrary reads: no panic, the same events.
+    #[test]
+    fn fuzz() {
+        llmb_plugin_sdk::testing::fuzz::adapter::<Adapter>(&[
+            TRANSCRIPT,
+            SIM_STREAM,
+            br#"{"data":{"id":"4b","choices":[{"index":0,"role":"assistant","message":"The capital is Paris.","finish_reason":"stop"}],"usage":{"prompt_tokens":14,"completion_tokens":5,"total_tokens":19}}}"#,
+            br#"{"choices":[{"index":0,"message":{"role":"assistant","content":" a b c"},"finish_reason":"length"}],"usage":{"prompt_tokens":5,"completion_tokens":3}}"#,
+        ]);
+    }
 }

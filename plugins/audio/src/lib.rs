@@ -550,4 +550,38 @@ mod tests {
         assert_eq!(basename("a.wav"), "a.wav");
         assert_eq!(basename("x\\y\\b.mp3"), "b.mp3");
     }
+
+    /// Any list file, its clips any bytes: clips or an error naming file and line.
+    #[test]
+    fn fuzz() {
+        let list = include_str!("../../../datasets/audio/list.jsonl");
+        let clip = wav(16000, 1, 8, b"LIST\x04\x00\x00\x00abcd");
+        llmb_plugin_sdk::testing::fuzz::reader("list.jsonl", &[list.as_bytes()], |content| {
+            let text = std::str::from_utf8(content)
+                .map_err(|e| format!("list.jsonl: cannot read: {e}"))?;
+            let entries = parse_list("list.jsonl", text)?;
+            let clips = load_clips("list.jsonl", entries, |_| Ok(clip.clone()))?;
+            let params = llmb_plugin_sdk::testing::dataset_params(1, 5, &[], &["list.jsonl"]);
+            State::new(&params, clips)?.next(5);
+            Ok(())
+        });
+    }
+
+    /// Any bytes as a WAV file: a finite, non-negative duration or none, never a panic.
+    #[test]
+    fn fuzz_wav() {
+        use llmb_plugin_sdk::testing::fuzz;
+        let seed = wav(8000, 2, 100, b"LIST\x04\x00\x00\x00abcd");
+        fuzz::check(
+            "wav_duration",
+            fuzz::DEFAULT_CASES,
+            fuzz::contents(&[&seed]),
+            |b| {
+                if let Some(d) = wav_duration(&b.0) {
+                    fuzz::proptest::prop_assert!(d.is_finite() && d >= 0.0, "{d}");
+                }
+                Ok(())
+            },
+        );
+    }
 }

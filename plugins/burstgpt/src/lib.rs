@@ -790,4 +790,23 @@ mod tests {
         );
         assert_eq!(shape(&replay(no_filters, &p).unwrap()), [(9.0, 2, 1)]);
     }
+
+    /// Any file, in trace order or shuffled, filtered or not: samples or an error naming file
+    /// and line.
+    #[test]
+    fn fuzz() {
+        llmb_plugin_sdk::testing::fuzz::reader("trace.csv", &[SAMPLE.as_bytes()], |content| {
+            let filtered = params(
+                5,
+                2,
+                &[("burstgpt-model", "GPT-4"), ("disable-shuffle", "true")],
+            );
+            for p in [params(0, 1, &[]), filtered] {
+                let vocab = Vocab::new(500, &[0]).unwrap();
+                let mut replay = Replay::new(content, "trace.csv", &config(&p)?, Words, vocab)?;
+                while !replay.next_batch(7)?.is_empty() {}
+            }
+            Ok(())
+        });
+    }
 }

@@ -579,4 +579,25 @@ mod tests {
             "--conversation-output-len must be at least 1"
         );
     }
+
+    /// Any file, shuffled or streamed, cycled or not: samples or an error naming file and line.
+    #[test]
+    fn fuzz() {
+        let multi = include_str!("../../../datasets/multi-turn-conversations.json");
+        llmb_plugin_sdk::testing::fuzz::reader(
+            NAME,
+            &[SAMPLE.as_bytes(), multi.as_bytes()],
+            |content| {
+                for (count, shuffle, cycle) in [(0, false, false), (5, true, true)] {
+                    let mut config = cfg(1, count, shuffle, cycle);
+                    config.max_turns = shuffle.then_some(2);
+                    let trickle = Trickle::from_bytes(content, 7);
+                    let records = ArrayElements::new(BufReader::with_capacity(7, trickle), NAME);
+                    let mut sampler = sampler(records, NAME, config)?;
+                    while !sampler.next_batch(3, &words)?.is_empty() {}
+                }
+                Ok(())
+            },
+        );
+    }
 }

@@ -244,3 +244,26 @@ impl GuestSource for CustomSource {
 
 #[cfg(target_arch = "wasm32")]
 llmb_plugin_sdk::export_dataset!(Custom);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NAME: &str = "prompts.jsonl";
+
+    /// Any file (JSON Lines or a JSON array): entries or an error naming file and line.
+    #[test]
+    fn fuzz() {
+        let seeds = [
+            &include_bytes!("../../../datasets/sample.jsonl")[..],
+            include_bytes!("../../../datasets/trace.jsonl"),
+            include_bytes!("../../../datasets/multi-turn-synthetic.json"),
+            br#"[{"prompt":"a","output_tokens":3},{"messages":[{"role":"user","content":"b"}]},{"conversations":[{"from":"human","value":"c"}],"timestamp":1.5}]"#,
+        ];
+        llmb_plugin_sdk::testing::fuzz::reader(NAME, &seeds, |content| {
+            let text =
+                std::str::from_utf8(content).map_err(|e| format!("{NAME}: cannot read: {e}"))?;
+            parse_entries(NAME, text).map(drop)
+        });
+    }
+}

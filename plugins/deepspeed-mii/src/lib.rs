@@ -779,4 +779,16 @@ mod tests {
         let e = Adapter::parse_body(200, Vec::new(), b"<html></html>".to_vec()).unwrap_err();
         assert!(matches!(e.kind, ErrorKind::Protocol));
     }
+
+    /// Arbitrary and mutated responses in arbitrary reads: no panic, the same events.
+    #[test]
+    fn fuzz() {
+        llmb_plugin_sdk::testing::fuzz::adapter::<Adapter>(&[
+            TRANSCRIPT,
+            SIM_STREAM,
+            br#"[{"finish_reason":"length","generated_length":4,"generated_text":" Paris, the capital","prompt_length":8}]"#,
+            br#"{"text": [" a b c"]}"#,
+            b"data: {\"text\": [\" Paris\"]}\n\ndata: {\"error\": \"CUDA out of memory\"}\n\ndata: [DONE]\n\n",
+        ]);
+    }
 }

@@ -771,3 +771,81 @@ fn rows_beyond_the_memory_budget_stop_the_read_with_advice() {
             .ends_with("pass a smaller --num-prompts")
     );
 }
+
+/// Any file of each format the reader takes (parquet from the sample's bytes changed): rows or
+/// an error naming the file (and the line, for text formats), never a panic.
+#[test]
+fn fuzz() {
+    let dir = scratch("fuzz");
+    let sharegpt = std::fs::read(datasets().join("sharegpt-sample.json")).unwrap();
+    let formats: [(&str, Vec<Vec<u8>>); 5] = [
+        (
+            "data.jsonl",
+            vec![
+                std::fs::read(datasets().join("sample.jsonl")).unwrap(),
+                std::fs::read(datasets().join("conversations.jsonl")).unwrap(),
+            ],
+        ),
+        (
+            "data.json",
+            vec![
+                sharegpt,
+                br#"{"data":[{"instruction":"a","input":"b","output":"c"}],"version":1}"#.to_vec(),
+            ],
+        ),
+        (
+            "data.csv",
+            vec![std::fs::read(datasets().join("hf-sample.csv")).unwrap()],
+        ),
+        (
+            "data.tsv",
+            vec![b"prompt\toutput_len\nHello there\t3\n\"quoted\ttab\"\t4\n".to_vec()],
+        ),
+        (
+            "data.parquet",
+            vec![std::fs::read(datasets().join("hf-chat-sample.parquet")).unwrap()],
+        ),
+    ];
+    let config = all(&[]);
+    for (name, seeds) in &formats {
+        let seeds: Vec<&[u8]> = seeds.iter().map(Vec::as_slice).collect();
+        llmb_plugin_sdk::testing::fuzz::reader(name, &seeds, |content| {
+            std::fs::write(dir.join(name), content).unwrap();
+            run(&dir, name, &config).map(drop)
+        });
+    }
+}
+
+/// Corrupt pages the `parquet` crate's record reader would panic on fail with the file's name.
+#[test]
+fn a_corrupt_parquet_page_is_an_error_not_a_panic() {
+    let dir = scratch("corrupt-parquet");
+    let mut bytes = std::fs::read(datasets().join("hf-chat-sample.parquet")).unwrap();
+    // A definition level of 6 in a column whose maximum is 4 (found by `fuzz`).
+    assert_eq!(bytes[3128], 4);
+    bytes[3128] = 6;
+    std::fs::write(dir.join("bad.parquet"), &bytes).unwrap();
+    let err = run(&dir, "bad.parquet", &all(&[])).unwrap_err();
+    assert!(
+        err.starts_with("bad.parquet: ") && err.contains("definition level 6"),
+        "{err}"
+    );
+}
+
+/// A column chunk whose pages end before the values its metadata announces (a page header
+/// made unreadable, which the `parquet` crate skips) is an error, not a panic.
+#[test]
+fn a_parquet_column_chunk_that_ends_early_is_an_error_not_a_panic() {
+    let dir = scratch("short-parquet");
+    let mut bytes = std::fs::read(datasets().join("hf-chat-sample.parquet")).unwrap();
+    // The type of the first data page of `content`: DATA_PAGE becomes INDEX_PAGE (found by
+    // `fuzz`).
+    assert_eq!(bytes[1085], 0);
+    bytes[1085] = 2;
+    std::fs::write(dir.join("short.parquet"), &bytes).unwrap();
+    let err = run(&dir, "short.parquet", &all(&[])).unwrap_err();
+    assert!(
+        err.starts_with("short.parquet: ") && err.contains("fewer than the 20"),
+        "{err}"
+    );
+}

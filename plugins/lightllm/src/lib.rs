@@ -474,4 +474,15 @@ mod tests {
         let e = Adapter::parse_body(200, Vec::new(), br#"{"message":"boom"}"#.to_vec());
         assert_eq!(e.unwrap_err().message, "boom");
     }
+
+    /// Arbitrary and mutated responses in arbitrary reads: no panic, the same events.
+    #[test]
+    fn fuzz() {
+        llmb_plugin_sdk::testing::fuzz::adapter::<Adapter>(&[
+            TRANSCRIPT,
+            SHORT,
+            br#"{"generated_text":[" Paris"],"count_output_tokens":1,"finish_reason":"length","prompt_tokens":8}"#,
+            br#"{"message":"Error"}"#,
+        ]);
+    }
 }

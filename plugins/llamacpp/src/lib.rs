@@ -395,4 +395,16 @@ mod tests {
             (Some(8), Some(4), Some(0))
         );
     }
+
+    /// Arbitrary and mutated responses in arbitrary reads: no panic, the same events.
+    #[test]
+    fn fuzz() {
+        llmb_plugin_sdk::testing::fuzz::adapter::<Adapter>(&[
+            TRANSCRIPT,
+            br#"{"index":0,"content":" Paris, the capital","tokens":[],"id_slot":0,"stop":true,"model":"m","tokens_predicted":4,"tokens_evaluated":8,"stop_type":"limit","tokens_cached":11}"#,
+            b"data: {\"content\":\" a\",\"stop\":false}\n\nerror: {\"code\":500,\"message\":\"too big\",\"type\":\"server_error\"}\n\n",
+            br#"{"error":{"code":400,"message":"the request exceeds the available context size","type":"exceed_context_size_error","n_prompt_tokens":9,"n_ctx":8}}"#,
+            br#"{"tokens":[1,2,3]}"#,
+        ]);
+    }
 }

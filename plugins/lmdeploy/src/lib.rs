@@ -440,4 +440,15 @@ mod tests {
         let u = c.usage.unwrap();
         assert_eq!((u.prompt_tokens, u.completion_tokens), (Some(8), Some(4)));
     }
+
+    /// Arbitrary and mutated responses in arbitrary reads: no panic, the same events.
+    #[test]
+    fn fuzz() {
+        llmb_plugin_sdk::testing::fuzz::adapter::<Adapter>(&[
+            TRANSCRIPT,
+            SHORT,
+            br#"{"text":" Paris","output_ids":[12366],"meta_info":{"prompt_tokens":8,"completion_tokens":1,"finish_reason":{"type":"length"}}}"#,
+            br#"{"input_ids":[1,2],"length":2}"#,
+        ]);
+    }
 }

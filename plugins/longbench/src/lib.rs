@@ -619,4 +619,20 @@ mod tests {
             "invalid value \"sometimes\" for --output-from-answers (expected true or false)"
         );
     }
+
+    /// Any file, shuffled or streamed, cycled or not: samples or an error naming file and line.
+    #[test]
+    fn fuzz() {
+        llmb_plugin_sdk::testing::fuzz::reader(NAME, &[SAMPLE.as_bytes()], |content| {
+            for (count, shuffle, cycle) in [(0, false, false), (5, true, true)] {
+                let mut config = cfg(1, count, shuffle, cycle);
+                config.output_from_answers = shuffle;
+                config.max_input_len = shuffle.then_some(50);
+                let trickle = Trickle::from_bytes(content, 7);
+                let mut sampler = sampler(BufReader::with_capacity(7, trickle), NAME, config)?;
+                while !sampler.next_batch(3, &words)?.is_empty() {}
+            }
+            Ok(())
+        });
+    }
 }

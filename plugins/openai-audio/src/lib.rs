@@ -1023,4 +1023,17 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.message, "boom");
     }
+
+    /// Arbitrary and mutated responses in arbitrary reads: no panic, the same events.
+    #[test]
+    fn fuzz() {
+        llmb_plugin_sdk::testing::fuzz::adapter::<Adapter>(&[
+            OPENAI,
+            VLLM,
+            SHORT,
+            ERROR,
+            br#"{"text":"The quick brown fox.","usage":{"type":"tokens","input_tokens":63,"output_tokens":5}}"#,
+            br#"{"text":"x","segments":[{"id":0,"start":0.0,"end":1.0,"text":"x"}]}"#,
+        ]);
+    }
 }

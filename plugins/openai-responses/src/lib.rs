@@ -682,4 +682,15 @@ data: {"type":"response.completed","sequence_number":5,"response":{"id":"resp_1"
         let e = Adapter::parse_body(200, Vec::new(), failed.to_vec()).unwrap_err();
         assert_eq!(e.message, "boom");
     }
+
+    /// Arbitrary and mutated responses in arbitrary reads: no panic, the same events.
+    #[test]
+    fn fuzz() {
+        llmb_plugin_sdk::testing::fuzz::adapter::<Adapter>(&[
+            TRANSCRIPT,
+            SHORT,
+            br#"{"id":"resp_1","object":"response","status":"completed","error":null,"output":[{"type":"message","id":"msg_1","status":"completed","role":"assistant","content":[{"type":"output_text","text":"Paris","annotations":[]}]}],"usage":{"input_tokens":8,"input_tokens_details":{"cached_tokens":0},"output_tokens":1,"total_tokens":9}}"#,
+            br#"{"error":{"message":"boom","type":"server_error","param":null,"code":null}}"#,
+        ]);
+    }
 }

@@ -559,7 +559,7 @@ impl Guest for Adapter {
     /// 415 means the request itself is wrong for the server, so it counts as a bad request.
     fn map_error(status: u16, headers: Headers, body: Vec<u8>) -> BackendError {
         let message = match header(&headers, "grpc-message") {
-            Some(m) if !m.is_empty() => percent_decode(m),
+            Some(m) if !m.trim().is_empty() => percent_decode(m),
             _ => serde_json::from_slice::<Value>(&body)
                 .ok()
                 .as_ref()
@@ -1327,5 +1327,15 @@ mod tests {
         assert!(e.kind == ErrorKind::Overloaded && e.retryable && e.message == "busy");
         let e = Adapter::map_error(502, Vec::new(), Vec::new());
         assert_eq!(e.message, "HTTP 502 with an empty body");
+    }
+
+    /// Arbitrary and mutated responses in arbitrary reads: no panic, the same events.
+    #[test]
+    fn fuzz() {
+        llmb_plugin_sdk::testing::fuzz::adapter::<Adapter>(&[
+            &hex(EXAMPLE_STREAM),
+            &hex(FAILED_MESSAGE),
+            &rsp_message(1, 8, b" b"),
+        ]);
     }
 }

@@ -119,3 +119,28 @@ impl GuestSource for RandomSource {
 
 #[cfg(target_arch = "wasm32")]
 llmb_plugin_sdk::export_dataset!(Random);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Odd option values: an error naming the option, never a panic.
+    #[test]
+    fn fuzz_options() {
+        llmb_plugin_sdk::testing::fuzz::options(
+            &[
+                "random-input-len",
+                "random-output-len",
+                "random-range-ratio",
+                "random-prefix-len",
+            ],
+            |p| {
+                let c = config(p)?;
+                let mut rng = SplitMix64::new(p.seed);
+                sample_len(&mut rng, c.input_len, c.range_ratio);
+                sample_len(&mut rng, c.output_len, c.range_ratio);
+                Ok(())
+            },
+        );
+    }
+}

@@ -523,4 +523,15 @@ mod tests {
             ("Paris", Some("stop"))
         );
     }
+
+    /// Arbitrary and mutated responses in arbitrary reads: no panic, the same events.
+    #[test]
+    fn fuzz() {
+        llmb_plugin_sdk::testing::fuzz::adapter::<Adapter>(&[
+            CHAT,
+            COMPLETIONS,
+            b"data: {\"choices\":[{\"index\":0,\"text\":\" a\",\"logprobs\":null,\"finish_reason\":null}]}\n\n{\"error\":{\"message\":\"The input is too long\",\"code\":400}}\n",
+            br#"{"id":"chatcmpl-1","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Paris"},"finish_reason":"stop"}],"usage":{"prompt_tokens":42,"completion_tokens":1}}"#,
+        ]);
+    }
 }

@@ -430,4 +430,15 @@ mod tests {
             (Some(8), Some(4), Some(0))
         );
     }
+
+    /// Arbitrary and mutated responses in arbitrary reads: no panic, the same events.
+    #[test]
+    fn fuzz() {
+        llmb_plugin_sdk::testing::fuzz::adapter::<Adapter>(&[
+            TRANSCRIPT,
+            br#"{"text":" Paris","output_ids":[12366],"meta_info":{"id":"x","finish_reason":{"type":"length","length":1},"prompt_tokens":8,"completion_tokens":1,"cached_tokens":0}}"#,
+            br#"{"error":{"message":"The input is longer than the model's context length","code":400}}"#,
+            br#"{"tokens":[1,2],"count":2,"max_model_len":8}"#,
+        ]);
+    }
 }

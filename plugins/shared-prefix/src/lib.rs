@@ -570,4 +570,29 @@ mod tests {
         );
         assert!(!c.interleave);
     }
+
+    /// Odd option values: an error naming the option, never a panic.
+    #[test]
+    fn fuzz_options() {
+        llmb_plugin_sdk::testing::fuzz::options(
+            &[
+                "shared-prefix-groups",
+                "shared-prefix-prompts",
+                "shared-prefix-len",
+                "shared-prefix-suffix-len",
+                "shared-prefix-output-len",
+                "shared-prefix-interleave",
+                "disable-shuffle",
+            ],
+            |p| {
+                let c = config(p)?;
+                // Generate only what a test can afford: the option parsing is the point.
+                if c.distinct() <= 64 && c.prefix_len + c.suffix_len <= 200 {
+                    let mut groups = Groups::new(c, Words, words())?;
+                    groups.next_batch(5)?;
+                }
+                Ok(())
+            },
+        );
+    }
 }

@@ -721,4 +721,18 @@ mod tests {
             "invalid value \"maybe\" for --cycle (expected true or false)"
         );
     }
+
+    /// Any file, shuffled or streamed, cycled or not: samples or an error naming file and line.
+    #[test]
+    fn fuzz() {
+        llmb_plugin_sdk::testing::fuzz::reader(NAME, &[SAMPLE.as_bytes()], |content| {
+            for (count, shuffle, cycle) in [(0, false, false), (5, true, true)] {
+                let trickle = Trickle::from_bytes(content, 7);
+                let records = ArrayElements::new(BufReader::with_capacity(7, trickle), NAME);
+                let mut sampler = sampler(records, NAME, config(1, count, shuffle, cycle))?;
+                while !sampler.next_batch(3, &words)?.is_empty() {}
+            }
+            Ok(())
+        });
+    }
 }

@@ -463,4 +463,38 @@ mod tests {
         );
         assert!(poem_lines("").is_empty());
     }
+
+    /// Any file: prompts or an error naming the file.
+    #[test]
+    fn fuzz() {
+        llmb_plugin_sdk::testing::fuzz::reader("sonnet.txt", &[SONNETS.as_bytes()], |content| {
+            let text = std::str::from_utf8(content)
+                .map_err(|e| format!("sonnet.txt: cannot read: {e}"))?;
+            for p in [
+                params(3, 1, &[]),
+                params(
+                    3,
+                    2,
+                    &[("sonnet-input-len", "40"), ("sonnet-prefix-len", "20")],
+                ),
+            ] {
+                let mut s = Sonnets::new("sonnet.txt", text, &config(&p)?, words)?;
+                while !s.next_batch(2).is_empty() {}
+            }
+            Ok(())
+        });
+    }
+
+    /// Odd option values: an error naming the option, never a panic.
+    #[test]
+    fn fuzz_options() {
+        llmb_plugin_sdk::testing::fuzz::options(
+            &["sonnet-input-len", "sonnet-output-len", "sonnet-prefix-len"],
+            |p| {
+                let mut s = Sonnets::new("sonnet.txt", SONNETS, &config(p)?, words)?;
+                s.next_batch(2);
+                Ok(())
+            },
+        );
+    }
 }

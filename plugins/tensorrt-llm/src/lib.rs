@@ -462,4 +462,15 @@ mod tests {
         let e = Adapter::parse_body(200, Vec::new(), br#"{"error":"boom"}"#.to_vec()).unwrap_err();
         assert_eq!(e.message, "boom");
     }
+
+    /// Arbitrary and mutated responses in arbitrary reads: no panic, the same events.
+    #[test]
+    fn fuzz() {
+        llmb_plugin_sdk::testing::fuzz::adapter::<Adapter>(&[
+            TRANSCRIPT,
+            SHORT,
+            br#"{"model_name":"ensemble","num_input_tokens":[8],"num_output_tokens":4,"text_output":"x"}"#,
+            br#"{"error":"Encountered an error in forward function"}"#,
+        ]);
+    }
 }

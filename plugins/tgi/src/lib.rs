@@ -459,4 +459,15 @@ mod tests {
         let u = c.usage.unwrap();
         assert_eq!((u.prompt_tokens, u.completion_tokens), (Some(8), Some(4)));
     }
+
+    /// Arbitrary and mutated responses in arbitrary reads: no panic, the same events.
+    #[test]
+    fn fuzz() {
+        llmb_plugin_sdk::testing::fuzz::adapter::<Adapter>(&[
+            TRANSCRIPT,
+            br#"{"generated_text":" Paris","details":{"finish_reason":"length","generated_tokens":1,"seed":null}}"#,
+            br#"{"error":"Model is overloaded","error_type":"overloaded"}"#,
+            br#"[{"id":1,"text":"a","start":0,"stop":1}]"#,
+        ]);
+    }
 }
