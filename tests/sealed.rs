@@ -23,34 +23,8 @@ use llmb::transport::Target;
 /// Builds the hostile fixtures once per test binary and returns the component `name`.
 fn hostile_wasm(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
-        let root = workspace_root();
-        let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-            .map(|d| PathBuf::from(d).join("plugins"))
-            .unwrap_or_else(|| root.join("target/plugins"));
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .current_dir(&root)
-            .args([
-                "build",
-                "--target",
-                "wasm32-wasip2",
-                "--profile",
-                "plugin",
-                "-p",
-                "llmb-test-hostile",
-                "--examples",
-                "--target-dir",
-            ])
-            .arg(&target_dir)
-            .env_remove("CARGO_TARGET_DIR")
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .status()
-            .expect("run cargo");
-        assert!(status.success(), "building the hostile fixtures failed");
-        target_dir.join("wasm32-wasip2/plugin/examples")
-    });
+    let dir =
+        BUILT.get_or_init(|| build_fixture("llmb-test-hostile", &["--examples"]).join("examples"));
     let wasm = dir.join(format!("{name}.wasm"));
     assert!(wasm.exists(), "{} missing", wasm.display());
     wasm

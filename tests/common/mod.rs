@@ -47,36 +47,44 @@ pub fn custom_dataset(dir: &Path, prompts: &[&str]) -> PathBuf {
     path
 }
 
+/// Builds a fixture crate of the workspace for wasm32-wasip2 with the plugin profile (plus
+/// `extra` cargo arguments) and returns the profile's output folder.
+pub fn build_fixture(package: &str, extra: &[&str]) -> PathBuf {
+    let root = workspace_root();
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|d| PathBuf::from(d).join("plugins"))
+        .unwrap_or_else(|| root.join("target/plugins"));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .current_dir(&root)
+        .args([
+            "build",
+            "--target",
+            "wasm32-wasip2",
+            "--profile",
+            "plugin",
+            "-p",
+            package,
+        ])
+        .args(extra)
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "building the {package} fixture failed");
+    target_dir.join("wasm32-wasip2/plugin")
+}
+
 /// Builds `tests/fixtures/echo-adapter` for wasm32-wasip2 once per test binary.
 pub fn echo_adapter_wasm() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let root = workspace_root();
-            let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-                .map(|d| PathBuf::from(d).join("plugins"))
-                .unwrap_or_else(|| root.join("target/plugins"));
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = std::process::Command::new(cargo)
-                .current_dir(&root)
-                .args([
-                    "build",
-                    "--target",
-                    "wasm32-wasip2",
-                    "--profile",
-                    "plugin",
-                    "-p",
-                    "llmb-test-echo-adapter",
-                    "--target-dir",
-                ])
-                .arg(&target_dir)
-                .env_remove("CARGO_TARGET_DIR")
-                .env_remove("RUSTFLAGS")
-                .env_remove("CARGO_ENCODED_RUSTFLAGS")
-                .status()
-                .expect("run cargo");
-            assert!(status.success(), "building the echo adapter fixture failed");
-            let wasm = target_dir.join("wasm32-wasip2/plugin/llmb_test_echo_adapter.wasm");
+            let wasm =
+                build_fixture("llmb-test-echo-adapter", &[]).join("llmb_test_echo_adapter.wasm");
             assert!(wasm.exists());
             wasm
         })
