@@ -11,7 +11,7 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use llmb_plugin_sdk::framing::{Batch, GrpcFramer, NdjsonFramer, SseFramer};
+use llmb_plugin_sdk::framing::{Batch, BodyFramer, FramingKind};
 
 use crate::plugin::backend::{
     BackendError, ErrorKind, FrameBatch, FrameSpan, Framing, GenRequest, PooledBackend,
@@ -574,52 +574,13 @@ fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// Host framing state for one response body.
-enum Framer {
-    Sse(SseFramer),
-    Ndjson(NdjsonFramer),
-    Grpc(GrpcFramer),
-    Raw,
-}
-
-impl Framer {
-    /// A framer gathering frames of at most `max_frame` bytes (`--max-frame-bytes`, the SDK
-    /// framers' own limit; raw framing hands each read over as it is and buffers nothing).
-    fn new(framing: Framing, max_frame: usize) -> Self {
-        match framing {
-            Framing::Sse => Framer::Sse(SseFramer::new().with_max_frame(max_frame)),
-            Framing::Ndjson => Framer::Ndjson(NdjsonFramer::new().with_max_frame(max_frame)),
-            Framing::Grpc => Framer::Grpc(GrpcFramer::new().with_max_frame(max_frame)),
-            Framing::Raw => Framer::Raw,
-        }
-    }
-
-    /// Why framing stopped: a frame went past the frame size limit.
-    fn overflowed(&self) -> Option<&str> {
-        match self {
-            Framer::Sse(f) => f.overflowed(),
-            Framer::Ndjson(f) => f.overflowed(),
-            Framer::Grpc(f) => f.overflowed(),
-            Framer::Raw => None,
-        }
-    }
-
-    fn push(&mut self, chunk: &[u8], batch: &mut Batch) {
-        match self {
-            Framer::Sse(f) => f.push(chunk, batch),
-            Framer::Ndjson(f) => f.push(chunk, batch),
-            Framer::Grpc(f) => f.push(chunk, batch),
-            Framer::Raw => batch.push(None, chunk),
-        }
-    }
-
-    fn finish(&mut self, batch: &mut Batch) {
-        match self {
-            Framer::Sse(f) => f.finish(batch),
-            Framer::Ndjson(f) => f.finish(batch),
-            Framer::Grpc(f) => f.finish(batch),
-            Framer::Raw => {}
-        }
+/// The host binding's `framing` as the SDK's framer kind.
+fn framing_kind(framing: Framing) -> FramingKind {
+    match framing {
+        Framing::Sse => FramingKind::Sse,
+        Framing::Ndjson => FramingKind::Ndjson,
+        Framing::Grpc => FramingKind::Grpc,
+        Framing::Raw => FramingKind::Raw,
     }
 }
 
@@ -944,7 +905,9 @@ impl Exchange<'_> {
         outcome: &mut StreamOutcome,
     ) -> Result<(), RequestError> {
         let limits = self.target.limits;
-        let mut framer = Framer::new(self.target.framing, limits.max_frame_bytes);
+        // `--max-frame-bytes`: the SDK framers' own limit (raw framing buffers nothing).
+        let mut framer = BodyFramer::new(framing_kind(self.target.framing), limits.max_frame_bytes);
+        let mut overflow: Option<RequestError> = None;
         let mut frames = Batch::default();
         let mut trailers: Vec<(String, String)> = Vec::new();
         let mut ended = false;
@@ -980,10 +943,11 @@ impl Exchange<'_> {
                             }
                             framer.push(&data, &mut frames);
                             if let Some(why) = framer.overflowed() {
-                                return Err(fail(
-                                    "too-large",
-                                    format!("{why} (--max-frame-bytes)"),
-                                ));
+                                // Frames completed before the oversized one still go to the
+                                // adapter, so what it sees does not depend on read splits.
+                                overflow =
+                                    Some(fail("too-large", format!("{why} (--max-frame-bytes)")));
+                                ended = true;
                             }
                         }
                         Err(frame) => {
@@ -1002,7 +966,7 @@ impl Exchange<'_> {
                     next = body.frame().now_or_never();
                 }
             }
-            if ended {
+            if ended && overflow.is_none() {
                 framer.finish(&mut frames);
             }
             if !frames.is_empty() {
@@ -1020,6 +984,9 @@ impl Exchange<'_> {
                 if let Some(e) = outcome.over_budget(record.delta_ns.len(), limits.max_text_bytes) {
                     return Err(e);
                 }
+            }
+            if let Some(e) = overflow {
+                return Err(e);
             }
         }
         let events = adapter

@@ -5,7 +5,7 @@
 use crate::backend::{
     ErrorKind, FrameBatch, FrameSpan, Framing, GuestResponseParser, Headers, StreamEvent,
 };
-use crate::framing::{Batch, GrpcFramer, NdjsonFramer, SseFramer};
+use crate::framing::{Batch, BodyFramer, FramingKind};
 
 #[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz;
@@ -70,7 +70,7 @@ pub fn run_framed<P: GuestResponseParser>(
     chunks: &[&[u8]],
     trailers: Headers,
 ) -> Outcome {
-    let mut framer = Framer::new(framing);
+    let mut framer = BodyFramer::new(kind(framing), crate::framing::DEFAULT_MAX_FRAME);
     let mut out = Outcome::default();
     let mut seen = 0;
     let mut feed = |batch: &mut Batch, out: &mut Outcome| {
@@ -95,7 +95,7 @@ pub fn run_framed<P: GuestResponseParser>(
     for chunk in chunks {
         framer.push(chunk, &mut batch);
         feed(&mut batch, &mut out);
-        if framer.overflowed() {
+        if framer.overflowed().is_some() {
             return out;
         }
     }
@@ -105,49 +105,13 @@ pub fn run_framed<P: GuestResponseParser>(
     out
 }
 
-/// The host's framers behind one face.
-enum Framer {
-    Sse(SseFramer),
-    Ndjson(NdjsonFramer),
-    Grpc(GrpcFramer),
-    Raw,
-}
-
-impl Framer {
-    fn new(framing: Framing) -> Self {
-        match framing {
-            Framing::Sse => Self::Sse(SseFramer::new()),
-            Framing::Ndjson => Self::Ndjson(NdjsonFramer::new()),
-            Framing::Grpc => Self::Grpc(GrpcFramer::new()),
-            Framing::Raw => Self::Raw,
-        }
-    }
-
-    fn push(&mut self, chunk: &[u8], batch: &mut Batch) {
-        match self {
-            Self::Sse(f) => f.push(chunk, batch),
-            Self::Ndjson(f) => f.push(chunk, batch),
-            Self::Grpc(f) => f.push(chunk, batch),
-            Self::Raw => batch.push(None, chunk),
-        }
-    }
-
-    fn finish(&mut self, batch: &mut Batch) {
-        match self {
-            Self::Sse(f) => f.finish(batch),
-            Self::Ndjson(f) => f.finish(batch),
-            Self::Grpc(f) => f.finish(batch),
-            Self::Raw => {}
-        }
-    }
-
-    fn overflowed(&self) -> bool {
-        match self {
-            Self::Sse(f) => f.overflowed().is_some(),
-            Self::Ndjson(f) => f.overflowed().is_some(),
-            Self::Grpc(f) => f.overflowed().is_some(),
-            Self::Raw => false,
-        }
+/// The guest binding's `framing` as the SDK's framer kind.
+fn kind(framing: Framing) -> FramingKind {
+    match framing {
+        Framing::Sse => FramingKind::Sse,
+        Framing::Ndjson => FramingKind::Ndjson,
+        Framing::Grpc => FramingKind::Grpc,
+        Framing::Raw => FramingKind::Raw,
     }
 }
 
