@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use llmb::records::{TokenSource, read_records};
+use llmb_engine::records::{TokenSource, read_records};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn measured_ttft_and_itl_match_the_simulator() {
@@ -154,13 +154,13 @@ async fn faulty_responses_become_failed_requests_with_reasons() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_key_is_sent_but_never_saved() {
     let secret = "sk-test-very-secret-4242";
-    let mut config = llmb::sim::SimConfig {
+    let mut config = llmb_sim::SimConfig {
         api_key: Some(secret.into()),
         ..Default::default()
     };
     config.ttft_ms = 2.0;
     config.itl_ms = 1.0;
-    let sim = llmb::sim::start(config, "127.0.0.1:0".parse().unwrap())
+    let sim = llmb_sim::start(config, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -253,7 +253,7 @@ async fn random_dataset_lengths_are_seeded_and_exact() {
     args.random_prefix_len = 5;
     let a = bench(&args).await;
     let b = bench(&args).await;
-    let lens = |o: &llmb::bench::BenchOutcome| {
+    let lens = |o: &llmb_engine::outcome::BenchOutcome| {
         let mut v: Vec<(u64, u32, u32)> = o
             .records
             .iter()
@@ -296,7 +296,7 @@ fn write_tokenizer(dir: &std::path::Path) -> std::path::PathBuf {
 async fn a_tokenizer_folder_sets_prompt_lengths() {
     let dir = tempfile::tempdir().unwrap();
     let folder = write_tokenizer(dir.path());
-    let tok = llmb::tokenizer::HostTokenizer::load(Some(&folder)).unwrap();
+    let tok = llmb_engine::tokenizer::HostTokenizer::load(Some(&folder)).unwrap();
     assert_eq!(tok.count("w1 w2 w3"), 3);
     assert_eq!(tok.vocab_size(), 201);
 
@@ -312,7 +312,7 @@ async fn a_tokenizer_folder_sets_prompt_lengths() {
         assert_eq!(r.server_prompt_tokens, Some(30));
     }
 
-    let missing = llmb::tokenizer::HostTokenizer::load(Some(&dir.path().join("nope")))
+    let missing = llmb_engine::tokenizer::HostTokenizer::load(Some(&dir.path().join("nope")))
         .err()
         .unwrap();
     assert!(format!("{missing:#}").contains("nope"));
@@ -339,13 +339,13 @@ async fn an_unreachable_server_is_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_model_is_asked_from_the_server_when_not_given() {
-    let config = llmb::sim::SimConfig {
+    let config = llmb_sim::SimConfig {
         ttft_ms: 1.0,
         itl_ms: 1.0,
         model: "served-model".into(),
         ..Default::default()
     };
-    let sim = llmb::sim::start(config, "127.0.0.1:0".parse().unwrap())
+    let sim = llmb_sim::start(config, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -15,9 +15,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use llmb::bench::BenchOutcome;
-use llmb::cli::BenchArgs;
-use llmb::records::TokenSource;
+use llmb::args::BenchArgs;
+use llmb_engine::outcome::BenchOutcome;
+use llmb_engine::records::TokenSource;
 
 const WHY: &str = "needs the real llama.cpp server: see tests/conformance.rs";
 
@@ -122,7 +122,7 @@ async fn server_tokenize_counts_equal_usage() {
         assert!(
             matches!(
                 o.info.input_counts,
-                llmb::input_tokens::InputCountSource::ServerFitted { exact: 8, .. }
+                llmb_engine::input_tokens::InputCountSource::ServerFitted { exact: 8, .. }
             ),
             "{backend}: {:?}",
             o.info.input_counts

@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use llmb::sim::{ConnectionPolicy, SimConfig, SimHandle};
+use llmb_sim::{ConnectionPolicy, SimConfig, SimHandle};
 
 async fn sim_with(connections: ConnectionPolicy, dialect: Option<&str>) -> SimHandle {
     let config = SimConfig {
@@ -19,7 +19,7 @@ async fn sim_with(connections: ConnectionPolicy, dialect: Option<&str>) -> SimHa
         dialect: dialect.map(str::to_owned),
         ..Default::default()
     };
-    llmb::sim::start(config, "127.0.0.1:0".parse().unwrap())
+    llmb_sim::start(config, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap()
 }
@@ -30,7 +30,7 @@ fn spaced_args(
     sim: &SimHandle,
     gap: Duration,
     n: usize,
-) -> llmb::cli::BenchArgs {
+) -> llmb::args::BenchArgs {
     let mut args = quick_args(dir);
     args.base_url = Some(sim.base_url());
     args.model = Some("llmb-sim".into());
@@ -130,7 +130,7 @@ async fn a_request_dropped_on_a_reused_connection_is_retried_once_on_a_fresh_one
         assert!(r.sent_ns >= r.dispatched_ns && r.sent_ns - r.dispatched_ns < 50_000_000);
     }
     let mut out = Vec::new();
-    llmb::report::print_console(
+    llmb_report::console::print_console(
         &outcome.info,
         &outcome.metrics,
         &outcome.metrics_config,
@@ -221,7 +221,7 @@ async fn llama_cpp_tokenize_dialect_is_spoken_and_a_zero_count_is_never_used() {
     let outcome = bench(&args).await;
     assert_eq!(outcome.metrics.failed, 0);
     match &outcome.info.input_counts {
-        llmb::input_tokens::InputCountSource::ServerFitted {
+        llmb_engine::input_tokens::InputCountSource::ServerFitted {
             route,
             prompts,
             exact,
@@ -242,7 +242,7 @@ async fn llama_cpp_tokenize_dialect_is_spoken_and_a_zero_count_is_never_used() {
     args.result_filename = Some("forced.json".into());
     let forced = bench(&args).await;
     match &forced.info.input_counts {
-        llmb::input_tokens::InputCountSource::Estimate { reason } => {
+        llmb_engine::input_tokens::InputCountSource::Estimate { reason } => {
             assert!(reason.contains("answered 0 tokens"), "{reason}")
         }
         other => panic!("a zero count was used: {other:?}"),
@@ -259,7 +259,7 @@ async fn llama_cpp_tokenize_dialect_is_spoken_and_a_zero_count_is_never_used() {
     assert!(
         matches!(
             chat.info.input_counts,
-            llmb::input_tokens::InputCountSource::ServerFitted { exact: 8, .. }
+            llmb_engine::input_tokens::InputCountSource::ServerFitted { exact: 8, .. }
         ),
         "{:?}",
         chat.info.input_counts

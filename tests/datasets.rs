@@ -4,13 +4,13 @@
 mod common;
 
 use common::*;
-use llmb::plugin::Registry;
-use llmb::plugin::backend::Prompt;
+use llmb_engine::plugin::Registry;
+use llmb_engine::plugin::backend::Prompt;
 
-fn samples(args: &llmb::cli::BenchArgs) -> Vec<llmb::plugin::dataset::Sample> {
+fn samples(args: &llmb::args::BenchArgs) -> Vec<llmb_engine::plugin::dataset::Sample> {
     let registry = Registry::load(&args.plugins).unwrap();
     let tokenizer = std::sync::Arc::new(
-        llmb::tokenizer::HostTokenizer::load(args.tokenizer.as_deref()).unwrap(),
+        llmb_engine::tokenizer::HostTokenizer::load(args.tokenizer.as_deref()).unwrap(),
     );
     llmb::datasets::load_samples(args, &registry, &tokenizer, args.num_prompts).unwrap()
 }
@@ -25,7 +25,7 @@ fn converted_datasets_read_back_the_same() {
     args.disable_shuffle = true;
     let original = samples(&args);
     let out = dir.path().join("clean.jsonl");
-    llmb::datasets::convert(&llmb::cli::ConvertArgs {
+    llmb::datasets::convert(&llmb::args::ConvertArgs {
         output: out.clone(),
         bench: args.clone(),
     })
@@ -85,7 +85,7 @@ fn a_short_dataset_says_so_and_cycles_only_when_asked() {
         a
     };
     let registry = Registry::load(&[]).unwrap();
-    let tokenizer = std::sync::Arc::new(llmb::tokenizer::HostTokenizer::load(None).unwrap());
+    let tokenizer = std::sync::Arc::new(llmb_engine::tokenizer::HostTokenizer::load(None).unwrap());
     let err = llmb::datasets::load_samples(&bad, &registry, &tokenizer, 4).unwrap_err();
     assert!(format!("{err:#}").contains("--dataset-opt"), "{err:#}");
 }
@@ -372,7 +372,7 @@ async fn without_a_tokenizer_input_lengths_are_the_servers_own_count() {
     let outcome = bench(&args).await;
     // 5 + 14 words; two messages under the simulator's ChatML-like template add 2 × 5 + 3.
     match &outcome.info.input_counts {
-        llmb::input_tokens::InputCountSource::Server {
+        llmb_engine::input_tokens::InputCountSource::Server {
             route,
             prompts,
             mean_estimate,
@@ -396,8 +396,8 @@ async fn without_a_tokenizer_input_lengths_are_the_servers_own_count() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_without_a_tokenize_route_leaves_the_estimate_and_the_report_says_so() {
-    let sim = llmb::sim::start(
-        llmb::sim::SimConfig {
+    let sim = llmb_sim::start(
+        llmb_sim::SimConfig {
             tokenize_route: false,
             ttft_ms: 2.0,
             itl_ms: 1.0,
@@ -414,7 +414,7 @@ async fn a_server_without_a_tokenize_route_leaves_the_estimate_and_the_report_sa
     args.model = Some("llmb-sim".into());
     let outcome = bench(&args).await;
     match &outcome.info.input_counts {
-        llmb::input_tokens::InputCountSource::Estimate { reason } => {
+        llmb_engine::input_tokens::InputCountSource::Estimate { reason } => {
             assert!(
                 reason.contains("POST /tokenize answered HTTP 404"),
                 "{reason}"
@@ -428,10 +428,10 @@ async fn a_server_without_a_tokenize_route_leaves_the_estimate_and_the_report_sa
     assert!((ic.mean_difference - 8.0).abs() < 1e-9, "{ic:?}");
 
     let mut console = Vec::new();
-    llmb::report::print_console(
+    llmb_report::console::print_console(
         &outcome.info,
         &outcome.metrics,
-        &llmb::metrics::MetricsConfig::default(),
+        &llmb_engine::metrics::MetricsConfig::default(),
         &mut console,
     )
     .unwrap();
@@ -448,7 +448,7 @@ async fn a_server_without_a_tokenize_route_leaves_the_estimate_and_the_report_sa
     let outcome = bench(&args).await;
     assert!(matches!(
         &outcome.info.input_counts,
-        llmb::input_tokens::InputCountSource::Estimate { reason } if reason == "--no-server-tokenize"
+        llmb_engine::input_tokens::InputCountSource::Estimate { reason } if reason == "--no-server-tokenize"
     ));
 }
 
@@ -490,7 +490,7 @@ async fn a_mixed_dataset_sends_each_reader_its_share() {
                 .to_string(),
     ];
     let registry = Registry::load(&args.plugins).unwrap();
-    let tokenizer = std::sync::Arc::new(llmb::tokenizer::HostTokenizer::load(None).unwrap());
+    let tokenizer = std::sync::Arc::new(llmb_engine::tokenizer::HostTokenizer::load(None).unwrap());
     let err = llmb::datasets::load_samples(&args, &registry, &tokenizer, 4)
         .unwrap_err()
         .to_string();
@@ -513,7 +513,7 @@ async fn hf_reads_a_snapshot_folder_by_split_and_a_csv_through_the_simulator() {
 
     args.hf_split = Some("validation".into());
     let registry = Registry::load(&args.plugins).unwrap();
-    let tokenizer = std::sync::Arc::new(llmb::tokenizer::HostTokenizer::load(None).unwrap());
+    let tokenizer = std::sync::Arc::new(llmb_engine::tokenizer::HostTokenizer::load(None).unwrap());
     let err = format!(
         "{:#}",
         llmb::datasets::load_samples(&args, &registry, &tokenizer, 4).unwrap_err()

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use llmb::records::TokenSource;
+use llmb_engine::records::TokenSource;
 
 /// Backends whose route the simulator speaks, and whether they can force output length.
 const NATIVE: [(&str, bool); 11] = [

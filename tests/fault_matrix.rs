@@ -1,4 +1,4 @@
-//! The fault matrix: every failure the simulator can inject (`host/src/sim/faults.rs`), mixed
+//! The fault matrix: every failure the simulator can inject (`host/sim/src/faults.rs`), mixed
 //! with clean requests in one run under load, with tight limits. Every request is accounted for
 //! (completed + failed = sent, and every one on disk), each failure has the right kind and
 //! reason, nothing panics, the run ends within its limits and memory stays bounded.
@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use llmb::bench::BenchOutcome;
-use llmb::cli::BenchArgs;
-use llmb::records::{RequestRecord, read_records};
+use llmb::args::BenchArgs;
+use llmb_engine::outcome::BenchOutcome;
+use llmb_engine::records::{RequestRecord, read_records};
 
 /// The faults, each with the kind its requests must fail with and a piece of the message, when
 /// streaming and when not.

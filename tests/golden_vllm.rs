@@ -23,10 +23,11 @@
 
 use std::path::PathBuf;
 
-use llmb::input_tokens::InputCountSource;
-use llmb::metrics::{BenchmarkMetrics, MetricsConfig, PERCENTILE_METRICS, compute};
-use llmb::records::{RequestError, RequestRecord, TokenSource};
-use llmb::report::{RunInfo, result_json_at};
+use llmb_engine::input_tokens::InputCountSource;
+use llmb_engine::metrics::{BenchmarkMetrics, MetricsConfig, PERCENTILE_METRICS, compute};
+use llmb_engine::outcome::RunInfo;
+use llmb_engine::records::{RequestError, RequestRecord, TokenSource};
+use llmb_report::console::result_json_at;
 use serde_json::{Map, Value};
 
 /// Relative tolerance for float aggregates (see the module comment).
@@ -69,7 +70,7 @@ const COUNT_KEYS: [&str; 5] = [
 
 fn fixture(name: &str) -> Map<String, Value> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/golden")
+        .join("../../tests/fixtures/golden")
         .join(name);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));

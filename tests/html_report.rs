@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{bench, custom_dataset, quick_args, workspace_root};
-use llmb::cli::ReportArgs;
+use llmb::args::ReportArgs;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(60);
@@ -26,7 +26,7 @@ fn report_args(dirs: &[&Path]) -> ReportArgs {
         indir: Vec::new(),
         output: None,
         runs: Vec::new(),
-        max_timeline_requests: llmb::html::DEFAULT_TIMELINE_CAP,
+        max_timeline_requests: llmb_report::html::DEFAULT_TIMELINE_CAP,
     }
 }
 
@@ -72,7 +72,7 @@ async fn sweep_report_has_the_stage_table_charts_and_escapes_file_strings() {
     // An unrelated JSON file is skipped, not an error.
     std::fs::write(dir.path().join("notes.json"), r#"{"hello": "world"}"#).unwrap();
 
-    let (path, report) = llmb::html::write_report(&report_args(&[dir.path()])).unwrap();
+    let (path, report) = llmb::report::write_report(&report_args(&[dir.path()])).unwrap();
     assert_eq!(path, dir.path().join("report.html"));
     assert_eq!(report.runs.len(), 2);
     assert_eq!(report.sweeps.len(), 1);
@@ -120,7 +120,7 @@ fn single_result_with_server_metrics_and_no_records() {
         let out = tempfile::tempdir().unwrap();
         let mut args = report_args(&[&fixture_dir()]);
         args.output = Some(out.path().join("r.html"));
-        let done = llmb::html::write_report(&args).unwrap();
+        let done = llmb::report::write_report(&args).unwrap();
         let html = std::fs::read_to_string(out.path().join("r.html")).unwrap();
         // One run: its numbers as single points on the 5 load charts, no histograms (no
         // records), one chart per server series.
@@ -143,14 +143,14 @@ fn single_result_with_server_metrics_and_no_records() {
 #[test]
 fn errors_name_the_file_and_the_problem() {
     let dir = tempfile::tempdir().unwrap();
-    let err = llmb::html::load(&[dir.path().to_path_buf()]).unwrap_err();
+    let err = llmb_report::html::load(&[dir.path().to_path_buf()]).unwrap_err();
     assert!(
         format!("{err:#}").contains("no llmb result files in"),
         "{err:#}"
     );
 
     std::fs::write(dir.path().join("other.json"), "[1, 2]").unwrap();
-    let err = llmb::html::load(&[dir.path().to_path_buf()]).unwrap_err();
+    let err = llmb_report::html::load(&[dir.path().to_path_buf()]).unwrap_err();
     assert!(
         format!("{err:#}").contains("skipped 1 other JSON file"),
         "{err:#}"
@@ -160,7 +160,7 @@ fn errors_name_the_file_and_the_problem() {
     std::fs::write(&bad, r#"{"request_throughput": 1.0, "completed": "#).unwrap();
     let err = format!(
         "{:#}",
-        llmb::html::load(&[dir.path().to_path_buf()]).unwrap_err()
+        llmb_report::html::load(&[dir.path().to_path_buf()]).unwrap_err()
     );
     assert!(err.contains("vllm-infqps-broken.json"), "{err}");
     assert!(err.contains("not valid JSON"), "{err}");
@@ -168,7 +168,7 @@ fn errors_name_the_file_and_the_problem() {
     std::fs::write(&bad, r#"{"request_throughput": "fast", "completed": 3}"#).unwrap();
     let err = format!(
         "{:#}",
-        llmb::html::load(&[dir.path().to_path_buf()]).unwrap_err()
+        llmb_report::html::load(&[dir.path().to_path_buf()]).unwrap_err()
     );
     assert!(
         err.contains("vllm-infqps-broken.json") && err.contains("\"request_throughput\""),
@@ -182,7 +182,7 @@ fn errors_name_the_file_and_the_problem() {
     .unwrap();
     let err = format!(
         "{:#}",
-        llmb::html::load(&[dir.path().to_path_buf()]).unwrap_err()
+        llmb_report::html::load(&[dir.path().to_path_buf()]).unwrap_err()
     );
     assert!(
         err.contains("vllm-infqps-broken.json") && err.contains("\"series\".\"x\"[1]"),
@@ -359,7 +359,7 @@ fn chromium_console_check_catches_page_errors() {
 async fn report_renders_in_headless_chromium() {
     let dir = tempfile::tempdir().unwrap();
     sweep_dir(dir.path()).await;
-    let (page, _) = llmb::html::write_report(&report_args(&[dir.path()])).unwrap();
+    let (page, _) = llmb::report::write_report(&report_args(&[dir.path()])).unwrap();
     let html = std::fs::read_to_string(&page).unwrap();
     let charts = html.matches("<svg").count();
 

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use llmb::records::{RequestRecord, read_records};
+use llmb_engine::records::{RequestRecord, read_records};
 
 /// A running `llmb bench` whose stderr lines are collected as they come.
 struct Run {

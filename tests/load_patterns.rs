@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use common::*;
 use llmb::bench::run_all;
-use llmb::records::RequestRecord;
+use llmb_engine::records::RequestRecord;
 
 /// Sample indices each client sent, in send order.
 fn per_client(records: &[RequestRecord]) -> BTreeMap<u32, Vec<u64>> {
@@ -101,7 +101,10 @@ async fn a_concurrency_sweep_gives_one_result_per_stage_and_a_table() {
         assert!(result.ends_with(format!("sweep-c{c}.json")), "{result:?}");
         assert!(result.exists());
         let records = stage.records_path.as_ref().unwrap();
-        assert_eq!(llmb::records::read_records(records).unwrap().len(), 6);
+        assert_eq!(
+            llmb_engine::records::read_records(records).unwrap().len(),
+            6
+        );
     }
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("sweep-stages.json")).unwrap())
@@ -110,7 +113,7 @@ async fn a_concurrency_sweep_gives_one_result_per_stage_and_a_table() {
     // Throughput grows with concurrency against a simulator with fixed latencies.
     assert!(sweep.summaries[2].request_throughput > sweep.summaries[0].request_throughput);
     let mut table = Vec::new();
-    llmb::sweep::print_stage_table(&sweep.summaries, &sweep.verdict, &mut table).unwrap();
+    llmb_engine::sweep::print_stage_table(&sweep.summaries, &sweep.verdict, &mut table).unwrap();
     let table = String::from_utf8(table).unwrap();
     assert!(table.contains("Best throughput"), "{table}");
 }
@@ -132,7 +135,7 @@ async fn a_second_round_hits_the_prefix_cache() {
     assert_eq!(r1.info.pattern.round, 1);
     assert_eq!(r2.info.pattern.round, 2);
     // The same samples in the same order.
-    let samples = |o: &llmb::bench::BenchOutcome| {
+    let samples = |o: &llmb_engine::outcome::BenchOutcome| {
         let mut v: Vec<(u64, u64)> = o.records.iter().map(|r| (r.id, r.sample)).collect();
         v.sort();
         v
@@ -157,7 +160,7 @@ async fn a_second_round_hits_the_prefix_cache() {
     );
     let mut text = Vec::new();
     let rounds: Vec<_> = sweep.stages.iter().map(|o| &o.metrics).collect();
-    llmb::report::print_rounds("same batch", &rounds, &mut text).unwrap();
+    llmb_report::console::print_rounds("same batch", &rounds, &mut text).unwrap();
     let text = String::from_utf8(text).unwrap();
     assert!(
         text.contains("Mean TTFT (ms)") && text.contains('%'),
@@ -194,7 +197,7 @@ async fn conversations_carry_the_servers_replies_turn_by_turn() {
             let (a, b) = (w[0], w[1]);
             if b.turn == Some(a.turn.unwrap() + 1) {
                 // The next turn's prompt holds the previous prompt, the reply and a new question.
-                let reply = llmb::tokenizer::count_words(&a.generated_text);
+                let reply = llmb_engine::tokenizer::count_words(&a.generated_text);
                 assert!(reply > 0);
                 assert!(
                     b.prompt_tokens > a.prompt_tokens + reply,
@@ -283,7 +286,7 @@ async fn a_linear_ramp_speeds_up_and_lists_its_steps() {
     let dir = tempfile::tempdir().unwrap();
     let mut args = quick_args(dir.path());
     args.num_prompts = 40;
-    args.ramp_up_strategy = Some(llmb::cli::RampUpStrategy::Linear);
+    args.ramp_up_strategy = Some(llmb::args::RampUpStrategy::Linear);
     args.ramp_up_start_rps = Some(20.0);
     args.ramp_up_end_rps = Some(200.0);
     args.save_result = true;

@@ -2,10 +2,11 @@
 //! (vllm/benchmarks/serve.py, `calculate_metrics`) computes for the same timelines, worked out
 //! by hand in the comments. No server is involved.
 
-use llmb::metrics::{MetricsConfig, compute, percentile};
-use llmb::records::{RequestError, RequestRecord, TokenSource};
-use llmb::report::{
-    RunInfo, default_result_filename, print_console, result_json, result_json_at, timestamp,
+use llmb_engine::metrics::{MetricsConfig, compute, percentile};
+use llmb_engine::outcome::RunInfo;
+use llmb_engine::records::{RequestError, RequestRecord, TokenSource};
+use llmb_report::console::{
+    default_result_filename, print_console, result_json, result_json_at, timestamp,
 };
 use serde_json::json;
 
@@ -71,7 +72,7 @@ fn run_info() -> RunInfo {
         label: None,
         model_id: "meta-llama/Llama-3.1-8B".into(),
         tokenizer_id: "meta-llama/Llama-3.1-8B".into(),
-        input_counts: llmb::input_tokens::InputCountSource::Tokenizer {
+        input_counts: llmb_engine::input_tokens::InputCountSource::Tokenizer {
             id: "meta-llama/Llama-3.1-8B".into(),
         },
         base_url: "http://127.0.0.1:8000".into(),
@@ -629,7 +630,7 @@ fn slo_files_name_the_file_and_the_key() {
     };
     let top = write("top.toml", "e2el = 5000\nttft = 200\nitl = 40.5\n");
     assert_eq!(
-        llmb::metrics::parse_slo_file(&top).unwrap(),
+        llmb_engine::metrics::parse_slo_file(&top).unwrap(),
         vec![
             ("ttft".to_string(), 200.0),
             ("itl".to_string(), 40.5),
@@ -638,7 +639,7 @@ fn slo_files_name_the_file_and_the_key() {
     );
     let table = write("table.toml", "[slo]\ntpot = 50\n");
     assert_eq!(
-        llmb::metrics::parse_slo_file(&table).unwrap(),
+        llmb_engine::metrics::parse_slo_file(&table).unwrap(),
         vec![("tpot".to_string(), 50.0)]
     );
     for (name, text, expected) in [
@@ -653,7 +654,7 @@ fn slo_files_name_the_file_and_the_key() {
         ("empty.toml", "", "no limits"),
     ] {
         let path = write(name, text);
-        let err = llmb::metrics::parse_slo_file(&path)
+        let err = llmb_engine::metrics::parse_slo_file(&path)
             .unwrap_err()
             .to_string();
         assert!(err.contains(name) && err.contains(expected), "{err}");

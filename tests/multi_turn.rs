@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 
 use calamine::{Data, Reader, Xlsx, open_workbook};
 use clap::Parser;
-use llmb::cli::{Cli, Command};
+use llmb::args::{Cli, Command};
 use llmb::multi_turn::{MultiTurnArgs, MultiTurnOutcome, RequestStats};
-use llmb::records::RequestRecord;
-use llmb::sim::{SimConfig, SimHandle};
+use llmb_engine::records::RequestRecord;
+use llmb_sim::{SimConfig, SimHandle};
 
 const MODEL: &str = "test-model";
 /// The simulator's chat template: tokens per message, and the generation prompt.
@@ -18,14 +18,16 @@ const TEMPLATE_PER_MESSAGE: u64 = 5;
 const GENERATION_PROMPT: u64 = 3;
 
 fn root() -> PathBuf {
+    // The tests belong to host/cli; the workspace is two levels up.
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .unwrap()
         .to_path_buf()
 }
 
 fn sim() -> SimHandle {
-    llmb::sim::start_dedicated(
+    llmb_sim::start_dedicated(
         SimConfig {
             ttft_ms: 4.0,
             itl_ms: 0.5,
@@ -268,7 +270,7 @@ async fn conversations_file_end_to_end_with_every_output() {
     ] {
         assert!(keys.contains(&k), "missing {k} in {keys:?}");
     }
-    let on_disk = llmb::records::read_records(&records_file).unwrap();
+    let on_disk = llmb_engine::records::read_records(&records_file).unwrap();
     assert_eq!(on_disk.len(), outcome.records.len());
     for (j, s) in json.iter().zip(&outcome.stats) {
         let r = record_of(&on_disk, s);
@@ -445,7 +447,7 @@ async fn synthetic_conversations_and_the_request_cap() {
     // The synthetic conversations: vLLM's ids and prompt shape, history growing turn by turn.
     let convs = by_conversation(&outcome.stats);
     assert!(convs.len() >= 2 && convs.len() <= 4, "{convs:?}");
-    let tokenizer = llmb::tokenizer::HostTokenizer::Words;
+    let tokenizer = llmb_engine::tokenizer::HostTokenizer::Words;
     let config_v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
     let gen_args =

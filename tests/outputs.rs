@@ -73,7 +73,7 @@ async fn a_sweep_leaves_csvs_and_aggregate_reads_every_result() {
     assert_eq!(rows.len(), 4);
 
     let table = dir.path().join("all.csv");
-    llmb::export::aggregate(&llmb::cli::AggregateArgs {
+    llmb::report::aggregate(&llmb::args::AggregateArgs {
         paths: vec![out.clone()],
         output: Some(table.clone()),
     })
@@ -110,14 +110,14 @@ async fn a_sweep_leaves_csvs_and_aggregate_reads_every_result() {
 #[test]
 fn aggregate_names_what_it_cannot_use() {
     let dir = tempfile::tempdir().unwrap();
-    let args = |p: &std::path::Path| llmb::cli::AggregateArgs {
+    let args = |p: &std::path::Path| llmb::args::AggregateArgs {
         paths: vec![p.to_path_buf()],
         output: Some(dir.path().join("x.csv")),
     };
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     std::fs::write(empty.join("other.json"), r#"{"not":"a result"}"#).unwrap();
-    let err = llmb::export::aggregate(&args(&empty))
+    let err = llmb::report::aggregate(&args(&empty))
         .unwrap_err()
         .to_string();
     assert!(
@@ -132,7 +132,7 @@ fn aggregate_names_what_it_cannot_use() {
         "{\"request_throughput\": 1.0}\n{\"request_throughput\": oops}\n",
     )
     .unwrap();
-    let err = format!("{:#}", llmb::export::aggregate(&args(&broken)).unwrap_err());
+    let err = format!("{:#}", llmb::report::aggregate(&args(&broken)).unwrap_err());
     assert!(err.contains("run.json:2"), "{err}");
 }
 
@@ -214,7 +214,7 @@ async fn a_full_server_batch_shows_as_waiting_requests_and_longer_ttft() {
     let open = bench(&args).await;
     args.sim.max_batch = Some(2);
     let batched = bench(&args).await;
-    let waiting = |o: &llmb::bench::BenchOutcome| {
+    let waiting = |o: &llmb_engine::outcome::BenchOutcome| {
         o.server_metrics
             .as_ref()
             .unwrap()
@@ -223,7 +223,7 @@ async fn a_full_server_batch_shows_as_waiting_requests_and_longer_ttft() {
             .unwrap()
             .max
     };
-    let running = |o: &llmb::bench::BenchOutcome| {
+    let running = |o: &llmb_engine::outcome::BenchOutcome| {
         o.server_metrics
             .as_ref()
             .unwrap()

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use llmb::plugin::{Origin, PluginKind, Registry, load_component};
+use llmb_engine::plugin::{Origin, PluginKind, Registry, load_component};
 
 #[test]
 fn embedded_plugins_are_listed_with_origin_version_and_hash() {
@@ -93,7 +93,7 @@ async fn a_panicking_or_spinning_plugin_fails_only_its_request() {
     assert!(spin.message.contains("time limit"), "{}", spin.message);
     assert!(by_id(4).success, "requests after a trap still work");
     // Faults by kind, and the time each request spent in plugin calls.
-    use llmb::plugin::FaultKind;
+    use llmb_engine::plugin::FaultKind;
     assert_eq!(by_id(1).plugin_fault, Some(FaultKind::Trap));
     assert_eq!(by_id(3).plugin_fault, Some(FaultKind::Deadline));
     assert_eq!(by_id(4).plugin_fault, None);
@@ -140,7 +140,7 @@ async fn plugin_budgets_memory_faults_and_max_plugin_faults() {
     args.plugin_call_budget = 2_000;
     let outcome = bench(&args).await;
     let by_id = |id: u64| outcome.records.iter().find(|r| r.id == id).unwrap();
-    use llmb::plugin::FaultKind;
+    use llmb_engine::plugin::FaultKind;
     assert_eq!(by_id(1).plugin_fault, Some(FaultKind::Memory));
     let hog = by_id(1).error.as_ref().unwrap();
     assert!(hog.message.contains("memory limit"), "{}", hog.message);
@@ -162,13 +162,13 @@ async fn plugin_budgets_memory_faults_and_max_plugin_faults() {
     // Paced (seeded arrivals ~200 ms apart), so requests go out in order one at a time.
     args.request_rate = vec![5.0];
     let (_tx, rx) = tokio::sync::watch::channel(false);
-    let cancel = llmb::lifecycle::Cancel::from(rx);
+    let cancel = llmb_engine::lifecycle::Cancel::from(rx);
     let stopped = llmb::bench::run(&args, &cancel).await.unwrap();
     assert!(stopped.info.interrupted);
     assert!(
         matches!(
             cancel.cause(),
-            Some(llmb::lifecycle::StopCause::PluginFaults {
+            Some(llmb_engine::lifecycle::StopCause::PluginFaults {
                 limit: 2,
                 faults: 2
             })
@@ -186,7 +186,7 @@ async fn plugin_budgets_memory_faults_and_max_plugin_faults() {
     let why = json["llmb"]["stop_reason"].as_str().unwrap();
     assert!(why.contains("--max-plugin-faults 2"), "{why}");
     assert_eq!(
-        llmb::records::read_records(&dir.path().join("stopped.records.jsonl"))
+        llmb_engine::records::read_records(&dir.path().join("stopped.records.jsonl"))
             .unwrap()
             .len(),
         n
@@ -269,7 +269,7 @@ fn a_missing_plugin_file_names_the_path() {
 async fn a_scaffolded_adapter_builds_and_benchmarks_the_simulator() {
     let dir = tempfile::tempdir().unwrap();
     let crate_dir = dir.path().join("my-server");
-    let created = llmb::scaffold::new_adapter(&llmb::cli::PluginNewArgs {
+    let created = llmb::scaffold::new_adapter(&llmb::args::PluginNewArgs {
         name: "my-server".into(),
         dir: Some(crate_dir.clone()),
         sdk_path: Some(workspace_root().join("plugin-sdk")),
@@ -308,7 +308,7 @@ async fn a_scaffolded_adapter_builds_and_benchmarks_the_simulator() {
     assert_eq!(outcome.metrics.total_output, 6 * 8);
     assert!(outcome.metrics.ttft.mean >= 5.0);
 
-    let again = llmb::scaffold::new_adapter(&llmb::cli::PluginNewArgs {
+    let again = llmb::scaffold::new_adapter(&llmb::args::PluginNewArgs {
         name: "my-server".into(),
         dir: Some(crate_dir.clone()),
         sdk_path: None,

@@ -34,7 +34,7 @@ max-concurrency = [1, 3]
         ),
     )
     .unwrap();
-    llmb::recipe::run(&llmb::cli::RunArgs {
+    llmb::recipe::run(&llmb::args::RunArgs {
         recipe: recipe.clone(),
         dry_run: false,
     })
@@ -96,7 +96,11 @@ fn the_shipped_examples_expand() {
             .unwrap_or_default();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         if name.starts_with("slo.") {
-            assert!(!llmb::metrics::parse_slo_file(&path).unwrap().is_empty());
+            assert!(
+                !llmb_engine::metrics::parse_slo_file(&path)
+                    .unwrap()
+                    .is_empty()
+            );
             continue;
         }
         let recipe = match ext {
@@ -116,7 +120,7 @@ fn the_shipped_examples_expand() {
                 "defaults run against the simulator"
             );
             if let Some(slo) = &c.args.slo_file {
-                llmb::metrics::parse_slo_file(slo).unwrap();
+                llmb_engine::metrics::parse_slo_file(slo).unwrap();
             }
             if let Some(data) = &c.args.dataset_path {
                 assert!(data.exists(), "{}", data.display());
@@ -261,7 +265,7 @@ result_dir: "{}"
         Some("config-01-random-input-len12_random-output-len3_max-concurrency1_num-prompts2.json")
     );
 
-    llmb::recipe::run(&llmb::cli::RunArgs {
+    llmb::recipe::run(&llmb::args::RunArgs {
         recipe: config.clone(),
         dry_run: false,
     })

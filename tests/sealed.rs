@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use common::*;
 use hyper::header::{HeaderName, HeaderValue};
-use llmb::plugin::{DatasetRequest, Registry};
-use llmb::transport::Target;
+use llmb_engine::plugin::{DatasetRequest, Registry};
+use llmb_engine::transport::Target;
 
 /// Builds the hostile fixtures once per test binary and returns the component `name`.
 fn hostile_wasm(name: &str) -> PathBuf {
@@ -71,7 +71,7 @@ fn target(base_url: &str, user_headers: &[(&str, &str)], key: Option<&str>) -> T
             .collect(),
         authorization: key.map(|k| Target::bearer(k).unwrap()),
         timeout: Duration::from_secs(5),
-        framing: llmb::plugin::backend::Framing::Sse,
+        framing: llmb_engine::plugin::backend::Framing::Sse,
         limits: Default::default(),
     }
 }
@@ -269,11 +269,11 @@ fn reader_report(file: &Path) -> String {
                 options: vec![("sibling".into(), "secret.txt".into())],
                 file: Some(file.to_path_buf()),
             },
-            Arc::new(llmb::tokenizer::HostTokenizer::Words),
+            Arc::new(llmb_engine::tokenizer::HostTokenizer::Words),
         )
         .unwrap();
     match &samples[0].prompt {
-        llmb::plugin::backend::Prompt::Text(t) => t.clone(),
+        llmb_engine::plugin::backend::Prompt::Text(t) => t.clone(),
         other => panic!("{other:?}"),
     }
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use clap::Parser;
 use common::*;
-use llmb::cli::{BenchArgs, Cli, Command};
+use llmb::args::{BenchArgs, Cli, Command};
 
 fn bench_args(words: &[&str]) -> BenchArgs {
     let cli = Cli::try_parse_from(["llmb", "bench"].iter().chain(words))
@@ -152,7 +152,7 @@ async fn a_sweep_command_line_leaves_its_files_and_report_indir_reads_them() {
     let Command::Report(report_args) = cli.command else {
         unreachable!()
     };
-    let (path, report) = llmb::html::write_report(&report_args).unwrap();
+    let (path, report) = llmb::report::write_report(&report_args).unwrap();
     assert_eq!(path, out.join("report.html"));
     assert_eq!(report.runs.len(), 3);
     assert_eq!(report.sweeps.len(), 1);
@@ -167,7 +167,7 @@ async fn a_sweep_command_line_leaves_its_files_and_report_indir_reads_them() {
     assert!(html.contains(">concurrency 4<"));
     assert!(html.matches("<svg").count() >= 5, "charts");
     // The summaries are not results to `llmb aggregate` either.
-    let found = llmb::export::collect_results(std::slice::from_ref(&out)).unwrap();
+    let found = llmb_report::export::collect_results(std::slice::from_ref(&out)).unwrap();
     assert_eq!(found.len(), 3);
 }
 
@@ -225,7 +225,7 @@ async fn user_system_and_prompt_file_reach_the_server_as_written() {
         "__sim_fault:http500__",
     ]));
     assert_eq!(
-        llmb::cli_sweep::normalize(&args).unwrap().backend,
+        llmb::config::sweep::normalize(&args).unwrap().backend,
         "openai-responses"
     );
     args.num_prompts = 4;
@@ -286,7 +286,7 @@ async fn a_yaml_slo_file_with_ms_keys_sets_goodput() {
     )
     .unwrap();
     assert_eq!(
-        llmb::metrics::parse_slo_file(&slo).unwrap(),
+        llmb_engine::metrics::parse_slo_file(&slo).unwrap(),
         vec![
             ("ttft".to_string(), 1000.0),
             ("itl".to_string(), 50.0),
@@ -303,7 +303,7 @@ async fn a_yaml_slo_file_with_ms_keys_sets_goodput() {
     let tight = dir.path().join("limits");
     std::fs::write(&tight, "# e2e budget\ne2el_ms: 0.001\ntpot_ms: 1000\n").unwrap();
     assert_eq!(
-        llmb::metrics::parse_slo_file(&tight).unwrap(),
+        llmb_engine::metrics::parse_slo_file(&tight).unwrap(),
         vec![("tpot".to_string(), 1000.0), ("e2el".to_string(), 0.001)]
     );
     args.slo_file = Some(tight);
@@ -337,7 +337,7 @@ async fn a_yaml_slo_file_with_ms_keys_sets_goodput() {
     ] {
         let path = dir.path().join(name);
         std::fs::write(&path, text).unwrap();
-        let err = llmb::metrics::parse_slo_file(&path)
+        let err = llmb_engine::metrics::parse_slo_file(&path)
             .unwrap_err()
             .to_string();
         assert!(err.contains(name) && err.contains(expected), "{err}");

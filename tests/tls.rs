@@ -53,12 +53,12 @@ async fn tls_proxy(acceptor: tokio_rustls::TlsAcceptor, backend: std::net::Socke
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_servers_are_benchmarked_with_a_given_ca() {
-    let config = llmb::sim::SimConfig {
+    let config = llmb_sim::SimConfig {
         ttft_ms: 2.0,
         itl_ms: 1.0,
         ..Default::default()
     };
-    let sim = llmb::sim::start(config, "127.0.0.1:0".parse().unwrap())
+    let sim = llmb_sim::start(config, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
     let (ca_pem, acceptor) = tls_front();

@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use llmb::transport::transcript::Transcript;
+use llmb_engine::transport::transcript::Transcript;
 use serde_json::Value;
 
 /// Recorded exchanges of one backend and mode: `tests/fixtures/transcripts/<server>/<backend>[-nostream]/`.

@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use llmb::cli::{BenchArgs, Cli, Command};
+use llmb::args::{BenchArgs, Cli, Command};
 use serde_json::{Value, json};
 
 use common::{bench, quick_args, workspace_root};
@@ -319,7 +319,7 @@ fn vllm_flags_land_where_they_mean_something() {
     assert_eq!(args.vllm.lora_modules, ["x", "y"]);
     assert_eq!(args.vllm.top_k, Some(-1));
     assert_eq!(args.vllm.self_timed(), Some(false));
-    let request = llmb::bench::dataset_request(&args).unwrap();
+    let request = llmb::config::dataset_request(&args).unwrap();
     let last = |key: &str| {
         request
             .options
@@ -353,7 +353,7 @@ fn vllm_flags_land_where_they_mean_something() {
     assert_eq!(plain.vllm.self_timed(), None);
     assert!(plain.vllm.lora(0).is_none());
     assert_eq!(
-        llmb::cli_vllm::request_extra_body(&plain).unwrap(),
+        llmb::config::vllm::request_extra_body(&plain).unwrap(),
         plain.extra_body
     );
 

@@ -6,12 +6,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use llmb::bench::{BenchOutcome, run};
-use llmb::cli::BenchArgs;
+use llmb::args::BenchArgs;
+use llmb::bench::run;
+use llmb_engine::outcome::BenchOutcome;
 
 pub fn workspace_root() -> PathBuf {
+    // The tests belong to host/cli; the workspace is two levels up.
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .unwrap()
         .to_path_buf()
 }

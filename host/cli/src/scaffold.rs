@@ -1,0 +1,117 @@
+//! `llmb plugin new NAME`: a ready-to-build adapter crate on plugin-sdk, so supporting a new
+//! server starts from working code (OpenAI-style completions) rather than from the WIT file.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+use crate::args::PluginNewArgs;
+
+const ADAPTER_TEMPLATE: &str = include_str!("scaffold/adapter.rs.tmpl");
+
+/// Where this build of llmb found plugin-sdk, used when `--sdk-path` is not given.
+fn default_sdk_path() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugin-sdk");
+    p.join("Cargo.toml")
+        .exists()
+        .then(|| p.canonicalize().unwrap_or(p))
+}
+
+/// `llmb plugin new NAME`: creates the crate and says how to build and use it.
+pub fn main(args: &PluginNewArgs) -> anyhow::Result<()> {
+    let dir = new_adapter(args)?;
+    println!(
+        "Created {dir}. Build it with `cd {dir} && cargo build --release`, then run\n  \
+         llmb bench --plugin {wasm} --backend {name} --base-url http://127.0.0.1:8000",
+        dir = dir.display(),
+        wasm = built_wasm(&dir, &args.name).display(),
+        name = args.name
+    );
+    Ok(())
+}
+
+/// Writes the crate and returns its directory.
+pub fn new_adapter(args: &PluginNewArgs) -> anyhow::Result<PathBuf> {
+    let name = args.name.as_str();
+    let valid = !name.is_empty()
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c));
+    if !valid {
+        bail!("plugin name {name:?}: use lowercase letters, digits, '-', '_' or '.'");
+    }
+    let crate_name = format!("llmb-adapter-{}", name.replace(['.', '_'], "-"));
+    let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from(name));
+    if dir.exists()
+        && dir
+            .read_dir()
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        bail!("{} already exists and is not empty", dir.display());
+    }
+    let sdk = match &args.sdk_path {
+        Some(p) => p.clone(),
+        None => default_sdk_path().context(
+            "cannot find plugin-sdk next to this llmb build: pass --sdk-path PATH/TO/plugin-sdk",
+        )?,
+    };
+    anyhow::ensure!(
+        sdk.join("Cargo.toml").exists(),
+        "--sdk-path {}: no Cargo.toml there",
+        sdk.display()
+    );
+    let sdk = sdk.canonicalize().unwrap_or(sdk);
+    let manifest = format!(
+        r#"[package]
+name = "{crate_name}"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[lib]
+crate-type = ["cdylib", "rlib"]
+
+[dependencies]
+llmb-plugin-sdk = {{ path = {sdk:?} }}
+serde_json = "1"
+
+[profile.release]
+opt-level = 3
+lto = true
+codegen-units = 1
+
+# A crate of its own, even when created inside another workspace.
+[workspace]
+"#,
+        sdk = sdk.display().to_string()
+    );
+    let write = |rel: &str, text: &str| -> anyhow::Result<()> {
+        let path = dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+    };
+    write("Cargo.toml", &manifest)?;
+    write(
+        ".cargo/config.toml",
+        "# Adapters are WebAssembly components.\n[build]\ntarget = \"wasm32-wasip2\"\n",
+    )?;
+    write(".gitignore", "target/\n")?;
+    write(
+        "src/lib.rs",
+        &ADAPTER_TEMPLATE
+            .replace("{{NAME}}", name)
+            .replace("{{CRATE}}", &crate_name.replace('-', "_")),
+    )?;
+    Ok(dir)
+}
+
+/// The `.wasm` a scaffolded crate's `cargo build --release` produces.
+pub fn built_wasm(dir: &Path, name: &str) -> PathBuf {
+    let file = format!("llmb_adapter_{}.wasm", name.replace(['.', '-'], "_"));
+    dir.join("target/wasm32-wasip2/release").join(file)
+}

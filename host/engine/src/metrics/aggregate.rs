@@ -1,0 +1,164 @@
+//! [`compute`]: one pass over a run's measured records in dispatch order, collecting vLLM's
+//! samples and counts, then assembling [`BenchmarkMetrics`] from them and the derived
+//! diagnostics.
+
+use std::collections::BTreeMap;
+
+use crate::records::RequestRecord;
+
+use super::derive::{
+    input_counts, is_cancelled, lag_stats, peak_concurrency, per_second_peaks, schedule_stats,
+    turn_stats,
+};
+use super::slo::missed_slos;
+use super::stats::{MetricStats, safe_div};
+use super::{BenchmarkMetrics, MetricsConfig, PluginTime, SloOutcome, StageQuantiles};
+
+/// Computes the metrics of a run that lasted `duration_s` (first dispatch to last completion).
+///
+/// Follows vLLM's `calculate_metrics`: only successes enter the statistics; TPOT exists only for
+/// outputs longer than one token (and counts as 0 for goodput otherwise); ITLs are pooled over
+/// all successes. One deliberate difference: a success without delta frames (not streamed) has
+/// no TTFT sample, where vLLM would record 0; it still counts as TTFT 0 for goodput and TPOT,
+/// as in vLLM.
+pub fn compute(
+    records: &[RequestRecord],
+    duration_s: f64,
+    cfg: &MetricsConfig,
+) -> BenchmarkMetrics {
+    // vLLM's outputs come back in dispatch order; numpy's sums depend on the order.
+    let warmups = records.iter().filter(|r| r.warmup).count();
+    let mut ordered: Vec<&RequestRecord> = records.iter().filter(|r| !r.warmup).collect();
+    ordered.sort_by_key(|r| r.id);
+
+    let mut ttfts = Vec::new();
+    let mut intended_ttfts = Vec::new();
+    let mut intended_e2els = Vec::new();
+    let mut tpots = Vec::new();
+    let mut itls = Vec::new();
+    let mut e2els = Vec::new();
+    let mut completed = 0usize;
+    let mut good = 0usize;
+    let mut total_input = 0u64;
+    let mut total_output = 0u64;
+    let mut token_sources = BTreeMap::new();
+    let mut errors_by_kind = BTreeMap::new();
+    let mut slo_misses = BTreeMap::new();
+
+    let connection_retries = ordered.iter().filter(|r| r.retried).count();
+    for r in &ordered {
+        if !r.success {
+            let kind = r
+                .error
+                .as_ref()
+                .map_or_else(|| "unknown".to_string(), |e| e.kind.clone());
+            *errors_by_kind.entry(kind).or_insert(0usize) += 1;
+            continue;
+        }
+        completed += 1;
+        let output_len = r.output_tokens;
+        total_output += u64::from(output_len);
+        total_input += u64::from(r.input_tokens());
+        if let Some(source) = r.token_source {
+            *token_sources.entry(source).or_insert(0usize) += 1;
+        }
+        let ttft = r.ttft_s();
+        let e2el = r.e2el_s();
+        let tpot = if output_len > 1 {
+            let v = (e2el - ttft.unwrap_or(0.0)) / f64::from(output_len - 1);
+            tpots.push(v);
+            v
+        } else {
+            0.0
+        };
+        if let Some(t) = ttft {
+            ttfts.push(t);
+        }
+        if let Some(t) = r.ttft_from_intended_s() {
+            intended_ttfts.push(t);
+        }
+        intended_e2els.push(r.e2el_from_intended_s());
+        let itl_max = r.itls_s().fold(0.0, f64::max);
+        itls.extend(r.itls_s());
+        e2els.push(e2el);
+        let mut missed_any = false;
+        for metric in missed_slos(
+            &cfg.goodput_slos_ms,
+            ttft.unwrap_or(0.0),
+            tpot,
+            itl_max,
+            e2el,
+        ) {
+            *slo_misses.entry(metric.to_string()).or_insert(0usize) += 1;
+            missed_any = true;
+        }
+        if !missed_any {
+            good += 1;
+        }
+    }
+
+    let successes: Vec<&RequestRecord> = ordered.iter().copied().filter(|r| r.success).collect();
+    let queue_s: Vec<f64> = ordered
+        .iter()
+        .filter(|r| r.dispatched_ns > 0 || !is_cancelled(r))
+        .map(|r| r.queue_s())
+        .collect();
+    let p = &cfg.metric_percentiles;
+    let per_second = per_second_peaks(&successes);
+    let schedule_lag = lag_stats(&ordered);
+    let stage_ttft = MetricStats::from_seconds(&ttfts, &[50.0, 99.0]);
+    let stage_e2el = MetricStats::from_seconds(&e2els, &[50.0, 95.0, 99.0]);
+    BenchmarkMetrics {
+        completed,
+        failed: ordered.len() - completed,
+        total_input,
+        total_output,
+        duration_s,
+        request_throughput: safe_div(completed as f64, duration_s),
+        request_goodput: (!cfg.goodput_slos_ms.is_empty())
+            .then(|| safe_div(good as f64, duration_s)),
+        slo: (!cfg.goodput_slos_ms.is_empty()).then(|| SloOutcome {
+            good_requests: good,
+            misses: cfg
+                .goodput_slos_ms
+                .iter()
+                .map(|(m, _)| (m.clone(), slo_misses.get(m).copied().unwrap_or(0)))
+                .collect(),
+        }),
+        output_throughput: safe_div(total_output as f64, duration_s),
+        total_token_throughput: safe_div((total_input + total_output) as f64, duration_s),
+        max_output_tokens_per_s: per_second.tokens,
+        max_concurrent_requests: peak_concurrency(&successes),
+        max_concurrent_requests_per_second: per_second.requests,
+        ttft: MetricStats::from_seconds(&ttfts, p),
+        tpot: MetricStats::from_seconds(&tpots, p),
+        itl: MetricStats::from_seconds(&itls, p),
+        e2el: MetricStats::from_seconds(&e2els, p),
+        queue: MetricStats::from_seconds(&queue_s, p),
+        schedule: schedule_stats(&ordered, &schedule_lag),
+        schedule_lag,
+        ttft_from_intended: MetricStats::from_seconds(&intended_ttfts, p),
+        e2el_from_intended: MetricStats::from_seconds(&intended_e2els, p),
+        stage_quantiles: StageQuantiles {
+            ttft_p50_ms: stage_ttft.percentiles[0].1,
+            ttft_p99_ms: stage_ttft.percentiles[1].1,
+            e2el_p50_ms: stage_e2el.percentiles[0].1,
+            e2el_p95_ms: stage_e2el.percentiles[1].1,
+            e2el_p99_ms: stage_e2el.percentiles[2].1,
+        },
+        turns: turn_stats(&ordered, p),
+        warmups,
+        input_counts: input_counts(&ordered),
+        token_sources,
+        errors_by_kind,
+        connection_retries,
+        plugin_time: PluginTime::of(&ordered),
+        plugin_faults: records.iter().filter_map(|r| r.plugin_fault).fold(
+            BTreeMap::new(),
+            |mut by_kind, kind| {
+                *by_kind.entry(kind.as_str().to_string()).or_insert(0) += 1;
+                by_kind
+            },
+        ),
+    }
+}

@@ -1,0 +1,481 @@
+//! Backend adapters: one sandboxed instance per in-flight request, reused from a pool.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use wasmtime::component::{HasSelf, Linker, ResourceAny, ResourceTable};
+use wasmtime::{Store, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::{
+    CallBudget, DEFAULT_CALL_BUDGET_US, FaultKind, Limits, LogSink, MEMORY_CAP_BYTES, Origin,
+    PluginComponent, PluginFault, PluginKind, PluginStore, PluginSummary, engine, guarded_with,
+};
+
+/// Host-side bindings of the `backend-plugin` world.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        world: "backend-plugin",
+        path: "../../wit",
+    });
+}
+
+pub use bindings::exports::llmb::plugin::backend::BackendInfo;
+pub use bindings::llmb::plugin::types::{
+    AudioClip, BackendError, ChatMessage, Completion, Delta, ErrorKind, FrameBatch, FrameSpan,
+    Framing, GenRequest, HttpRequest, Kv, Prompt, Role, StreamEvent, Usage,
+};
+
+/// Response headers or trailers as the adapter sees them.
+pub type Headers = Vec<(String, String)>;
+
+/// A per-request parser living inside one instance.
+pub type ParserHandle = ResourceAny;
+
+/// Work allowed to instantiation, `info` and `configure` (1 s); calls on the hot path (feed,
+/// build-request, ...) get `--plugin-call-budget` instead.
+const CALL_DEADLINE_TICKS: u64 = 100;
+
+/// What a backend instance's store holds: an empty WASI context (no environment, no arguments,
+/// no preopened directory), of which only the basics are linked (no filesystem, no sockets).
+pub struct BackendState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: Limits,
+    log: LogSink,
+    name: Arc<str>,
+}
+
+impl WasiView for BackendState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl PluginStore for BackendState {
+    fn plugin_name(&self) -> &str {
+        &self.name
+    }
+    fn log_sink(&mut self) -> &mut LogSink {
+        &mut self.log
+    }
+    fn take_memory_denied(&mut self) -> bool {
+        std::mem::take(&mut self.limits.memory_denied)
+    }
+}
+
+impl bindings::llmb::plugin::types::Host for BackendState {}
+
+impl bindings::llmb::plugin::host_log::Host for BackendState {
+    fn log(&mut self, level: bindings::llmb::plugin::host_log::Level, message: String) {
+        use bindings::llmb::plugin::host_log::Level;
+        let (label, is_error) = match level {
+            Level::Debug => ("debug", false),
+            Level::Info => ("info", false),
+            Level::Warn => ("warn", false),
+            Level::Error => ("error", true),
+        };
+        let name = self.name.clone();
+        self.log.log(&name, label, &message, is_error);
+    }
+}
+
+/// A compiled backend plugin, linked and ready to instantiate.
+pub struct BackendFactory {
+    pre: bindings::BackendPluginPre<BackendState>,
+    pub info: BackendInfo,
+    pub wit_version: String,
+    pub origin: Origin,
+    pub sha256: String,
+}
+
+impl BackendFactory {
+    pub(super) fn new(plugin: PluginComponent) -> anyhow::Result<Self> {
+        debug_assert_eq!(plugin.kind, PluginKind::Backend);
+        // Only what the WIT gives plus the WASI basics std needs: no filesystem, no sockets.
+        let mut linker = Linker::<BackendState>::new(engine());
+        super::add_wasi_basics(&mut linker)?;
+        bindings::BackendPlugin::add_to_linker::<_, HasSelf<BackendState>>(&mut linker, |s| s)?;
+        let pre = linker
+            .instantiate_pre(&plugin.component)
+            .map_err(|e| anyhow::anyhow!("cannot be linked: {e}"))?;
+        let pre = bindings::BackendPluginPre::new(pre)
+            .map_err(|e| anyhow::anyhow!("does not match the backend world: {e}"))?;
+        let mut factory = BackendFactory {
+            pre,
+            info: BackendInfo {
+                name: String::new(),
+                version: String::new(),
+                description: String::new(),
+                default_endpoint: String::new(),
+                framing: Framing::Sse,
+                supports_ignore_eos: false,
+                http2: false,
+            },
+            wit_version: plugin.wit_version,
+            origin: plugin.origin,
+            sha256: plugin.sha256,
+        };
+        let mut probe = factory.instantiate("(loading)".into())?;
+        factory.info = probe.info().context("calling info()")?;
+        Ok(factory)
+    }
+
+    fn instantiate(&self, name: Arc<str>) -> anyhow::Result<BackendInstance> {
+        let state = BackendState {
+            wasi: WasiCtxBuilder::new().build(),
+            table: ResourceTable::new(),
+            limits: Limits::new(
+                StoreLimitsBuilder::new()
+                    .memory_size(MEMORY_CAP_BYTES)
+                    .build(),
+            ),
+            log: LogSink::default(),
+            name,
+        };
+        let mut store = Store::new(engine(), state);
+        store.limiter(|s| &mut s.limits);
+        let setup = CallBudget {
+            deadline_ticks: CALL_DEADLINE_TICKS,
+            budget_us: None,
+        };
+        let _ = store.set_fuel(setup.fuel());
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| anyhow::anyhow!("instantiating the plugin: {e:#}"))?;
+        Ok(BackendInstance {
+            store,
+            bindings,
+            poisoned: false,
+            fault: None,
+            budget_us: DEFAULT_CALL_BUDGET_US,
+            plugin_ns: 0,
+            fuel_used: 0,
+        })
+    }
+
+    pub fn summary(&self) -> PluginSummary {
+        PluginSummary {
+            name: self.info.name.clone(),
+            kind: PluginKind::Backend,
+            wit_version: self.wit_version.clone(),
+            origin: self.origin.clone(),
+            sha256: self.sha256.clone(),
+            description: self.info.description.clone(),
+        }
+    }
+}
+
+/// One live adapter instance. After a fault it is poisoned and never reused.
+pub struct BackendInstance {
+    store: Store<BackendState>,
+    bindings: bindings::BackendPlugin,
+    poisoned: bool,
+    /// What poisoned it.
+    fault: Option<FaultKind>,
+    /// Work each call may do, in µs (`--plugin-call-budget`).
+    budget_us: u64,
+    /// Wall time inside calls since the last [`Self::take_usage`].
+    plugin_ns: u64,
+    /// Fuel burnt by calls since the last [`Self::take_usage`].
+    fuel_used: u64,
+}
+
+/// Time and work spent inside an instance's calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PluginUsage {
+    pub ns: u64,
+    /// About one unit per WebAssembly instruction.
+    pub fuel: u64,
+}
+
+impl BackendInstance {
+    fn call<T>(
+        &mut self,
+        f: impl FnOnce(&mut Store<BackendState>, &bindings::BackendPlugin) -> wasmtime::Result<T>,
+    ) -> Result<T, PluginFault> {
+        let bindings = &self.bindings;
+        let budget = CallBudget {
+            deadline_ticks: CALL_DEADLINE_TICKS,
+            budget_us: Some(self.budget_us),
+        };
+        let start = std::time::Instant::now();
+        let result = guarded_with(&mut self.store, budget, |store| f(store, bindings));
+        self.plugin_ns += start.elapsed().as_nanos() as u64;
+        let given = budget.fuel();
+        self.fuel_used += given.saturating_sub(self.store.get_fuel().unwrap_or(given));
+        if let Err(fault) = &result {
+            self.poisoned = true;
+            self.fault.get_or_insert(fault.kind());
+        }
+        result
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// The kind of the fault that poisoned this instance, if one did.
+    pub fn fault(&self) -> Option<FaultKind> {
+        self.fault
+    }
+
+    /// Time and fuel spent in calls since the last time this was asked (or checkout).
+    pub fn take_usage(&mut self) -> PluginUsage {
+        PluginUsage {
+            ns: std::mem::take(&mut self.plugin_ns),
+            fuel: std::mem::take(&mut self.fuel_used),
+        }
+    }
+
+    /// The work one call may do, in microseconds (at least 1).
+    pub fn set_call_budget_us(&mut self, us: u64) {
+        self.budget_us = us.max(1);
+    }
+
+    pub fn info(&mut self) -> Result<BackendInfo, PluginFault> {
+        self.call(|s, b| b.llmb_plugin_backend().call_info(s))
+    }
+
+    pub fn configure(&mut self, options: &[Kv]) -> Result<Result<(), String>, PluginFault> {
+        self.call(|s, b| b.llmb_plugin_backend().call_configure(s, options))
+    }
+
+    pub fn build_request(
+        &mut self,
+        req: &GenRequest,
+    ) -> Result<Result<HttpRequest, String>, PluginFault> {
+        self.call(|s, b| b.llmb_plugin_backend().call_build_request(s, req))
+    }
+
+    pub fn new_parser(
+        &mut self,
+        status: u16,
+        headers: &Headers,
+    ) -> Result<ParserHandle, PluginFault> {
+        self.call(|s, b| {
+            b.llmb_plugin_backend()
+                .response_parser()
+                .call_constructor(s, status, headers)
+        })
+    }
+
+    /// Hands over every frame of one read; events name their frame by index.
+    pub fn feed(
+        &mut self,
+        parser: ParserHandle,
+        batch: &FrameBatch,
+    ) -> Result<Vec<StreamEvent>, PluginFault> {
+        self.call(|s, b| {
+            b.llmb_plugin_backend()
+                .response_parser()
+                .call_feed(s, parser, batch)
+        })
+    }
+
+    pub fn finish(
+        &mut self,
+        parser: ParserHandle,
+        trailers: &Headers,
+    ) -> Result<Vec<StreamEvent>, PluginFault> {
+        self.call(|s, b| {
+            b.llmb_plugin_backend()
+                .response_parser()
+                .call_finish(s, parser, trailers)
+        })
+    }
+
+    pub fn drop_parser(&mut self, parser: ParserHandle) {
+        // The destructor runs plugin code too: give it a call's budget.
+        let _ = self
+            .store
+            .set_fuel(self.budget_us.saturating_mul(super::FUEL_PER_US));
+        if !self.poisoned && parser.resource_drop(&mut self.store).is_err() {
+            self.poisoned = true;
+            self.fault.get_or_insert(FaultKind::Trap);
+        }
+    }
+
+    pub fn parse_body(
+        &mut self,
+        status: u16,
+        headers: &Headers,
+        body: &[u8],
+    ) -> Result<Result<Completion, BackendError>, PluginFault> {
+        self.call(|s, b| {
+            b.llmb_plugin_backend()
+                .call_parse_body(s, status, headers, body)
+        })
+    }
+
+    /// The request to the server's tokenize route for `req`'s prompt, if the adapter has one.
+    pub fn tokenize_request(
+        &mut self,
+        req: &GenRequest,
+    ) -> Result<Option<HttpRequest>, PluginFault> {
+        self.call(|s, b| b.llmb_plugin_backend().call_tokenize_request(s, req))
+    }
+
+    pub fn parse_tokenize(&mut self, body: &[u8]) -> Result<Result<u32, String>, PluginFault> {
+        self.call(|s, b| b.llmb_plugin_backend().call_parse_tokenize(s, body))
+    }
+
+    pub fn map_error(
+        &mut self,
+        status: u16,
+        headers: &Headers,
+        body: &[u8],
+    ) -> Result<BackendError, PluginFault> {
+        self.call(|s, b| {
+            b.llmb_plugin_backend()
+                .call_map_error(s, status, headers, body)
+        })
+    }
+}
+
+/// Idle instances of one configured adapter. A request checks one out for its whole life (its
+/// parser lives in that instance), so a trap can only ever fail the request that caused it.
+pub struct BackendPool {
+    factory: Arc<BackendFactory>,
+    options: std::sync::RwLock<Vec<Kv>>,
+    idle: Mutex<Vec<BackendInstance>>,
+    /// Instances discarded after a fault and rebuilt.
+    pub faults: AtomicU64,
+    /// `--plugin-call-budget` in µs of work, given to every instance at checkout.
+    call_budget_us: AtomicU64,
+}
+
+impl BackendPool {
+    /// Configures a first instance with `options`, so a bad `--plugin-opt` fails before the run.
+    pub fn new(
+        factory: Arc<BackendFactory>,
+        options: Vec<(String, String)>,
+    ) -> anyhow::Result<Arc<Self>> {
+        let options: Vec<Kv> = options
+            .into_iter()
+            .map(|(key, value)| Kv { key, value })
+            .collect();
+        let pool = Arc::new(BackendPool {
+            factory,
+            options: options.into(),
+            idle: Mutex::new(Vec::new()),
+            faults: AtomicU64::new(0),
+            call_budget_us: AtomicU64::new(DEFAULT_CALL_BUDGET_US),
+        });
+        let first = pool.fresh()?;
+        pool.idle.lock().unwrap().push(first);
+        Ok(pool)
+    }
+
+    pub fn info(&self) -> &BackendInfo {
+        &self.factory.info
+    }
+
+    /// `--plugin-call-budget`: the work each call may do from the next checkout on, in µs.
+    pub fn set_call_budget_us(&self, us: u64) {
+        self.call_budget_us.store(us.max(1), Ordering::Relaxed);
+    }
+
+    pub fn call_budget_us(&self) -> u64 {
+        self.call_budget_us.load(Ordering::Relaxed)
+    }
+
+    fn fresh(&self) -> anyhow::Result<BackendInstance> {
+        let name: Arc<str> = self.factory.info.name.as_str().into();
+        let mut inst = self.factory.instantiate(name.clone())?;
+        inst.info()?;
+        let options = self.options.read().unwrap().clone();
+        inst.configure(&options)?
+            .map_err(|e| anyhow::anyhow!("backend {name}: {e}"))?;
+        Ok(inst)
+    }
+
+    /// Offers the adapter something the host learned about the server (e.g. `server=llamacpp`
+    /// from `/v1/models`). An adapter that knows the option keeps it for every instance; one
+    /// that refuses it is left as it was. The user's own `--plugin-opt` of that name wins.
+    pub fn offer_hint(&self, key: &str, value: &str) -> bool {
+        if self.options.read().unwrap().iter().any(|kv| kv.key == key) {
+            return false;
+        }
+        let hint = Kv {
+            key: key.into(),
+            value: value.into(),
+        };
+        let accepted = self
+            .factory
+            .instantiate(self.factory.info.name.as_str().into())
+            .ok()
+            .and_then(|mut inst| {
+                inst.configure(std::slice::from_ref(&hint)).ok()?.ok()?;
+                Some(inst)
+            });
+        let Some(_) = accepted else {
+            return false;
+        };
+        self.options.write().unwrap().push(hint);
+        // Instances configured before the hint are rebuilt on demand with it.
+        self.idle.lock().unwrap().clear();
+        true
+    }
+
+    /// Creates instances up front so instantiation stays out of the measured run.
+    pub fn prewarm(&self, count: usize) -> anyhow::Result<()> {
+        let have = self.idle.lock().unwrap().len();
+        let mut fresh = Vec::new();
+        for _ in have..count {
+            fresh.push(self.fresh()?);
+        }
+        self.idle.lock().unwrap().extend(fresh);
+        Ok(())
+    }
+
+    pub fn checkout(self: &Arc<Self>) -> anyhow::Result<PooledBackend> {
+        let idle = self.idle.lock().unwrap().pop();
+        let mut inst = match idle {
+            Some(i) => i,
+            None => self.fresh()?,
+        };
+        inst.set_call_budget_us(self.call_budget_us());
+        inst.take_usage();
+        Ok(PooledBackend {
+            pool: self.clone(),
+            inst: Some(inst),
+        })
+    }
+}
+
+/// A checked-out instance; it goes back to the pool on drop unless it faulted.
+pub struct PooledBackend {
+    pool: Arc<BackendPool>,
+    inst: Option<BackendInstance>,
+}
+
+impl std::ops::Deref for PooledBackend {
+    type Target = BackendInstance;
+    fn deref(&self) -> &BackendInstance {
+        self.inst.as_ref().expect("present until drop")
+    }
+}
+
+impl std::ops::DerefMut for PooledBackend {
+    fn deref_mut(&mut self) -> &mut BackendInstance {
+        self.inst.as_mut().expect("present until drop")
+    }
+}
+
+impl Drop for PooledBackend {
+    fn drop(&mut self) {
+        if let Some(inst) = self.inst.take() {
+            if inst.poisoned {
+                self.pool.faults.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.pool.idle.lock().unwrap().push(inst);
+            }
+        }
+    }
+}

@@ -1,0 +1,459 @@
+//! Dataset readers: run once before the benchmark, in a sandbox that sees only the host
+//! tokenizer and, read-only at `/data`, exactly the file the user named (or the folder, when
+//! the user named a folder; for the `audio` reader also the clips its list names).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::backend::{ChatMessage as BChatMessage, Prompt as BPrompt, Role as BRole};
+use super::{
+    LogSink, MEMORY_CAP_BYTES, Origin, PluginComponent, PluginKind, PluginStore, PluginSummary,
+    engine, guarded,
+};
+use crate::tokenizer::HostTokenizer;
+
+/// Host-side bindings of the `dataset-plugin` world.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        world: "dataset-plugin",
+        path: "../../wit",
+    });
+}
+
+pub use bindings::exports::llmb::plugin::dataset::DatasetInfo;
+use bindings::exports::llmb::plugin::dataset::DatasetParams;
+use bindings::llmb::plugin::types as dtypes;
+
+/// Reading a big file may take a while; a call that runs 60 s is stuck.
+const CALL_DEADLINE_TICKS: u64 = 6000;
+const BATCH: u32 = 512;
+
+/// One prompt ready for the scheduler.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub prompt: BPrompt,
+    /// Prompt length by the host tokenizer.
+    pub input_tokens: u32,
+    /// Requested output length (max-tokens).
+    pub output_tokens: u32,
+    /// Send time in a recorded trace, seconds (any origin), for trace replay.
+    pub timestamp: Option<f64>,
+}
+
+/// What the user asked of a dataset.
+#[derive(Debug, Clone, Default)]
+pub struct DatasetRequest {
+    pub seed: u64,
+    /// Requests wanted; 0 = the whole dataset.
+    pub count: u64,
+    /// Dataset options such as `random-input-len` (without the leading dashes).
+    pub options: Vec<(String, String)>,
+    /// `--dataset-path`, if any.
+    pub file: Option<PathBuf>,
+}
+
+pub struct DatasetState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    log: LogSink,
+    name: Arc<str>,
+    tokenizer: Arc<HostTokenizer>,
+}
+
+impl WasiView for DatasetState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl PluginStore for DatasetState {
+    fn plugin_name(&self) -> &str {
+        &self.name
+    }
+    fn log_sink(&mut self) -> &mut LogSink {
+        &mut self.log
+    }
+}
+
+impl dtypes::Host for DatasetState {}
+
+impl bindings::llmb::plugin::host_log::Host for DatasetState {
+    fn log(&mut self, level: bindings::llmb::plugin::host_log::Level, message: String) {
+        use bindings::llmb::plugin::host_log::Level;
+        let (label, is_error) = match level {
+            Level::Debug => ("debug", false),
+            Level::Info => ("info", false),
+            Level::Warn => ("warn", false),
+            Level::Error => ("error", true),
+        };
+        let name = self.name.clone();
+        self.log.log(&name, label, &message, is_error);
+    }
+}
+
+impl bindings::llmb::plugin::tokenizer::Host for DatasetState {
+    fn count(&mut self, text: String) -> u32 {
+        self.tokenizer.count(&text)
+    }
+    fn encode(&mut self, text: String) -> Vec<u32> {
+        self.tokenizer.encode(&text)
+    }
+    fn decode(&mut self, tokens: Vec<u32>) -> String {
+        self.tokenizer.decode(&tokens)
+    }
+    fn vocab_size(&mut self) -> u32 {
+        self.tokenizer.vocab_size()
+    }
+    fn special_ids(&mut self) -> Vec<u32> {
+        self.tokenizer.special_ids()
+    }
+}
+
+/// A compiled dataset plugin.
+pub struct DatasetFactory {
+    pre: bindings::DatasetPluginPre<DatasetState>,
+    pub info: DatasetInfo,
+    pub wit_version: String,
+    pub origin: Origin,
+    pub sha256: String,
+}
+
+impl DatasetFactory {
+    pub(super) fn new(plugin: PluginComponent) -> anyhow::Result<Self> {
+        debug_assert_eq!(plugin.kind, PluginKind::Dataset);
+        // The WASI basics plus a filesystem (which holds only the granted files); no sockets.
+        let mut linker = Linker::<DatasetState>::new(engine());
+        super::add_wasi_basics(&mut linker)?;
+        {
+            use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView as _};
+            use wasmtime_wasi::p2::bindings::{filesystem, sync};
+            filesystem::preopens::add_to_linker::<_, WasiFilesystem>(
+                &mut linker,
+                DatasetState::filesystem,
+            )?;
+            sync::filesystem::types::add_to_linker::<_, WasiFilesystem>(
+                &mut linker,
+                DatasetState::filesystem,
+            )?;
+        }
+        bindings::DatasetPlugin::add_to_linker::<_, HasSelf<DatasetState>>(&mut linker, |s| s)?;
+        let pre = linker
+            .instantiate_pre(&plugin.component)
+            .map_err(|e| anyhow::anyhow!("cannot be linked: {e}"))?;
+        let pre = bindings::DatasetPluginPre::new(pre)
+            .map_err(|e| anyhow::anyhow!("does not match the dataset world: {e}"))?;
+        let mut factory = DatasetFactory {
+            pre,
+            info: DatasetInfo {
+                name: String::new(),
+                version: String::new(),
+                description: String::new(),
+            },
+            wit_version: plugin.wit_version,
+            origin: plugin.origin,
+            sha256: plugin.sha256,
+        };
+        // Instantiation may touch WASI; keep it off any async runtime thread.
+        let info = std::thread::scope(|s| {
+            s.spawn(|| -> anyhow::Result<DatasetInfo> {
+                let (mut store, plugin) = factory.instantiate(
+                    "(loading)".into(),
+                    Arc::new(HostTokenizer::Words),
+                    WasiCtxBuilder::new().build(),
+                )?;
+                Ok(guarded(&mut store, CALL_DEADLINE_TICKS, |s| {
+                    plugin.llmb_plugin_dataset().call_info(s)
+                })?)
+            })
+            .join()
+            .expect("dataset info thread")
+        })?;
+        factory.info = info;
+        Ok(factory)
+    }
+
+    fn instantiate(
+        &self,
+        name: Arc<str>,
+        tokenizer: Arc<HostTokenizer>,
+        wasi: WasiCtx,
+    ) -> anyhow::Result<(Store<DatasetState>, bindings::DatasetPlugin)> {
+        let state = DatasetState {
+            wasi,
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(4 * MEMORY_CAP_BYTES)
+                .build(),
+            log: LogSink::default(),
+            name,
+            tokenizer,
+        };
+        let mut store = Store::new(engine(), state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(CALL_DEADLINE_TICKS);
+        // Instantiation gets a call's work budget (fuel; see `super::CallBudget`).
+        let setup = super::CallBudget {
+            deadline_ticks: CALL_DEADLINE_TICKS,
+            budget_us: None,
+        };
+        let _ = store.set_fuel(setup.fuel());
+        let plugin = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| anyhow::anyhow!("instantiating the dataset plugin: {e:#}"))?;
+        Ok((store, plugin))
+    }
+
+    pub fn summary(&self) -> PluginSummary {
+        PluginSummary {
+            name: self.info.name.clone(),
+            kind: PluginKind::Dataset,
+            wit_version: self.wit_version.clone(),
+            origin: self.origin.clone(),
+            sha256: self.sha256.clone(),
+            description: self.info.description.clone(),
+        }
+    }
+
+    /// Produces the samples for a run. Runs on its own thread: WASI file access must not
+    /// happen on an async runtime's worker.
+    pub fn load(
+        &self,
+        req: &DatasetRequest,
+        tokenizer: Arc<HostTokenizer>,
+    ) -> anyhow::Result<Vec<Sample>> {
+        std::thread::scope(|s| {
+            s.spawn(|| self.load_here(req, tokenizer))
+                .join()
+                .expect("dataset thread")
+        })
+    }
+
+    fn load_here(
+        &self,
+        req: &DatasetRequest,
+        tokenizer: Arc<HostTokenizer>,
+    ) -> anyhow::Result<Vec<Sample>> {
+        let name = self.info.name.clone();
+        let mut wasi = WasiCtxBuilder::new();
+        let mut options: Vec<dtypes::Kv> = req
+            .options
+            .iter()
+            .map(|(k, v)| dtypes::Kv {
+                key: k.clone(),
+                value: v.clone(),
+            })
+            .collect();
+        let mut files = Vec::new();
+        let mut grant = None;
+        if let Some(path) = &req.file {
+            let (granted, file) = Grant::new(path, name == "audio")?;
+            wasi.preopened_dir(&granted.dir, "/data", FsPerms::ReadOnly)
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot grant read access to {}: {e}", path.display())
+                })?;
+            grant = Some(granted);
+            files.push(file);
+            options.push(dtypes::Kv {
+                key: "dataset-path-display".into(),
+                value: path.display().to_string(),
+            });
+        }
+        let (mut store, plugin) =
+            self.instantiate(name.as_str().into(), tokenizer, wasi.build())?;
+        let api = plugin.llmb_plugin_dataset();
+        guarded(&mut store, CALL_DEADLINE_TICKS, |s| api.call_info(s))?;
+        let params = DatasetParams {
+            seed: req.seed,
+            count: req.count,
+            options,
+            files,
+        };
+        let source = guarded(&mut store, CALL_DEADLINE_TICKS, |s| {
+            api.source().call_constructor(s, &params)
+        })?;
+        let mut samples = Vec::new();
+        loop {
+            let batch = guarded(&mut store, CALL_DEADLINE_TICKS, |s| {
+                api.source().call_next_batch(s, source, BATCH)
+            })?
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("dataset {name}"))?;
+            if batch.is_empty() {
+                break;
+            }
+            samples.extend(batch.into_iter().map(|s| Sample {
+                prompt: convert_prompt(s.prompt),
+                input_tokens: s.input_tokens,
+                output_tokens: s.output_tokens,
+                timestamp: s.timestamp,
+            }));
+            if req.count > 0 && samples.len() as u64 >= req.count {
+                samples.truncate(req.count as usize);
+                break;
+            }
+        }
+        drop(store);
+        drop(grant);
+        anyhow::ensure!(!samples.is_empty(), "dataset {name} produced no prompts");
+        Ok(samples)
+    }
+}
+
+/// The folder a dataset reader sees as `/data`, read-only. A folder the user named is granted
+/// as it is; a file is granted alone: hard-linked (copied when it cannot be) into a private
+/// temporary folder, removed afterwards, so the reader cannot open its siblings.
+struct Grant {
+    dir: PathBuf,
+    temporary: bool,
+}
+
+impl Grant {
+    /// The grant for `path` and the name the reader opens it by. With `with_listed` (the
+    /// `audio` reader, whose list names its clips), the files a JSONL list names by relative
+    /// path inside its own folder are granted too, at the same relative paths.
+    fn new(path: &Path, with_listed: bool) -> anyhow::Result<(Grant, String)> {
+        let meta = std::fs::metadata(path)
+            .with_context(|| format!("dataset path {}: cannot open", path.display()))?;
+        let abs = std::fs::canonicalize(path)
+            .with_context(|| format!("dataset path {}", path.display()))?;
+        if meta.is_dir() {
+            // A folder (a downloaded dataset snapshot) is granted whole and named ".".
+            let grant = Grant {
+                dir: abs,
+                temporary: false,
+            };
+            return Ok((grant, ".".into()));
+        }
+        let grant = Grant {
+            dir: private_dir()?,
+            temporary: true,
+        };
+        let name = abs
+            .file_name()
+            .context("a file has a name")?
+            .to_string_lossy()
+            .into_owned();
+        grant.add(&abs, Path::new(&name))?;
+        if with_listed {
+            let folder = abs.parent().context("a file has a parent directory")?;
+            for rel in listed_files(&abs) {
+                if rel == Path::new(&name) {
+                    continue;
+                }
+                // A file that is missing or is not a plain file inside the folder is left out;
+                // the reader then says it cannot read it.
+                if let Ok(target) = std::fs::canonicalize(folder.join(&rel))
+                    && target.starts_with(folder)
+                    && target.is_file()
+                {
+                    grant.add(&target, &rel)?;
+                }
+            }
+        }
+        Ok((grant, name))
+    }
+
+    fn add(&self, source: &Path, rel: &Path) -> anyhow::Result<()> {
+        let dest = self.dir.join(rel);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot prepare {}", parent.display()))?;
+        }
+        if dest.exists() {
+            return Ok(());
+        }
+        if std::fs::hard_link(source, &dest).is_err() {
+            std::fs::copy(source, &dest)
+                .with_context(|| format!("cannot grant the dataset reader {}", source.display()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Grant {
+    fn drop(&mut self) {
+        if self.temporary {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A new, empty folder only this user can enter, under the system's temporary folder.
+fn private_dir() -> anyhow::Result<PathBuf> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let base = std::env::temp_dir();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    for _ in 0..100 {
+        let dir = base.join(format!(
+            "llmb-data-{}-{}-{nanos}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut builder = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        match builder.create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot create a folder in {}", base.display()));
+            }
+        }
+    }
+    anyhow::bail!("cannot create a private folder in {}", base.display())
+}
+
+/// The relative paths a JSONL list names in its `"audio"` fields: no absolute paths, no `..`.
+fn listed_files(list: &Path) -> Vec<PathBuf> {
+    let Ok(text) = std::fs::read_to_string(list) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|v| v.get("audio").and_then(|a| a.as_str()).map(PathBuf::from))
+        .filter(|p| {
+            p.components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+        })
+        .collect()
+}
+
+fn convert_prompt(p: dtypes::Prompt) -> BPrompt {
+    match p {
+        dtypes::Prompt::Text(t) => BPrompt::Text(t),
+        dtypes::Prompt::Chat(messages) => BPrompt::Chat(
+            messages
+                .into_iter()
+                .map(|m| BChatMessage {
+                    role: match m.role {
+                        dtypes::Role::System => BRole::System,
+                        dtypes::Role::User => BRole::User,
+                        dtypes::Role::Assistant => BRole::Assistant,
+                        dtypes::Role::Tool => BRole::Tool,
+                    },
+                    content: m.content,
+                })
+                .collect(),
+        ),
+        dtypes::Prompt::Audio(a) => BPrompt::Audio(super::backend::AudioClip {
+            data: a.data,
+            filename: a.filename,
+            reference: a.reference,
+            duration_s: a.duration_s,
+        }),
+    }
+}

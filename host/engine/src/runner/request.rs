@@ -1,0 +1,102 @@
+//! What every request of a run carries besides its prompt: the model (or a LoRA adapter per
+//! request), sampling settings, and an optional `x-request-id`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::header::{HeaderName, HeaderValue};
+
+use crate::plugin::backend::{GenRequest, Prompt as BPrompt};
+use crate::transport::Target;
+
+/// How requests get their `--lora-modules` entry (vLLM's `--lora-assignment`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoraAssignment {
+    /// A module drawn at random (seeded) for each request.
+    #[default]
+    Random,
+    /// The modules in turn, by request number.
+    RoundRobin,
+}
+
+/// Per-request settings that do not change within a run.
+#[derive(Debug, Clone)]
+pub struct RequestTemplate {
+    pub model: String,
+    pub ignore_eos: bool,
+    pub temperature: Option<f32>,
+    pub extra_body: Option<String>,
+    /// Pause between the turns of a conversation.
+    pub think_time: Duration,
+    pub streaming: bool,
+    /// `--lora-modules`: each request names one of these adapters as its model instead.
+    pub lora: Option<Lora>,
+    /// `--request-id-prefix`: each request carries `x-request-id: PREFIX<id>`.
+    pub request_id_prefix: Option<String>,
+}
+
+impl RequestTemplate {
+    /// The adapter's view of request `id`.
+    pub fn request(&self, id: u64, prompt: BPrompt, max_tokens: u32) -> GenRequest {
+        GenRequest {
+            id,
+            model: match &self.lora {
+                Some(lora) => lora.pick(id).to_string(),
+                None => self.model.clone(),
+            },
+            prompt,
+            max_tokens,
+            ignore_eos: self.ignore_eos,
+            streaming: self.streaming,
+            include_usage: true,
+            temperature: self.temperature,
+            extra_body: self.extra_body.clone(),
+        }
+    }
+}
+
+/// `--lora-modules`: which adapter each request names as its model.
+#[derive(Debug, Clone)]
+pub struct Lora {
+    modules: Arc<[String]>,
+    assignment: LoraAssignment,
+    seed: u64,
+}
+
+impl Lora {
+    /// The plan for `modules` (`None` when there are none); `seed` makes random picks repeat.
+    pub fn new(modules: Vec<String>, assignment: LoraAssignment, seed: u64) -> Option<Self> {
+        (!modules.is_empty()).then(|| Lora {
+            modules: modules.into(),
+            assignment,
+            seed,
+        })
+    }
+
+    /// The model name for request number `id`: a pure function of the id, so a run repeats.
+    pub fn pick(&self, id: u64) -> &str {
+        let n = self.modules.len() as u64;
+        let i = match self.assignment {
+            LoraAssignment::RoundRobin => id % n,
+            LoraAssignment::Random => splitmix(self.seed ^ splitmix(id ^ 0x4c6f_5241)) % n,
+        };
+        &self.modules[i as usize]
+    }
+}
+
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The target of one request with `x-request-id: PREFIX<id>` added last, so it overrides a
+/// `--header` of the same name as in vLLM.
+pub fn with_request_id(target: &Target, prefix: &str, id: u64) -> Target {
+    let mut t = target.clone();
+    if let Ok(v) = HeaderValue::try_from(format!("{prefix}{id}")) {
+        t.headers.push((HeaderName::from_static("x-request-id"), v));
+    }
+    t
+}

@@ -1,0 +1,318 @@
+//! Sending one request and measuring it: [`Exchange`] builds the request through the adapter
+//! and [`Target`], sends it under `--timeout` and `--header-timeout`, reads error and
+//! non-streaming bodies, and resolves the output token count. The streaming read loop is in
+//! the sibling `stream` module.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+
+use crate::plugin::backend::{GenRequest, PooledBackend};
+use crate::records::{RequestError, RequestRecord, TokenSource};
+use crate::tokenizer::HostTokenizer;
+
+use super::client::HttpClient;
+use super::errors::{backend_error, chain, fail};
+use super::pool::SendError;
+use super::stream_outcome::StreamOutcome;
+use super::target::Target;
+use super::{limits, transcript};
+
+/// Largest error body kept for the error message.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Everything `execute` needs besides the request itself.
+pub struct Exchange<'a> {
+    pub client: &'a HttpClient,
+    pub target: &'a Target,
+    pub tokenizer: &'a HostTokenizer,
+    /// The run's time origin: every timestamp is nanoseconds since this instant.
+    pub t0: Instant,
+}
+
+impl Exchange<'_> {
+    pub(super) fn ns(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.t0).as_nanos() as u64
+    }
+
+    /// The body's next frame, waiting no later than `deadline` (`--timeout`) and, once the body
+    /// has `begun`, no longer than `--read-idle-timeout`; `whole` words the `--timeout` failure.
+    pub(super) async fn next_frame(
+        &self,
+        body: &mut hyper::body::Incoming,
+        deadline: tokio::time::Instant,
+        begun: bool,
+        whole: impl FnOnce() -> RequestError,
+    ) -> Result<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>, RequestError> {
+        let idle = self.target.limits.read_idle_timeout;
+        let stall_at = tokio::time::Instant::now() + idle;
+        let until = if begun {
+            deadline.min(stall_at)
+        } else {
+            deadline
+        };
+        match tokio::time::timeout_at(until, body.frame()).await {
+            Ok(frame) => Ok(frame),
+            Err(_) if begun && stall_at <= deadline => Err(fail(
+                "timeout",
+                format!("the response stalled: no bytes for {idle:?} (--read-idle-timeout)"),
+            )),
+            Err(_) => Err(whole()),
+        }
+    }
+
+    /// The failure for a body past `--max-response-bytes`.
+    pub(super) fn too_large(&self, what: &str) -> RequestError {
+        fail(
+            "too-large",
+            format!(
+                "{what} passed --max-response-bytes {}",
+                limits::size(self.target.limits.max_response_bytes)
+            ),
+        )
+    }
+
+    /// Sends `req` and measures it. Never fails: every problem becomes a failed record.
+    pub async fn execute(
+        &self,
+        adapter: &mut PooledBackend,
+        req: &GenRequest,
+        record: RequestRecord,
+    ) -> RequestRecord {
+        self.execute_until(adapter, req, record, std::future::pending())
+            .await
+    }
+
+    /// [`Self::execute`], cut off when `cancel` resolves (to the error to record, e.g. kind
+    /// `cancelled`). A cut-off request keeps what was measured until then: its send time,
+    /// response head and every delta frame, and the text received.
+    pub async fn execute_until(
+        &self,
+        adapter: &mut PooledBackend,
+        req: &GenRequest,
+        mut record: RequestRecord,
+        cancel: impl std::future::Future<Output = RequestError>,
+    ) -> RequestRecord {
+        record.requested_output_tokens = req.max_tokens;
+        let mut outcome = StreamOutcome::default();
+        let result = tokio::select! {
+            biased;
+            r = self.exchange(adapter, req, &mut record, &mut outcome) => r,
+            e = cancel => Err(e),
+        };
+        if let Err(e) = result {
+            outcome.error.get_or_insert(e);
+        }
+        if record.end_ns == 0 {
+            record.end_ns = self.ns(Instant::now());
+        }
+        if outcome.error.is_none() && req.streaming && record.delta_ns.is_empty() {
+            outcome.error = Some(fail(
+                "protocol",
+                "never received a valid chunk to calculate TTFT (no delta in the stream)",
+            ));
+        }
+        self.resolve_tokens(&mut record, &outcome);
+        record.success = outcome.error.is_none();
+        record.error = outcome.error;
+        record.finish_reason = outcome.finish_reason;
+        record.generated_text = outcome.text;
+        record.reasoning_text = outcome.reasoning;
+        record
+    }
+
+    /// Output tokens: server usage, else server per-delta counts, else a real tokenizer, else
+    /// the number of frames that carried text, else the word estimate over the text. The label
+    /// says which, truthfully: "tokenizer" only when a real tokenizer counted.
+    fn resolve_tokens(&self, record: &mut RequestRecord, outcome: &StreamOutcome) {
+        if let Some(u) = &outcome.usage {
+            record.server_prompt_tokens = u.prompt_tokens;
+            record.cached_prompt_tokens = u.cached_prompt_tokens;
+        }
+        let text = || format!("{}{}", outcome.text, outcome.reasoning);
+        let (tokens, source) =
+            if let Some(n) = outcome.usage.as_ref().and_then(|u| u.completion_tokens) {
+                (n, TokenSource::Usage)
+            } else if let Some(n) = outcome.server_tokens {
+                (n, TokenSource::ServerDeltas)
+            } else if matches!(self.tokenizer, HostTokenizer::HuggingFace { .. }) {
+                (self.tokenizer.count(&text()), TokenSource::Tokenizer)
+            } else if outcome.text_frames > 0 {
+                (outcome.text_frames, TokenSource::DeltaCount)
+            } else {
+                (self.tokenizer.count(&text()), TokenSource::WordEstimate)
+            };
+        record.output_tokens = tokens;
+        record.token_source = Some(source);
+    }
+
+    async fn exchange(
+        &self,
+        adapter: &mut PooledBackend,
+        req: &GenRequest,
+        record: &mut RequestRecord,
+        outcome: &mut StreamOutcome,
+    ) -> Result<(), RequestError> {
+        let http = adapter
+            .build_request(req)
+            .map_err(|f| fail("plugin", f.to_string()))?
+            .map_err(|e| {
+                fail(
+                    "plugin",
+                    format!("the adapter refused request {}: {e}", req.id),
+                )
+            })?;
+        let path = self.target.endpoint.as_deref().unwrap_or(&http.path);
+        let mut transcript = transcript::enabled().then(|| transcript::Transcript {
+            method: http.method.clone(),
+            path: path.to_string(),
+            request_body: String::from_utf8_lossy(&http.body).into_owned(),
+            status: 0,
+            headers: Vec::new(),
+            reads: Vec::new(),
+        });
+        let request = self
+            .target
+            .request(path, &http.method, &http.headers, http.body)?;
+
+        let sent = Instant::now();
+        let deadline = tokio::time::Instant::from_std(sent + self.target.timeout);
+        record.sent_ns = self.ns(sent);
+        let timeout_error = || {
+            fail(
+                "timeout",
+                format!("no complete response within {:?}", self.target.timeout),
+            )
+        };
+
+        let send = self
+            .client
+            .send_within(request, self.target.limits.header_timeout);
+        let response = match tokio::time::timeout_at(deadline, send).await {
+            Err(_) => return Err(timeout_error()),
+            Ok(Err(SendError::HeaderTimeout(t))) => {
+                return Err(fail(
+                    "timeout",
+                    format!(
+                        "no response head within {t:?} of sending the request (--header-timeout)"
+                    ),
+                ));
+            }
+            Ok(Err(e)) => return Err(fail("connect", chain(&e))),
+            Ok(Ok(sent)) => {
+                record.retried = sent.retried;
+                sent.response
+            }
+        };
+        record.first_byte_ns = Some(self.ns(Instant::now()));
+        let status = response.status().as_u16();
+        let resp_headers: Vec<(String, String)> = response
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let mut body = response.into_body();
+        if let Some(t) = transcript.as_mut() {
+            t.status = status;
+            t.headers = resp_headers.clone();
+        }
+
+        if !(200..300).contains(&status) {
+            let mut bytes = Vec::new();
+            // Best effort: what arrives within the idle timeout, up to MAX_ERROR_BODY.
+            while let Ok(Some(Ok(frame))) = self
+                .next_frame(&mut body, deadline, true, timeout_error)
+                .await
+            {
+                if let Ok(data) = frame.into_data() {
+                    bytes.extend_from_slice(&data[..data.len().min(MAX_ERROR_BODY - bytes.len())]);
+                    if bytes.len() >= MAX_ERROR_BODY {
+                        break;
+                    }
+                }
+            }
+            record.end_ns = self.ns(Instant::now());
+            let err = adapter
+                .map_error(status, &resp_headers, &bytes)
+                .map_err(|f| fail("plugin", f.to_string()))?;
+            let mut err = backend_error(err);
+            err.http_status = Some(status);
+            // 429 and 503 say when to come back; the request is not retried (nor by curl or
+            // Go's net/http), as a retry would hide the overload the benchmark measures.
+            if let Some((_, after)) = resp_headers.iter().find(|(k, _)| k == "retry-after") {
+                err.message = format!("{} (Retry-After: {after})", err.message);
+            }
+            return Err(err);
+        }
+
+        if !req.streaming {
+            let max = self.target.limits.max_response_bytes;
+            let declared = resp_headers
+                .iter()
+                .find(|(k, _)| k == "content-length")
+                .and_then(|(_, v)| v.trim().parse::<u64>().ok());
+            if declared.is_some_and(|n| n > max) {
+                return Err(self.too_large(&format!(
+                    "the response body ({} bytes by its Content-Length)",
+                    declared.unwrap_or_default()
+                )));
+            }
+            let mut collected = Vec::with_capacity(declared.unwrap_or(0) as usize);
+            let mut begun = false;
+            while let Some(frame) = self
+                .next_frame(&mut body, deadline, begun, timeout_error)
+                .await?
+            {
+                let frame = frame.map_err(|e| {
+                    fail(
+                        "connection",
+                        format!("connection error while reading the body: {}", chain(&e)),
+                    )
+                })?;
+                if let Ok(data) = frame.into_data() {
+                    begun = true;
+                    if (collected.len() + data.len()) as u64 > max {
+                        return Err(self.too_large("the response body"));
+                    }
+                    collected.extend_from_slice(&data);
+                }
+            }
+            record.end_ns = self.ns(Instant::now());
+            if let Some(mut t) = transcript.take() {
+                t.reads
+                    .push(String::from_utf8_lossy(&collected).into_owned());
+                transcript::save(&t);
+            }
+            let completion = adapter
+                .parse_body(status, &resp_headers, &collected)
+                .map_err(|f| fail("plugin", f.to_string()))?
+                .map_err(backend_error)?;
+            outcome.text = completion.text;
+            outcome.finish_reason = completion.finish;
+            outcome.usage = completion.usage;
+            if let Some(e) = outcome.over_budget(0, self.target.limits.max_text_bytes) {
+                outcome.text.clear();
+                return Err(e);
+            }
+            return Ok(());
+        }
+
+        let parser = adapter
+            .new_parser(status, &resp_headers)
+            .map_err(|f| fail("plugin", f.to_string()))?;
+        outcome.transcript = transcript;
+        let result = self
+            .read_stream(adapter, parser, &mut body, deadline, record, outcome)
+            .await;
+        if let Some(t) = outcome.transcript.take() {
+            transcript::save(&t);
+        }
+        adapter.drop_parser(parser);
+        result
+    }
+}

@@ -1,0 +1,194 @@
+//! Sections 3 and 4 of the page, per run: TTFT and ITL histograms, the request timeline and
+//! failures by kind from the records; the server's scraped metrics as small charts and a table.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use llmb_engine::records::RequestRecord;
+
+use super::charts::{C_FAIL, C_STREAM, C_WAIT, histogram, server_chart, timeline};
+use super::format::{anchor, escape, figure, file_name, fmt_count, fmt_value, legend};
+use super::load::{Report, Run};
+use super::stats::Row;
+use crate::result_file::ServerMetrics;
+
+/// Small multiples drawn per run for server metrics; the table still lists every name.
+const MAX_SERVER_CHARTS: usize = 60;
+
+/// Section 3 for one run: TTFT and ITL histograms, a request timeline, failures by kind.
+pub(super) fn run_detail(
+    report: &Report,
+    k: usize,
+    all_rows: &[&Row],
+    cap: usize,
+) -> anyhow::Result<String> {
+    let run = &report.runs[k];
+    let row = all_rows.iter().position(|r| r.run == Some(k));
+    let mut h = format!("<article class=\"run\" id=\"{}\">", anchor(k));
+    let label = row.map_or_else(String::new, |i| {
+        format!("#{} {} — ", i + 1, all_rows[i].label)
+    });
+    let _ = write!(h, "<h3>{}{}</h3>", escape(&label), escape(&run.file_name()));
+    let Some(records) = &run.records else {
+        let _ = writeln!(
+            h,
+            "<p class=\"note\">No records file ({} is missing: runs with --no-records, and \
+             vLLM's own result files, have none), so no per-request charts.</p></article>",
+            escape(&file_name(&run.records_path))
+        );
+        return Ok(h);
+    };
+    let measured: Vec<&RequestRecord> = records.iter().filter(|r| !r.warmup).collect();
+    let warmups = records.len() - measured.len();
+    let ok: Vec<&RequestRecord> = measured.iter().copied().filter(|r| r.success).collect();
+    let failed = measured.len() - ok.len();
+    let _ = write!(
+        h,
+        "<p class=\"note\">{} requests: {} succeeded, {} failed{}.</p>",
+        fmt_count(measured.len()),
+        fmt_count(ok.len()),
+        fmt_count(failed),
+        if warmups > 0 {
+            format!("; {} warmup requests left out", fmt_count(warmups))
+        } else {
+            String::new()
+        }
+    );
+    h.push_str("<div class=\"grid\">");
+    let ttfts: Vec<f64> = ok
+        .iter()
+        .filter_map(|r| r.ttft_s())
+        .map(|s| s * 1e3)
+        .collect();
+    let itls: Vec<f64> = ok
+        .iter()
+        .flat_map(|r| r.itls_s())
+        .map(|s| s * 1e3)
+        .collect();
+    for (title, values, desc, y_desc, color, none) in [
+        (
+            "TTFT distribution",
+            &ttfts,
+            "TTFT, ms",
+            "requests",
+            C_WAIT,
+            "No successful streamed request, so no TTFT.",
+        ),
+        (
+            "ITL distribution",
+            &itls,
+            "inter-token latency, ms",
+            "gaps between chunks",
+            C_STREAM,
+            "No request streamed two chunks or more, so no inter-token gaps.",
+        ),
+    ] {
+        if values.is_empty() {
+            h.push_str(&figure(title, "", &format!("<p class=\"note\">{none}</p>")));
+        } else {
+            let (chart, note) = histogram(values, desc, y_desc, color)?;
+            h.push_str(&figure(
+                title,
+                &chart,
+                &format!("<p class=\"note\">{}</p>", escape(&note)),
+            ));
+        }
+    }
+    h.push_str("</div>");
+    if !measured.is_empty() {
+        let mut ordered = measured.clone();
+        ordered.sort_by_key(|r| (r.sent_ns, r.id));
+        let shown = ordered.len().min(cap.max(1));
+        let mut note = legend(&[
+            ("waiting for the first token", C_WAIT),
+            ("streaming", C_STREAM),
+            ("failed", C_FAIL),
+        ]);
+        if shown < ordered.len() {
+            let _ = write!(
+                note,
+                "<p class=\"note\">Capped: showing the first {} of {} requests by send time \
+                 (<code>--max-timeline-requests</code> changes the cap).</p>",
+                fmt_count(shown),
+                fmt_count(ordered.len())
+            );
+        }
+        h.push_str(&figure(
+            "Request timeline (send → first token → end)",
+            &timeline(&ordered[..shown])?,
+            &note,
+        ));
+    }
+    if failed > 0 {
+        let mut kinds: BTreeMap<String, (usize, String)> = BTreeMap::new();
+        for r in measured.iter().filter(|r| !r.success) {
+            let (kind, msg) = r
+                .error
+                .as_ref()
+                .map_or(("unknown", ""), |e| (e.kind.as_str(), e.message.as_str()));
+            let e = kinds
+                .entry(kind.to_string())
+                .or_insert_with(|| (0, msg.chars().take(300).collect()));
+            e.0 += 1;
+        }
+        h.push_str(
+            "<h3>Failures</h3><table><tr><th class=\"l\">kind</th><th>requests</th>\
+             <th class=\"l\">first message</th></tr>",
+        );
+        for (kind, (n, msg)) in kinds {
+            let _ = write!(
+                h,
+                "<tr><td class=\"l err\">{}</td><td>{n}</td><td class=\"l\">{}</td></tr>",
+                escape(&kind),
+                escape(&msg)
+            );
+        }
+        h.push_str("</table>");
+    }
+    h.push_str("</article>\n");
+    Ok(h)
+}
+
+/// Section 4 for one run: each scraped series as a small chart, then start/end/delta.
+pub(super) fn server_section(run: &Run, sm: &ServerMetrics) -> anyhow::Result<String> {
+    let mut h = format!("<h3>{}</h3>", escape(&run.file_name()));
+    if let Some(url) = &sm.url {
+        let _ = write!(h, "<p class=\"note\">Scraped from {}</p>", escape(url));
+    }
+    let drawable: Vec<&(String, Vec<(f64, f64)>)> =
+        sm.series.iter().filter(|(_, p)| !p.is_empty()).collect();
+    if !drawable.is_empty() {
+        h.push_str("<div class=\"grid small\">");
+        for (name, points) in drawable.iter().take(MAX_SERVER_CHARTS) {
+            h.push_str(&figure(name, &server_chart(points)?, ""));
+        }
+        h.push_str("</div>");
+        if drawable.len() > MAX_SERVER_CHARTS {
+            let _ = write!(
+                h,
+                "<p class=\"note\">Charts for the first {MAX_SERVER_CHARTS} of {} series; the \
+                 table lists all.</p>",
+                drawable.len()
+            );
+        }
+    }
+    if !sm.names.is_empty() {
+        h.push_str(
+            "<div class=\"scroll\"><table><tr><th class=\"l\">metric</th><th>start</th>\
+             <th>end</th><th>delta</th></tr>",
+        );
+        for name in &sm.names {
+            let get = |m: &BTreeMap<String, Option<f64>>| m.get(name).copied().flatten();
+            let _ = write!(
+                h,
+                "<tr><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(name),
+                fmt_value(get(&sm.start)),
+                fmt_value(get(&sm.end)),
+                fmt_value(get(&sm.delta))
+            );
+        }
+        h.push_str("</table></div>");
+    }
+    Ok(h)
+}

@@ -1,0 +1,66 @@
+//! The simulator's configuration: [`SimConfig`] with its defaults, and the fixed limits of the
+//! simulated model and server that no setting changes.
+
+use crate::lifecycle::ConnectionPolicy;
+
+/// Timing and behaviour of the simulated server.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Time from request arrival to the first chunk, ms.
+    pub ttft_ms: f64,
+    /// Gap between token chunks, ms.
+    pub itl_ms: f64,
+    /// Each delay is multiplied by `1 + jitter * u`, u uniform in [-1, 1]; 0 disables jitter.
+    pub jitter: f64,
+    /// Seeds the jitter and the natural output lengths, so runs are reproducible.
+    pub seed: u64,
+    /// Continuous-batching model: each ITL is multiplied by
+    /// `1 + batch_slowdown * (active_streams - 1)`.
+    pub batch_slowdown: f64,
+    /// Extra TTFT per prompt token, µs (a prefill cost).
+    pub prefill_us_per_token: f64,
+    /// The served model name; requests naming another model get vLLM's 404.
+    pub model: String,
+    /// When set, `/v1/*` require `Authorization: Bearer KEY` (else 401, like vLLM's `--api-key`).
+    pub api_key: Option<String>,
+    /// Automatic prefix caching, so benchmarks of shared-prefix workloads see the TTFT drop a
+    /// real server gives: prefill is charged only for prompt tokens past the longest prefix of
+    /// whole 16-token blocks served before, and usage reports `cached_tokens`.
+    pub prefix_cache: bool,
+    /// Which server to imitate where two share a route (`lightllm` on `/generate_stream`,
+    /// which TGI also uses); the backend name of an in-process run.
+    pub dialect: Option<String>,
+    /// Requests generating at once; more wait (counted in `vllm:num_requests_waiting`), and their
+    /// wait adds to their TTFT. `None` = unlimited.
+    pub max_batch: Option<usize>,
+    /// Serve the tokenize routes (vLLM/SGLang/llama.cpp/TGI `/tokenize`, LMDeploy
+    /// `/v1/encode`); off imitates a server without one.
+    pub tokenize_route: bool,
+    /// Keep-alive timeout and max, `Connection: close`, idle close, stale-connection drops.
+    pub connections: ConnectionPolicy,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            ttft_ms: 20.0,
+            itl_ms: 5.0,
+            jitter: 0.0,
+            seed: 0,
+            batch_slowdown: 0.0,
+            prefill_us_per_token: 0.0,
+            model: "llmb-sim".into(),
+            api_key: None,
+            prefix_cache: false,
+            dialect: None,
+            tokenize_route: true,
+            max_batch: None,
+            connections: ConnectionPolicy::default(),
+        }
+    }
+}
+
+/// Context length advertised in `/v1/models`; prompt + max_tokens beyond it is a 400 like vLLM.
+pub(crate) const MAX_MODEL_LEN: u64 = 131_072;
+/// Request bodies larger than this are refused instead of buffered.
+pub(crate) const MAX_BODY_BYTES: usize = 64 << 20;
