@@ -243,3 +243,30 @@ async fn a_full_server_batch_shows_as_waiting_requests_and_longer_ttft() {
         open.metrics.ttft.median
     );
 }
+
+/// The default result name holds the time of day; the records and CSV are named when the stage
+/// starts and the result when it ends, so a run crossing a second boundary must still give all
+/// three files one stem (`llmb report` pairs them by it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_records_and_csv_share_a_stem_across_a_second_boundary() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = quick_args(dir.path());
+    args.save_result = true;
+    args.result_filename = None;
+    // 6 requests, one at a time, each about 0.25 s: the stage ends in a later second.
+    args.num_prompts = 6;
+    args.max_concurrency = Some(1);
+    args.sim.itl_ms = 30.0;
+    let outcome = llmb::bench::run(&args, tokio::sync::watch::channel(false).1)
+        .await
+        .unwrap();
+    let result = outcome.result_path.expect("--save-result writes a result");
+    let records = outcome.records_path.expect("records are written");
+    let stem = result.file_stem().unwrap().to_string_lossy().into_owned();
+    assert_eq!(
+        records.file_name().unwrap().to_string_lossy(),
+        format!("{stem}.records.jsonl")
+    );
+    assert!(records.with_extension("csv").exists());
+    assert!(dir.path().join(format!("{stem}.json")).exists());
+}

@@ -119,7 +119,11 @@ pub async fn run_all(
     let config = crate::config::run_config(args, server);
     let result = match config {
         Ok(config) => {
-            let mut saver = Saver { args, on_stage };
+            let mut saver = Saver {
+                args,
+                on_stage,
+                result_name: None,
+            };
             llmb_engine::session::run(&config, stop, &mut saver).await
         }
         Err(e) => Err(e),
@@ -172,15 +176,23 @@ pub async fn run_all(
 struct Saver<'a> {
     args: &'a BenchArgs,
     on_stage: &'a mut dyn FnMut(&BenchOutcome) -> anyhow::Result<()>,
+    /// The running stage's result file name, chosen with its records path so both share a stem
+    /// (the default name holds the time of day).
+    result_name: Option<String>,
 }
 
 impl StageObserver for Saver<'_> {
     fn records_path(&mut self, info: &RunInfo, stage: &Stage) -> Option<PathBuf> {
-        stage_files(self.args, stage, info).1
+        let (result_name, records_path) = stage_files(self.args, stage, info);
+        self.result_name = Some(result_name);
+        records_path
     }
 
     fn finished(&mut self, stage: &Stage, outcome: &mut BenchOutcome) -> anyhow::Result<()> {
-        let (result_name, _) = stage_files(self.args, stage, &outcome.info);
+        let result_name = match self.result_name.take() {
+            Some(name) => name,
+            None => stage_files(self.args, stage, &outcome.info).0,
+        };
         if let Some(path) = &outcome.records_path {
             llmb_report::export::write_requests_csv(&path.with_extension("csv"), &outcome.records)?;
         }
