@@ -13,7 +13,7 @@ pub use crate::plan::LoadConfig;
 use crate::plan::Stage;
 use crate::plugin::DatasetRequest;
 use crate::plugin::backend::ChatMessage;
-use crate::runner::{Lora, RequestTemplate};
+pub use crate::runner::RequestDefaults;
 use crate::transport::{Limits, PoolSettings};
 
 /// One benchmark: which plugins, which server, which prompts, what load, which statistics.
@@ -213,36 +213,4 @@ pub enum InputCounting {
     Server { fit: bool },
     /// Keep the readers' own estimate, saying why.
     Estimate { reason: String },
-}
-
-/// What every request carries besides its prompt; the model is resolved when the run starts.
-#[derive(Debug, Clone, Default)]
-pub struct RequestDefaults {
-    pub ignore_eos: bool,
-    pub temperature: Option<f32>,
-    /// A JSON object merged into every request body.
-    pub extra_body: Option<String>,
-    /// Pause between the turns of a conversation.
-    pub think_time: Duration,
-    /// Ask for a streamed answer (`false`: whole responses, no TTFT/ITL).
-    pub streaming: bool,
-    pub lora: Option<Lora>,
-    /// Each request carries `x-request-id: PREFIX<id>`.
-    pub request_id_prefix: Option<String>,
-}
-
-impl RequestDefaults {
-    /// The template every request of a run is made from, once the model is known.
-    pub fn template(&self, model: &str) -> RequestTemplate {
-        RequestTemplate {
-            model: model.to_string(),
-            ignore_eos: self.ignore_eos,
-            temperature: self.temperature,
-            extra_body: self.extra_body.clone(),
-            think_time: self.think_time,
-            streaming: self.streaming,
-            lora: self.lora.clone(),
-            request_id_prefix: self.request_id_prefix.clone(),
-        }
-    }
 }

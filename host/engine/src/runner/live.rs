@@ -167,6 +167,7 @@ impl Live {
         let with_id = self
             .runner
             .template
+            .defaults
             .request_id_prefix
             .as_deref()
             .map(|prefix| with_request_id(&self.runner.target, prefix, req.id));
@@ -225,7 +226,7 @@ impl Live {
         let mut last_end = None;
         for (k, user) in turns.users.into_iter().enumerate() {
             if k > 0 {
-                let think = self.runner.template.think_time;
+                let think = self.runner.template.defaults.think_time;
                 if !think.is_zero() && !self.sleep(think).await {
                     break;
                 }

@@ -35,7 +35,7 @@ use warmup::{measured_start, split_warmups};
 
 pub use crate::lifecycle::INTERRUPT_GRACE;
 pub use crate::plan::{ClientsPlan, LoadPlan, Warmup};
-pub use request::{Lora, LoraAssignment, RequestTemplate, with_request_id};
+pub use request::{Lora, LoraAssignment, RequestDefaults, RequestTemplate, with_request_id};
 pub use spawn::client_sequence;
 
 /// Everything the request tasks share.

@@ -19,38 +19,56 @@ pub enum LoraAssignment {
     RoundRobin,
 }
 
-/// Per-request settings that do not change within a run.
-#[derive(Debug, Clone)]
-pub struct RequestTemplate {
-    pub model: String,
+/// What every request carries besides its prompt; the model is resolved when the run starts.
+#[derive(Debug, Clone, Default)]
+pub struct RequestDefaults {
     pub ignore_eos: bool,
     pub temperature: Option<f32>,
+    /// A JSON object merged into every request body.
     pub extra_body: Option<String>,
     /// Pause between the turns of a conversation.
     pub think_time: Duration,
+    /// Ask for a streamed answer (`false`: whole responses, no TTFT/ITL).
     pub streaming: bool,
-    /// `--lora-modules`: each request names one of these adapters as its model instead.
     pub lora: Option<Lora>,
-    /// `--request-id-prefix`: each request carries `x-request-id: PREFIX<id>`.
+    /// Each request carries `x-request-id: PREFIX<id>`.
     pub request_id_prefix: Option<String>,
+}
+
+impl RequestDefaults {
+    /// The template every request of a run is made from, once the model is known.
+    pub fn template(&self, model: &str) -> RequestTemplate {
+        RequestTemplate {
+            model: model.to_string(),
+            defaults: self.clone(),
+        }
+    }
+}
+
+/// Per-request settings that do not change within a run: the model and the defaults.
+#[derive(Debug, Clone)]
+pub struct RequestTemplate {
+    pub model: String,
+    pub defaults: RequestDefaults,
 }
 
 impl RequestTemplate {
     /// The adapter's view of request `id`.
     pub fn request(&self, id: u64, prompt: BPrompt, max_tokens: u32) -> GenRequest {
+        let d = &self.defaults;
         GenRequest {
             id,
-            model: match &self.lora {
+            model: match &d.lora {
                 Some(lora) => lora.pick(id).to_string(),
                 None => self.model.clone(),
             },
             prompt,
             max_tokens,
-            ignore_eos: self.ignore_eos,
-            streaming: self.streaming,
+            ignore_eos: d.ignore_eos,
+            streaming: d.streaming,
             include_usage: true,
-            temperature: self.temperature,
-            extra_body: self.extra_body.clone(),
+            temperature: d.temperature,
+            extra_body: d.extra_body.clone(),
         }
     }
 }

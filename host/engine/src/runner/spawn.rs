@@ -94,7 +94,7 @@ pub(super) fn spawn_clients(live: &Arc<Live>, plan: &ClientsPlan) {
             let mut rng = client_rng(seed, i);
             let mut sent = 0usize;
             let mut intended = live.plan_ns(start);
-            let think = live.runner.template.think_time;
+            let think = live.runner.template.defaults.think_time;
             loop {
                 if per_client.is_some_and(|n| sent >= n) {
                     break;
