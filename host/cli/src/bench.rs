@@ -2,18 +2,19 @@
 //! [`crate::config`]), the simulator started when no server is given, the engine run, and
 //! every stage printed and saved as it finishes (result JSON, records, CSV, sweep summaries).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use llmb_engine::lifecycle::{Cancel, StopCause};
-use llmb_engine::metrics::{BenchmarkMetrics, MetricsConfig};
+use llmb_engine::metrics::BenchmarkMetrics;
 use llmb_engine::outcome::{BenchOutcome, RunInfo, SweepOutcome};
 use llmb_engine::plan::Stage;
-use llmb_engine::records::RequestRecord;
 use llmb_engine::session::StageObserver;
 use llmb_engine::sweep::{StageSummary, SweepVerdict};
 use llmb_report::console;
+use llmb_report::export::{ConsoleExporter, CsvExporter, Exporter, JsonExporter, StageOutcome};
 use llmb_sim::SimConfig;
 
 use crate::args::BenchArgs;
@@ -41,12 +42,7 @@ pub async fn run_and_print(
 ) -> anyhow::Result<SweepOutcome> {
     let sweep = run_all(args, stop, &mut |outcome| {
         let mut stdout = std::io::stdout().lock();
-        console::print_console(
-            &outcome.info,
-            &outcome.metrics,
-            &outcome.metrics_config,
-            &mut stdout,
-        )?;
+        stdout.write_all(&ConsoleExporter.serialize(outcome.into())?)?;
         if let Some(sm) = &outcome.server_metrics {
             sm.print(&mut stdout)?;
         }
@@ -194,18 +190,11 @@ impl StageObserver for Saver<'_> {
             None => stage_files(self.args, stage, &outcome.info).0,
         };
         if let Some(path) = &outcome.records_path {
-            llmb_report::export::write_requests_csv(&path.with_extension("csv"), &outcome.records)?;
+            let csv = path.with_extension("csv");
+            std::fs::write(&csv, CsvExporter.serialize((&*outcome).into())?)
+                .with_context(|| format!("cannot write {}", csv.display()))?;
         }
-        outcome.result_path = save_result(
-            self.args,
-            &result_name,
-            &outcome.info,
-            &outcome.metrics,
-            &outcome.metrics_config,
-            &outcome.records,
-            outcome.server_metrics.as_ref(),
-            outcome.stop_reason.as_deref(),
-        )?;
+        outcome.result_path = save_result(self.args, &result_name, (&*outcome).into())?;
         (self.on_stage)(outcome)
     }
 }
@@ -286,49 +275,40 @@ fn stage_files(args: &BenchArgs, spec: &Stage, info: &RunInfo) -> (String, Optio
 
 /// `--save-result`/`--save-detailed`: the result JSON (or one more line with
 /// `--append-result`); `None` when not asked for.
-#[allow(clippy::too_many_arguments)]
 fn save_result(
     args: &BenchArgs,
     result_name: &str,
-    info: &RunInfo,
-    metrics: &BenchmarkMetrics,
-    cfg: &MetricsConfig,
-    records: &[RequestRecord],
-    server_metrics: Option<&llmb_engine::server_metrics::ServerMetrics>,
-    stop_reason: Option<&str>,
+    stage: StageOutcome<'_>,
 ) -> anyhow::Result<Option<PathBuf>> {
     if !(args.save_result || args.save_detailed) {
         return Ok(None);
     }
-    let mut json = console::result_json(info, metrics, cfg, records, args.save_detailed);
-    if let Some(sm) = server_metrics {
-        json["server_metrics"] = serde_json::to_value(sm)?;
+    let json = JsonExporter {
+        detailed: args.save_detailed,
+        unix_secs: None,
+        compact: args.append_result,
+        metadata: crate::config::vllm::parse_metadata(&args.vllm.metadata)?,
     }
-    if let Some(why) = stop_reason {
-        json["llmb"]["stop_reason"] = why.into();
-    }
-    crate::config::vllm::add_metadata(&mut json, &args.vllm.metadata)?;
+    .serialize(stage)?;
     std::fs::create_dir_all(&args.result_dir)
         .with_context(|| format!("cannot create {}", args.result_dir.display()))?;
     let path = args.result_dir.join(result_name);
     if args.append_result {
         append_json_line(&path, &json)?;
     } else {
-        std::fs::write(&path, serde_json::to_vec_pretty(&json)?)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(&path, json).with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(Some(path))
 }
 
 /// `--append-result`: the result as one JSON line after whatever the file holds, as vLLM does.
-fn append_json_line(path: &Path, json: &serde_json::Value) -> anyhow::Result<()> {
-    use std::io::Write;
+fn append_json_line(path: &Path, json: &[u8]) -> anyhow::Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
-    let mut line = serde_json::to_vec(json)?;
+    let mut line = json.to_vec();
     if file.metadata().map(|m| m.len()).unwrap_or(0) > 0 {
         line.insert(0, b'\n');
     }

@@ -42,7 +42,8 @@ pub fn request_extra_body(args: &BenchArgs) -> anyhow::Result<Option<String>> {
     Ok(Some(Value::Object(body).to_string()))
 }
 
-fn parse_metadata(items: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+/// `--metadata KEY=VALUE` pairs, as vLLM saves them in the result JSON.
+pub fn parse_metadata(items: &[String]) -> anyhow::Result<Vec<(String, String)>> {
     items
         .iter()
         .map(|item| {
@@ -50,16 +51,4 @@ fn parse_metadata(items: &[String]) -> anyhow::Result<Vec<(String, String)>> {
             Ok((k, v.trim().to_string()))
         })
         .collect()
-}
-
-/// `--metadata KEY=VALUE`: top-level string keys of the result JSON, as vLLM saves them. A key
-/// the result already has keeps llmb's value.
-pub fn add_metadata(json: &mut Value, items: &[String]) -> anyhow::Result<()> {
-    let pairs = parse_metadata(items)?;
-    if let Some(obj) = json.as_object_mut() {
-        for (k, v) in pairs {
-            obj.entry(k).or_insert(Value::String(v));
-        }
-    }
-    Ok(())
 }

@@ -14,6 +14,7 @@ mod sweep;
 use llmb_engine::metrics::{BenchmarkMetrics, MetricsConfig};
 use llmb_engine::outcome::{BenchOutcome, RunInfo};
 use llmb_engine::records::RequestRecord;
+use llmb_engine::server_metrics::ServerMetrics;
 
 pub use aggregate::{FoundResult, aggregate, aggregate_csv, collect_results};
 pub use requests::write_requests_csv;
@@ -26,6 +27,10 @@ pub struct StageOutcome<'a> {
     pub metrics: &'a BenchmarkMetrics,
     pub config: &'a MetricsConfig,
     pub records: &'a [RequestRecord],
+    /// The server's Prometheus metrics over the stage, when they were scraped.
+    pub server_metrics: Option<&'a ServerMetrics>,
+    /// Why the stage stopped early, if it did.
+    pub stop_reason: Option<&'a str>,
 }
 
 impl<'a> From<&'a BenchOutcome> for StageOutcome<'a> {
@@ -35,6 +40,8 @@ impl<'a> From<&'a BenchOutcome> for StageOutcome<'a> {
             metrics: &o.metrics,
             config: &o.metrics_config,
             records: &o.records,
+            server_metrics: o.server_metrics.as_ref(),
+            stop_reason: o.stop_reason.as_deref(),
         }
     }
 }
@@ -59,7 +66,7 @@ impl Exporter for ConsoleExporter {
 }
 
 /// The result JSON with vLLM's keys (see [`crate::console::result_json_at`]).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct JsonExporter {
     /// vLLM's `--save-detailed`: the per-request arrays too.
     pub detailed: bool,
@@ -67,6 +74,9 @@ pub struct JsonExporter {
     pub unix_secs: Option<u64>,
     /// One line (as `--append-result` adds), not indented.
     pub compact: bool,
+    /// Extra top-level string keys (vLLM's `--metadata`); a key the result already has keeps
+    /// llmb's value.
+    pub metadata: Vec<(String, String)>,
 }
 
 impl Exporter for JsonExporter {
@@ -76,8 +86,10 @@ impl Exporter for JsonExporter {
             metrics,
             config,
             records,
+            server_metrics,
+            stop_reason,
         } = stage;
-        let doc = match self.unix_secs {
+        let mut doc = match self.unix_secs {
             Some(secs) => crate::result_file::result_json_at(
                 info,
                 metrics,
@@ -88,6 +100,18 @@ impl Exporter for JsonExporter {
             ),
             None => crate::result_file::result_json(info, metrics, config, records, self.detailed),
         };
+        if let Some(sm) = server_metrics {
+            doc["server_metrics"] = serde_json::to_value(sm)?;
+        }
+        if let Some(why) = stop_reason {
+            doc["llmb"]["stop_reason"] = why.into();
+        }
+        if let Some(obj) = doc.as_object_mut() {
+            for (k, v) in &self.metadata {
+                obj.entry(k.clone())
+                    .or_insert(serde_json::Value::String(v.clone()));
+            }
+        }
         Ok(if self.compact {
             serde_json::to_vec(&doc)?
         } else {
@@ -132,6 +156,7 @@ mod tests {
             detailed: true,
             unix_secs: Some(86_400),
             compact: false,
+            metadata: Vec::new(),
         };
         assert_eq!(
             json.serialize(stage).unwrap(),
@@ -139,7 +164,7 @@ mod tests {
         );
         let line = JsonExporter {
             compact: true,
-            ..json
+            ..json.clone()
         };
         assert_eq!(
             line.serialize(stage).unwrap(),
