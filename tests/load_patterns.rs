@@ -113,7 +113,7 @@ async fn a_concurrency_sweep_gives_one_result_per_stage_and_a_table() {
     // Throughput grows with concurrency against a simulator with fixed latencies.
     assert!(sweep.summaries[2].request_throughput > sweep.summaries[0].request_throughput);
     let mut table = Vec::new();
-    llmb_engine::sweep::print_stage_table(&sweep.summaries, &sweep.verdict, &mut table).unwrap();
+    llmb_report::stages::print_stage_table(&sweep.summaries, &sweep.verdict, &mut table).unwrap();
     let table = String::from_utf8(table).unwrap();
     assert!(table.contains("Best throughput"), "{table}");
 }

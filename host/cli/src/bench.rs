@@ -73,7 +73,7 @@ pub async fn run_and_print(
         }
     }
     if sweep.stages.len() > 1 && sweep.summaries.len() / args.rounds as usize > 1 {
-        llmb_engine::sweep::print_stage_table(&sweep.summaries, &sweep.verdict, &mut stdout)?;
+        llmb_report::stages::print_stage_table(&sweep.summaries, &sweep.verdict, &mut stdout)?;
     }
     drop(stdout);
     Ok(sweep)

@@ -2,12 +2,14 @@
 //! the result file itself ([`result_file`], one type for every writer and reader), the console
 //! report in `vllm bench serve`'s layout ([`console`]), the exporters that turn a stage into the
 //! console text, the result JSON or the per-request CSV, plus the sweep files and
-//! `llmb aggregate`'s table ([`export`]), and the self-contained HTML report ([`html`]).
+//! `llmb aggregate`'s table ([`export`]), the end-of-sweep stage table ([`stages`]), and the
+//! self-contained HTML report ([`html`]).
 
 pub mod console;
 pub mod export;
 pub mod html;
 mod python;
 pub mod result_file;
+pub mod stages;
 #[cfg(test)]
 mod test_support;
