@@ -127,3 +127,24 @@ pub(crate) fn short_json(v: &Value) -> String {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn numbers_read_back_to_the_bit_they_were_written_with() {
+        // Seen in a sweep: serde_json without `float_roundtrip` read this one ULP off.
+        for v in [
+            426.138_330_894_283_23_f64,
+            0.1,
+            1e-300,
+            123_456.789_012_345_67,
+        ] {
+            let text = serde_json::to_string(&v).unwrap();
+            assert_eq!(
+                serde_json::from_str::<f64>(&text).unwrap().to_bits(),
+                v.to_bits(),
+                "{text}"
+            );
+        }
+    }
+}
