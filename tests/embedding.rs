@@ -66,3 +66,40 @@ fn the_embedding_example_runs_a_benchmark_through_the_engine_api() {
     let ttft = metric(&stdout, "mean TTFT (ms):");
     assert!((20.0..200.0).contains(&ttft), "mean TTFT {ttft} ms");
 }
+
+/// A program that builds its own `RunConfig` gets the CLI's protection too: a stage that would
+/// send nothing, or a rate that is not a rate, is refused with the field named, not measured
+/// as an empty run.
+#[tokio::test]
+async fn a_run_config_that_would_measure_nothing_is_refused_naming_the_field() {
+    use llmb_engine::config::RunConfig;
+    use llmb_engine::lifecycle::Cancel;
+    use llmb_engine::plan::Stage;
+    use llmb_engine::session::{self, Quiet};
+
+    let cases: [(Stage, &str); 3] = [
+        (
+            Stage::single(f64::INFINITY, Some(4), 0),
+            "load.stages[0].requests",
+        ),
+        (Stage::single(f64::NAN, None, 8), "load.stages[0].rate"),
+        (Stage::single(2.0, Some(0), 8), "load.stages[0].concurrency"),
+    ];
+    for (stage, field) in cases {
+        // Nothing listens on port 9 of 127.0.0.1: the check must come before any connection.
+        let mut config = RunConfig::new("http://127.0.0.1:9", "openai-chat", 8);
+        config.load.stages = vec![stage];
+        let err = session::run(&config, Cancel::new(), &mut Quiet)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{field}: accepted"));
+        assert!(format!("{err:#}").contains(field), "{field}: {err:#}");
+    }
+    let mut config = RunConfig::new("http://127.0.0.1:9", "openai-chat", 8);
+    config.load.stages.clear();
+    let err = session::run(&config, Cancel::new(), &mut Quiet)
+        .await
+        .err()
+        .unwrap();
+    assert!(format!("{err:#}").contains("load.stages"), "{err:#}");
+}

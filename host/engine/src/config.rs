@@ -77,6 +77,52 @@ impl RunConfig {
     }
 }
 
+impl RunConfig {
+    /// Refuses values the run cannot use, naming the field, before anything is loaded or sent.
+    /// The CLI checks its flags first (with the flag's name); this guards programs that build a
+    /// `RunConfig` themselves from a run that would silently measure nothing.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        use anyhow::ensure;
+        let load = &self.load;
+        ensure!(!load.stages.is_empty(), "load.stages: the run has no stage");
+        for (i, s) in load.stages.iter().enumerate() {
+            ensure!(
+                s.requests > 0,
+                "load.stages[{i}].requests: must be at least 1"
+            );
+            ensure!(
+                s.rate > 0.0,
+                "load.stages[{i}].rate: must be positive (f64::INFINITY: all at once), got {}",
+                s.rate
+            );
+            ensure!(
+                s.concurrency != Some(0),
+                "load.stages[{i}].concurrency: must be at least 1"
+            );
+        }
+        ensure!(
+            load.burstiness > 0.0 && load.burstiness.is_finite(),
+            "load.burstiness: must be a positive number, got {}",
+            load.burstiness
+        );
+        ensure!(
+            load.trace_speed > 0.0 && load.trace_speed.is_finite(),
+            "load.trace_speed: must be a positive number, got {}",
+            load.trace_speed
+        );
+        ensure!(load.clients != Some(0), "load.clients: must be at least 1");
+        ensure!(
+            self.plugins.call_budget_us > 0,
+            "plugins.call_budget_us: must be at least 1"
+        );
+        ensure!(
+            !self.server.timeout.is_zero(),
+            "server.timeout: must be longer than zero"
+        );
+        Ok(())
+    }
+}
+
 /// Which plugins to load and how strictly to treat them.
 #[derive(Debug, Clone)]
 pub struct PluginConfig {

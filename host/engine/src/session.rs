@@ -52,8 +52,8 @@ pub async fn run(
     observer: &mut dyn StageObserver,
 ) -> anyhow::Result<SweepOutcome> {
     let cancel: Cancel = stop.into();
+    config.validate()?;
     let stages = &config.load.stages;
-    anyhow::ensure!(!stages.is_empty(), "the run has no stage");
     eprintln!("llmb: preparing (plugins, dataset, input token counts, pre-flight)");
     let prepared = tokio::select! {
         biased;

@@ -445,8 +445,7 @@ fn stages(args: &BenchArgs) -> anyhow::Result<Vec<Stage>> {
     anyhow::ensure!(args.rounds >= 1, "--rounds must be at least 1");
     anyhow::ensure!(!args.request_rate.is_empty(), "--request-rate is empty");
     let concurrencies: Vec<Option<usize>> = match &args.concurrency {
-        Some(list) => llmb_engine::sweep::parse_concurrency_list(list)
-            .context("--concurrency")?
+        Some(list) => llmb_engine::sweep::parse_concurrency_list(list)?
             .into_iter()
             .map(Some)
             .collect(),
