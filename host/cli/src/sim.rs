@@ -17,14 +17,20 @@ pub async fn serve_sim(args: SimArgs) -> anyhow::Result<()> {
     config.model = args.model.clone();
     config.dialect = args.dialect.clone();
     config.api_key = args.api_key.clone();
+    config.send_log = args.send_log.clone();
     let handle = llmb_sim::start(config, addr).await?;
     eprintln!(
         "llmb simulator serving model {:?} on {}",
         args.model,
         handle.base_url()
     );
-    tokio::signal::ctrl_c().await?;
+    if let Some(path) = &args.send_log {
+        eprintln!("writing the send log to {}", path.display());
+    }
+    let stopped = tokio::signal::ctrl_c().await;
+    // Shutting down also writes out and closes the send log.
     handle.shutdown().await;
+    stopped?;
     Ok(())
 }
 

@@ -13,6 +13,7 @@
 //! [`metrics::BenchmarkMetrics`]. Nothing here parses command lines or writes reports: the
 //! `llmb` CLI turns its flags into a `RunConfig`, and `llmb-report` prints and saves outcomes.
 
+pub mod clock;
 pub mod config;
 pub mod cpu;
 pub mod input_tokens;

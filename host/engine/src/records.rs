@@ -79,7 +79,18 @@ pub struct RequestRecord {
     /// the first attempt.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub retried: bool,
-    /// Arrival of the response head (status and headers), for diagnostics.
+    /// How long the TCP connect took, for a request that opened its connection (name resolution
+    /// included); absent on a reused or pre-opened connection.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub connect_duration_ns: Option<u64>,
+    /// How long the TLS handshake took, for a request that opened an HTTPS connection.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tls_duration_ns: Option<u64>,
+    /// When the last byte of the request was written to the connection (HTTP/1.1).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub written_ns: Option<u64>,
+    /// When the first byte of the response was read from the connection (HTTP/1.1; over
+    /// HTTP/2, when the response head was handed over).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_byte_ns: Option<u64>,
     /// Arrival time of every frame that carried a delta; the first one is the TTFT point.

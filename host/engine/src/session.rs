@@ -393,6 +393,21 @@ async fn run_stage(
         ),
         None => None,
     };
+    let connections_warmed = if config.server.pool.warm {
+        let count = connections_to_warm(&plan, stage);
+        // Best effort: a server that refuses connections fails the requests themselves, each
+        // counted with its reason.
+        let warmed = match p.client.warm(&p.target.base_url, count).await {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("llmb: could not open connections before the timed phase: {e}");
+                0
+            }
+        };
+        Some(warmed)
+    } else {
+        None
+    };
     let cpu_before = crate::cpu::process_cpu();
     let executed = runner
         .execute(&plan, records_path.as_deref(), cancel)
@@ -403,8 +418,9 @@ async fn run_stage(
     };
     let client_cpu = crate::cpu::process_cpu().saturating_sub(cpu_before);
     let measured = executed.elapsed.saturating_sub(executed.measured_from);
-    let metrics =
+    let mut metrics =
         crate::metrics::compute(&executed.records, measured.as_secs_f64(), &config.metrics);
+    metrics.http_phases.connections_warmed = connections_warmed;
     let info = RunInfo {
         interrupted: executed.interrupted,
         ..run_info
@@ -422,7 +438,31 @@ async fn run_stage(
         client_cpu,
         server_metrics,
         stop_reason,
+        connections_warmed,
+        t0_monotonic_ns: crate::clock::instant_to_monotonic_ns(executed.t0),
     })
+}
+
+/// Latency assumed when estimating how many connections an open-loop stage keeps busy at once
+/// (Little's law: rate × latency).
+const ASSUMED_LATENCY_FOR_WARMING: f64 = 2.0;
+
+/// How many connections a stage will use at once: its clients, its concurrency cap, or for an
+/// uncapped schedule the rate times [`ASSUMED_LATENCY_FOR_WARMING`], never more than it sends.
+fn connections_to_warm(plan: &LoadPlan, stage: &Stage) -> usize {
+    match plan {
+        LoadPlan::Clients(c) => c.clients,
+        LoadPlan::Schedule(jobs) => {
+            let by_rate = if stage.rate.is_finite() {
+                (stage.rate * ASSUMED_LATENCY_FOR_WARMING).ceil().max(1.0) as usize
+            } else {
+                usize::MAX
+            };
+            jobs.len()
+                .min(stage.concurrency.unwrap_or(usize::MAX))
+                .min(by_rate)
+        }
+    }
 }
 
 /// `interrupted (Ctrl-C) during measure`.
@@ -486,5 +526,7 @@ fn stopped_in_prepare(
         client_cpu: Duration::ZERO,
         server_metrics: None,
         stop_reason: Some(stop_reason(cancel, "prepare")),
+        connections_warmed: None,
+        t0_monotonic_ns: crate::clock::monotonic_ns(),
     })
 }

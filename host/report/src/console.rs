@@ -255,6 +255,7 @@ fn print_extras(info: &RunInfo, m: &BenchmarkMetrics, out: &mut dyn Write) -> st
             "Input tokens, sent vs server usage:"
         )?;
     }
+    print_http_phases(out, &m.http_phases)?;
     if m.connection_retries > 0 {
         writeln!(
             out,
@@ -493,4 +494,35 @@ mod tests {
             "-----Time per Output Token (excl. 1st token)------"
         );
     }
+}
+
+/// Connections opened ahead and the HTTP phases, so a user sees what part of TTFT is the
+/// network and the client.
+fn print_http_phases(
+    out: &mut dyn Write,
+    h: &llmb_engine::metrics::HttpPhases,
+) -> std::io::Result<()> {
+    let warmed = match h.connections_warmed {
+        Some(n) => format!("{n} (--no-warm-connections to start cold)"),
+        None => "none (--no-warm-connections)".to_string(),
+    };
+    writeln!(out, "{:<40} {warmed}", "Connections opened before timing:")?;
+    let phase = |out: &mut dyn Write, label: &str, s: &llmb_engine::metrics::MetricStats| {
+        writeln!(
+            out,
+            "{label:<40} mean {:.3}, p50 {:.3}, p99 {:.3} ms ({} requests)",
+            s.mean, s.median, s.summary.p99, s.count
+        )
+    };
+    if h.new_connections > 0 {
+        phase(out, "Connect, requests that opened one:", &h.connect)?;
+    }
+    if h.tls.count > 0 {
+        phase(out, "TLS handshake:", &h.tls)?;
+    }
+    if h.write.count > 0 {
+        phase(out, "Request write (sent to written):", &h.write)?;
+        phase(out, "Wait (written to first byte):", &h.wait)?;
+    }
+    Ok(())
 }

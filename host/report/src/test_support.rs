@@ -92,5 +92,7 @@ pub(crate) fn stage() -> BenchOutcome {
         client_cpu: std::time::Duration::ZERO,
         server_metrics: None,
         stop_reason: None,
+        connections_warmed: None,
+        t0_monotonic_ns: 0,
     }
 }

@@ -1,6 +1,8 @@
 //! The simulator's configuration: [`SimConfig`] with its defaults, and the fixed limits of the
 //! simulated model and server that no setting changes.
 
+use std::path::PathBuf;
+
 use crate::lifecycle::ConnectionPolicy;
 
 /// Timing and behaviour of the simulated server.
@@ -38,6 +40,10 @@ pub struct SimConfig {
     pub tokenize_route: bool,
     /// Keep-alive timeout and max, `Connection: close`, idle close, stale-connection drops.
     pub connections: ConnectionPolicy,
+    /// Write when each piece of each HTTP/1.1 response was really written to this CSV file
+    /// (`request_id,kind,seq,mono_ns,body_bytes`, see `llmb sim --send-log`), created when the
+    /// simulator starts and flushed when it shuts down.
+    pub send_log: Option<PathBuf>,
 }
 
 impl Default for SimConfig {
@@ -56,6 +62,7 @@ impl Default for SimConfig {
             tokenize_route: true,
             max_batch: None,
             connections: ConnectionPolicy::default(),
+            send_log: None,
         }
     }
 }

@@ -170,6 +170,7 @@ pub(crate) async fn generate(
         id,
         text_so_far: String::new(),
         ids_so_far: String::new(),
+        send_log: None,
     };
     let content_type = if job.api == Api::Ppl {
         "application/grpc"

@@ -31,8 +31,10 @@
 //! - `stream`: the streamed response's state machine and its events.
 //! - `body`: the response body type, the fixed-response and error helpers, the faults' responses.
 //! - [`faults`]: the fault markers, and the faulty bodies and connections they cause.
+//! - `send_log`: `--send-log`, when each piece of each response was really written.
 //!
-//! Dependencies flow one way, from `config`, `state`, `timing`, `api`, `shapes` and `faults` up
+//! Dependencies flow one way, from `config`, `send_log`, `state`, `timing`, `api`, `shapes` and
+//! `faults` up
 //! through `stream`, `body`, `prefix_cache`, `request`, `generate` and the routes to `server`.
 
 mod api;
@@ -46,6 +48,7 @@ mod ppl;
 mod prefix_cache;
 mod request;
 mod routes;
+mod send_log;
 mod server;
 mod shapes;
 mod state;

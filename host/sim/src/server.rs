@@ -6,21 +6,28 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use hyper::Request;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use llmb_engine::clock::monotonic_ns;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
+use crate::body::SimBody;
 use crate::config::SimConfig;
 use crate::faults;
 use crate::lifecycle;
 use crate::routes::handle;
+use crate::send_log::{ConnSendLog, LoggedIo, SendLog};
 use crate::state::SimState;
 
 /// A benchmark opens hundreds of connections at once: a short accept queue drops SYNs and the
@@ -69,7 +76,7 @@ impl SimHandle {
     }
 
     /// Stops accepting, aborts every open connection (streams in flight end abruptly) and waits
-    /// until they are gone.
+    /// until they are gone, then writes out and closes the send log, if any.
     pub async fn shutdown(self) {
         self.stop.notify_one();
         match self.runner {
@@ -80,13 +87,17 @@ impl SimHandle {
                 let _ = tokio::task::spawn_blocking(move || thread.join()).await;
             }
         }
+        if let Some(log) = self.state.send_log.clone() {
+            let _ = tokio::task::spawn_blocking(move || log.close()).await;
+        }
     }
 }
 
 /// Binds `addr` (port 0 = any free port) and serves on the current tokio runtime.
 pub async fn start(config: SimConfig, addr: SocketAddr) -> anyhow::Result<SimHandle> {
     let (listener, addr) = bind(addr)?;
-    let state = Arc::new(SimState::new(config));
+    let send_log = open_send_log(&config)?;
+    let state = Arc::new(SimState::new(config, send_log));
     let stop = Arc::new(Notify::new());
     let task = tokio::spawn(accept_loop(listener, state.clone(), stop.clone()));
     Ok(SimHandle {
@@ -120,9 +131,9 @@ pub fn start_dedicated(config: SimConfig, addr: SocketAddr) -> anyhow::Result<Si
                 }
             };
             runtime.block_on(async move {
-                match bind(addr) {
-                    Ok((listener, addr)) => {
-                        let state = Arc::new(SimState::new(config));
+                match bind(addr).and_then(|bound| Ok((bound, open_send_log(&config)?))) {
+                    Ok(((listener, addr), send_log)) => {
+                        let state = Arc::new(SimState::new(config, send_log));
                         let _ = ready_tx.send(Ok((addr, state.clone())));
                         accept_loop(listener, state, thread_stop).await;
                     }
@@ -142,6 +153,11 @@ pub fn start_dedicated(config: SimConfig, addr: SocketAddr) -> anyhow::Result<Si
         stop,
         runner: Runner::Thread(thread),
     })
+}
+
+/// The send log's writer, when the configuration asks for one.
+fn open_send_log(config: &SimConfig) -> anyhow::Result<Option<Arc<SendLog>>> {
+    config.send_log.as_deref().map(SendLog::create).transpose()
 }
 
 /// A listening socket with a deep accept queue, and the address it really got. Must run inside
@@ -193,20 +209,38 @@ async fn accept_loop(listener: TcpListener, state: Arc<SimState>, stop: Arc<Noti
 }
 
 /// HTTP/1.1, or HTTP/2 when the client opens with the HTTP/2 preface (prior knowledge, as gRPC
-/// clients do), on the same port.
+/// clients do), on the same port. With a send log, the socket is wrapped to see every write;
+/// without, nothing stands between it and hyper.
 async fn serve_connection(stream: TcpStream, state: Arc<SimState>) {
     let _ = stream.set_nodelay(true);
     let (stream, reset) = faults::ResettableStream::new(stream);
+    match state.send_log.as_ref().map(ConnSendLog::new) {
+        None => serve(stream, reset, state, None).await,
+        Some(log) => serve(LoggedIo::new(stream, log.clone()), reset, state, Some(log)).await,
+    }
+}
+
+async fn serve<IO>(
+    io: IO,
+    reset: Arc<AtomicBool>,
+    state: Arc<SimState>,
+    send_log: Option<Arc<ConnSendLog>>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let policy = state.config.connections.clone();
     let tracker = lifecycle::Tracker::new();
     let service = {
         let tracker = tracker.clone();
         let policy = policy.clone();
-        service_fn(move |req| {
+        service_fn(move |req: Request<Incoming>| {
             let state = state.clone();
             let tracker = tracker.clone();
             let policy = policy.clone();
             let reset = reset.clone();
+            let pieces = send_log
+                .as_ref()
+                .and_then(|log| log.begin(monotonic_ns(), req.version(), req.headers()));
             async move {
                 if tracker.is_stale(&policy) {
                     // hyper closes the connection without an answer when the service fails.
@@ -216,6 +250,9 @@ async fn serve_connection(stream: TcpStream, state: Arc<SimState>) {
                 }
                 let (busy, nth) = tracker.begin();
                 let Ok(mut response) = handle(state, req).await;
+                if let (Some(pieces), SimBody::Stream(generation)) = (pieces, response.body_mut()) {
+                    generation.send_log = Some(pieces);
+                }
                 if response
                     .extensions()
                     .get::<faults::ResetConnection>()
@@ -234,7 +271,7 @@ async fn serve_connection(stream: TcpStream, state: Arc<SimState>) {
         .http1()
         .keep_alive(true)
         .header_read_timeout(None::<Duration>);
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     match policy.keep_alive_timeout {
         None => {

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::config::SimConfig;
 use crate::lifecycle::ConnectionPolicy;
+use crate::send_log::SendLog;
 
 /// Shared by every connection; only atomics and the prefix cache change after start.
 pub(crate) struct SimState {
@@ -37,10 +38,12 @@ pub(crate) struct SimState {
     pub(crate) prefix_queries: AtomicU64,
     /// Prompt tokens found in the prefix cache.
     pub(crate) prefix_hits: AtomicU64,
+    /// The send log's writer when `config.send_log` is set.
+    pub(crate) send_log: Option<Arc<SendLog>>,
 }
 
 impl SimState {
-    pub(crate) fn new(mut config: SimConfig) -> Self {
+    pub(crate) fn new(mut config: SimConfig, send_log: Option<Arc<SendLog>>) -> Self {
         if config.dialect.as_deref() == Some("llama.cpp") && config.connections.is_default() {
             // What the real llama-server does: `Keep-Alive: timeout=5, max=100`, idle close.
             config.connections = ConnectionPolicy {
@@ -76,6 +79,7 @@ impl SimState {
             prefix_blocks: Mutex::new(HashSet::new()),
             prefix_queries: AtomicU64::new(0),
             prefix_hits: AtomicU64::new(0),
+            send_log,
         }
     }
 }

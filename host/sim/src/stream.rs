@@ -18,6 +18,7 @@ use llmb_engine::tokenizer::word_for;
 
 use crate::api::Api;
 use crate::faults::Fault;
+use crate::send_log::PieceLog;
 use crate::shapes::{
     TRITON_PREFIX, llamacpp_final_fields, ppl_response, responses_usage, sglang_finish, token_id,
 };
@@ -97,6 +98,8 @@ pub(crate) struct Generation {
     /// SGLang streams the text and ids generated so far in every event.
     pub(crate) text_so_far: String,
     pub(crate) ids_so_far: String,
+    /// Set by the server when the simulator keeps a send log: every piece yielded is registered.
+    pub(crate) send_log: Option<PieceLog>,
 }
 
 impl Generation {
@@ -104,6 +107,7 @@ impl Generation {
         &mut self,
         cx: &mut TaskContext<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let token = self.step == Step::Token;
         let event = match self.step {
             Step::Role if self.api == Api::Responses => {
                 ready!(self.wait(cx));
@@ -204,6 +208,9 @@ impl Generation {
             Step::Stall => return Poll::Pending,
             Step::Finished => return Poll::Ready(None),
         };
+        if let Some(log) = &self.send_log {
+            log.piece(token, event.len());
+        }
         Poll::Ready(Some(Ok(Frame::data(event))))
     }
 

@@ -199,6 +199,17 @@ pub struct SimArgs {
     /// Where two servers share a route, which to imitate (`lightllm` for /generate_stream).
     #[arg(long)]
     pub dialect: Option<String>,
+    /// Log when each piece of each response was really written, as a reference for a client's
+    /// TTFT and ITL. CSV `request_id,kind,seq,mono_ns,body_bytes`: request_id is the request's
+    /// `x-request-id` (else `sim-N`); kind is `request` (handler started), `head`, `token` (one
+    /// streamed event carrying token number `seq`), `chunk` (any other streamed event: role,
+    /// usage, [DONE]; `seq` counts them), `end` (whole body written); mono_ns is
+    /// CLOCK_MONOTONIC in ns right after the write that completed the piece returned; body_bytes
+    /// is the body offset at the piece's end (chunked framing not counted). Tokens and chunks are
+    /// logged for every streamed route, other responses get request, head and end. HTTP/1.1 only:
+    /// HTTP/2 connections are not logged. Flushed every 100 ms and on Ctrl-C.
+    #[arg(long, value_name = "FILE")]
+    pub send_log: Option<PathBuf>,
     #[command(flatten)]
     pub timing: SimTiming,
 }
@@ -208,13 +219,22 @@ pub struct SelfbenchArgs {
     /// Events parsed per measurement.
     #[arg(long, default_value_t = 200_000)]
     pub events: usize,
-    /// Output tokens per request in the client-CPU scenarios.
-    #[arg(long, default_value_t = 128)]
+    /// Output tokens per request in the side-by-side scenarios (64-token chat streams).
+    #[arg(long, default_value_t = 64)]
     pub output_len: u32,
+    /// Concurrent streams of the side-by-side levels (bare hyper client against llmb).
+    #[arg(long, value_delimiter = ',', default_value = "16,256,1000,10000")]
+    pub streams: Vec<usize>,
+    /// A short run: side-by-side levels 16 and 256 only, and no schedule-keeping section.
+    #[arg(long)]
+    pub quick: bool,
+    /// Seconds each WASM event-throughput thread parses.
+    #[arg(long, default_value_t = 1.0)]
+    pub wasm_seconds: f64,
     /// Seconds of arrivals in each schedule-keeping scenario.
     #[arg(long, default_value_t = 3.0)]
     pub schedule_seconds: f64,
-    /// Only the parse-cost section (WASM vs native).
+    /// Only the parse-cost sections (WASM vs native, WASM events/s).
     #[arg(long)]
     pub parse_only: bool,
 }
@@ -398,6 +418,12 @@ pub struct BenchArgs {
     /// serve (wrong model, route or key) with the server's own message.
     #[arg(long)]
     pub no_preflight: bool,
+    /// Start cold: do not open the run's connections before the timed phase. By default llmb
+    /// opens as many as the run will use at once (the concurrency, the number of clients, or
+    /// the rate times an assumed 2 s latency), so the first wave's TTFT does not include a
+    /// connection storm.
+    #[arg(long)]
+    pub no_warm_connections: bool,
     /// Seconds allowed to open a connection (TCP and TLS).
     #[arg(long, default_value_t = llmb_engine::transport::pool::DEFAULT_CONNECT_TIMEOUT.as_secs_f64())]
     pub connect_timeout: f64,

@@ -119,6 +119,7 @@ pub fn run_config(args: &BenchArgs, server: Server<'_>) -> anyhow::Result<RunCon
             idle_timeout: Duration::from_secs_f64(args.pool_idle_timeout),
             connect_timeout: Duration::from_secs_f64(args.connect_timeout),
             insecure_tls: args.vllm.insecure,
+            warm: !args.no_warm_connections,
             ..PoolSettings::default()
         },
         ca_cert: args.ca_cert.clone(),

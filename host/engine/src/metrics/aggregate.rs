@@ -12,7 +12,7 @@ use super::derive::{
 };
 use super::slo::missed_slos;
 use super::stats::{MetricStats, safe_div};
-use super::{BenchmarkMetrics, MetricsConfig, PluginTime, SloOutcome, StageQuantiles};
+use super::{BenchmarkMetrics, HttpPhases, MetricsConfig, PluginTime, SloOutcome, StageQuantiles};
 
 /// Computes the metrics of a run that lasted `duration_s` (first dispatch to last completion).
 ///
@@ -46,6 +46,7 @@ pub fn compute(
     let mut slo_misses = BTreeMap::new();
 
     let connection_retries = ordered.iter().filter(|r| r.retried).count();
+    let http_phases = http_phases(&ordered);
     for r in &ordered {
         if !r.success {
             let kind = r
@@ -152,6 +153,7 @@ pub fn compute(
         token_sources,
         errors_by_kind,
         connection_retries,
+        http_phases,
         plugin_time: PluginTime::of(&ordered),
         plugin_faults: records.iter().filter_map(|r| r.plugin_fault).fold(
             BTreeMap::new(),
@@ -160,5 +162,40 @@ pub fn compute(
                 by_kind
             },
         ),
+    }
+}
+
+/// The HTTP phases of the measured requests (seconds in, milliseconds out, like every latency).
+fn http_phases(ordered: &[&RequestRecord]) -> HttpPhases {
+    const S: f64 = 1e-9;
+    let connect: Vec<f64> = ordered
+        .iter()
+        .filter_map(|r| r.connect_duration_ns)
+        .map(|ns| ns as f64 * S)
+        .collect();
+    let tls: Vec<f64> = ordered
+        .iter()
+        .filter_map(|r| r.tls_duration_ns)
+        .map(|ns| ns as f64 * S)
+        .collect();
+    let write: Vec<f64> = ordered
+        .iter()
+        .filter_map(|r| r.written_ns.map(|w| w.saturating_sub(r.sent_ns) as f64 * S))
+        .collect();
+    let wait: Vec<f64> = ordered
+        .iter()
+        .filter_map(|r| {
+            let written = r.written_ns?;
+            Some(r.first_byte_ns?.saturating_sub(written) as f64 * S)
+        })
+        .collect();
+    let of = |v: &[f64]| MetricStats::from_seconds(v, &[50.0, 99.0]);
+    HttpPhases {
+        connections_warmed: None,
+        new_connections: connect.len(),
+        connect: of(&connect),
+        tls: of(&tls),
+        write: of(&write),
+        wait: of(&wait),
     }
 }

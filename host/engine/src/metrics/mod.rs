@@ -140,6 +140,27 @@ pub struct TurnStats {
     pub e2el: MetricStats,
 }
 
+/// AIPerf's HTTP phases over a stage's measured requests, so a user sees which part of TTFT is
+/// the network and the client rather than the server.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HttpPhases {
+    /// Connections opened before the timed phase (`None`: `--no-warm-connections`); set by
+    /// the session, which opened them.
+    pub connections_warmed: Option<usize>,
+    /// Requests that opened their own connection (not a reused or pre-opened one).
+    pub new_connections: usize,
+    /// Name resolution and TCP connect, over the requests that opened a connection.
+    pub connect: MetricStats,
+    /// TLS handshake, over the requests that opened an HTTPS connection.
+    pub tls: MetricStats,
+    /// From just before sending (`sent_ns`, after any connect) to the request's last byte
+    /// written to the connection.
+    pub write: MetricStats,
+    /// From the request written to the first response byte read: the server's time to answer
+    /// plus the network both ways.
+    pub wait: MetricStats,
+}
+
 /// Everything the console report prints and the result JSON saves, vLLM's
 /// `BenchmarkMetrics` plus llmb's client-side diagnostics.
 #[derive(Debug, Clone, Serialize)]
@@ -192,6 +213,9 @@ pub struct BenchmarkMetrics {
     /// Measured requests sent again on a fresh connection after the server closed the reused
     /// one under them (counted whether they then succeeded or not).
     pub connection_retries: usize,
+    /// Where the time before the response went on the wire: connect, TLS, writing the request,
+    /// waiting for its first byte.
+    pub http_phases: HttpPhases,
     /// Time inside backend plugin calls per measured request.
     pub plugin_time: PluginTime,
     /// Requests failed by a plugin fault, by kind (`trap`, `deadline`, `memory`), warmups

@@ -65,6 +65,8 @@ pub struct Executed {
     pub interrupted: bool,
     /// The phase a stop came in: `warmup` or `measure`.
     pub stopped_in: &'static str,
+    /// The time origin of the records.
+    pub t0: Instant,
 }
 
 /// Plugin faults seen in one execution, against `--max-plugin-faults`.
@@ -243,6 +245,7 @@ impl Runner {
             measured_from,
             interrupted,
             stopped_in,
+            t0,
         })
     }
 }

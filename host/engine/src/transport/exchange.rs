@@ -17,7 +17,15 @@ use super::errors::{backend_error, chain, fail};
 use super::pool::SendError;
 use super::stream_outcome::StreamOutcome;
 use super::target::Target;
+use super::wire::WireLog;
 use super::{limits, transcript};
+
+/// When the connection's latest read returned: the end of a body just read to its end (now,
+/// when the connection is not stamped).
+pub(super) fn last_read(wire: Option<&WireLog>) -> Instant {
+    wire.and_then(|w| w.times().last_read)
+        .unwrap_or_else(Instant::now)
+}
 
 /// Largest error body kept for the error message.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -185,6 +193,7 @@ impl Exchange<'_> {
             )
         };
 
+        let wire;
         let send = self
             .client
             .send_within(request, self.target.limits.header_timeout);
@@ -201,10 +210,18 @@ impl Exchange<'_> {
             Ok(Err(e)) => return Err(fail("connect", chain(&e))),
             Ok(Ok(sent)) => {
                 record.retried = sent.retried;
+                if let Some(opened) = sent.opened {
+                    record.connect_duration_ns = Some(opened.connect.as_nanos() as u64);
+                    record.tls_duration_ns = opened.tls.map(|t| t.as_nanos() as u64);
+                }
+                wire = sent.wire;
                 sent.response
             }
         };
-        record.first_byte_ns = Some(self.ns(Instant::now()));
+        let head_at = Instant::now();
+        let times = wire.as_ref().map(|w| w.times()).unwrap_or_default();
+        record.written_ns = times.request_written.map(|t| self.ns(t));
+        record.first_byte_ns = Some(self.ns(times.first_byte.unwrap_or(head_at)));
         let status = response.status().as_u16();
         let resp_headers: Vec<(String, String)> = response
             .headers()
@@ -282,7 +299,7 @@ impl Exchange<'_> {
                     collected.extend_from_slice(&data);
                 }
             }
-            record.end_ns = self.ns(Instant::now());
+            record.end_ns = self.ns(last_read(wire.as_deref()));
             if let Some(mut t) = transcript.take() {
                 t.reads
                     .push(String::from_utf8_lossy(&collected).into_owned());
@@ -307,7 +324,15 @@ impl Exchange<'_> {
             .map_err(|f| fail("plugin", f.to_string()))?;
         outcome.transcript = transcript;
         let result = self
-            .read_stream(adapter, parser, &mut body, deadline, record, outcome)
+            .read_stream(
+                adapter,
+                parser,
+                &mut body,
+                wire.as_deref(),
+                deadline,
+                record,
+                outcome,
+            )
             .await;
         if let Some(t) = outcome.transcript.take() {
             transcript::save(&t);

@@ -16,6 +16,7 @@ mod target;
 pub mod limits;
 pub mod pool;
 pub mod transcript;
+pub mod wire;
 
 pub use client::{HttpClient, client, client_with};
 pub use exchange::Exchange;

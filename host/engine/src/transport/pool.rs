@@ -26,8 +26,10 @@ use hyper::client::conn::http1;
 use hyper::header::{CONNECTION, HOST, HeaderValue};
 use hyper::{Request, Response, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tower_service::Service;
+
+use super::wire::{StampedIo, WireLog};
 
 /// How long idle connections are kept when the user does not say: under the 5 s that
 /// llama.cpp, uvicorn (vLLM, SGLang) and Node servers allow, so the client normally gives up an
@@ -48,6 +50,9 @@ pub struct PoolSettings {
     /// Accept any TLS certificate (`--insecure`, as curl's `-k`): for test servers with
     /// self-signed certificates; `--ca-cert` is the safe way.
     pub insecure_tls: bool,
+    /// Open the connections a stage will use before its timed phase (`--no-warm-connections`
+    /// turns it off).
+    pub warm: bool,
 }
 
 impl Default for PoolSettings {
@@ -57,6 +62,7 @@ impl Default for PoolSettings {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             insecure_tls: false,
+            warm: true,
         }
     }
 }
@@ -83,12 +89,27 @@ pub struct Sent {
     /// The first attempt failed on a reused connection and the request went again on a fresh
     /// one; the request's times still count from the first attempt.
     pub retried: bool,
+    /// How the connection the response came on was opened, when this request opened it.
+    pub opened: Option<Opened>,
+    /// The connection's read and write stamps (HTTP/1.1 only), for the response's frames.
+    pub wire: Option<Arc<WireLog>>,
+}
+
+/// The time it took to open a connection, in its phases.
+#[derive(Debug, Clone, Copy)]
+pub struct Opened {
+    /// Name resolution and the TCP handshake.
+    pub connect: Duration,
+    /// The TLS handshake (HTTPS only).
+    pub tls: Option<Duration>,
 }
 
 /// Counters over a run, for the report.
 #[derive(Debug, Default)]
 pub struct PoolCounters {
     pub opened: AtomicU64,
+    /// Connections opened ahead of the timed phase ([`Pool::warm`]).
+    pub warmed: AtomicU64,
     pub retries: AtomicU64,
     /// Connections retired because the server asked (`Connection: close`, `max` reached).
     pub closed_by_server: AtomicU64,
@@ -96,8 +117,17 @@ pub struct PoolCounters {
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
+/// A connection's byte stream: plain TCP or TLS over it.
+enum Stream {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+}
+
 struct Conn {
     sender: http1::SendRequest<Full<Bytes>>,
+    wire: Arc<WireLog>,
+    /// Set until the connection's first request reports how it was opened.
+    opened: Option<Opened>,
     /// Requests sent on this connection so far.
     uses: u32,
     /// The server's `Keep-Alive: max=` (requests per connection).
@@ -113,16 +143,25 @@ struct Idle {
 
 /// Keep-alive HTTP/1.1 connections per scheme and authority.
 pub struct Pool {
-    connector: Connector,
+    tcp: HttpConnector,
+    tls: tokio_rustls::TlsConnector,
     settings: PoolSettings,
     idle: std::sync::Mutex<HashMap<String, Vec<Idle>>>,
     pub counters: PoolCounters,
 }
 
 impl Pool {
-    pub fn new(connector: Connector, settings: PoolSettings) -> Arc<Self> {
+    /// `tcp` opens connections (resolution, timeouts, `TCP_NODELAY`); `tls` is the TLS
+    /// configuration for `https` URLs (its ALPN is set to HTTP/1.1 here).
+    pub fn new(
+        tcp: HttpConnector,
+        mut tls: rustls::ClientConfig,
+        settings: PoolSettings,
+    ) -> Arc<Self> {
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         Arc::new(Self {
-            connector,
+            tcp,
+            tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
             settings,
             idle: Default::default(),
             counters: Default::default(),
@@ -180,6 +219,7 @@ impl Pool {
             None => (self.connect(&parts.uri).await?, false),
         };
         let mut retried = false;
+        let mut opened = conn.opened.take();
         let response = loop {
             conn.uses += 1;
             let attempt = conn.sender.send_request(build());
@@ -197,12 +237,63 @@ impl Pool {
                     self.counters.retries.fetch_add(1, Ordering::Relaxed);
                     retried = true;
                     conn = self.connect(&parts.uri).await?;
+                    opened = conn.opened.take();
                 }
                 Err(e) => return Err(SendError::Http(e)),
             }
         };
+        let wire = conn.wire.clone();
         self.recycle(key, conn, &response);
-        Ok(Sent { response, retried })
+        Ok(Sent {
+            response,
+            retried,
+            opened,
+            wire: Some(wire),
+        })
+    }
+
+    /// Opens up to `count` connections to `url`'s server, `parallel` at a time, and keeps them
+    /// idle for the requests to come, so the first wave of a run does not pay (and measure) the
+    /// connection storm. Returns how many were opened; a failure stops the warming and is
+    /// returned only when no connection could be opened at all.
+    pub async fn warm(
+        self: &Arc<Self>,
+        url: &str,
+        count: usize,
+        parallel: usize,
+    ) -> Result<usize, SendError> {
+        use futures_util::StreamExt;
+        let uri: Uri = url
+            .parse()
+            .map_err(|e: hyper::http::uri::InvalidUri| SendError::BadUri(e.to_string()))?;
+        let key = pool_key(&uri)?;
+        let count = count.min(self.settings.max_idle.max(1));
+        let mut opening = futures_util::stream::iter(0..count)
+            .map(|_| self.connect(&uri))
+            .buffer_unordered(parallel.max(1));
+        let mut opened = 0;
+        let mut first_error = None;
+        while let Some(result) = opening.next().await {
+            match result {
+                Ok(mut conn) => {
+                    // Opened ahead: its requests did not pay for it.
+                    conn.opened = None;
+                    self.put(key.clone(), conn);
+                    opened += 1;
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    break;
+                }
+            }
+        }
+        self.counters
+            .warmed
+            .fetch_add(opened as u64, Ordering::Relaxed);
+        match first_error {
+            Some(e) if opened == 0 => Err(e),
+            _ => Ok(opened),
+        }
     }
 
     /// The newest idle connection that is still usable; expired and closed ones are dropped.
@@ -218,16 +309,39 @@ impl Pool {
         None
     }
 
+    /// Opens a connection, timing the TCP connect and the TLS handshake apart.
     async fn connect(&self, uri: &Uri) -> Result<Conn, SendError> {
-        let mut connector = self.connector.clone();
-        let io =
-            match tokio::time::timeout(self.settings.connect_timeout, connector.call(uri.clone()))
-                .await
-            {
-                Err(_) => return Err(SendError::ConnectTimeout(self.settings.connect_timeout)),
-                Ok(Err(e)) => return Err(SendError::Connect(super::errors::chain(&*e))),
-                Ok(Ok(io)) => io,
+        let limit = self.settings.connect_timeout;
+        let started = Instant::now();
+        let mut tcp = self.tcp.clone();
+        let tcp = match tokio::time::timeout(limit, tcp.call(uri.clone())).await {
+            Err(_) => return Err(SendError::ConnectTimeout(limit)),
+            Ok(Err(e)) => return Err(SendError::Connect(super::errors::chain(&e))),
+            Ok(Ok(io)) => io.into_inner(),
+        };
+        let connected = Instant::now();
+        let (stream, tls) = if uri.scheme_str() == Some("https") {
+            let host = uri.host().unwrap_or_default();
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                .map_err(|e| SendError::BadUri(format!("{host}: {e}")))?;
+            let left = limit.saturating_sub(connected - started);
+            let tls = match tokio::time::timeout(left, self.tls.connect(name, tcp)).await {
+                Err(_) => return Err(SendError::ConnectTimeout(limit)),
+                Ok(Err(e)) => {
+                    return Err(SendError::Connect(format!(
+                        "TLS handshake: {}",
+                        super::errors::chain(&e)
+                    )));
+                }
+                Ok(Ok(tls)) => tls,
             };
+            (Stream::Tls(Box::new(tls)), Some(connected.elapsed()))
+        } else {
+            (Stream::Plain(tcp), None)
+        };
+        let wire = WireLog::new();
+        let io = TokioIo::new(StampedIo::new(stream, wire.clone()));
         let (mut sender, connection) = http1::handshake(io).await?;
         tokio::spawn(async move {
             // The connection's own task: it ends when either side closes.
@@ -237,6 +351,11 @@ impl Pool {
         self.counters.opened.fetch_add(1, Ordering::Relaxed);
         Ok(Conn {
             sender,
+            wire,
+            opened: Some(Opened {
+                connect: connected - started,
+                tls,
+            }),
             uses: 0,
             max_uses: None,
             server_idle: None,
@@ -295,6 +414,70 @@ impl Pool {
                 conn,
                 until: now + keep,
             });
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Stream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Stream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

@@ -12,8 +12,9 @@ use crate::plugin::backend::{FrameBatch, FrameSpan, Framing, PooledBackend};
 use crate::records::{RequestError, RequestRecord};
 
 use super::errors::{chain, fail};
-use super::exchange::Exchange;
+use super::exchange::{Exchange, last_read};
 use super::stream_outcome::StreamOutcome;
+use super::wire::WireLog;
 
 /// The host binding's `framing` as the SDK's framer kind.
 fn framing_kind(framing: Framing) -> FramingKind {
@@ -46,6 +47,7 @@ impl Exchange<'_> {
         adapter: &mut PooledBackend,
         parser: crate::plugin::ParserHandle,
         body: &mut hyper::body::Incoming,
+        wire: Option<&WireLog>,
         deadline: tokio::time::Instant,
         record: &mut RequestRecord,
         outcome: &mut StreamOutcome,
@@ -55,6 +57,8 @@ impl Exchange<'_> {
         let mut framer = BodyFramer::new(framing_kind(self.target.framing), limits.max_frame_bytes);
         let mut overflow: Option<RequestError> = None;
         let mut frames = Batch::default();
+        // When each frame of `frames` arrived (the read that completed it), ns since t0.
+        let mut frame_ns: Vec<u64> = Vec::new();
         let mut trailers: Vec<(String, String)> = Vec::new();
         let mut ended = false;
         let mut received: u64 = 0;
@@ -66,7 +70,8 @@ impl Exchange<'_> {
                 )
             };
             let first = self.next_frame(body, deadline, received > 0, whole).await?;
-            let now_ns = self.ns(Instant::now());
+            let now = Instant::now();
+            let now_ns = self.ns(now);
             // Everything already buffered arrived with this read: frame it all, one plugin call.
             let mut next = Some(first);
             while let Some(item) = next.take() {
@@ -88,6 +93,11 @@ impl Exchange<'_> {
                                 t.reads.push(String::from_utf8_lossy(&data).into_owned());
                             }
                             framer.push(&data, &mut frames);
+                            // Frames this data completed arrived with the read that carried its
+                            // last byte.
+                            let at = wire.and_then(|w| w.arrival_of(received)).unwrap_or(now);
+                            let at_ns = self.ns(at);
+                            frame_ns.resize(frames.frames.len(), at_ns);
                             if let Some(why) = framer.overflowed() {
                                 // Frames completed before the oversized one still go to the
                                 // adapter, so what it sees does not depend on read splits.
@@ -114,6 +124,8 @@ impl Exchange<'_> {
             }
             if ended && overflow.is_none() {
                 framer.finish(&mut frames);
+                let end_ns = self.ns(last_read(wire));
+                frame_ns.resize(frames.frames.len(), end_ns);
             }
             if !frames.is_empty() {
                 let batch = to_plugin_batch(&mut frames);
@@ -122,7 +134,8 @@ impl Exchange<'_> {
                     .map_err(|f| fail("plugin", f.to_string()))?;
                 frames.data = batch.data;
                 frames.data.clear();
-                outcome.apply(events, now_ns, &mut record.delta_ns);
+                outcome.apply(events, &frame_ns, now_ns, &mut record.delta_ns);
+                frame_ns.clear();
                 if outcome.error.is_some() {
                     record.end_ns = now_ns;
                     return Ok(());
@@ -138,9 +151,9 @@ impl Exchange<'_> {
         let events = adapter
             .finish(parser, &trailers)
             .map_err(|f| fail("plugin", f.to_string()))?;
-        let now_ns = self.ns(Instant::now());
-        outcome.apply(events, now_ns, &mut record.delta_ns);
-        record.end_ns = now_ns;
+        let end_ns = self.ns(last_read(wire));
+        outcome.apply(events, &[], end_ns, &mut record.delta_ns);
+        record.end_ns = end_ns;
         if let Some(e) = outcome.over_budget(record.delta_ns.len(), limits.max_text_bytes) {
             return Err(e);
         }

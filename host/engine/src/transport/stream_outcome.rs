@@ -25,15 +25,22 @@ pub(super) struct StreamOutcome {
 }
 
 impl StreamOutcome {
-    /// Applies events from one read, all of whose frames arrived at `now_ns`.
-    pub(super) fn apply(&mut self, events: Vec<StreamEvent>, now_ns: u64, delta_ns: &mut Vec<u64>) {
+    /// Applies the events of one adapter call: frame `i` of the call arrived at `frame_ns[i]`
+    /// (a frame without a stamp, at `now_ns`).
+    pub(super) fn apply(
+        &mut self,
+        events: Vec<StreamEvent>,
+        frame_ns: &[u64],
+        now_ns: u64,
+        delta_ns: &mut Vec<u64>,
+    ) {
         let mut stamped_frame: Option<u32> = None;
         let mut text_frame: Option<u32> = None;
         for event in events {
             match event {
                 StreamEvent::Delta(d) => {
                     if stamped_frame != Some(d.frame) {
-                        delta_ns.push(now_ns);
+                        delta_ns.push(frame_ns.get(d.frame as usize).copied().unwrap_or(now_ns));
                         stamped_frame = Some(d.frame);
                     }
                     if (!d.text.is_empty() || !d.reasoning.is_empty())
@@ -110,14 +117,20 @@ mod tests {
         let mut outcome = StreamOutcome::default();
         let mut stamps = Vec::new();
         // A chat stream: role-only chunk, two tokens in one read, an empty finish chunk.
-        outcome.apply(vec![delta(0, "")], 10, &mut stamps);
-        outcome.apply(vec![delta(0, "Hello"), delta(1, " world")], 20, &mut stamps);
+        outcome.apply(vec![delta(0, "")], &[10], 99, &mut stamps);
+        outcome.apply(
+            vec![delta(0, "Hello"), delta(1, " world")],
+            &[18, 20],
+            99,
+            &mut stamps,
+        );
         outcome.apply(
             vec![delta(0, ""), StreamEvent::Finish("length".into())],
+            &[],
             30,
             &mut stamps,
         );
-        assert_eq!(stamps, vec![10, 20, 20, 30]);
+        assert_eq!(stamps, vec![10, 18, 20, 30]);
         assert_eq!(outcome.text_frames, 2);
         assert_eq!(outcome.text, "Hello world");
     }

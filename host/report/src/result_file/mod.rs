@@ -234,6 +234,10 @@ pub struct LlmbExtras {
     pub errors_by_kind: Option<BTreeMap<String, u64>>,
     #[serde(deserialize_with = "value::lenient")]
     pub connection_retries: Option<u64>,
+    /// The engine's `HttpPhases`: connections opened ahead, and the connect, TLS, write and
+    /// first-byte wait times of the measured requests.
+    #[serde(deserialize_with = "value::lenient")]
+    pub http_phases_ms: Option<HttpPhasesMs>,
     /// The engine's `PluginTime`: time inside backend plugin calls per request.
     pub plugin_time_us: Option<Value>,
     #[serde(deserialize_with = "value::lenient")]
@@ -260,6 +264,22 @@ pub struct StatsMs {
     #[serde(flatten)]
     pub percentiles: BTreeMap<String, f64>,
     pub count: u64,
+}
+
+/// The HTTP phases of a stage, in milliseconds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HttpPhasesMs {
+    /// Connections opened before the timed phase; absent with `--no-warm-connections`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub connections_warmed: Option<u64>,
+    /// Measured requests that opened their own connection.
+    pub new_connections: u64,
+    pub connect: StatsMs,
+    pub tls: StatsMs,
+    /// Sent to the request's last byte written.
+    pub write: StatsMs,
+    /// Request written to the first response byte read.
+    pub wait: StatsMs,
 }
 
 /// One conversation turn of a multi-turn run.

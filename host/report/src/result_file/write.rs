@@ -11,8 +11,8 @@ use llmb_engine::outcome::{LoadPattern, RunInfo};
 use llmb_engine::records::{RequestRecord, ns_to_s};
 
 use super::{
-    Detail, LatencyKeys, LatencySummary, LlmbExtras, LoadPatternFile, Num, OtherKeys, RampUp,
-    ResultFile, Slo, StatsMs, TurnStats,
+    Detail, HttpPhasesMs, LatencyKeys, LatencySummary, LlmbExtras, LoadPatternFile, Num, OtherKeys,
+    RampUp, ResultFile, Slo, StatsMs, TurnStats,
 };
 use crate::python::{p_word, py_float, timestamp};
 
@@ -287,6 +287,14 @@ impl LlmbExtras {
                     .collect(),
             ),
             connection_retries: Some(m.connection_retries as u64),
+            http_phases_ms: Some(HttpPhasesMs {
+                connections_warmed: m.http_phases.connections_warmed.map(|n| n as u64),
+                new_connections: m.http_phases.new_connections as u64,
+                connect: StatsMs::of(&m.http_phases.connect),
+                tls: StatsMs::of(&m.http_phases.tls),
+                write: StatsMs::of(&m.http_phases.write),
+                wait: StatsMs::of(&m.http_phases.wait),
+            }),
             plugin_time_us: Some(to_json(&m.plugin_time)),
             plugin_faults: Some(
                 m.plugin_faults

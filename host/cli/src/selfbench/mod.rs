@@ -1,0 +1,76 @@
+//! `llmb selfbench`: llmb measuring itself, side by side in one run, so overhead claims are
+//! printed by a command rather than asserted by timed tests. It prints measured figures next
+//! to the targets and marks a missed target as MISSED.
+//!
+//! 1. Per-event parse cost of the `openai-chat` adapter as a WASM component against the same
+//!    parser compiled natively, with one event per call and with per-read batches (`parse`).
+//! 2. WASM event throughput with every core parsing at once (`parse`).
+//! 3. The floor to compare with: a bare hyper/tokio streaming client (`bare`) and `llmb bench`
+//!    at 16, 256, 1,000 and 10,000 concurrent streams, CPU per streamed token and memory per
+//!    stream in flight (`side_by_side`, `memory`), against a simulator in a separate process
+//!    pinned to its own core (`child`).
+//! 4. Schedule keeping at 1,000 and 10,000 req/s (`schedule`).
+
+mod bare;
+mod child;
+mod memory;
+mod parse;
+mod schedule;
+mod side_by_side;
+
+use llmb_engine::plugin::Registry;
+use llmb_engine::plugin::backend::BackendPool;
+
+use crate::args::SelfbenchArgs;
+
+/// The side-by-side levels: `--streams`, or 16 and 256 with `--quick`.
+fn levels(args: &SelfbenchArgs) -> Vec<usize> {
+    if args.quick {
+        vec![16, 256]
+    } else {
+        args.streams.iter().copied().filter(|&s| s > 0).collect()
+    }
+}
+
+/// Runs the self-benchmark and prints its figures.
+pub async fn run(args: SelfbenchArgs) -> anyhow::Result<()> {
+    println!(
+        "llmb selfbench (build: {})",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
+    let registry = Registry::load(&[])?;
+    let pool = BackendPool::new(registry.backend("openai-chat")?, Vec::new())?;
+    parse::print_parse_cost(&pool, args.events)?;
+    parse::print_event_throughput(&pool, args.wasm_seconds)?;
+    println!("\nTargets: wasm/native <= 2.0 with per-read batching.");
+    if args.parse_only {
+        return Ok(());
+    }
+
+    let nofile = child::raise_nofile_limit()?;
+    // Pinned only from here: the parsing sections above want every core.
+    let pinning = child::Pinning::apply()?;
+    println!(
+        "\n(open-file limit {nofile}, for this process and the simulator; pinning {})",
+        pinning.describe()
+    );
+    side_by_side::run(
+        &levels(&args),
+        args.output_len,
+        pinning.sim_cpu,
+        if pinning.sim_cpu.is_some() {
+            "yes"
+        } else {
+            "no"
+        },
+    )
+    .await?;
+    if !args.quick {
+        schedule::run(args.schedule_seconds, pinning.sim_cpu).await?;
+    }
+    Ok(())
+}
