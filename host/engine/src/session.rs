@@ -446,6 +446,10 @@ async fn run_stage(
 /// Latency assumed when estimating how many connections an open-loop stage keeps busy at once
 /// (Little's law: rate × latency).
 const ASSUMED_LATENCY_FOR_WARMING: f64 = 2.0;
+/// Most connections opened ahead for an uncapped open-loop stage: at 10,000 req/s the estimate
+/// alone would open 20,000 sockets, more than most open-file limits, for requests that may
+/// never overlap. Capped stages (`--max-concurrency`, clients) open what they ask for.
+const MAX_WARMED_BY_RATE: usize = 1_000;
 
 /// How many connections a stage will use at once: its clients, its concurrency cap, or for an
 /// uncapped schedule the rate times [`ASSUMED_LATENCY_FOR_WARMING`], never more than it sends.
@@ -454,7 +458,8 @@ fn connections_to_warm(plan: &LoadPlan, stage: &Stage) -> usize {
         LoadPlan::Clients(c) => c.clients,
         LoadPlan::Schedule(jobs) => {
             let by_rate = if stage.rate.is_finite() {
-                (stage.rate * ASSUMED_LATENCY_FOR_WARMING).ceil().max(1.0) as usize
+                ((stage.rate * ASSUMED_LATENCY_FOR_WARMING).ceil().max(1.0) as usize)
+                    .min(MAX_WARMED_BY_RATE)
             } else {
                 usize::MAX
             };

@@ -27,6 +27,38 @@ pub struct ChildSim {
 impl ChildSim {
     /// Starts `llmb sim` on a free port (pinned to `cpu` if given) and waits until it listens.
     pub async fn start(timing: SimTiming, cpu: Option<usize>) -> anyhow::Result<Self> {
+        Self::start_with(timing, cpu, &[]).await
+    }
+
+    /// [`ChildSim::start`] logging each chunk's write time to `send_log` (`--send-log`); the
+    /// file is complete after [`ChildSim::stop_gracefully`].
+    pub async fn start_logged(
+        timing: SimTiming,
+        cpu: Option<usize>,
+        send_log: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        let path = send_log.display().to_string();
+        Self::start_with(timing, cpu, &["--send-log", &path]).await
+    }
+
+    /// Stops the simulator as Ctrl-C does, so it flushes its send log, and waits for it.
+    pub async fn stop_gracefully(mut self) -> anyhow::Result<()> {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
+        for _ in 0..200 {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        anyhow::bail!("the simulator did not stop within 5 s of SIGINT")
+    }
+
+    async fn start_with(
+        timing: SimTiming,
+        cpu: Option<usize>,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -40,6 +72,7 @@ impl ChildSim {
             .args(["--sim-ttft-ms", &timing.ttft_ms.to_string()])
             .args(["--sim-itl-ms", &timing.itl_ms.to_string()])
             .args(["--sim-batch-slowdown", &timing.batch_slowdown.to_string()])
+            .args(extra)
             .stdout(std::process::Stdio::null())
             .stderr(log_file);
         let set = cpu.map(|cpu| cpu_set(&[cpu]));

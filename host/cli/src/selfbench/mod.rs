@@ -9,8 +9,11 @@
 //!    at 16, 256, 1,000 and 10,000 concurrent streams, CPU per streamed token and memory per
 //!    stream in flight (`side_by_side`, `memory`), against a simulator in a separate process
 //!    pinned to its own core (`child`).
-//! 4. Schedule keeping at 1,000 and 10,000 req/s (`schedule`).
+//! 4. Stamp accuracy: llmb's TTFT and ITL against the simulator's own send log, at up to 1,000
+//!    streams (`accuracy`).
+//! 5. Schedule keeping at 1,000 and 10,000 req/s (`schedule`).
 
+mod accuracy;
 mod bare;
 mod child;
 mod memory;
@@ -69,6 +72,8 @@ pub async fn run(args: SelfbenchArgs) -> anyhow::Result<()> {
         },
     )
     .await?;
+    let accuracy_levels: Vec<usize> = levels(&args).into_iter().filter(|&s| s <= 1_000).collect();
+    accuracy::run(&accuracy_levels, args.output_len, pinning.sim_cpu).await?;
     if !args.quick {
         schedule::run(args.schedule_seconds, pinning.sim_cpu).await?;
     }

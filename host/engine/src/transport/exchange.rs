@@ -111,6 +111,18 @@ impl Exchange<'_> {
         if let Err(e) = result {
             outcome.error.get_or_insert(e);
         }
+        // Cut off mid-stream: the frames that arrived still count, and the parser is released.
+        if let Some(parser) = outcome.parser {
+            let cut = outcome.error.take();
+            if let Err(e) = self.flush_pending(adapter, &mut record, &mut outcome) {
+                outcome.error.get_or_insert(e);
+            }
+            if let Some(e) = cut {
+                outcome.error = Some(e);
+            }
+            outcome.parser = None;
+            adapter.drop_parser(parser);
+        }
         if record.end_ns == 0 {
             record.end_ns = self.ns(Instant::now());
         }
@@ -337,6 +349,7 @@ impl Exchange<'_> {
         if let Some(t) = outcome.transcript.take() {
             transcript::save(&t);
         }
+        outcome.parser = None;
         adapter.drop_parser(parser);
         result
     }

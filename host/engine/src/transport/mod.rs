@@ -15,6 +15,7 @@ mod target;
 
 pub mod limits;
 pub mod pool;
+pub mod rx_stamp;
 pub mod transcript;
 pub mod wire;
 

@@ -22,6 +22,12 @@ pub(super) struct StreamOutcome {
     pub(super) error: Option<RequestError>,
     /// The exchange being recorded (`LLMB_RECORD_TRANSCRIPTS`).
     pub(super) transcript: Option<transcript::Transcript>,
+    /// The stream's parser while it is alive (dropped by whoever ends the exchange).
+    pub(super) parser: Option<crate::plugin::ParserHandle>,
+    /// Frames read but not yet parsed.
+    pub(super) pending: super::stream::PendingFrames,
+    /// HTTP trailers of the stream, for the adapter's `finish`.
+    pub(super) trailers: Vec<(String, String)>,
 }
 
 impl StreamOutcome {

@@ -3,11 +3,12 @@
 //! frame is timed by the read that completed it, not by when hyper's connection task got round
 //! to handing it over through its body channel.
 //!
-//! A read's time is taken right after the read returned bytes: it includes the kernel's copy to
-//! user space (and, over TLS, decryption), and excludes hyper's decoding, the hand-over to the
-//! request's task, framing and the adapter. It cannot see how long the bytes waited in the
-//! socket buffer before the connection's task was polled: on a client with a free core that is
-//! the time to wake a task, on an overloaded one it is the overload, and both are the client's.
+//! A read's time is the kernel's receive stamp of the last packet the read copied (Linux,
+//! `SO_TIMESTAMPNS`, see `rx_stamp`): when the bytes reached this machine, not when the client
+//! got round to reading them, so a busy client (a burst of first tokens over 1,000 streams) does
+//! not add its own backlog to TTFT. It excludes the wait in the socket buffer, the read itself,
+//! TLS decryption, hyper's decoding, the hand-over to the request's task, framing and the
+//! adapter. Where the kernel gives no stamp it is the time the read returned.
 //!
 //! To tell which read completed which body bytes, [`ResponseFraming`] follows the HTTP/1.1
 //! response framing (head, `Content-Length` or chunked encoding) over the raw bytes, the same way
@@ -21,6 +22,8 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::rx_stamp::ReadArrival;
 
 /// Largest response head followed; beyond it the framing is given up (stamps fall back to the
 /// time the frame reached the request).
@@ -380,7 +383,7 @@ impl<T> StampedIo<T> {
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for StampedIo<T> {
+impl<T: AsyncRead + ReadArrival + Unpin> AsyncRead for StampedIo<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -392,7 +395,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for StampedIo<T> {
         if let Poll::Ready(Ok(())) = polled {
             let got = &buf.filled()[before..];
             if !got.is_empty() {
-                this.log.read(Instant::now(), got);
+                let at = this.inner.take_arrival().unwrap_or_else(Instant::now);
+                this.log.read(at, got);
             }
         }
         polled

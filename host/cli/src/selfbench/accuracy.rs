@@ -1,0 +1,189 @@
+//! How exact llmb's stamps are: the simulator logs when it wrote each chunk (`llmb sim
+//! --send-log`, `CLOCK_MONOTONIC` after `write()` returned) and llmb's TTFT and ITL are compared
+//! with that log, request by request (llmb sends `x-request-id: <record id>`).
+//!
+//! The TTFT error is llmb's first-delta stamp less the write of the response's first chunk: the
+//! loopback delivery, the wake-up of the client's connection task and the read. The ITL error
+//! is each measured gap between token deltas less the gap between their writes.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::Context;
+use llmb_engine::records::RequestRecord;
+
+use super::child::{ChildSim, SimTiming};
+use crate::args::BenchArgs;
+
+/// What the simulator wrote for one request: its first body piece and each token's write time.
+#[derive(Debug, Default)]
+struct SentTimes {
+    first_piece_ns: Option<u64>,
+    tokens_ns: Vec<u64>,
+}
+
+/// Reads a send log into per-request write times.
+fn read_send_log(path: &Path) -> anyhow::Result<HashMap<String, SentTimes>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut by_request: HashMap<String, SentTimes> = HashMap::new();
+    for (n, line) in text.lines().enumerate().skip(1) {
+        let fields: Vec<&str> = line.split(',').collect();
+        let [id, kind, seq, mono, _bytes] = fields[..] else {
+            anyhow::bail!("{}:{}: expected 5 fields: {line}", path.display(), n + 1);
+        };
+        let mono: u64 = mono
+            .parse()
+            .with_context(|| format!("{}:{}: mono_ns {mono:?}", path.display(), n + 1))?;
+        let sent = by_request.entry(id.to_string()).or_default();
+        match kind {
+            "token" | "chunk" => {
+                sent.first_piece_ns = Some(sent.first_piece_ns.map_or(mono, |t| t.min(mono)));
+                if kind == "token" {
+                    let seq: usize = seq
+                        .parse()
+                        .with_context(|| format!("{}:{}: seq {seq:?}", path.display(), n + 1))?;
+                    if sent.tokens_ns.len() <= seq {
+                        sent.tokens_ns.resize(seq + 1, 0);
+                    }
+                    sent.tokens_ns[seq] = mono;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(by_request)
+}
+
+/// Errors of one run, in nanoseconds (signed: llmb may stamp before `write()` returned).
+#[derive(Debug, Default)]
+struct Errors {
+    ttft: Vec<i64>,
+    itl: Vec<i64>,
+    /// Requests whose deltas could not be paired with the log's tokens.
+    unmatched: usize,
+}
+
+/// Pairs each successful record with the log. A chat stream's deltas are the role chunk, one
+/// per token, and the finish chunk; the token deltas are those after the first `extra` ones.
+fn compare(records: &[RequestRecord], sent: &HashMap<String, SentTimes>, t0_mono: u64) -> Errors {
+    let mut errors = Errors::default();
+    for r in records.iter().filter(|r| r.success && !r.warmup) {
+        let Some(s) = sent.get(&r.id.to_string()) else {
+            errors.unmatched += 1;
+            continue;
+        };
+        let (Some(first_piece), Some(&first_delta)) = (s.first_piece_ns, r.delta_ns.first()) else {
+            errors.unmatched += 1;
+            continue;
+        };
+        errors
+            .ttft
+            .push((t0_mono + first_delta) as i64 - first_piece as i64);
+        // The role chunk comes first; the token deltas follow it one for one.
+        let tokens = &s.tokens_ns;
+        let Some(deltas) = r.delta_ns.get(1..1 + tokens.len()) else {
+            errors.unmatched += 1;
+            continue;
+        };
+        for k in 1..tokens.len() {
+            let measured = deltas[k] as i64 - deltas[k - 1] as i64;
+            let written = tokens[k] as i64 - tokens[k - 1] as i64;
+            errors.itl.push(measured - written);
+        }
+    }
+    errors
+}
+
+/// `p`-th percentile (nearest rank) of the absolute errors, in µs.
+fn abs_percentile_us(values: &[i64], p: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let mut v: Vec<u64> = values.iter().map(|x| x.unsigned_abs()).collect();
+    v.sort_unstable();
+    let rank = ((p / 100.0) * v.len() as f64).ceil().max(1.0) as usize;
+    v[rank.min(v.len()) - 1] as f64 / 1e3
+}
+
+/// One level: a logging simulator, an llmb run sending request ids, and the comparison.
+async fn level(
+    streams: usize,
+    output_len: u32,
+    sim_cpu: Option<usize>,
+) -> anyhow::Result<(Errors, usize)> {
+    let log = std::env::temp_dir().join(format!(
+        "llmb-selfbench-send-log-{}-{streams}.csv",
+        std::process::id()
+    ));
+    let timing = SimTiming {
+        ttft_ms: 20.0,
+        itl_ms: 10.0,
+        batch_slowdown: 0.0,
+    };
+    let sim = ChildSim::start_logged(timing, sim_cpu, &log).await?;
+    let mut bench = BenchArgs::defaults();
+    bench.backend = "openai-chat".into();
+    bench.base_url = Some(sim.base_url.clone());
+    bench.model = Some("llmb-sim".into());
+    bench.num_prompts = super::side_by_side::requests_for(streams).min(streams * 2);
+    bench.max_concurrency = Some(streams);
+    bench.random_input_len = 32;
+    bench.random_output_len = output_len;
+    bench.ignore_eos = true;
+    bench.no_records = true;
+    bench.disable_tqdm = true;
+    bench.api_key = None;
+    bench.vllm.request_id_prefix = Some(String::new());
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let outcome = crate::bench::run(&bench, stop_rx).await?;
+    sim.stop_gracefully().await?;
+    let sent = read_send_log(&log);
+    let _ = std::fs::remove_file(&log);
+    let sent = sent?;
+    let errors = compare(&outcome.records, &sent, outcome.t0_monotonic_ns);
+    Ok((errors, outcome.metrics.failed))
+}
+
+/// Prints llmb's TTFT and ITL error against the simulator's send log at each level.
+pub async fn run(levels: &[usize], output_len: u32, sim_cpu: Option<usize>) -> anyhow::Result<()> {
+    println!(
+        "\n== stamp accuracy: llmb's TTFT and ITL against the simulator's send log (µs, |error|) =="
+    );
+    println!(
+        "{:<8} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9} {:>7}",
+        "streams",
+        "requests",
+        "TTFT p50",
+        "TTFT p99",
+        "TTFT max",
+        "ITL p50",
+        "ITL p99",
+        "ITL max",
+        "unpaired",
+        "failed"
+    );
+    for &streams in levels {
+        let (e, failed) = level(streams, output_len, sim_cpu)
+            .await
+            .with_context(|| format!("stamp accuracy at {streams} streams"))?;
+        println!(
+            "{:<8} {:>9} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>9} {:>7}",
+            streams,
+            e.ttft.len(),
+            abs_percentile_us(&e.ttft, 50.0),
+            abs_percentile_us(&e.ttft, 99.0),
+            abs_percentile_us(&e.ttft, 100.0),
+            abs_percentile_us(&e.itl, 50.0),
+            abs_percentile_us(&e.itl, 99.0),
+            abs_percentile_us(&e.itl, 100.0),
+            e.unmatched,
+            failed
+        );
+    }
+    println!(
+        "Targets: TTFT error p99 < 200 µs at 16 streams, < 1,000 µs at 256 and 1,000; \
+         ITL error p99 < 100 µs at 16 streams."
+    );
+    Ok(())
+}
