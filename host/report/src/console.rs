@@ -477,25 +477,6 @@ pub fn rounds_json(rounds: &[&BenchmarkMetrics]) -> Value {
     Value::Array(rows)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn titles_center_like_python_format() {
-        assert_eq!(
-            format!("{:=^50}", " Serving Benchmark Result "),
-            "============ Serving Benchmark Result ============"
-        );
-        assert_eq!(
-            format!("{:-^50}", "Time to First Token"),
-            "---------------Time to First Token----------------"
-        );
-        assert_eq!(
-            format!("{:-^50}", "Time per Output Token (excl. 1st token)"),
-            "-----Time per Output Token (excl. 1st token)------"
-        );
-    }
-}
-
 /// Connections opened ahead and the HTTP phases, so a user sees what part of TTFT is the
 /// network and the client.
 fn print_http_phases(
@@ -525,4 +506,23 @@ fn print_http_phases(
         phase(out, "Wait (written to first byte):", &h.wait)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn titles_center_like_python_format() {
+        assert_eq!(
+            format!("{:=^50}", " Serving Benchmark Result "),
+            "============ Serving Benchmark Result ============"
+        );
+        assert_eq!(
+            format!("{:-^50}", "Time to First Token"),
+            "---------------Time to First Token----------------"
+        );
+        assert_eq!(
+            format!("{:-^50}", "Time per Output Token (excl. 1st token)"),
+            "-----Time per Output Token (excl. 1st token)------"
+        );
+    }
 }
