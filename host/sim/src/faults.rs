@@ -151,6 +151,9 @@ pub struct ResettableStream {
     reset: Arc<AtomicBool>,
 }
 
+/// The simulator's reads need no arrival stamps (`--send-log` times writes).
+impl llmb_engine::transport::rx_stamp::ReadArrival for ResettableStream {}
+
 impl ResettableStream {
     pub fn new(stream: TcpStream) -> (Self, Arc<AtomicBool>) {
         let reset = Arc::new(AtomicBool::new(false));

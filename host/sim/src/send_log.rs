@@ -36,18 +36,15 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufWriter, Write as _};
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, mpsc};
-use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use hyper::{HeaderMap, Version};
 use llmb_engine::clock::monotonic_ns;
-use llmb_engine::transport::wire::ResponseFraming;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use llmb_engine::transport::wire::{ObservedIo, ResponseFraming, WireObserver};
 
 /// The first line of the file.
 pub(crate) const HEADER: &str = "request_id,kind,seq,mono_ns,body_bytes\n";
@@ -295,7 +292,7 @@ impl ConnSendLog {
     }
 
     /// Bytes were read: the first read after writes is the next request.
-    fn read(&self) {
+    fn read_request_bytes(&self) {
         let mut wire = self.lock();
         if wire.writing {
             wire.writing = false;
@@ -304,7 +301,7 @@ impl ConnSendLog {
     }
 
     /// A write returned at `at`; `feed` gives the framing the bytes it wrote.
-    fn wrote(&self, at: u64, feed: impl FnOnce(&mut ResponseFraming)) {
+    fn wrote_at(&self, at: u64, feed: impl FnOnce(&mut ResponseFraming)) {
         let mut guard = self.lock();
         let wire = &mut *guard;
         if wire.http2 {
@@ -378,94 +375,20 @@ impl PieceLog {
     }
 }
 
+/// The connection's I/O reports here (through the engine's `ObservedIo`, as the client's
+/// stamps do).
+impl WireObserver for ConnSendLog {
+    fn read(&self, _bytes: &[u8], _arrival: Option<Instant>) {
+        self.read_request_bytes();
+    }
+
+    fn wrote(&self, bufs: &[io::IoSlice<'_>], n: usize) {
+        self.wrote_at(monotonic_ns(), |f| f.feed_written(bufs, n));
+    }
+}
+
 /// A connection's I/O that reports every read and write to its [`ConnSendLog`].
-pub(crate) struct LoggedIo<T> {
-    inner: T,
-    log: Arc<ConnSendLog>,
-}
-
-impl<T> LoggedIo<T> {
-    pub(crate) fn new(inner: T, log: Arc<ConnSendLog>) -> Self {
-        Self { inner, log }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for LoggedIo<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled
-            && buf.filled().len() > before
-        {
-            this.log.read();
-        }
-        polled
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for LoggedIo<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = polled
-            && n > 0
-        {
-            let at = monotonic_ns();
-            this.log.wrote(at, |f| f.feed(&buf[..n]));
-        }
-        polled
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = polled
-            && n > 0
-        {
-            let at = monotonic_ns();
-            this.log.wrote(at, |f| feed_written(f, bufs, n));
-        }
-        polled
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-/// Feeds the first `n` bytes across `bufs`: what a vectored write that returned `n` wrote.
-fn feed_written(framing: &mut ResponseFraming, bufs: &[io::IoSlice<'_>], n: usize) {
-    let mut left = n;
-    for buf in bufs {
-        if left == 0 {
-            break;
-        }
-        let take = left.min(buf.len());
-        framing.feed(&buf[..take]);
-        left -= take;
-    }
-}
+pub(crate) type LoggedIo<T> = ObservedIo<T, Arc<ConnSendLog>>;
 
 #[cfg(test)]
 mod tests {
@@ -486,7 +409,7 @@ mod tests {
         let conn = ConnSendLog::new(&log);
         let mut headers = HeaderMap::new();
         headers.insert("x-request-id", "r-7".parse().unwrap());
-        conn.read();
+        conn.read_request_bytes();
         let pieces = conn.begin(1, Version::HTTP_11, &headers).unwrap();
         // The role chunk (5 bytes), two tokens (3 and 4 bytes), then [DONE] (2 bytes).
         pieces.piece(false, 5);
@@ -504,7 +427,7 @@ mod tests {
             b"\r\n",
         ];
         for (t, w) in writes.iter().enumerate() {
-            conn.wrote(10 + t as u64, |f| f.feed(w));
+            conn.wrote_at(10 + t as u64, |f| f.feed(w));
         }
         let id = || "r-7".to_string();
         assert_eq!(
@@ -521,13 +444,13 @@ mod tests {
         );
 
         // The next request on the connection: a vectored write cut short, no id of its own.
-        conn.read();
+        conn.read_request_bytes();
         let pieces = conn.begin(20, Version::HTTP_11, &HeaderMap::new()).unwrap();
         pieces.piece(true, 4);
         let head = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n";
         let slices = [io::IoSlice::new(head), io::IoSlice::new(b"abcd")];
-        conn.wrote(21, |f| feed_written(f, &slices, head.len() + 3));
-        conn.wrote(22, |f| f.feed(b"d"));
+        conn.wrote_at(21, |f| f.feed_written(&slices, head.len() + 3));
+        conn.wrote_at(22, |f| f.feed(b"d"));
         let id = || "sim-1".to_string();
         assert_eq!(
             drain(&rx),
@@ -554,7 +477,7 @@ mod tests {
         assert!(usable_id(&"x".repeat(128)));
         let h2 = ConnSendLog::new(&log);
         assert!(h2.begin(0, Version::HTTP_2, &HeaderMap::new()).is_none());
-        h2.wrote(1, |f| f.feed(b"\0\0\0\x04\0\0\0\0\0"));
+        h2.wrote_at(1, |f| f.feed(b"\0\0\0\x04\0\0\0\0\0"));
         assert!(drain(&rx).is_empty());
     }
 

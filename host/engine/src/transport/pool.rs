@@ -30,7 +30,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tower_service::Service;
 
 use super::rx_stamp::{ReadArrival, RxStampedTcp};
-use super::wire::{StampedIo, WireLog};
+use super::wire::{ObservedIo, WireLog};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// How long idle connections are kept when the user does not say: under the 5 s that
 /// llama.cpp, uvicorn (vLLM, SGLang) and Node servers allow, so the client normally gives up an
@@ -118,20 +119,9 @@ pub struct PoolCounters {
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
-/// A connection's byte stream: plain TCP or TLS over it.
-enum Stream {
-    Plain(RxStampedTcp),
-    Tls(Box<tokio_rustls::client::TlsStream<RxStampedTcp>>),
-}
-
-impl ReadArrival for Stream {
-    fn take_arrival(&mut self) -> Option<Instant> {
-        match self {
-            Stream::Plain(s) => s.take_arrival(),
-            Stream::Tls(s) => s.get_mut().0.take_arrival(),
-        }
-    }
-}
+/// A connection's byte stream: plain TCP or TLS over it, with the kernel's receive stamps.
+trait Connection: AsyncRead + AsyncWrite + ReadArrival + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + ReadArrival + Send + Unpin> Connection for T {}
 
 struct Conn {
     sender: http1::SendRequest<Full<Bytes>>,
@@ -346,12 +336,14 @@ impl Pool {
                 }
                 Ok(Ok(tls)) => tls,
             };
-            (Stream::Tls(Box::new(tls)), Some(connected.elapsed()))
+            let tls: Box<dyn Connection> = Box::new(tls);
+            (tls, Some(connected.elapsed()))
         } else {
-            (Stream::Plain(tcp), None)
+            let plain: Box<dyn Connection> = Box::new(tcp);
+            (plain, None)
         };
         let wire = WireLog::new();
-        let io = TokioIo::new(StampedIo::new(stream, wire.clone()));
+        let io = TokioIo::new(ObservedIo::new(stream, wire.clone()));
         let (mut sender, connection) = http1::handshake(io).await?;
         tokio::spawn(async move {
             // The connection's own task: it ends when either side closes.
@@ -428,70 +420,6 @@ impl Pool {
                 conn,
                 until: now + keep,
             });
-        }
-    }
-}
-
-impl tokio::io::AsyncRead for Stream {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl tokio::io::AsyncWrite for Stream {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => std::pin::Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Stream::Plain(s) => s.is_write_vectored(),
-            Stream::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

@@ -20,6 +20,19 @@ pub trait ReadArrival {
     }
 }
 
+impl<T: ReadArrival + ?Sized> ReadArrival for Box<T> {
+    fn take_arrival(&mut self) -> Option<Instant> {
+        (**self).take_arrival()
+    }
+}
+
+/// Over TLS, the stamp of the TCP read that completed the decrypted bytes.
+impl<T: ReadArrival> ReadArrival for tokio_rustls::client::TlsStream<T> {
+    fn take_arrival(&mut self) -> Option<Instant> {
+        self.get_mut().0.take_arrival()
+    }
+}
+
 /// A TCP stream whose reads carry the kernel's receive stamp.
 pub struct RxStampedTcp {
     tcp: TcpStream,

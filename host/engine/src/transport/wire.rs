@@ -1,4 +1,4 @@
-//! The bytes on the connection itself: [`StampedIo`] sits between the socket (or TLS stream) and
+//! The bytes on the connection itself: [`ObservedIo`] sits between the socket (or TLS stream) and
 //! hyper, and stamps every successful read and write with the time it returned, so a streamed
 //! frame is timed by the read that completed it, not by when hyper's connection task got round
 //! to handing it over through its body channel.
@@ -100,6 +100,19 @@ impl ResponseFraming {
     /// The current response's body has ended.
     pub fn done(&self) -> bool {
         self.state == State::Done
+    }
+
+    /// Follows what a write that returned `n` wrote: the first `n` bytes across `bufs`.
+    pub fn feed_written(&mut self, bufs: &[io::IoSlice<'_>], n: usize) {
+        let mut left = n;
+        for buf in bufs {
+            if left == 0 {
+                break;
+            }
+            let take = left.min(buf.len());
+            self.feed(&buf[..take]);
+            left -= take;
+        }
     }
 
     /// Follows `bytes`, the next bytes of the connection.
@@ -277,8 +290,6 @@ struct Exchange {
     request_written: Option<Instant>,
     /// The first read of the response.
     first_byte: Option<Instant>,
-    /// The read that completed the response head.
-    head_read: Option<Instant>,
     /// The latest read of the response.
     last_read: Option<Instant>,
     stamps: VecDeque<ReadStamp>,
@@ -296,7 +307,6 @@ pub struct WireLog {
 pub struct WireTimes {
     pub request_written: Option<Instant>,
     pub first_byte: Option<Instant>,
-    pub head_read: Option<Instant>,
     pub last_read: Option<Instant>,
 }
 
@@ -309,30 +319,25 @@ impl WireLog {
         self.current.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn wrote(&self, at: Instant) {
+    fn wrote_at(&self, at: Instant) {
         let mut x = self.lock();
         if !x.writing {
             x.writing = true;
             x.framing.reset();
             x.stamps.clear();
             x.first_byte = None;
-            x.head_read = None;
             x.last_read = None;
         }
         x.request_written = Some(at);
     }
 
-    fn read(&self, at: Instant, bytes: &[u8]) {
+    fn read_at(&self, at: Instant, bytes: &[u8]) {
         let mut x = self.lock();
         x.writing = false;
         x.first_byte.get_or_insert(at);
         x.last_read = Some(at);
         let before = x.framing.body_bytes();
-        let had_head = x.framing.head_complete();
         x.framing.feed(bytes);
-        if !had_head && x.framing.head_complete() {
-            x.head_read = Some(at);
-        }
         let body_end = x.framing.body_bytes();
         if body_end > before && !x.framing.lost() {
             if x.stamps.len() >= MAX_PENDING_STAMPS {
@@ -348,7 +353,6 @@ impl WireLog {
         WireTimes {
             request_written: x.request_written,
             first_byte: x.first_byte,
-            head_read: x.head_read,
             last_read: x.last_read,
         }
     }
@@ -371,19 +375,48 @@ impl WireLog {
     }
 }
 
-/// A connection's I/O with every read and write stamped into a [`WireLog`].
-pub struct StampedIo<T> {
-    inner: T,
-    log: Arc<WireLog>,
-}
+impl WireObserver for WireLog {
+    fn read(&self, bytes: &[u8], arrival: Option<Instant>) {
+        self.read_at(arrival.unwrap_or_else(Instant::now), bytes);
+    }
 
-impl<T> StampedIo<T> {
-    pub fn new(inner: T, log: Arc<WireLog>) -> Self {
-        Self { inner, log }
+    fn wrote(&self, _bufs: &[io::IoSlice<'_>], _n: usize) {
+        self.wrote_at(Instant::now());
     }
 }
 
-impl<T: AsyncRead + ReadArrival + Unpin> AsyncRead for StampedIo<T> {
+/// What a connection's I/O reports to whoever follows it: the client's [`WireLog`], the
+/// simulator's send log (`llmb sim --send-log`).
+pub trait WireObserver {
+    /// `bytes` were read; `arrival` is when they reached the machine, if the socket knows.
+    fn read(&self, bytes: &[u8], arrival: Option<Instant>);
+    /// The first `n` bytes across `bufs` were written (a plain write is one slice).
+    fn wrote(&self, bufs: &[io::IoSlice<'_>], n: usize);
+}
+
+impl<O: WireObserver + ?Sized> WireObserver for Arc<O> {
+    fn read(&self, bytes: &[u8], arrival: Option<Instant>) {
+        (**self).read(bytes, arrival)
+    }
+
+    fn wrote(&self, bufs: &[io::IoSlice<'_>], n: usize) {
+        (**self).wrote(bufs, n)
+    }
+}
+
+/// A connection's I/O that reports every read and write that moved bytes to an observer.
+pub struct ObservedIo<T, O> {
+    inner: T,
+    observer: O,
+}
+
+impl<T, O> ObservedIo<T, O> {
+    pub fn new(inner: T, observer: O) -> Self {
+        Self { inner, observer }
+    }
+}
+
+impl<T: AsyncRead + ReadArrival + Unpin, O: WireObserver + Unpin> AsyncRead for ObservedIo<T, O> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -395,15 +428,14 @@ impl<T: AsyncRead + ReadArrival + Unpin> AsyncRead for StampedIo<T> {
         if let Poll::Ready(Ok(())) = polled {
             let got = &buf.filled()[before..];
             if !got.is_empty() {
-                let at = this.inner.take_arrival().unwrap_or_else(Instant::now);
-                this.log.read(at, got);
+                this.observer.read(got, this.inner.take_arrival());
             }
         }
         polled
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for StampedIo<T> {
+impl<T: AsyncWrite + Unpin, O: WireObserver + Unpin> AsyncWrite for ObservedIo<T, O> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -414,7 +446,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for StampedIo<T> {
         if let Poll::Ready(Ok(n)) = polled
             && n > 0
         {
-            this.log.wrote(Instant::now());
+            this.observer.wrote(&[io::IoSlice::new(buf)], n);
         }
         polled
     }
@@ -429,7 +461,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for StampedIo<T> {
         if let Poll::Ready(Ok(n)) = polled
             && n > 0
         {
-            this.log.wrote(Instant::now());
+            this.observer.wrote(bufs, n);
         }
         polled
     }
@@ -507,22 +539,21 @@ mod tests {
         let log = WireLog::new();
         let t = Instant::now();
         let later = |ms| t + std::time::Duration::from_millis(ms);
-        log.wrote(later(0));
-        log.read(
+        log.wrote_at(later(0));
+        log.read_at(
             later(1),
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
         );
-        log.read(later(2), b"4\r\nab");
-        log.read(later(3), b"cd\r\n2\r\nef\r\n");
+        log.read_at(later(2), b"4\r\nab");
+        log.read_at(later(3), b"cd\r\n2\r\nef\r\n");
         let times = log.times();
         assert_eq!(times.first_byte, Some(later(1)));
-        assert_eq!(times.head_read, Some(later(1)));
         assert_eq!(log.arrival_of(4), Some(later(3)));
         assert_eq!(log.arrival_of(6), Some(later(3)));
         assert_eq!(log.arrival_of(7), None);
         // The next request on the connection starts a fresh exchange.
-        log.wrote(later(4));
-        log.read(later(5), b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nx");
+        log.wrote_at(later(4));
+        log.read_at(later(5), b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nx");
         assert_eq!(log.arrival_of(1), Some(later(5)));
         assert_eq!(log.times().request_written, Some(later(4)));
     }
