@@ -75,9 +75,6 @@ pub struct BenchOutcome {
     pub server_metrics: Option<crate::server_metrics::ServerMetrics>,
     /// Why the stage stopped early (Ctrl-C, `--max-plugin-faults`), and in which phase.
     pub stop_reason: Option<String>,
-    /// Connections opened before the timed phase; `None` when warming was off
-    /// (`--no-warm-connections`).
-    pub connections_warmed: Option<usize>,
     /// The stage's time origin (records count nanoseconds from it) on the `CLOCK_MONOTONIC`
     /// scale, to compare records with another process's clock (`llmb sim --send-log`).
     pub t0_monotonic_ns: u64,

@@ -438,7 +438,6 @@ async fn run_stage(
         client_cpu,
         server_metrics,
         stop_reason,
-        connections_warmed,
         t0_monotonic_ns: crate::clock::instant_to_monotonic_ns(executed.t0),
     })
 }
@@ -531,7 +530,6 @@ fn stopped_in_prepare(
         client_cpu: Duration::ZERO,
         server_metrics: None,
         stop_reason: Some(stop_reason(cancel, "prepare")),
-        connections_warmed: None,
         t0_monotonic_ns: crate::clock::monotonic_ns(),
     })
 }

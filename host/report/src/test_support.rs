@@ -92,7 +92,6 @@ pub(crate) fn stage() -> BenchOutcome {
         client_cpu: std::time::Duration::ZERO,
         server_metrics: None,
         stop_reason: None,
-        connections_warmed: None,
         t0_monotonic_ns: 0,
     }
 }

@@ -103,7 +103,7 @@ async fn run_llmb(
             .find(|r| !r.success)
             .map(|r| format!("{:?}", r.error)),
         wall_s: outcome.metrics.duration_s,
-        warmed: outcome.connections_warmed,
+        warmed: outcome.metrics.http_phases.connections_warmed,
     };
     let mut figures = figures;
     if let Some(first) = &mut figures.first_error {

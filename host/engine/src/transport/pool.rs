@@ -110,8 +110,6 @@ pub struct Opened {
 #[derive(Debug, Default)]
 pub struct PoolCounters {
     pub opened: AtomicU64,
-    /// Connections opened ahead of the timed phase ([`Pool::warm`]).
-    pub warmed: AtomicU64,
     pub retries: AtomicU64,
     /// Connections retired because the server asked (`Connection: close`, `max` reached).
     pub closed_by_server: AtomicU64,
@@ -287,9 +285,7 @@ impl Pool {
                 }
             }
         }
-        self.counters
-            .warmed
-            .fetch_add(opened as u64, Ordering::Relaxed);
+
         match first_error {
             Some(e) if opened == 0 => Err(e),
             _ => Ok(opened),

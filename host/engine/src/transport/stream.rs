@@ -81,7 +81,7 @@ impl Exchange<'_> {
     ) -> Result<(), RequestError> {
         outcome.parser = Some(parser);
         let result = self
-            .read_frames(adapter, parser, body, wire, deadline, record, outcome)
+            .read_frames(adapter, body, wire, deadline, record, outcome)
             .await;
         let flushed = self.flush_pending(adapter, record, outcome);
         result?;
@@ -138,18 +138,15 @@ impl Exchange<'_> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn read_frames(
         &self,
         adapter: &mut PooledBackend,
-        parser: crate::plugin::ParserHandle,
         body: &mut hyper::body::Incoming,
         wire: Option<&WireLog>,
         deadline: tokio::time::Instant,
         record: &mut RequestRecord,
         outcome: &mut StreamOutcome,
     ) -> Result<(), RequestError> {
-        let _ = parser;
         let limits = self.target.limits;
         // `--max-frame-bytes`: the SDK framers' own limit (raw framing buffers nothing).
         let mut framer = BodyFramer::new(framing_kind(self.target.framing), limits.max_frame_bytes);
