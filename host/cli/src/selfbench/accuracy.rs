@@ -15,6 +15,9 @@ use llmb_engine::records::RequestRecord;
 use super::child::{ChildSim, SimTiming};
 use crate::args::BenchArgs;
 
+/// Token indexes past this in a send log are refused rather than allocated for.
+const MAX_TOKENS_PER_REQUEST: usize = 1 << 20;
+
 /// What the simulator wrote for one request: its first body piece and each token's write time.
 #[derive(Debug, Default)]
 struct SentTimes {
@@ -42,6 +45,8 @@ fn read_send_log(path: &Path) -> anyhow::Result<HashMap<String, SentTimes>> {
                 if kind == "token" {
                     let seq: usize = seq
                         .parse()
+                        .ok()
+                        .filter(|&s| s < MAX_TOKENS_PER_REQUEST)
                         .with_context(|| format!("{}:{}: seq {seq:?}", path.display(), n + 1))?;
                     if sent.tokens_ns.len() <= seq {
                         sent.tokens_ns.resize(seq + 1, 0);

@@ -570,6 +570,13 @@ pub(crate) fn guarded_with<S: PluginStore, T>(
     let _ = store.set_fuel(budget.fuel());
     store.data_mut().take_memory_denied();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(&mut *store)));
+    // The call's error or the host's panic.
+    let failure = match outcome {
+        Ok(Ok(value)) => return Ok(value),
+        Ok(Err(err)) => Ok(err),
+        Err(panic) => Err(panic),
+    };
+    // Only a failed call names its plugin: the name is not copied on the per-frame path.
     let plugin = store.data().plugin_name().to_string();
     // Rust aborts on a failed allocation, after trying to print why (which panics in the
     // host): either way a call that ends after a refused growth is a memory fault.
@@ -578,9 +585,8 @@ pub(crate) fn guarded_with<S: PluginStore, T>(
         limit_mib: (MEMORY_CAP_BYTES >> 20) as u64,
     };
     let denied = store.data_mut().take_memory_denied();
-    let reason = match outcome {
-        Ok(Ok(value)) => return Ok(value),
-        Ok(Err(err)) => {
+    let reason = match failure {
+        Ok(err) => {
             match err.downcast_ref::<wasmtime::Trap>() {
                 Some(wasmtime::Trap::OutOfFuel) => {
                     return Err(match budget.budget_us {

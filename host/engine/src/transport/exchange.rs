@@ -309,6 +309,11 @@ impl Exchange<'_> {
                         return Err(self.too_large("the response body"));
                     }
                     collected.extend_from_slice(&data);
+                    // Only the end is timed: drop the stamps of the reads behind it, which
+                    // would otherwise pile up for a large body.
+                    if let Some(w) = wire.as_deref() {
+                        w.arrival_of(collected.len() as u64);
+                    }
                 }
             }
             record.end_ns = self.ns(last_read(wire.as_deref()));
