@@ -202,3 +202,103 @@ async fn a_concurrency_sweep_with_warmups() {
         assert_eq!(o.metrics.warmups, 2);
     }
 }
+
+/// llmb's per-token stamps against the server's own clock: llama.cpp reports each request's
+/// decode time (`timings.predicted_ms`, from the first generated token to the last) in its final
+/// chunk. llmb's first-to-last token stamps must agree within 2 ms, request by request, paired by
+/// generated text. A separate process, so the transcript recording (`LLMB_RECORD_TRANSCRIPTS`,
+/// read once per process) is on for this run only.
+#[test]
+#[ignore = "needs the real llama.cpp server: see tests/conformance.rs"]
+fn token_stamps_agree_with_the_servers_own_decode_times() {
+    let url = require_server();
+    let dir = tempfile::tempdir().unwrap();
+    let transcripts = dir.path().join("transcripts");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_llmb"))
+        .args(["bench", "--backend", "openai-chat", "--base-url", &url])
+        .args([
+            "--model",
+            "smollm2",
+            "--num-prompts",
+            "6",
+            "--max-concurrency",
+            "1",
+        ])
+        .args([
+            "--random-input-len",
+            "48",
+            "--random-output-len",
+            "24",
+            "--ignore-eos",
+        ])
+        .args(["--seed", &std::process::id().to_string(), "--disable-tqdm"])
+        .arg("--save-result")
+        .arg("--result-dir")
+        .arg(dir.path())
+        .env("LLMB_RECORD_TRANSCRIPTS", &transcripts)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The server's decode time per generated text, from the recorded streams.
+    let mut decode_ms = std::collections::HashMap::new();
+    for entry in std::fs::read_dir(&transcripts).unwrap() {
+        let t: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(entry.unwrap().path()).unwrap()).unwrap();
+        let body: String = t["reads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap())
+            .collect();
+        let (mut text, mut predicted) = (String::new(), None);
+        for line in body.lines() {
+            let Some(Ok(chunk)) = line
+                .strip_prefix("data: ")
+                .map(serde_json::from_str::<serde_json::Value>)
+            else {
+                continue;
+            };
+            if let Some(c) = chunk["choices"][0]["delta"]["content"].as_str() {
+                text.push_str(c);
+            }
+            if let Some(ms) = chunk["timings"]["predicted_ms"].as_f64() {
+                predicted = Some(ms);
+            }
+        }
+        if let Some(ms) = predicted {
+            decode_ms.insert(text, ms);
+        }
+    }
+    let records = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".records.jsonl"))
+        .expect("a records file");
+    let mut paired = 0;
+    for line in std::fs::read_to_string(records).unwrap().lines() {
+        let r: llmb_engine::records::RequestRecord = serde_json::from_str(line).unwrap();
+        assert!(r.success, "{r:?}");
+        let server = decode_ms
+            .get(&r.generated_text)
+            .unwrap_or_else(|| panic!("no recorded stream with the text of request {}", r.id));
+        // A chat stream's deltas: the role chunk, one per token, the finish chunk.
+        let tokens = &r.delta_ns[1..=r.output_tokens as usize];
+        let llmb = (tokens[tokens.len() - 1] - tokens[0]) as f64 / 1e6;
+        eprintln!(
+            "request {}: server decode {server:.2} ms, llmb first to last token {llmb:.2} ms",
+            r.id
+        );
+        assert!(
+            (llmb - server).abs() < 2.0,
+            "request {}: llmb {llmb:.2} ms against the server's {server:.2} ms",
+            r.id
+        );
+        paired += 1;
+    }
+    assert_eq!(paired, 6);
+}
