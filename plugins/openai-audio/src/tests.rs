@@ -2,7 +2,7 @@
 //! dialects (OpenAI and vLLM) with split invariance, errors, and whole bodies.
 
 use super::*;
-use llmb_plugin_sdk::framing::{Batch, SseFramer};
+use llmb_plugin_sdk::testing::{self, Outcome};
 
 use llmb_plugin_sdk::backend_bindings::llmb::plugin::types::AudioClip;
 
@@ -18,55 +18,10 @@ const SHORT: &[u8] = b"data: {\"id\":\"trsc-1\",\"object\":\"transcription.chunk
 /// vLLM's in-stream error after one token, then its `[DONE]`.
 const ERROR: &[u8] = b"data: {\"id\":\"trsc-1\",\"object\":\"transcription.chunk\",\"created\":1736900000,\"model\":\"m\",\"choices\":[{\"delta\":{\"content\":\" a\"}}]}\n\ndata: {\"error\":{\"message\":\"Transcription failed: engine error\",\"type\":\"InternalServerError\",\"param\":null,\"code\":500}}\n\ndata: [DONE]\n\n";
 
-/// Events reduced to comparable values; delta frames are numbered across batches.
-#[derive(Debug, Default, PartialEq)]
-struct Outcome {
-    deltas: Vec<(u32, String)>,
-    finish: Option<String>,
-    usage: Option<(Option<u32>, Option<u32>, Option<u32>)>,
-    errors: Vec<(ErrorKind, String)>,
-    done: usize,
-}
-
-impl Outcome {
-    fn text(&self) -> String {
-        self.deltas.iter().map(|d| d.1.as_str()).collect()
-    }
-}
-
-/// Frames `chunks` as the host does (one batch per read) and feeds one parser.
+/// Frames `chunks` as the host does (one batch per read) and feeds one parser (the SDK's
+/// harness).
 fn run_with(headers: Headers, chunks: &[&[u8]]) -> Outcome {
-    let parser = Parser::new(200, headers);
-    let mut framer = SseFramer::new();
-    let mut out = Outcome::default();
-    let mut seen = 0;
-    let mut feed = |batch: &mut Batch, out: &mut Outcome| {
-        if batch.is_empty() {
-            return;
-        }
-        let wit = FrameBatch {
-            data: batch.data.clone(),
-            frames: (batch.frames.iter())
-                .map(|s| FrameSpan {
-                    start: s.start,
-                    len: s.len,
-                    event: s.event.clone(),
-                })
-                .collect(),
-        };
-        collect(parser.feed(wit), seen, out);
-        seen += batch.frames.len() as u32;
-        batch.clear();
-    };
-    let mut batch = Batch::default();
-    for chunk in chunks {
-        framer.push(chunk, &mut batch);
-        feed(&mut batch, &mut out);
-    }
-    framer.finish(&mut batch);
-    feed(&mut batch, &mut out);
-    collect(parser.finish(Vec::new()), seen, &mut out);
-    out
+    testing::run_framed(&Parser::new(200, headers), Framing::Sse, chunks, Vec::new())
 }
 
 fn run(chunks: &[&[u8]]) -> Outcome {
@@ -74,20 +29,6 @@ fn run(chunks: &[&[u8]]) -> Outcome {
         vec![("content-type".into(), "text/event-stream".into())],
         chunks,
     )
-}
-
-fn collect(events: Vec<StreamEvent>, base: u32, out: &mut Outcome) {
-    for e in events {
-        match e {
-            StreamEvent::Delta(d) => out.deltas.push((base + d.frame, d.text)),
-            StreamEvent::Finish(r) => out.finish = Some(r),
-            StreamEvent::Usage(u) => {
-                out.usage = Some((u.prompt_tokens, u.completion_tokens, u.cached_prompt_tokens))
-            }
-            StreamEvent::Error(e) => out.errors.push((e.kind, e.message)),
-            StreamEvent::Done => out.done += 1,
-        }
-    }
 }
 
 /// Same events whatever the read boundaries: every two-way split and one byte per read.

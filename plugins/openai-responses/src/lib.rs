@@ -346,7 +346,7 @@ llmb_plugin_sdk::export_backend!(Adapter);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use llmb_plugin_sdk::framing::{Batch, SseFramer};
+    use llmb_plugin_sdk::testing::{self, Outcome};
 
     /// The example transcript of openai-responses.md, byte for byte.
     const TRANSCRIPT: &[u8] = br#"event: response.created
@@ -405,76 +405,12 @@ data: {"type":"response.completed","sequence_number":5,"response":{"id":"resp_1"
 
 "#;
 
-    /// Events reduced to comparable values; delta frames are numbered across batches.
-    #[derive(Debug, Default, PartialEq)]
-    struct Outcome {
-        deltas: Vec<(u32, String, String)>,
-        finish: Option<String>,
-        usage: Option<(Option<u32>, Option<u32>, Option<u32>)>,
-        errors: Vec<(ErrorKind, String)>,
-        done: usize,
-    }
-
-    impl Outcome {
-        fn text(&self) -> String {
-            self.deltas.iter().map(|d| d.1.as_str()).collect()
-        }
-
-        fn reasoning(&self) -> String {
-            self.deltas.iter().map(|d| d.2.as_str()).collect()
-        }
-    }
-
-    /// Frames `chunks` as the host does (one batch per read) and feeds one parser.
+    /// Frames `chunks` as the host does (one batch per read) and feeds one parser (the SDK's
+    /// harness); this adapter never says how many tokens a delta carried.
     fn run(chunks: &[&[u8]]) -> Outcome {
-        let parser = Parser::new(200, Vec::new());
-        let mut framer = SseFramer::new();
-        let mut out = Outcome::default();
-        let mut seen = 0;
-        let mut feed = |batch: &mut Batch, out: &mut Outcome| {
-            if batch.is_empty() {
-                return;
-            }
-            let wit = FrameBatch {
-                data: batch.data.clone(),
-                frames: (batch.frames.iter())
-                    .map(|s| FrameSpan {
-                        start: s.start,
-                        len: s.len,
-                        event: s.event.clone(),
-                    })
-                    .collect(),
-            };
-            collect(parser.feed(wit), seen, out);
-            seen += batch.frames.len() as u32;
-            batch.clear();
-        };
-        let mut batch = Batch::default();
-        for chunk in chunks {
-            framer.push(chunk, &mut batch);
-            feed(&mut batch, &mut out);
-        }
-        framer.finish(&mut batch);
-        feed(&mut batch, &mut out);
-        collect(parser.finish(Vec::new()), seen, &mut out);
+        let out = testing::run(Parser::new(200, Vec::new()), chunks);
+        assert_eq!(out.tokens(), 0);
         out
-    }
-
-    fn collect(events: Vec<StreamEvent>, base: u32, out: &mut Outcome) {
-        for e in events {
-            match e {
-                StreamEvent::Delta(d) => {
-                    assert_eq!(d.tokens, None);
-                    out.deltas.push((base + d.frame, d.text, d.reasoning))
-                }
-                StreamEvent::Finish(r) => out.finish = Some(r),
-                StreamEvent::Usage(u) => {
-                    out.usage = Some((u.prompt_tokens, u.completion_tokens, u.cached_prompt_tokens))
-                }
-                StreamEvent::Error(e) => out.errors.push((e.kind, e.message)),
-                StreamEvent::Done => out.done += 1,
-            }
-        }
     }
 
     /// Same events whatever the read boundaries: every two-way split and one byte per read.
@@ -524,7 +460,7 @@ data: {"type":"response.completed","sequence_number":5,"response":{"id":"resp_1"
             out.deltas.iter().map(|d| d.0).collect::<Vec<_>>(),
             [4, 5, 6]
         );
-        assert_eq!(out.reasoning(), "");
+        assert_eq!(out.reasoning, "");
         assert_eq!(out.finish.as_deref(), Some("completed"));
         assert_eq!(out.usage, Some((Some(14), Some(5), Some(0))));
         assert_eq!(out.done, 1);
@@ -544,7 +480,7 @@ data: {"type":"response.completed","sequence_number":5,"response":{"id":"resp_1"
         let body = b"event: response.reasoning_text.delta\ndata: {\"type\":\"response.reasoning_text.delta\",\"sequence_number\":3,\"item_id\":\"rs_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"Think\"}\n\ndata: {\"type\":\"response.reasoning_summary_text.delta\",\"sequence_number\":4,\"item_id\":\"rs_1\",\"output_index\":0,\"summary_index\":0,\"delta\":\"ing.\"}\n\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":5,\"item_id\":\"msg_1\",\"output_index\":1,\"content_index\":0,\"delta\":\"Paris\"}\n\nevent: response.incomplete\ndata: {\"type\":\"response.incomplete\",\"sequence_number\":6,\"response\":{\"id\":\"resp_1\",\"object\":\"response\",\"status\":\"incomplete\",\"incomplete_details\":{\"reason\":\"max_output_tokens\"},\"usage\":{\"input_tokens\":9,\"input_tokens_details\":{\"cached_tokens\":0},\"output_tokens\":3,\"output_tokens_details\":{\"reasoning_tokens\":2},\"total_tokens\":12}}}\n\ndata: [DONE]\n\n";
         let out = assert_split_invariant(body);
         assert_eq!(
-            (out.reasoning().as_str(), out.text().as_str()),
+            (out.reasoning.as_str(), out.text().as_str()),
             ("Thinking.", "Paris")
         );
         assert_eq!(out.finish.as_deref(), Some("max_output_tokens"));
