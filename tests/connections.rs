@@ -271,3 +271,57 @@ async fn llama_cpp_tokenize_dialect_is_spoken_and_a_zero_count_is_never_used() {
     assert_eq!(chat.metrics.failed, 0);
     sim.shutdown().await;
 }
+
+/// By default the run's connections are open before timing: no measured request pays a
+/// connect, and the report says how many were opened. `--no-warm-connections` puts the connect
+/// back into the first wave's requests, timed in their records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_opened_before_timing_unless_asked_not_to() {
+    let config = SimConfig {
+        ttft_ms: 5.0,
+        itl_ms: 1.0,
+        // No tokenize requests before the run, whose connections would be reused.
+        tokenize_route: false,
+        ..Default::default()
+    };
+    let sim = llmb_sim::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = quick_args(dir.path());
+    args.base_url = Some(sim.base_url());
+    args.model = Some("llmb-sim".into());
+    args.max_concurrency = Some(4);
+    args.no_preflight = true;
+
+    let warm = bench(&args).await;
+    let phases = &warm.metrics.http_phases;
+    assert_eq!(warm.metrics.failed, 0);
+    assert_eq!(phases.connections_warmed, Some(4));
+    assert_eq!(phases.new_connections, 0, "{phases:?}");
+    for r in &warm.records {
+        assert_eq!(r.connect_duration_ns, None, "{r:?}");
+        let written = r.written_ns.expect("written_ns");
+        assert!(written >= r.sent_ns, "{r:?}");
+        assert!(r.first_byte_ns.is_some_and(|f| f >= written), "{r:?}");
+        assert!(r.delta_ns[0] >= written, "{r:?}");
+    }
+    assert_eq!(phases.write.count, 8);
+    assert_eq!(phases.wait.count, 8);
+
+    args.no_warm_connections = true;
+    let cold = bench(&args).await;
+    let phases = &cold.metrics.http_phases;
+    assert_eq!(cold.metrics.failed, 0);
+    assert_eq!(phases.connections_warmed, None);
+    // The first wave opens what it needs (the model listing may have left one idle).
+    assert!(phases.new_connections >= 3, "{phases:?}");
+    assert_eq!(phases.connect.count, phases.new_connections);
+    let connected = cold
+        .records
+        .iter()
+        .filter(|r| r.connect_duration_ns.is_some_and(|ns| ns > 0))
+        .count();
+    assert_eq!(connected, phases.new_connections);
+    sim.shutdown().await;
+}

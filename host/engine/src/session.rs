@@ -406,6 +406,7 @@ async fn run_stage(
         };
         Some(warmed)
     } else {
+        p.client.drop_idle();
         None
     };
     let cpu_before = crate::cpu::process_cpu();

@@ -192,3 +192,59 @@ pub async fn run(levels: &[usize], output_len: u32, sim_cpu: Option<usize>) -> a
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_pair_with_the_send_log_by_request_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("send.csv");
+        // Request 7: role chunk and token 0 in one write at 1,000 µs, tokens 10 ms apart.
+        std::fs::write(
+            &log,
+            "request_id,kind,seq,mono_ns,body_bytes\n\
+             7,request,0,0,0\n7,head,0,500000,0\n7,chunk,0,1000000,10\n\
+             7,token,0,1000000,20\n7,token,1,11000000,30\n7,token,2,21000000,40\n\
+             7,chunk,1,21000000,50\n7,end,0,21000000,60\n",
+        )
+        .unwrap();
+        let sent = read_send_log(&log).unwrap();
+        let t0_mono = 100_000;
+        let record = RequestRecord {
+            id: 7,
+            success: true,
+            // Mapped onto the monotonic clock: 1,030 µs, then 11,020 and 21,050 µs.
+            delta_ns: vec![930_000, 930_000, 10_920_000, 20_950_000],
+            ..Default::default()
+        };
+        let unknown = RequestRecord {
+            id: 8,
+            success: true,
+            delta_ns: vec![1],
+            ..Default::default()
+        };
+        let e = compare(&[record, unknown], &sent, t0_mono);
+        assert_eq!(e.ttft, vec![30_000]);
+        assert_eq!(e.itl, vec![-10_000, 30_000]);
+        assert_eq!(e.unmatched, 1);
+        assert_eq!(abs_percentile_us(&e.itl, 100.0), 30.0);
+    }
+
+    #[test]
+    fn a_bad_send_log_line_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("send.csv");
+        std::fs::write(
+            &log,
+            "request_id,kind,seq,mono_ns,body_bytes\n1,token,x,5,0\n",
+        )
+        .unwrap();
+        let e = read_send_log(&log).unwrap_err().to_string();
+        assert!(e.contains("send.csv:2") && e.contains("seq"), "{e}");
+        std::fs::write(&log, "h\n1,token,0\n").unwrap();
+        let e = read_send_log(&log).unwrap_err().to_string();
+        assert!(e.contains("send.csv:2: expected 5 fields"), "{e}");
+    }
+}

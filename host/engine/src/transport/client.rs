@@ -88,6 +88,13 @@ impl HttpClient {
         }
     }
 
+    /// Closes the idle connections (HTTP/1.1 pool only), for a cold start.
+    pub fn drop_idle(&self) {
+        if let HttpClient::Http1(pool) = self {
+            pool.drop_idle();
+        }
+    }
+
     /// Connections opened so far (HTTP/1.1 pool only).
     pub fn connections_opened(&self) -> u64 {
         match self {

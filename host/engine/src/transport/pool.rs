@@ -292,6 +292,12 @@ impl Pool {
         }
     }
 
+    /// Closes every idle connection: a cold start (`--no-warm-connections`) must not reuse the
+    /// connections that preparing the run (model listing, tokenize requests) left open.
+    pub fn drop_idle(&self) {
+        self.idle.lock().expect("pool lock").clear();
+    }
+
     /// The newest idle connection that is still usable; expired and closed ones are dropped.
     fn checkout(&self, key: &str) -> Option<Conn> {
         let now = Instant::now();
