@@ -400,7 +400,10 @@ async fn run_stage(
         let warmed = match p.client.warm(&p.target.base_url, count).await {
             Ok(n) => n,
             Err(e) => {
-                eprintln!("llmb: could not open connections before the timed phase: {e}");
+                eprintln!(
+                    "llmb: could not open connections before the timed phase: {}",
+                    crate::secrets::scrub(&e.to_string())
+                );
                 0
             }
         };
