@@ -52,6 +52,7 @@ impl HttpClient {
                         retried: false,
                         opened: None,
                         wire: None,
+                        checkin: None,
                     }),
                     Err(e) => Err(SendError::Connect(chain(&e))),
                 }

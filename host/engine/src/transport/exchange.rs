@@ -206,6 +206,7 @@ impl Exchange<'_> {
         };
 
         let wire;
+        let checkin;
         let send = self
             .client
             .send_within(request, self.target.limits.header_timeout);
@@ -227,6 +228,7 @@ impl Exchange<'_> {
                     record.tls_duration_ns = opened.tls.map(|t| t.as_nanos() as u64);
                 }
                 wire = sent.wire;
+                checkin = sent.checkin;
                 sent.response
             }
         };
@@ -322,6 +324,10 @@ impl Exchange<'_> {
                     .push(String::from_utf8_lossy(&collected).into_owned());
                 transcript::save(&t);
             }
+            // The body was read to its end: the connection is free for the next request.
+            if let Some(c) = checkin {
+                c.done().await;
+            }
             let completion = adapter
                 .parse_body(status, &resp_headers, &collected)
                 .map_err(|f| fail("plugin", f.to_string()))?
@@ -356,6 +362,12 @@ impl Exchange<'_> {
         }
         outcome.parser = None;
         adapter.drop_parser(parser);
+        // Only a body read to its end leaves the connection ready for the next request.
+        if let (Ok(()), Some(c)) = (&result, checkin)
+            && outcome.body_ended
+        {
+            c.done().await;
+        }
         result
     }
 }

@@ -95,6 +95,56 @@ pub struct Sent {
     pub opened: Option<Opened>,
     /// The connection's read and write stamps (HTTP/1.1 only), for the response's frames.
     pub wire: Option<Arc<WireLog>>,
+    /// Gives the connection back to the pool once the body has been read (HTTP/1.1, when the
+    /// server keeps it open).
+    pub checkin: Option<Checkin>,
+}
+
+/// A connection lent to one response. [`Checkin::done`] after the body's end puts it back before
+/// the request's task goes on, so the next request (released by this one finishing) finds it
+/// idle instead of opening another; dropped without `done` (the body was abandoned or failed),
+/// a task of its own waits for the connection and keeps it only if it is still usable.
+pub struct Checkin {
+    pool: Arc<Pool>,
+    key: String,
+    conn: Option<Conn>,
+}
+
+/// How long [`Checkin::done`] waits for hyper to mark a finished connection ready again; past
+/// it the wait goes on in the background.
+const CHECKIN_WAIT: Duration = Duration::from_millis(50);
+
+impl Checkin {
+    /// The body has been read to its end: the connection goes back to the idle list.
+    pub async fn done(mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        match tokio::time::timeout(CHECKIN_WAIT, conn.sender.ready()).await {
+            Ok(Ok(())) => self.pool.put(std::mem::take(&mut self.key), conn),
+            Ok(Err(_)) => {}
+            Err(_) => self.conn = Some(conn),
+        }
+    }
+}
+
+impl Drop for Checkin {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (pool, key) = (self.pool.clone(), std::mem::take(&mut self.key));
+        runtime.spawn(async move {
+            // Ready again once the body has been read to its end; an error means the connection
+            // closed (or the body was abandoned), so it is not kept.
+            if conn.sender.ready().await.is_ok() {
+                pool.put(key, conn);
+            }
+        });
+    }
 }
 
 /// The time it took to open a connection, in its phases.
@@ -241,12 +291,13 @@ impl Pool {
             }
         };
         let wire = conn.wire.clone();
-        self.recycle(key, conn, &response);
+        let checkin = self.recycle(key, conn, &response);
         Ok(Sent {
             response,
             retried,
             opened,
             wire: Some(wire),
+            checkin,
         })
     }
 
@@ -366,9 +417,14 @@ impl Pool {
         })
     }
 
-    /// Reads what the server says about the connection's future and, if it has one, returns it
-    /// to the idle list once the response body has been read to the end.
-    fn recycle(self: &Arc<Self>, key: String, mut conn: Conn, response: &Response<Incoming>) {
+    /// Reads what the server says about the connection's future and, if it has one, returns
+    /// what gives it back to the idle list once the response body has been read.
+    fn recycle(
+        self: &Arc<Self>,
+        key: String,
+        mut conn: Conn,
+        response: &Response<Incoming>,
+    ) -> Option<Checkin> {
         let headers = response.headers();
         let close = headers
             .get_all(CONNECTION)
@@ -393,16 +449,13 @@ impl Pool {
             self.counters
                 .closed_by_server
                 .fetch_add(1, Ordering::Relaxed);
-            return;
+            return None;
         }
-        let pool = Arc::clone(self);
-        tokio::spawn(async move {
-            // Ready again once the body has been read to its end; an error means the connection
-            // closed (or the body was abandoned), so it is not kept.
-            if conn.sender.ready().await.is_ok() {
-                pool.put(key, conn);
-            }
-        });
+        Some(Checkin {
+            pool: Arc::clone(self),
+            key,
+            conn: Some(conn),
+        })
     }
 
     fn put(&self, key: String, conn: Conn) {

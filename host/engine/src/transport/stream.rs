@@ -166,7 +166,10 @@ impl Exchange<'_> {
             let mut next = Some(first);
             while let Some(item) = next.take() {
                 match item {
-                    None => ended = true,
+                    None => {
+                        ended = true;
+                        outcome.body_ended = true;
+                    }
                     Some(Err(e)) => {
                         return Err(fail(
                             "connection",

@@ -28,6 +28,8 @@ pub(super) struct StreamOutcome {
     pub(super) pending: super::stream::PendingFrames,
     /// HTTP trailers of the stream, for the adapter's `finish`.
     pub(super) trailers: Vec<(String, String)>,
+    /// The body was read to its end (not cut short by an error or the adapter).
+    pub(super) body_ended: bool,
 }
 
 impl StreamOutcome {
