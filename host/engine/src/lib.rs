@@ -16,6 +16,7 @@
 pub mod clock;
 pub mod config;
 pub mod cpu;
+pub mod fd_limit;
 pub mod input_tokens;
 pub mod lifecycle;
 pub mod metrics;

@@ -216,6 +216,9 @@ async fn prepare(config: &RunConfig) -> anyhow::Result<Prepared> {
         .unwrap_or(wanted)
         .max(clients)
         .min(wanted.max(clients));
+    if let Some(warning) = crate::fd_limit::ensure_room_for(widest) {
+        eprintln!("WARNING: {warning}");
+    }
     let client = transport::client_with(
         transport::PoolSettings {
             max_idle: widest.max(1),

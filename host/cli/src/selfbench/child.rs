@@ -126,29 +126,6 @@ impl Drop for ChildSim {
     }
 }
 
-/// Raises the soft open-file limit to the hard one, so 10,000 sockets fit in the client and
-/// (inherited at spawn) in the simulator. Returns the limit now in force.
-pub fn raise_nofile_limit() -> anyhow::Result<u64> {
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    unsafe {
-        let mut lim: libc::rlimit = std::mem::zeroed();
-        anyhow::ensure!(
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0,
-            "getrlimit(RLIMIT_NOFILE): {}",
-            std::io::Error::last_os_error()
-        );
-        if lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            anyhow::ensure!(
-                libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0,
-                "setrlimit(RLIMIT_NOFILE): {}",
-                std::io::Error::last_os_error()
-            );
-        }
-        Ok(lim.rlim_cur as u64)
-    }
-}
-
 fn cpu_set(cpus: &[usize]) -> libc::cpu_set_t {
     // SAFETY: cpu_set_t is plain bits; CPU_SET only sets one of them.
     unsafe {

@@ -54,7 +54,7 @@ pub async fn run(args: SelfbenchArgs) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let nofile = child::raise_nofile_limit()?;
+    let nofile = llmb_engine::fd_limit::raise()?;
     // Pinned only from here: the parsing sections above want every core.
     let pinning = child::Pinning::apply()?;
     println!(
