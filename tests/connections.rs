@@ -323,5 +323,19 @@ async fn connections_are_opened_before_timing_unless_asked_not_to() {
         .filter(|r| r.connect_duration_ns.is_some_and(|ns| ns > 0))
         .count();
     assert_eq!(connected, phases.new_connections);
+    // The per-request CSV carries the phases too: a connect time on each request that opened.
+    let csv = cold.records_path.as_ref().unwrap().with_extension("csv");
+    let mut reader = csv::Reader::from_path(&csv).unwrap();
+    let column = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|h| h == "connect_ms")
+        .expect("a connect_ms column");
+    let with_connect = reader
+        .records()
+        .filter(|row| !row.as_ref().unwrap()[column].is_empty())
+        .count();
+    assert_eq!(with_connect, phases.new_connections);
     sim.shutdown().await;
 }

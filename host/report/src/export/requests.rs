@@ -1,5 +1,7 @@
 //! The per-request CSV next to `records.jsonl`: one row per request with its timings in
-//! milliseconds since the run's start, the numbers people sort and plot in a spreadsheet.
+//! milliseconds since the run's start, the numbers people sort and plot in a spreadsheet,
+//! HTTP phases included (connect and TLS when the request opened its connection, sent to
+//! written, written to first byte).
 
 use std::path::Path;
 
@@ -47,6 +49,10 @@ fn write_rows<W: std::io::Write>(
         "tpot_ms",
         "itl_max_ms",
         "e2el_ms",
+        "connect_ms",
+        "tls_ms",
+        "write_ms",
+        "wait_ms",
         "prompt_tokens",
         "server_prompt_tokens",
         "cached_prompt_tokens",
@@ -87,6 +93,15 @@ fn write_rows<W: std::io::Write>(
             } else {
                 String::new()
             },
+            opt(r.connect_duration_ns.map(|ns| ms(ns_to_s(ns)))),
+            opt(r.tls_duration_ns.map(|ns| ms(ns_to_s(ns)))),
+            opt(r
+                .written_ns
+                .map(|w| ms(ns_to_s(w.saturating_sub(r.sent_ns))))),
+            opt(r
+                .written_ns
+                .zip(r.first_byte_ns)
+                .map(|(w, f)| ms(ns_to_s(f.saturating_sub(w))))),
             r.prompt_tokens.to_string(),
             opt(r.server_prompt_tokens.map(|n| n.to_string())),
             opt(r.cached_prompt_tokens.map(|n| n.to_string())),
