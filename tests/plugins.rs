@@ -112,6 +112,78 @@ async fn a_panicking_or_spinning_plugin_fails_only_its_request() {
     assert!(spin_ms < 500.0, "the spin ran {spin_ms} ms");
 }
 
+/// Past `--plugin-instances`, requests share an instance (each with its own parser in it): a
+/// trap then fails the requests sharing that instance as `shared`, and no one else; the next
+/// request gets a fresh instance.
+#[test]
+fn requests_past_the_instance_cap_share_one_and_a_trap_fails_only_the_sharers() {
+    use llmb_engine::plugin::FaultKind;
+    use llmb_engine::plugin::backend::{BackendPool, FrameBatch, FrameSpan, GenRequest, Prompt};
+    let wasm = echo_adapter_wasm();
+    let registry = Registry::load(std::slice::from_ref(&wasm)).unwrap();
+    let pool = BackendPool::new(registry.backend("echo-test").unwrap(), Vec::new()).unwrap();
+    pool.set_max_instances(2);
+    let request = |prompt: &str| GenRequest {
+        id: 0,
+        model: "m".into(),
+        prompt: Prompt::Text(prompt.into()),
+        max_tokens: 4,
+        ignore_eos: false,
+        streaming: true,
+        include_usage: false,
+        temperature: None,
+        extra_body: None,
+    };
+    let chunk = br#"{"choices":[{"text":"hi"}]}"#;
+    let batch = FrameBatch {
+        data: chunk.to_vec(),
+        frames: vec![FrameSpan {
+            start: 0,
+            len: chunk.len() as u32,
+            event: None,
+        }],
+    };
+    // Four requests in flight on two instances: two parsers in each.
+    let mut leases: Vec<_> = (0..4).map(|_| pool.checkout().unwrap()).collect();
+    assert_eq!(pool.live_instances(), 2);
+    let parsers: Vec<_> = leases
+        .iter_mut()
+        .map(|lease| lease.new_parser(200, &Vec::new()).unwrap())
+        .collect();
+    for (lease, parser) in leases.iter_mut().zip(&parsers) {
+        let events = lease.feed(*parser, &batch).unwrap();
+        assert_eq!(events.len(), 1, "each parser answers for itself");
+    }
+    // Which instance each lease holds: the ones sharing with lease 0 fail with it.
+    let fault = leases[0]
+        .build_request(&request("please llmb-test-panic now"))
+        .expect_err("the panic traps");
+    assert!(fault.to_string().contains("asked to panic"), "{fault}");
+    let mut shared = 0;
+    for (lease, parser) in leases.iter_mut().zip(&parsers).skip(1) {
+        match lease.feed(*parser, &batch) {
+            Ok(events) => assert_eq!(events.len(), 1),
+            Err(fault) => {
+                shared += 1;
+                assert!(fault.to_string().contains("shared an instance"), "{fault}");
+                assert_eq!(lease.fault(), Some(FaultKind::Shared));
+            }
+        }
+    }
+    assert_eq!(
+        shared, 1,
+        "exactly the one request sharing the trapped instance fails"
+    );
+    assert_eq!(leases[0].fault(), Some(FaultKind::Trap));
+    // A new request is never leased the broken instance.
+    let mut next = pool.checkout().unwrap();
+    assert!(next.build_request(&request("hello")).unwrap().is_ok());
+    drop(next);
+    drop(leases);
+    assert_eq!(pool.faults.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(pool.live_instances(), 1, "the trapped instance is gone");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_budgets_memory_faults_and_max_plugin_faults() {
     let wasm = echo_adapter_wasm();

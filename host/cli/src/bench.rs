@@ -23,6 +23,14 @@ use crate::config::Server;
 /// `llmb bench`: run, print the report, save files. Ctrl-C stops the run in any phase (see
 /// [`llmb_engine::lifecycle`]); the results so far are still written.
 pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
+    let metering = match args.plugin_metering.as_str() {
+        "fuel" => llmb_engine::plugin::Metering::Fuel,
+        _ => llmb_engine::plugin::Metering::Epoch,
+    };
+    // LLMB_NO_FUEL=1 (no metering, for measuring its cost) overrides the flag.
+    if std::env::var_os("LLMB_NO_FUEL").is_none() {
+        llmb_engine::plugin::set_metering(metering)?;
+    }
     let cancel = Cancel::new();
     cancel.on_ctrl_c();
     run_and_print(&args, &cancel).await?;

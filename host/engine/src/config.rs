@@ -44,6 +44,7 @@ impl RunConfig {
                 backend: backend.into(),
                 backend_options: Vec::new(),
                 call_budget_us: crate::plugin::DEFAULT_CALL_BUDGET_US,
+                max_instances: crate::plugin::backend::DEFAULT_MAX_INSTANCES,
                 max_faults: None,
             },
             server: ServerConfig::new(base_url),
@@ -134,6 +135,8 @@ pub struct PluginConfig {
     pub backend_options: Vec<(String, String)>,
     /// Fuel budget of one plugin call, in microseconds of CPU.
     pub call_budget_us: u64,
+    /// Backend instances alive at once; requests past that share one (`--plugin-instances`).
+    pub max_instances: usize,
     /// Stop the run after this many plugin faults (`None`: never).
     pub max_faults: Option<u64>,
 }

@@ -167,6 +167,7 @@ async fn prepare(config: &RunConfig) -> anyhow::Result<Prepared> {
                 let backend = registry.backend(&plugins.backend)?;
                 let pool = BackendPool::new(backend, plugins.backend_options.clone())?;
                 pool.set_call_budget_us(plugins.call_budget_us);
+                pool.set_max_instances(plugins.max_instances);
                 let tokenizer = Arc::new(HostTokenizer::load(dataset.tokenizer.as_deref())?);
                 let samples = crate::samples::load(&dataset, &registry, &tokenizer, wanted)?;
                 Ok((pool, tokenizer, samples))

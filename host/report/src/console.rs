@@ -280,7 +280,10 @@ fn print_extras(info: &RunInfo, m: &BenchmarkMetrics, out: &mut dyn Write) -> st
         let faults: Vec<String> = m
             .plugin_faults
             .iter()
-            .map(|(kind, n)| format!("{kind} {n}"))
+            .map(|(kind, n)| match kind.as_str() {
+                "shared" => format!("shared {n} (in an instance another request's fault ended)"),
+                _ => format!("{kind} {n}"),
+            })
             .collect();
         writeln!(
             out,

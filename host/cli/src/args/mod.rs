@@ -520,11 +520,20 @@ pub struct BenchArgs {
     /// Option for the backend adapter KEY=VALUE (repeatable).
     #[arg(long = "plugin-opt", value_name = "KEY=VALUE")]
     pub plugin_opts: Vec<String>,
-    /// Work one backend plugin call may do, in microseconds (metered as WebAssembly fuel, so
-    /// the same on a loaded machine); a call that uses it up fails its request as a `deadline`
-    /// plugin fault.
+    /// Time one backend plugin call may take, in microseconds (see --plugin-metering); a call
+    /// that uses it up fails its request as a `deadline` plugin fault.
     #[arg(long, value_name = "MICROSECONDS", default_value_t = llmb_engine::plugin::DEFAULT_CALL_BUDGET_US)]
     pub plugin_call_budget: u64,
+    /// How a call past --plugin-call-budget is caught: `epoch` (wall clock, checked at every
+    /// function entry and loop head, ticking every 10 ms: the fastest) or `fuel` (instructions
+    /// counted: a budget means the same on a loaded machine, but parsing costs ~40% more).
+    #[arg(long, value_name = "epoch|fuel", default_value = "epoch", value_parser = ["epoch", "fuel"])]
+    pub plugin_metering: String,
+    /// Backend adapter instances alive at once (~66 KiB each). Up to this many in-flight
+    /// requests get an instance each, so a plugin fault fails only its own request; past it,
+    /// requests share the least-loaded instance and a fault fails every request sharing it.
+    #[arg(long, value_name = "N", default_value_t = llmb_engine::plugin::backend::DEFAULT_MAX_INSTANCES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub plugin_instances: usize,
     /// Stop the run (as Ctrl-C does: no new requests, a grace period, everything written) once
     /// this many requests have failed with a plugin fault (trap, deadline, memory).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]

@@ -137,6 +137,7 @@ pub fn run_config(args: &BenchArgs, server: Server<'_>) -> anyhow::Result<RunCon
             backend: args.backend.clone(),
             backend_options,
             call_budget_us: args.plugin_call_budget,
+            max_instances: args.plugin_instances,
             max_faults: args.max_plugin_faults,
         },
         server,

@@ -49,7 +49,7 @@ pub async fn run(args: SelfbenchArgs) -> anyhow::Result<()> {
     let pool = BackendPool::new(registry.backend("openai-chat")?, Vec::new())?;
     parse::print_parse_cost(&pool, args.events)?;
     parse::print_event_throughput(&pool, args.wasm_seconds)?;
-    println!("\nTargets: wasm/native <= 2.0 with per-read batching.");
+    println!("\nTargets: wasm/native <= 1.5 with per-read batching (32 frames per call).");
     if args.parse_only {
         return Ok(());
     }

@@ -152,8 +152,11 @@ pub fn print_parse_cost(pool: &Arc<BackendPool>, events: usize) -> anyhow::Resul
             fuel / wasm
         );
     }
+    let metering = llmb_engine::plugin::metering();
     println!(
-        "(plugin work budgets: {} fuel = 1 µs of --plugin-call-budget)",
+        "(plugin metering: {} (`llmb bench` defaults to epoch); LLMB_PLUGIN_METERING=fuel|epoch \
+         or LLMB_NO_FUEL=1 (none) to compare; under fuel, {} fuel = 1 µs of --plugin-call-budget)",
+        metering.as_str(),
         llmb_engine::plugin::FUEL_PER_US
     );
     Ok(())

@@ -1,6 +1,11 @@
-//! Backend adapters: one sandboxed instance per in-flight request, reused from a pool.
+//! Backend adapters: sandboxed instances leased to in-flight requests from a pool.
+//!
+//! Each request gets an instance of its own up to `--plugin-instances` live instances (so a
+//! trap fails only that request); past that, requests share the least-loaded instance (each
+//! keeps its own parser resource in it), which holds memory at ~66 KiB per instance instead of
+//! per stream when a run has thousands of streams in flight.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
@@ -143,7 +148,7 @@ impl BackendFactory {
             deadline_ticks: CALL_DEADLINE_TICKS,
             budget_us: None,
         };
-        let _ = store.set_fuel(setup.fuel());
+        setup.arm(&mut store);
         let bindings = self
             .pre
             .instantiate(&mut store)
@@ -292,9 +297,11 @@ impl BackendInstance {
 
     pub fn drop_parser(&mut self, parser: ParserHandle) {
         // The destructor runs plugin code too: give it a call's budget.
-        let _ = self
-            .store
-            .set_fuel(self.budget_us.saturating_mul(super::FUEL_PER_US));
+        CallBudget {
+            deadline_ticks: CALL_DEADLINE_TICKS,
+            budget_us: Some(self.budget_us),
+        }
+        .arm(&mut self.store);
         if !self.poisoned && parser.resource_drop(&mut self.store).is_err() {
             self.poisoned = true;
             self.fault.get_or_insert(FaultKind::Trap);
@@ -338,17 +345,40 @@ impl BackendInstance {
     }
 }
 
-/// Idle instances of one configured adapter. A request checks one out for its whole life (its
-/// parser lives in that instance), so a trap can only ever fail the request that caused it.
+/// Instances of one configured adapter, leased to requests. A request holds its lease for its
+/// whole life because its parser lives in that instance.
 pub struct BackendPool {
     factory: Arc<BackendFactory>,
     options: std::sync::RwLock<Vec<Kv>>,
-    idle: Mutex<Vec<BackendInstance>>,
-    /// Instances discarded after a fault and rebuilt.
+    slots: Mutex<Slots>,
+    /// Instances discarded after a fault.
     pub faults: AtomicU64,
     /// `--plugin-call-budget` in µs of work, given to every instance at checkout.
     call_budget_us: AtomicU64,
+    /// `--plugin-instances`: live instances beyond which requests share.
+    max_instances: AtomicUsize,
 }
+
+/// The pool's live instances with how many requests lease each.
+#[derive(Default)]
+struct Slots {
+    live: Vec<(Arc<Slot>, usize)>,
+    /// Bumped when the adapter's options change; older instances are dropped when idle.
+    generation: u64,
+}
+
+/// One instance that one or more leases call into, one call at a time.
+struct Slot {
+    inst: Mutex<BackendInstance>,
+    generation: u64,
+    /// Set by the call that faulted, so no new request is leased this instance.
+    poisoned: AtomicBool,
+}
+
+/// Live instances past which requests share one, unless `--plugin-instances` says otherwise:
+/// 256 × ~66 KiB keeps the adapter's memory near 17 MiB however many streams are in flight,
+/// while runs up to 256 concurrent requests keep one instance (and one fault domain) each.
+pub const DEFAULT_MAX_INSTANCES: usize = 256;
 
 impl BackendPool {
     /// Configures a first instance with `options`, so a bad `--plugin-opt` fails before the run.
@@ -363,12 +393,13 @@ impl BackendPool {
         let pool = Arc::new(BackendPool {
             factory,
             options: options.into(),
-            idle: Mutex::new(Vec::new()),
+            slots: Mutex::new(Slots::default()),
             faults: AtomicU64::new(0),
             call_budget_us: AtomicU64::new(DEFAULT_CALL_BUDGET_US),
+            max_instances: AtomicUsize::new(DEFAULT_MAX_INSTANCES),
         });
-        let first = pool.fresh()?;
-        pool.idle.lock().unwrap().push(first);
+        let first = pool.fresh(0)?;
+        pool.slots.lock().unwrap().live.push((first, 0));
         Ok(pool)
     }
 
@@ -385,14 +416,33 @@ impl BackendPool {
         self.call_budget_us.load(Ordering::Relaxed)
     }
 
-    fn fresh(&self) -> anyhow::Result<BackendInstance> {
+    /// `--plugin-instances`: how many instances may live at once (at least 1). Requests past
+    /// that share the least-loaded one, and a fault in it fails every request sharing it.
+    pub fn set_max_instances(&self, n: usize) {
+        self.max_instances.store(n.max(1), Ordering::Relaxed);
+    }
+
+    pub fn max_instances(&self) -> usize {
+        self.max_instances.load(Ordering::Relaxed)
+    }
+
+    /// Instances alive now, leased or idle.
+    pub fn live_instances(&self) -> usize {
+        self.slots.lock().unwrap().live.len()
+    }
+
+    fn fresh(&self, generation: u64) -> anyhow::Result<Arc<Slot>> {
         let name: Arc<str> = self.factory.info.name.as_str().into();
         let mut inst = self.factory.instantiate(name.clone())?;
         inst.info()?;
         let options = self.options.read().unwrap().clone();
         inst.configure(&options)?
             .map_err(|e| anyhow::anyhow!("backend {name}: {e}"))?;
-        Ok(inst)
+        Ok(Arc::new(Slot {
+            inst: Mutex::new(inst),
+            generation,
+            poisoned: AtomicBool::new(false),
+        }))
     }
 
     /// Offers the adapter something the host learned about the server (e.g. `server=llamacpp`
@@ -419,63 +469,240 @@ impl BackendPool {
         };
         self.options.write().unwrap().push(hint);
         // Instances configured before the hint are rebuilt on demand with it.
-        self.idle.lock().unwrap().clear();
+        let mut slots = self.slots.lock().unwrap();
+        slots.generation += 1;
+        slots.live.retain(|(_, leases)| *leases > 0);
         true
     }
 
-    /// Creates instances up front so instantiation stays out of the measured run.
+    /// Creates instances up front (at most `--plugin-instances`) so instantiation stays out of
+    /// the measured run.
     pub fn prewarm(&self, count: usize) -> anyhow::Result<()> {
-        let have = self.idle.lock().unwrap().len();
+        let count = count.min(self.max_instances());
+        let (have, generation) = {
+            let slots = self.slots.lock().unwrap();
+            (slots.live.len(), slots.generation)
+        };
         let mut fresh = Vec::new();
         for _ in have..count {
-            fresh.push(self.fresh()?);
+            fresh.push((self.fresh(generation)?, 0));
         }
-        self.idle.lock().unwrap().extend(fresh);
+        self.slots.lock().unwrap().live.extend(fresh);
         Ok(())
     }
 
+    /// Leases an idle instance, else a new one while fewer than `--plugin-instances` live,
+    /// else a share of the least-loaded one.
     pub fn checkout(self: &Arc<Self>) -> anyhow::Result<PooledBackend> {
-        let idle = self.idle.lock().unwrap().pop();
-        let mut inst = match idle {
-            Some(i) => i,
-            None => self.fresh()?,
+        let generation = {
+            let mut slots = self.slots.lock().unwrap();
+            let generation = slots.generation;
+            let full = slots.live.len() >= self.max_instances();
+            let least = slots
+                .live
+                .iter_mut()
+                .filter(|(slot, _)| {
+                    slot.generation == generation && !slot.poisoned.load(Ordering::Relaxed)
+                })
+                .min_by_key(|(_, leases)| *leases);
+            match least {
+                Some((slot, leases)) if *leases == 0 || full => {
+                    *leases += 1;
+                    let slot = slot.clone();
+                    drop(slots);
+                    return Ok(self.lease(slot));
+                }
+                _ => generation,
+            }
         };
-        inst.set_call_budget_us(self.call_budget_us());
-        inst.take_usage();
-        Ok(PooledBackend {
+        let slot = self.fresh(generation)?;
+        self.slots.lock().unwrap().live.push((slot.clone(), 1));
+        Ok(self.lease(slot))
+    }
+
+    fn lease(self: &Arc<Self>, slot: Arc<Slot>) -> PooledBackend {
+        slot.inst
+            .lock()
+            .unwrap()
+            .set_call_budget_us(self.call_budget_us());
+        PooledBackend {
             pool: self.clone(),
-            inst: Some(inst),
-        })
+            slot,
+            usage: PluginUsage::default(),
+            fault: None,
+            parsers: Vec::new(),
+        }
+    }
+
+    /// A lease ended: the instance stays for the next request, unless it faulted or its
+    /// options are out of date and no one else holds it.
+    fn release(&self, slot: &Arc<Slot>, poisoned: bool) {
+        let mut slots = self.slots.lock().unwrap();
+        let generation = slots.generation;
+        let Some(at) = slots.live.iter().position(|(s, _)| Arc::ptr_eq(s, slot)) else {
+            return;
+        };
+        if poisoned {
+            slots.live.swap_remove(at);
+            self.faults.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let leases = &mut slots.live[at].1;
+        *leases = leases.saturating_sub(1);
+        if *leases == 0 && slot.generation != generation {
+            slots.live.swap_remove(at);
+        }
     }
 }
 
-/// A checked-out instance; it goes back to the pool on drop unless it faulted.
+/// A request's lease on an instance: the calls it makes, the time and fuel they took and any
+/// fault, kept apart from other requests sharing the instance. Parsers it did not drop are
+/// dropped with it.
 pub struct PooledBackend {
     pool: Arc<BackendPool>,
-    inst: Option<BackendInstance>,
+    slot: Arc<Slot>,
+    usage: PluginUsage,
+    fault: Option<FaultKind>,
+    parsers: Vec<ParserHandle>,
 }
 
-impl std::ops::Deref for PooledBackend {
-    type Target = BackendInstance;
-    fn deref(&self) -> &BackendInstance {
-        self.inst.as_ref().expect("present until drop")
+impl PooledBackend {
+    /// Runs `f` on the instance; a fault in it is this request's, and a fault that poisoned
+    /// the instance earlier (another request's) fails this call as `shared`.
+    fn with<T>(
+        &mut self,
+        f: impl FnOnce(&mut BackendInstance) -> Result<T, PluginFault>,
+    ) -> Result<T, PluginFault> {
+        let mut inst = self.slot.inst.lock().unwrap();
+        if inst.poisoned {
+            let plugin = self.pool.factory.info.name.clone();
+            let cause = inst.fault.unwrap_or(FaultKind::Trap).as_str();
+            if self.fault.is_some() {
+                return Err(PluginFault::Trap {
+                    plugin,
+                    reason: format!("called again after its {cause} fault"),
+                });
+            }
+            self.fault = Some(FaultKind::Shared);
+            return Err(PluginFault::Shared { plugin, cause });
+        }
+        let result = f(&mut inst);
+        let used = inst.take_usage();
+        self.usage.ns += used.ns;
+        self.usage.fuel += used.fuel;
+        if inst.poisoned {
+            // Poisoned by this very call (an instance is checked before each call).
+            self.fault
+                .get_or_insert(inst.fault.unwrap_or(FaultKind::Trap));
+            self.slot.poisoned.store(true, Ordering::Relaxed);
+        }
+        result
     }
-}
 
-impl std::ops::DerefMut for PooledBackend {
-    fn deref_mut(&mut self) -> &mut BackendInstance {
-        self.inst.as_mut().expect("present until drop")
+    /// Whether the instance this lease calls into can no longer be used.
+    pub fn is_poisoned(&self) -> bool {
+        self.fault.is_some() || self.slot.inst.lock().unwrap().poisoned
+    }
+
+    /// The fault that failed this request's calls: its own, or `shared` when another request
+    /// poisoned the instance they shared.
+    pub fn fault(&self) -> Option<FaultKind> {
+        self.fault
+    }
+
+    /// Time and fuel this request's calls spent since the last time this was asked.
+    pub fn take_usage(&mut self) -> PluginUsage {
+        std::mem::take(&mut self.usage)
+    }
+
+    pub fn info(&mut self) -> Result<BackendInfo, PluginFault> {
+        self.with(|i| i.info())
+    }
+
+    pub fn build_request(
+        &mut self,
+        req: &GenRequest,
+    ) -> Result<Result<HttpRequest, String>, PluginFault> {
+        self.with(|i| i.build_request(req))
+    }
+
+    pub fn new_parser(
+        &mut self,
+        status: u16,
+        headers: &Headers,
+    ) -> Result<ParserHandle, PluginFault> {
+        let parser = self.with(|i| i.new_parser(status, headers))?;
+        self.parsers.push(parser);
+        Ok(parser)
+    }
+
+    /// Hands over every frame of one read; events name their frame by index.
+    pub fn feed(
+        &mut self,
+        parser: ParserHandle,
+        batch: &FrameBatch,
+    ) -> Result<Vec<StreamEvent>, PluginFault> {
+        self.with(|i| i.feed(parser, batch))
+    }
+
+    pub fn finish(
+        &mut self,
+        parser: ParserHandle,
+        trailers: &Headers,
+    ) -> Result<Vec<StreamEvent>, PluginFault> {
+        self.with(|i| i.finish(parser, trailers))
+    }
+
+    pub fn drop_parser(&mut self, parser: ParserHandle) {
+        self.parsers.retain(|p| *p != parser);
+        let _ = self.with(|i| {
+            i.drop_parser(parser);
+            Ok(())
+        });
+    }
+
+    pub fn parse_body(
+        &mut self,
+        status: u16,
+        headers: &Headers,
+        body: &[u8],
+    ) -> Result<Result<Completion, BackendError>, PluginFault> {
+        self.with(|i| i.parse_body(status, headers, body))
+    }
+
+    /// The request to the server's tokenize route for `req`'s prompt, if the adapter has one.
+    pub fn tokenize_request(
+        &mut self,
+        req: &GenRequest,
+    ) -> Result<Option<HttpRequest>, PluginFault> {
+        self.with(|i| i.tokenize_request(req))
+    }
+
+    pub fn parse_tokenize(&mut self, body: &[u8]) -> Result<Result<u32, String>, PluginFault> {
+        self.with(|i| i.parse_tokenize(body))
+    }
+
+    pub fn map_error(
+        &mut self,
+        status: u16,
+        headers: &Headers,
+        body: &[u8],
+    ) -> Result<BackendError, PluginFault> {
+        self.with(|i| i.map_error(status, headers, body))
     }
 }
 
 impl Drop for PooledBackend {
     fn drop(&mut self) {
-        if let Some(inst) = self.inst.take() {
-            if inst.poisoned {
-                self.pool.faults.fetch_add(1, Ordering::Relaxed);
-            } else {
-                self.pool.idle.lock().unwrap().push(inst);
+        let poisoned = {
+            let mut inst = self.slot.inst.lock().unwrap();
+            for parser in self.parsers.drain(..) {
+                inst.drop_parser(parser);
             }
-        }
+            // A budget of this request's, not the next one's, was spent on the drops.
+            inst.take_usage();
+            inst.poisoned
+        };
+        self.pool.release(&self.slot, poisoned);
     }
 }

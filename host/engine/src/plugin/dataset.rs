@@ -199,13 +199,12 @@ impl DatasetFactory {
         };
         let mut store = Store::new(engine(), state);
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(CALL_DEADLINE_TICKS);
-        // Instantiation gets a call's work budget (fuel; see `super::CallBudget`).
+        // Instantiation gets a call's work budget (see `super::CallBudget`).
         let setup = super::CallBudget {
             deadline_ticks: CALL_DEADLINE_TICKS,
             budget_us: None,
         };
-        let _ = store.set_fuel(setup.fuel());
+        setup.arm(&mut store);
         let plugin = self
             .pre
             .instantiate(&mut store)

@@ -26,8 +26,8 @@ pub const WIT_PACKAGE: &str = "llmb:plugin";
 pub const WIT_VERSION: &str = "1.0.0";
 const WIT_MAJOR: u64 = 1;
 
-/// The unit of deadlines given in ticks (dataset readers: 6,000 ticks = 60 s): each tick is
-/// 10 ms of work, metered as fuel like backend budgets.
+/// The unit of deadlines given in ticks (dataset readers: 6,000 ticks = 60 s), and how often
+/// the epoch advances under [`Metering::Epoch`].
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Fuel (about one unit per WebAssembly instruction) standing for one microsecond of plugin
 /// work. `llmb selfbench --parse-only` measures the `openai-chat` parser at 11,000-13,000 fuel
@@ -99,22 +99,88 @@ pub struct PluginSummary {
     pub description: String,
 }
 
+/// How a plugin call that runs too long is stopped (`--plugin-metering`).
+///
+/// `llmb selfbench --parse-only` on a 2-core machine, 32 chat chunks per call: no metering
+/// 1.65× native, epoch 2.06×, fuel 2.27× (585, 738 and 812 ns per chunk). So the default is
+/// epoch: a wall-clock deadline checked at function entries and loop heads, stopping a spinning
+/// plugin within a tick of its budget. Fuel counts instructions instead, so a budget means the
+/// same on a loaded machine (a preempted thread is not charged); choose it when budgets must
+/// be reproducible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Metering {
+    #[default]
+    Epoch,
+    Fuel,
+    /// No limit at all (`LLMB_NO_FUEL=1`): only for measuring what metering costs.
+    Off,
+}
+
+impl Metering {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metering::Epoch => "epoch",
+            Metering::Fuel => "fuel",
+            Metering::Off => "off",
+        }
+    }
+}
+
+static METERING: OnceLock<Metering> = OnceLock::new();
+
+/// Chooses the metering before the first plugin loads; afterwards the engine is built and a
+/// different choice is refused.
+pub fn set_metering(metering: Metering) -> anyhow::Result<()> {
+    let chosen = *METERING.get_or_init(|| metering);
+    anyhow::ensure!(
+        chosen == metering,
+        "plugin metering is already {} (set it before any plugin loads)",
+        chosen.as_str()
+    );
+    Ok(())
+}
+
+/// The metering in force: as set, else `LLMB_PLUGIN_METERING` (`epoch`, `fuel`), else epoch;
+/// `LLMB_NO_FUEL=1` turns it off.
+pub fn metering() -> Metering {
+    *METERING.get_or_init(|| {
+        if std::env::var_os("LLMB_NO_FUEL").is_some() {
+            return Metering::Off;
+        }
+        match std::env::var("LLMB_PLUGIN_METERING").as_deref() {
+            Ok("fuel") => Metering::Fuel,
+            Ok("off") => Metering::Off,
+            _ => Metering::Epoch,
+        }
+    })
+}
+
 /// The engine every plugin runs on: synchronous calls, no component-model concurrency (cheaper
-/// calls), and fuel metering for per-call work budgets. Fuel replaced epoch interruption: it is
-/// deterministic (a preempted thread on a loaded client is not charged) and stops a runaway
-/// loop just as well. It costs about 0.35 µs per parsed chat chunk against no limit at all,
-/// 0.1-0.2 µs more than the epoch checks it replaced (`llmb selfbench --parse-only`, with and
-/// without `LLMB_NO_FUEL=1`).
+/// calls), and the [`Metering`] chosen. With epochs, one thread advances the engine's epoch
+/// every [`EPOCH_TICK`] for the life of the process.
 pub fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE.get_or_init(|| {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.concurrency_support(false);
-        // LLMB_NO_FUEL=1 turns metering off, and with it every plugin time limit: only for
-        // measuring what metering costs.
-        config.consume_fuel(std::env::var_os("LLMB_NO_FUEL").is_none());
-        Engine::new(&config).expect("the plugin engine configuration is valid")
+        let metering = metering();
+        config.consume_fuel(metering == Metering::Fuel);
+        config.epoch_interruption(metering == Metering::Epoch);
+        let engine = Engine::new(&config).expect("the plugin engine configuration is valid");
+        if metering == Metering::Epoch {
+            let ticking = engine.clone();
+            std::thread::Builder::new()
+                .name("llmb-plugin-epoch".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(EPOCH_TICK);
+                        ticking.increment_epoch();
+                    }
+                })
+                .expect("starting the plugin epoch thread");
+        }
+        engine
     })
 }
 
@@ -404,6 +470,11 @@ pub enum PluginFault {
     Budget { plugin: String, budget_us: u64 },
     #[error("plugin `{plugin}` hit its memory limit ({limit_mib} MiB) and was stopped")]
     Memory { plugin: String, limit_mib: u64 },
+    #[error(
+        "plugin `{plugin}`: this request shared an instance (--plugin-instances) with another \
+         request whose call failed ({cause}), so the instance was discarded"
+    )]
+    Shared { plugin: String, cause: &'static str },
 }
 
 impl PluginFault {
@@ -412,6 +483,7 @@ impl PluginFault {
             PluginFault::Trap { .. } => FaultKind::Trap,
             PluginFault::Deadline { .. } | PluginFault::Budget { .. } => FaultKind::Deadline,
             PluginFault::Memory { .. } => FaultKind::Memory,
+            PluginFault::Shared { .. } => FaultKind::Shared,
         }
     }
 }
@@ -428,6 +500,8 @@ pub enum FaultKind {
     Deadline,
     /// The instance asked for memory beyond its cap.
     Memory,
+    /// Another request's fault poisoned the instance this request shared with it.
+    Shared,
 }
 
 impl FaultKind {
@@ -436,6 +510,7 @@ impl FaultKind {
             FaultKind::Trap => "trap",
             FaultKind::Deadline => "deadline",
             FaultKind::Memory => "memory",
+            FaultKind::Shared => "shared",
         }
     }
 }
@@ -536,6 +611,26 @@ pub(crate) struct CallBudget {
 }
 
 impl CallBudget {
+    /// Gives `store` this budget for its next call, as fuel or as an epoch deadline.
+    pub fn arm<T>(&self, store: &mut wasmtime::Store<T>) {
+        match metering() {
+            Metering::Fuel => {
+                let _ = store.set_fuel(self.fuel());
+            }
+            Metering::Epoch => store.set_epoch_deadline(self.ticks()),
+            Metering::Off => {}
+        }
+    }
+
+    /// The deadline in epoch ticks: at least one whole tick after the call starts (the first
+    /// tick may come at once).
+    pub fn ticks(&self) -> u64 {
+        match self.budget_us {
+            Some(us) => us.div_ceil(EPOCH_TICK.as_micros() as u64) + 1,
+            None => self.deadline_ticks,
+        }
+    }
+
     pub fn fuel(&self) -> u64 {
         let us = self.budget_us.unwrap_or_else(|| {
             self.deadline_ticks
@@ -566,8 +661,7 @@ pub(crate) fn guarded_with<S: PluginStore, T>(
     call: impl FnOnce(&mut wasmtime::Store<S>) -> wasmtime::Result<T>,
 ) -> Result<T, PluginFault> {
     let deadline_ticks = budget.deadline_ticks;
-    // Fails only when the engine does not meter fuel (LLMB_NO_FUEL).
-    let _ = store.set_fuel(budget.fuel());
+    budget.arm(store);
     store.data_mut().take_memory_denied();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(&mut *store)));
     // The call's error or the host's panic.
@@ -588,7 +682,7 @@ pub(crate) fn guarded_with<S: PluginStore, T>(
     let reason = match failure {
         Ok(err) => {
             match err.downcast_ref::<wasmtime::Trap>() {
-                Some(wasmtime::Trap::OutOfFuel) => {
+                Some(wasmtime::Trap::OutOfFuel | wasmtime::Trap::Interrupt) => {
                     return Err(match budget.budget_us {
                         Some(budget_us) => PluginFault::Budget { plugin, budget_us },
                         None => PluginFault::Deadline {
