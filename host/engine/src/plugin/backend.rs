@@ -375,10 +375,12 @@ struct Slot {
     poisoned: AtomicBool,
 }
 
-/// Live instances past which requests share one, unless `--plugin-instances` says otherwise:
-/// 256 × ~66 KiB keeps the adapter's memory near 17 MiB however many streams are in flight,
-/// while runs up to 256 concurrent requests keep one instance (and one fault domain) each.
-pub const DEFAULT_MAX_INSTANCES: usize = 256;
+/// Live instances past which requests share one, unless `--plugin-instances` says otherwise.
+/// Measured with `llmb selfbench` (2 cores, 64-token chat streams), memory per stream in flight
+/// at 256 / 1,000 / 10,000 streams: cap 256: 128 / 65 / 44 KiB; cap 64: 82 / 51 / 44 KiB;
+/// cap 32: 64 / 47 / 44 KiB, with no change in CPU per token beyond run-to-run noise. So 32
+/// (~2 MiB of instances): up to 32 requests in flight keep a fault domain each.
+pub const DEFAULT_MAX_INSTANCES: usize = 32;
 
 impl BackendPool {
     /// Configures a first instance with `options`, so a bad `--plugin-opt` fails before the run.
