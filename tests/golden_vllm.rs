@@ -254,6 +254,7 @@ fn run_info(doc: &Map<String, Value>) -> RunInfo {
         v => v.as_f64().expect("request_rate is a number or \"inf\""),
     };
     RunInfo {
+        plugins: Vec::new(),
         backend: text("backend"),
         endpoint_type: text("endpoint_type"),
         label: doc["label"].as_str().map(str::to_string),

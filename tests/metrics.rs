@@ -67,6 +67,7 @@ fn all_metrics() -> MetricsConfig {
 
 fn run_info() -> RunInfo {
     RunInfo {
+        plugins: Vec::new(),
         backend: "vllm".into(),
         endpoint_type: "vllm".into(),
         label: None,

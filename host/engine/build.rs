@@ -57,6 +57,19 @@ fn main() {
     ] {
         cmd.env_remove(var);
     }
+    // Reproducible artifacts: the paths compiled into panic messages are made the same on every
+    // machine, so a plugin's sha256 (what `registry/` pins) does not depend on where the
+    // checkout or the cargo home lives.
+    let cargo_home = std::env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo")
+        });
+    let remap = [
+        format!("--remap-path-prefix={}=/cargo", cargo_home.display()),
+        format!("--remap-path-prefix={}=/llmb", root.display()),
+    ];
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", remap.join("\x1f"));
     let status = cmd
         .status()
         .unwrap_or_else(|e| panic!("cannot run cargo to build plugins: {e}"));

@@ -9,6 +9,7 @@ pub mod bench;
 pub mod config;
 pub mod datasets;
 pub mod multi_turn;
+pub mod plugin_cmd;
 pub mod plugins;
 pub mod recipe;
 pub mod report;

@@ -11,6 +11,30 @@ use crate::metrics::{BenchmarkMetrics, MetricsConfig};
 use crate::records::RequestRecord;
 use crate::sweep::{StageSummary, SweepVerdict};
 
+/// A plugin that produced a run's numbers: with its version and sha256 in the result, the run
+/// can be reproduced with exactly these plugins months later (`llmb plugin lock`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct UsedPlugin {
+    pub name: String,
+    pub kind: String,
+    pub version: String,
+    pub sha256: String,
+    /// `embedded` or the file it was loaded from.
+    pub origin: String,
+}
+
+impl From<&crate::plugin::PluginSummary> for UsedPlugin {
+    fn from(p: &crate::plugin::PluginSummary) -> Self {
+        UsedPlugin {
+            name: p.name.clone(),
+            kind: p.kind.as_str().into(),
+            version: p.version.clone(),
+            sha256: p.sha256.clone(),
+            origin: p.origin.to_string(),
+        }
+    }
+}
+
 /// What was run, for the report header and the result file.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunInfo {
@@ -37,6 +61,8 @@ pub struct RunInfo {
     pub interrupted: bool,
     /// How load was applied beyond vLLM's rate, burstiness and concurrency.
     pub pattern: LoadPattern,
+    /// The backend adapter and dataset reader that produced the numbers.
+    pub plugins: Vec<UsedPlugin>,
 }
 
 /// The load pattern of a run, for the report and the result file.

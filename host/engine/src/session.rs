@@ -12,7 +12,7 @@ use crate::config::{InputCounting, RunConfig};
 use crate::input_tokens::{Counting, InputCountSource};
 use crate::lifecycle::{Cancel, StopCause};
 use crate::metrics::MetricsConfig;
-use crate::outcome::{BenchOutcome, LoadPattern, RunInfo, SweepOutcome};
+use crate::outcome::{BenchOutcome, LoadPattern, RunInfo, SweepOutcome, UsedPlugin};
 use crate::plan::{LoadPlan, Stage};
 use crate::plugin::Registry;
 use crate::plugin::backend::{BackendInfo, BackendPool};
@@ -103,6 +103,7 @@ pub async fn run(
 /// What every stage shares: plugins, dataset, server, connection pool.
 struct Prepared {
     runner_pool: Arc<BackendPool>,
+    used_plugins: Vec<UsedPlugin>,
     info: BackendInfo,
     tokenizer: Arc<HostTokenizer>,
     samples: Arc<Vec<Sample>>,
@@ -165,17 +166,24 @@ async fn prepare(config: &RunConfig) -> anyhow::Result<Prepared> {
             let load = || -> anyhow::Result<_> {
                 let registry = Registry::load(&plugins.paths)?;
                 let backend = registry.backend(&plugins.backend)?;
+                let mut used = vec![backend.summary()];
+                used.extend(registry.dataset(&dataset.name).ok().map(|d| d.summary()));
+                if let Some(pins) = &plugins.pins {
+                    for plugin in &used {
+                        pins.check(plugin)?;
+                    }
+                }
                 let pool = BackendPool::new(backend, plugins.backend_options.clone())?;
                 pool.set_call_budget_us(plugins.call_budget_us);
                 pool.set_max_instances(plugins.max_instances);
                 let tokenizer = Arc::new(HostTokenizer::load(dataset.tokenizer.as_deref())?);
                 let samples = crate::samples::load(&dataset, &registry, &tokenizer, wanted)?;
-                Ok((pool, tokenizer, samples))
+                Ok((pool, tokenizer, samples, used))
             };
             let _ = loaded_tx.send(load());
         })
         .context("cannot start a thread to load plugins and the dataset")?;
-    let (pool, tokenizer, mut samples) = loaded_rx
+    let (pool, tokenizer, mut samples, used_plugins) = loaded_rx
         .await
         .context("loading plugins and the dataset failed")??;
     let info = pool.info().clone();
@@ -289,6 +297,7 @@ async fn prepare(config: &RunConfig) -> anyhow::Result<Prepared> {
     Ok(Prepared {
         input_counts,
         runner_pool: pool,
+        used_plugins: used_plugins.iter().map(UsedPlugin::from).collect(),
         info,
         tokenizer,
         samples: Arc::new(samples),
@@ -334,6 +343,7 @@ async fn run_stage(
     let (plan, pattern) = crate::plan::plan_for(load, config.request.streaming, stage, &p.samples)?;
     let backend = config.plugins.backend.clone();
     let run_info = RunInfo {
+        plugins: p.used_plugins.clone(),
         backend: backend.clone(),
         endpoint_type: backend,
         label: config.label.clone(),
@@ -494,6 +504,7 @@ fn stopped_in_prepare(
     let metrics_config: MetricsConfig = config.metrics.clone();
     let backend = config.plugins.backend.clone();
     let info = RunInfo {
+        plugins: Vec::new(),
         backend: backend.clone(),
         endpoint_type: backend,
         label: config.label.clone(),

@@ -55,6 +55,7 @@ pub(crate) fn stage() -> BenchOutcome {
     };
     let metrics = compute(&records, 2.0, &cfg);
     let info = RunInfo {
+        plugins: Vec::new(),
         backend: "vllm".into(),
         endpoint_type: "vllm".into(),
         label: Some("unit".into()),

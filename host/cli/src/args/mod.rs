@@ -23,6 +23,24 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Parses the command line with `bench` as the default command: `llmb --plugin tgi.wasm
+/// --base-url URL ...` is `llmb bench --plugin tgi.wasm --base-url URL ...`.
+pub fn parse_command_line() -> Cli {
+    use clap::Parser;
+    Cli::parse_from(with_default_command(std::env::args_os().collect()))
+}
+
+/// `args` with `bench` inserted when the first argument is an option other than help or
+/// version.
+pub fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
+    let is_global = matches!(first, "-h" | "--help" | "-V" | "--version");
+    if first.starts_with('-') && !is_global {
+        args.insert(1, "bench".into());
+    }
+    args
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a benchmark (against the built-in simulator when no --base-url/--port is given).
@@ -113,6 +131,157 @@ pub struct ConvertArgs {
 pub enum PluginCommand {
     /// Create an adapter crate on plugin-sdk that builds to a .wasm with `cargo build --release`.
     New(PluginNewArgs),
+    /// Write a plugin (embedded, installed or given with --plugin) out as its .wasm.
+    Export(PluginExportArgs),
+    /// Plugins in a registry index whose name or description holds TERM.
+    Search(PluginSearchArgs),
+    /// Install NAME[@VERSION] from a registry index, or a manifest (.json) or .wasm by path or
+    /// URL. Refused before anything is stored: a wrong sha256, a missing, invalid or untrusted
+    /// signature, a WIT version this llmb does not speak, imports it does not provide.
+    Install(PluginInstallArgs),
+    /// Installed plugins.
+    List,
+    /// Install the newest version of installed plugins from the index they came from.
+    Update(PluginUpdateArgs),
+    /// Remove an installed plugin: every version, or NAME@VERSION.
+    Remove(PluginRemoveArgs),
+    /// Check installed plugins again: sha256, signature, and that this llmb loads them.
+    Verify(PluginVerifyArgs),
+    /// Trust a publisher's ed25519 public key for signed plugins.
+    Trust(PluginTrustArgs),
+    /// Create a publisher key pair: the secret key goes to a file, the public key is printed.
+    Keygen(PluginKeygenArgs),
+    /// Add a .wasm to a registry index folder: its manifest (signed with --key) and the file.
+    Publish(PluginPublishArgs),
+    /// Write (or --check) the registry index of the first-party plugins, `registry/`.
+    Index(PluginIndexArgs),
+    /// Pin the plugins a run uses (the backend and dataset reader) in a lock file.
+    Lock(PluginLockArgs),
+}
+
+/// Where a registry index is: a folder, a file:// or an http(s):// URL.
+#[derive(Debug, Clone, Args)]
+pub struct IndexArg {
+    /// The registry index (a folder, file:// or http(s):// URL).
+    #[arg(long, env = "LLMB_PLUGIN_INDEX", value_name = "DIR|URL")]
+    pub index: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PluginExportArgs {
+    /// The plugin's name.
+    pub name: String,
+    /// Where to write the .wasm.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Also consider these plugin files.
+    #[arg(long = "plugin", value_name = "PATH.wasm")]
+    pub plugins: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PluginSearchArgs {
+    /// Part of a name or description (all plugins when omitted).
+    #[arg(default_value = "")]
+    pub term: String,
+    #[command(flatten)]
+    pub index: IndexArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PluginInstallArgs {
+    /// NAME[@VERSION] from the index, or a manifest (.json) or .wasm path or URL.
+    pub spec: String,
+    #[command(flatten)]
+    pub index: IndexArg,
+    /// Accept a plugin with no signature (a signature that is present must still verify
+    /// under a trusted key). A bare .wasm has none.
+    #[arg(long)]
+    pub allow_unsigned: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PluginUpdateArgs {
+    /// Only this plugin (default: every installed plugin that came from an index).
+    pub name: Option<String>,
+    #[arg(long)]
+    pub allow_unsigned: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PluginRemoveArgs {
+    /// NAME or NAME@VERSION.
+    pub spec: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PluginVerifyArgs {
+    /// Only this plugin (default: all installed).
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PluginTrustArgs {
+    /// The publisher's public key (base64, as `llmb plugin keygen` prints it).
+    pub key: String,
+    /// A name to remember it by.
+    #[arg(long, default_value = "")]
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PluginKeygenArgs {
+    /// File for the secret key (created with mode 0600; never share it).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PluginPublishArgs {
+    /// The plugin's .wasm.
+    pub wasm: PathBuf,
+    /// The index folder to add it to (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub index: PathBuf,
+    /// Sign with this secret key file (from `llmb plugin keygen`).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Where users download it from; default: the .wasm is copied beside its manifest.
+    #[arg(long)]
+    pub url: Option<String>,
+    #[arg(long, default_value = "")]
+    pub author: String,
+    #[arg(long, default_value = "")]
+    pub license: String,
+    #[arg(long, default_value = "")]
+    pub homepage: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PluginIndexArgs {
+    /// The index folder.
+    #[arg(default_value = "registry")]
+    pub dir: PathBuf,
+    /// Compare the folder with the embedded plugins instead of writing it; fails on any
+    /// difference.
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PluginLockArgs {
+    /// The lock file.
+    #[arg(long, default_value = "llmb.lock")]
+    pub lock: PathBuf,
+    /// The backend adapter to pin.
+    #[arg(long, default_value = "openai")]
+    pub backend: String,
+    /// The dataset reader to pin.
+    #[arg(long, default_value = "random")]
+    pub dataset_name: String,
+    /// Plugin files the run loads.
+    #[arg(long = "plugin", value_name = "PATH.wasm")]
+    pub plugins: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -529,6 +698,10 @@ pub struct BenchArgs {
     /// counted: a budget means the same on a loaded machine, but parsing costs ~40% more).
     #[arg(long, value_name = "epoch|fuel", default_value = "epoch", value_parser = ["epoch", "fuel"])]
     pub plugin_metering: String,
+    /// A lock file (`llmb plugin lock` writes one): the run refuses any plugin it would use
+    /// that the lock does not pin by name, version and sha256.
+    #[arg(long, value_name = "FILE")]
+    pub lock: Option<PathBuf>,
     /// Backend adapter instances alive at once (~66 KiB each). Up to this many in-flight
     /// requests get an instance each, so a plugin fault fails only its own request; past it,
     /// requests share the least-loaded instance and a fault fails every request sharing it.

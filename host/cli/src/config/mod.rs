@@ -133,11 +133,18 @@ pub fn run_config(args: &BenchArgs, server: Server<'_>) -> anyhow::Result<RunCon
     };
     Ok(RunConfig {
         plugins: PluginConfig {
-            paths: args.plugins.clone(),
+            paths: crate::plugin_cmd::with_installed(
+                &args.plugins,
+                &[&args.backend, &args.dataset_name],
+            )?,
             backend: args.backend.clone(),
             backend_options,
             call_budget_us: args.plugin_call_budget,
             max_instances: args.plugin_instances,
+            pins: match &args.lock {
+                Some(path) => Some(llmb_registry::lock::Lock::load(path)?.pins(path)),
+                None => None,
+            },
             max_faults: args.max_plugin_faults,
         },
         server,

@@ -167,6 +167,7 @@ impl BackendFactory {
     pub fn summary(&self) -> PluginSummary {
         PluginSummary {
             name: self.info.name.clone(),
+            version: self.info.version.clone(),
             kind: PluginKind::Backend,
             wit_version: self.wit_version.clone(),
             origin: self.origin.clone(),
@@ -407,6 +408,11 @@ impl BackendPool {
 
     pub fn info(&self) -> &BackendInfo {
         &self.factory.info
+    }
+
+    /// What the adapter is and where it came from (name, version, sha256), for pins and results.
+    pub fn summary(&self) -> PluginSummary {
+        self.factory.summary()
     }
 
     /// `--plugin-call-budget`: the work each call may do from the next checkout on, in µs.

@@ -215,6 +215,7 @@ impl DatasetFactory {
     pub fn summary(&self) -> PluginSummary {
         PluginSummary {
             name: self.info.name.clone(),
+            version: self.info.version.clone(),
             kind: PluginKind::Dataset,
             wit_version: self.wit_version.clone(),
             origin: self.origin.clone(),

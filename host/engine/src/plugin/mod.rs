@@ -7,9 +7,11 @@
 //! a read-only filesystem holding only the files the user named).
 
 pub mod backend;
+mod cache;
 pub mod dataset;
+mod pins;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -19,7 +21,9 @@ use wasmtime::component::Component;
 use wasmtime::{Config, Engine};
 
 pub use backend::{BackendFactory, BackendInstance, BackendPool, ParserHandle};
+pub use cache::compile_cache_dir;
 pub use dataset::{DatasetFactory, DatasetRequest};
+pub use pins::{Pin, Pins};
 
 /// The WIT package this host implements; components must share its major version.
 pub const WIT_PACKAGE: &str = "llmb:plugin";
@@ -44,6 +48,15 @@ pub const MEMORY_CAP_BYTES: usize = 64 << 20;
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/embedded_plugins.rs"));
+}
+
+/// The `.wasm` bytes of the embedded plugin whose digest is `sha256` (as its summary shows),
+/// so `llmb plugin export` can hand out exactly what this build runs.
+pub fn embedded_bytes(sha256: &str) -> Option<&'static [u8]> {
+    embedded::EMBEDDED
+        .iter()
+        .map(|(_, bytes)| *bytes)
+        .find(|bytes| hex(&Sha256::digest(bytes)) == sha256)
 }
 
 /// Whether a component adapts a backend or reads a dataset.
@@ -92,6 +105,8 @@ pub struct PluginComponent {
 #[derive(Debug, Clone)]
 pub struct PluginSummary {
     pub name: String,
+    /// The plugin's own version (what `info` says), which registry manifests must match.
+    pub version: String,
     pub kind: PluginKind,
     pub wit_version: String,
     pub origin: Origin,
@@ -265,6 +280,17 @@ impl Registry {
     }
 }
 
+/// Loads `bytes` the way a run would (compiled, linked against only what the host provides,
+/// instantiated, `info` called) and says what it is: the check an install makes before it
+/// stores anything.
+pub fn inspect(bytes: &[u8], origin: Origin) -> anyhow::Result<PluginSummary> {
+    let component = load_component(bytes, origin)?;
+    Ok(match component.kind {
+        PluginKind::Backend => BackendFactory::new(component)?.summary(),
+        PluginKind::Dataset => DatasetFactory::new(component)?.summary(),
+    })
+}
+
 /// Checks and compiles a component; every refusal is one clear sentence.
 pub fn load_component(bytes: &[u8], origin: Origin) -> anyhow::Result<PluginComponent> {
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
@@ -277,7 +303,7 @@ pub fn load_component(bytes: &[u8], origin: Origin) -> anyhow::Result<PluginComp
         );
     }
     let sha256 = hex(&Sha256::digest(bytes));
-    let component = compile_cached(bytes, &sha256)?;
+    let component = cache::compile_cached(bytes, &sha256)?;
     let engine = engine();
     let ty = component.component_type();
 
@@ -407,49 +433,6 @@ pub(crate) fn add_wasi_basics<T: wasmtime_wasi::WasiView>(
     cli::terminal_stdout::add_to_linker::<T, WasiCli>(l, T::cli)?;
     cli::terminal_stderr::add_to_linker::<T, WasiCli>(l, T::cli)?;
     Ok(())
-}
-
-/// Compiling a component takes ~0.2 s; the native code is cached on disk by content hash.
-fn compile_cached(bytes: &[u8], sha256: &str) -> anyhow::Result<Component> {
-    let engine = engine();
-    let cache = cache_dir().map(|dir| {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut h);
-        dir.join(format!("{sha256}-{:016x}.cwasm", h.finish()))
-    });
-    if let Some(path) = &cache
-        && path.exists()
-    {
-        // SAFETY: the file was written by `Component::serialize` for an engine with the same
-        // compatibility hash (part of the name), in a cache directory owned by this user.
-        if let Ok(c) = unsafe { Component::deserialize_file(engine, path) } {
-            return Ok(c);
-        }
-    }
-    let component = Component::new(engine, bytes)
-        .map_err(|e| anyhow::anyhow!("is not a valid component: {e}"))?;
-    if let Some(path) = &cache
-        && let Ok(serialized) = component.serialize()
-    {
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        if std::fs::write(&tmp, serialized).is_ok() {
-            let _ = std::fs::rename(&tmp, path);
-        }
-    }
-    Ok(component)
-}
-
-fn cache_dir() -> Option<PathBuf> {
-    if std::env::var_os("LLMB_NO_CACHE").is_some() {
-        return None;
-    }
-    let dir = std::env::var_os("LLMB_CACHE_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("llmb")))
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/llmb")))?;
-    std::fs::create_dir_all(&dir).ok()?;
-    Some(dir)
 }
 
 fn hex(bytes: &[u8]) -> String {

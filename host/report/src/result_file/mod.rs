@@ -242,6 +242,13 @@ pub struct LlmbExtras {
     pub plugin_time_us: Option<Value>,
     #[serde(deserialize_with = "value::lenient")]
     pub plugin_faults: Option<BTreeMap<String, u64>>,
+    /// The plugins that produced the numbers, with version and sha256 (for `llmb plugin lock`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "value::lenient"
+    )]
+    pub plugins: Option<Vec<llmb_engine::outcome::UsedPlugin>>,
     /// Why the stage stopped early; `bench` adds it when it did.
     #[serde(
         skip_serializing_if = "Option::is_none",

@@ -302,6 +302,7 @@ impl LlmbExtras {
                     .map(|(k, n)| (k.clone(), *n as u64))
                     .collect(),
             ),
+            plugins: (!info.plugins.is_empty()).then(|| info.plugins.clone()),
             stop_reason: None,
             other: Map::new(),
         }
