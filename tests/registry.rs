@@ -2,7 +2,8 @@
 //! first-party index in `registry/` matches this build; a scaffolded adapter is built, signed,
 //! published to an index served over HTTP on 127.0.0.1, installed (refused until its key is
 //! trusted), pinned in a lock file and benchmarked against the simulator; tampering with the
-//! artifact, the manifest or the installed file is refused.
+//! artifact, the manifest or the installed file is refused. The adapter is built on the
+//! packaged plugin-sdk (`cargo package`, unpacked as a vendor would), not on our source tree.
 
 mod common;
 
@@ -88,12 +89,62 @@ impl User {
     }
 }
 
+/// `cargo package`s plugin-sdk and unpacks the `.crate` under `dir`, as a vendor without our
+/// source tree would get it; returns the unpacked crate.
+fn packaged_sdk(dir: &Path) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let target = dir.join("package-target");
+    let status = Command::new(&cargo)
+        .current_dir(workspace_root())
+        .args([
+            "package",
+            "-p",
+            "llmb-plugin-sdk",
+            "--allow-dirty",
+            "--no-verify",
+        ])
+        .arg("--target-dir")
+        .arg(&target)
+        .status()
+        .expect("run cargo package");
+    assert!(status.success(), "cargo package -p llmb-plugin-sdk failed");
+    let version = env!("CARGO_PKG_VERSION");
+    let archive = target.join(format!("package/llmb-plugin-sdk-{version}.crate"));
+    let vendor = dir.join("vendor");
+    std::fs::create_dir_all(&vendor).unwrap();
+    let status = Command::new("tar")
+        .arg("-xzf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&vendor)
+        .status()
+        .expect("run tar");
+    assert!(status.success(), "cannot unpack {}", archive.display());
+    let sdk = vendor.join(format!("llmb-plugin-sdk-{version}"));
+    assert!(
+        sdk.join("wit/llmb-plugin.wit").exists(),
+        "the package carries the WIT"
+    );
+    sdk
+}
+
 fn scaffold_and_build(dir: &Path) -> PathBuf {
     let crate_dir = dir.join("my-server");
+    // By version unless asked: what a vendor gets from crates.io.
+    let by_version = dir.join("by-version");
+    llmb::scaffold::new_adapter(&llmb::args::PluginNewArgs {
+        name: "my-server".into(),
+        dir: Some(by_version.clone()),
+        sdk_path: None,
+    })
+    .unwrap();
+    let manifest = std::fs::read_to_string(by_version.join("Cargo.toml")).unwrap();
+    assert!(manifest.contains("llmb-plugin-sdk = \"0.1\""), "{manifest}");
+    // Built here from the packaged SDK, vendored by path.
     let created = llmb::scaffold::new_adapter(&llmb::args::PluginNewArgs {
         name: "my-server".into(),
         dir: Some(crate_dir.clone()),
-        sdk_path: Some(workspace_root().join("plugin-sdk")),
+        sdk_path: Some(packaged_sdk(dir)),
     })
     .unwrap();
     assert_eq!(created, crate_dir);

@@ -21,7 +21,7 @@ pub mod tokens;
 pub mod backend_bindings {
     wit_bindgen::generate!({
         world: "backend-plugin",
-        path: "../wit",
+        path: "wit",
         pub_export_macro: true,
         export_macro_name: "export_backend_world",
         default_bindings_module: "llmb_plugin_sdk::backend_bindings",
@@ -33,7 +33,7 @@ pub mod backend_bindings {
 pub mod dataset_bindings {
     wit_bindgen::generate!({
         world: "dataset-plugin",
-        path: "../wit",
+        path: "wit",
         pub_export_macro: true,
         export_macro_name: "export_dataset_world",
         default_bindings_module: "llmb_plugin_sdk::dataset_bindings",

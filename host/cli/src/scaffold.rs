@@ -9,12 +9,15 @@ use crate::args::PluginNewArgs;
 
 const ADAPTER_TEMPLATE: &str = include_str!("scaffold/adapter.rs.tmpl");
 
-/// Where this build of llmb found plugin-sdk, used when `--sdk-path` is not given.
-fn default_sdk_path() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugin-sdk");
-    p.join("Cargo.toml")
-        .exists()
-        .then(|| p.canonicalize().unwrap_or(p))
+/// The plugin-sdk version requirement a new adapter depends on: this llmb's own version
+/// (`0.1.0` → `0.1`), published as `llmb-plugin-sdk` on crates.io.
+fn sdk_version_requirement() -> String {
+    let version = env!("CARGO_PKG_VERSION");
+    let mut parts = version.split('.');
+    match (parts.next(), parts.next()) {
+        (Some(major), Some(minor)) => format!("{major}.{minor}"),
+        _ => version.to_string(),
+    }
 }
 
 /// `llmb plugin new NAME`: creates the crate and says how to build and use it.
@@ -51,18 +54,19 @@ pub fn new_adapter(args: &PluginNewArgs) -> anyhow::Result<PathBuf> {
     {
         bail!("{} already exists and is not empty", dir.display());
     }
-    let sdk = match &args.sdk_path {
-        Some(p) => p.clone(),
-        None => default_sdk_path().context(
-            "cannot find plugin-sdk next to this llmb build: pass --sdk-path PATH/TO/plugin-sdk",
-        )?,
+    // By version unless a path is asked for (a checkout, or a vendored copy of the package).
+    let sdk_dependency = match &args.sdk_path {
+        Some(path) => {
+            anyhow::ensure!(
+                path.join("Cargo.toml").exists(),
+                "--sdk-path {}: no Cargo.toml there",
+                path.display()
+            );
+            let path = path.canonicalize().unwrap_or(path.clone());
+            format!("{{ path = {:?} }}", path.display().to_string())
+        }
+        None => format!("{:?}", sdk_version_requirement()),
     };
-    anyhow::ensure!(
-        sdk.join("Cargo.toml").exists(),
-        "--sdk-path {}: no Cargo.toml there",
-        sdk.display()
-    );
-    let sdk = sdk.canonicalize().unwrap_or(sdk);
     let manifest = format!(
         r#"[package]
 name = "{crate_name}"
@@ -74,7 +78,7 @@ publish = false
 crate-type = ["cdylib", "rlib"]
 
 [dependencies]
-llmb-plugin-sdk = {{ path = {sdk:?} }}
+llmb-plugin-sdk = {sdk_dependency}
 serde_json = "1"
 
 [profile.release]
@@ -84,8 +88,7 @@ codegen-units = 1
 
 # A crate of its own, even when created inside another workspace.
 [workspace]
-"#,
-        sdk = sdk.display().to_string()
+"#
     );
     let write = |rel: &str, text: &str| -> anyhow::Result<()> {
         let path = dir.join(rel);

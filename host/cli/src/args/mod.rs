@@ -291,7 +291,8 @@ pub struct PluginNewArgs {
     /// Directory to create (default: ./NAME).
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// The plugin-sdk crate to depend on (default: the one this llmb was built from).
+    /// Depend on plugin-sdk at this path (a checkout, or a vendored copy of the package)
+    /// instead of by version from crates.io.
     #[arg(long)]
     pub sdk_path: Option<PathBuf>,
 }

@@ -77,6 +77,21 @@ fn cache_dir() -> Option<PathBuf> {
     Some(dir)
 }
 
+/// How long `bytes` takes to become a runnable component: compiled afresh (filling a cache in
+/// `dir`), then read back from that cache, as `llmb selfbench` reports them.
+pub fn load_timing(
+    bytes: &[u8],
+    dir: &Path,
+) -> anyhow::Result<(std::time::Duration, std::time::Duration)> {
+    let sha256 = hex(&Sha256::digest(bytes));
+    let start = std::time::Instant::now();
+    compile_cached_in(Some(dir), bytes, &sha256)?;
+    let compiled = start.elapsed();
+    let start = std::time::Instant::now();
+    compile_cached_in(Some(dir), bytes, &sha256)?;
+    Ok((compiled, start.elapsed()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
