@@ -11,6 +11,8 @@ pub mod errors;
 pub mod framing;
 pub mod json;
 pub mod json_array;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native;
 pub mod openai;
 pub mod sampler;
 pub mod testing;
@@ -26,6 +28,8 @@ pub mod backend_bindings {
         export_macro_name: "export_backend_world",
         default_bindings_module: "llmb_plugin_sdk::backend_bindings",
         generate_all,
+        // Native adapters pass the WIT types across their C ABI as postcard bytes.
+        additional_derives: [serde::Serialize, serde::Deserialize],
     });
 }
 

@@ -93,3 +93,29 @@ pub fn echo_adapter_wasm() -> PathBuf {
         })
         .clone()
 }
+
+/// Builds a workspace crate for the host's target (its `cdylib`, a native adapter) and returns
+/// the library's path.
+pub fn build_native_library(package: &str) -> PathBuf {
+    let root = workspace_root();
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|d| PathBuf::from(d).join("native-fixtures"))
+        .unwrap_or_else(|| root.join("target/native-fixtures"));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .current_dir(&root)
+        .args(["build", "--lib", "-p", package, "--target-dir"])
+        .arg(&target_dir)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "building {package} natively failed");
+    let file = format!(
+        "{}{}{}",
+        std::env::consts::DLL_PREFIX,
+        package.replace('-', "_"),
+        std::env::consts::DLL_SUFFIX
+    );
+    target_dir.join("debug").join(file)
+}

@@ -52,7 +52,7 @@ pub fn export(args: &PluginExportArgs) -> anyhow::Result<()> {
         Origin::Embedded => llmb_engine::plugin::embedded_bytes(&summary.sha256)
             .context("the embedded plugin's bytes are missing from this build")?
             .to_vec(),
-        Origin::File(path) => {
+        Origin::File(path) | Origin::Native(path) => {
             std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
         }
     };

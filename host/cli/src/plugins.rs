@@ -6,7 +6,7 @@ use crate::args::PluginsArgs;
 
 /// `llmb plugins`.
 pub fn list_plugins(args: &PluginsArgs) -> anyhow::Result<()> {
-    let registry = Registry::load(&args.plugins)?;
+    let registry = Registry::load_with(&args.plugins, args.allow_native)?;
     println!(
         "{:<18} {:<8} {:<6} {:<10} {:<64}  description",
         "name", "kind", "wit", "origin", "sha256"

@@ -45,6 +45,7 @@ impl RunConfig {
                 backend_options: Vec::new(),
                 call_budget_us: crate::plugin::DEFAULT_CALL_BUDGET_US,
                 max_instances: crate::plugin::backend::DEFAULT_MAX_INSTANCES,
+                allow_native: false,
                 pins: None,
                 max_faults: None,
             },
@@ -138,6 +139,8 @@ pub struct PluginConfig {
     pub call_budget_us: u64,
     /// Backend instances alive at once; requests past that share one (`--plugin-instances`).
     pub max_instances: usize,
+    /// `--allow-native`: native adapter libraries among `paths` may load (unsandboxed).
+    pub allow_native: bool,
     /// `--lock`: the only plugins the run may use.
     pub pins: Option<crate::plugin::Pins>,
     /// Stop the run after this many plugin faults (`None`: never).

@@ -164,7 +164,7 @@ async fn prepare(config: &RunConfig) -> anyhow::Result<Prepared> {
         .name("llmb-prepare".into())
         .spawn(move || {
             let load = || -> anyhow::Result<_> {
-                let registry = Registry::load(&plugins.paths)?;
+                let registry = Registry::load_with(&plugins.paths, plugins.allow_native)?;
                 let backend = registry.backend(&plugins.backend)?;
                 let mut used = vec![backend.summary()];
                 used.extend(registry.dataset(&dataset.name).ok().map(|d| d.summary()));

@@ -17,6 +17,10 @@ pub type Adapter = OpenAiAdapter<OpenAiChat>;
 
 #[cfg(target_arch = "wasm32")]
 llmb_plugin_sdk::export_backend!(Adapter);
+// The same source as a trusted native library (`llmb --allow-native`), which `llmb selfbench
+// --native-plugin` measures against the WASM build.
+#[cfg(not(target_arch = "wasm32"))]
+llmb_plugin_sdk::export_backend_native!(Adapter);
 
 #[cfg(test)]
 mod tests {

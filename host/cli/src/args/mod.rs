@@ -302,6 +302,9 @@ pub struct PluginsArgs {
     /// Load a plugin component (repeatable).
     #[arg(long = "plugin", value_name = "PATH.wasm")]
     pub plugins: Vec<PathBuf>,
+    /// Let --plugin load native adapter libraries (shown as `native (unsandboxed)`).
+    #[arg(long)]
+    pub allow_native: bool,
 }
 
 /// The simulator's timing model, shared by `llmb sim` and the in-process simulator of `bench`.
@@ -407,6 +410,11 @@ pub struct SelfbenchArgs {
     /// Only the parse-cost sections (WASM vs native, WASM events/s).
     #[arg(long)]
     pub parse_only: bool,
+    /// The openai-chat adapter built as a native library (`cargo build --release --lib -p
+    /// llmb-plugin-openai-chat`): its parse cost through the native C ABI is measured beside
+    /// the WASM build's.
+    #[arg(long, value_name = "LIB")]
+    pub native_plugin: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -699,6 +707,11 @@ pub struct BenchArgs {
     /// counted: a budget means the same on a loaded machine, but parsing costs ~40% more).
     #[arg(long, value_name = "epoch|fuel", default_value = "epoch", value_parser = ["epoch", "fuel"])]
     pub plugin_metering: String,
+    /// Let --plugin load native adapter libraries (.so, .dylib, .dll built with plugin-sdk's
+    /// export_backend_native!). They run unsandboxed, with your rights and no time or memory
+    /// limit: only for libraries you trust.
+    #[arg(long)]
+    pub allow_native: bool,
     /// A lock file (`llmb plugin lock` writes one): the run refuses any plugin it would use
     /// that the lock does not pin by name, version and sha256.
     #[arg(long, value_name = "FILE")]

@@ -141,6 +141,7 @@ pub fn run_config(args: &BenchArgs, server: Server<'_>) -> anyhow::Result<RunCon
             backend_options,
             call_budget_us: args.plugin_call_budget,
             max_instances: args.plugin_instances,
+            allow_native: args.allow_native,
             pins: match &args.lock {
                 Some(path) => Some(llmb_registry::lock::Lock::load(path)?.pins(path)),
                 None => None,

@@ -48,7 +48,17 @@ pub async fn run(args: SelfbenchArgs) -> anyhow::Result<()> {
     let registry = Registry::load(&[])?;
     let pool = BackendPool::new(registry.backend("openai-chat")?, Vec::new())?;
     print_load_time(&registry)?;
-    parse::print_parse_cost(&pool, args.events)?;
+    let native_pool = match &args.native_plugin {
+        Some(path) => {
+            let registry = Registry::load_with(std::slice::from_ref(path), true)?;
+            Some(BackendPool::new(
+                registry.backend("openai-chat")?,
+                Vec::new(),
+            )?)
+        }
+        None => None,
+    };
+    parse::print_parse_cost(&pool, native_pool.as_ref(), args.events)?;
     parse::print_event_throughput(&pool, args.wasm_seconds)?;
     println!("\nTargets: wasm/native <= 1.5 with per-read batching (32 frames per call).");
     if args.parse_only {

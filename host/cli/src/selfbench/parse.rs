@@ -133,23 +133,60 @@ fn parse_cost(
     Ok((best_native, best_wasm, fuel_per_event))
 }
 
-/// Prints the per-event parse cost table (1, 8 and 32 frames per call).
-pub fn print_parse_cost(pool: &Arc<BackendPool>, events: usize) -> anyhow::Result<()> {
+/// Prints the per-event parse cost table (1, 8 and 32 frames per call): the parser compiled
+/// into this binary, the WASM adapter, and with `native_adapter` the same adapter as a native
+/// library called through its C ABI, as a run would call it.
+pub fn print_parse_cost(
+    pool: &Arc<BackendPool>,
+    native_adapter: Option<&Arc<BackendPool>>,
+    events: usize,
+) -> anyhow::Result<()> {
     println!("\n== openai-chat adapter: parse cost per event (~260 B chat chunk), best of 3 ==");
     println!(
-        "{:<22} {:>12} {:>12} {:>10} {:>12} {:>10}",
-        "frames per call", "native ns", "wasm ns", "wasm/native", "fuel/event", "fuel/ns"
+        "{:<22} {:>12} {:>12} {:>10} {:>12} {:>10} {:>14} {:>12}",
+        "frames per call",
+        "native ns",
+        "wasm ns",
+        "wasm/native",
+        "fuel/event",
+        "fuel/ns",
+        "native-lib ns",
+        "wasm/lib"
     );
     for batch in [1usize, 8, 32] {
         let (native, wasm, fuel) = parse_cost(pool, events, batch)?;
+        let lib = match native_adapter {
+            Some(lib_pool) => {
+                let frames = wasm_batch(batch);
+                let calls = events.div_ceil(batch);
+                let mut best = f64::MAX;
+                for _ in 0..3 {
+                    best = best.min(wasm_ns(lib_pool, &frames, calls)?.0);
+                }
+                Some(best)
+            }
+            None => None,
+        };
+        let (lib_ns, ratio) = match lib {
+            Some(ns) => (format!("{ns:.0}"), format!("{:.2}", wasm / ns)),
+            None => ("-".into(), "-".into()),
+        };
         println!(
-            "{:<22} {:>12.0} {:>12.0} {:>10.2} {:>12.0} {:>10.2}",
+            "{:<22} {:>12.0} {:>12.0} {:>10.2} {:>12.0} {:>10.2} {:>14} {:>12}",
             batch,
             native,
             wasm,
             wasm / native,
             fuel,
-            fuel / wasm
+            fuel / wasm,
+            lib_ns,
+            ratio
+        );
+    }
+    if native_adapter.is_none() {
+        println!(
+            "(native-lib: pass --native-plugin target/release/libllmb_plugin_openai_chat.so, \
+             built with `cargo build --release --lib -p llmb-plugin-openai-chat`)"
         );
     }
     let metering = llmb_engine::plugin::metering();

@@ -9,7 +9,9 @@
 pub mod backend;
 mod cache;
 pub mod dataset;
+pub mod native;
 mod pins;
+mod pool;
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -80,6 +82,8 @@ impl PluginKind {
 pub enum Origin {
     Embedded,
     File(PathBuf),
+    /// A trusted native library (`--allow-native`), unsandboxed.
+    Native(PathBuf),
 }
 
 impl std::fmt::Display for Origin {
@@ -87,6 +91,7 @@ impl std::fmt::Display for Origin {
         match self {
             Origin::Embedded => f.write_str("embedded"),
             Origin::File(p) => write!(f, "{}", p.display()),
+            Origin::Native(p) => write!(f, "native (unsandboxed) {}", p.display()),
         }
     }
 }
@@ -207,7 +212,14 @@ pub struct Registry {
 
 impl Registry {
     /// Loads the embedded plugins and every `--plugin` file; a bad file is an error naming it.
+    /// A native library is refused: see [`Registry::load_with`].
     pub fn load(extra: &[PathBuf]) -> anyhow::Result<Self> {
+        Self::load_with(extra, false)
+    }
+
+    /// [`Registry::load`], loading native adapter libraries among `extra` when `allow_native`
+    /// (`--allow-native`: they run unsandboxed).
+    pub fn load_with(extra: &[PathBuf], allow_native: bool) -> anyhow::Result<Self> {
         let mut registry = Registry {
             backends: Vec::new(),
             datasets: Vec::new(),
@@ -220,6 +232,24 @@ impl Registry {
         for path in extra {
             let bytes = std::fs::read(path)
                 .with_context(|| format!("cannot read plugin {}", path.display()))?;
+            if native::is_native_library(path, &bytes) {
+                if !allow_native {
+                    bail!(
+                        "plugin {} is a native library: it would run unsandboxed, with all your \
+                         rights; load it only with --allow-native",
+                        path.display()
+                    );
+                }
+                let library = native::NativeLibrary::load(path)?;
+                let sha256 = hex(&Sha256::digest(&bytes));
+                let factory = BackendFactory::native(library, sha256, Origin::Native(path.clone()))
+                    .with_context(|| format!("plugin {}", path.display()))?;
+                registry
+                    .backends
+                    .retain(|b| b.info.name != factory.info.name);
+                registry.backends.push(Arc::new(factory));
+                continue;
+            }
             let component = load_component(&bytes, Origin::File(path.clone()))
                 .with_context(|| format!("plugin {}", path.display()))?;
             registry
