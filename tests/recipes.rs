@@ -331,3 +331,36 @@ async fn the_example_sweep_config_runs_against_the_simulator() {
         assert!(o.result_path.as_ref().unwrap().starts_with(dir.path()));
     }
 }
+
+/// An `llmb.lock` next to a recipe pins every case's plugins: a case whose plugin differs
+/// from the lock is refused before it sends anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_next_to_a_recipe_pins_its_cases() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("locked.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "[bench]\nnum-prompts = 2\nrandom-output-len = 2\ndisable-tqdm = true\nresult-dir = \"{}\"\n",
+            dir.path().join("results").display()
+        ),
+    )
+    .unwrap();
+    let cases = llmb::recipe::load(&recipe, &|_| None).unwrap();
+    assert_eq!(cases[0].args.lock, None, "no lock, nothing pinned");
+    let lock = dir.path().join("llmb.lock");
+    std::fs::write(
+        &lock,
+        "version = 1\n\n[[plugin]]\nname = \"vllm\"\nkind = \"backend\"\nversion = \"0.1.0\"\n\
+         sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n",
+    )
+    .unwrap();
+    let cases = llmb::recipe::load(&recipe, &|_| None).unwrap();
+    assert_eq!(cases[0].args.lock.as_deref(), Some(lock.as_path()));
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let Err(e) = llmb::bench::run(&cases[0].args, rx).await else {
+        panic!("the run should have been refused");
+    };
+    let e = format!("{e:#}");
+    assert!(e.contains("the backend plugin vllm is 0.1.0") && e.contains("pins 0.1.0"), "{e}");
+}

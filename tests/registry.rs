@@ -96,13 +96,8 @@ fn packaged_sdk(dir: &Path) -> PathBuf {
     let target = dir.join("package-target");
     let status = Command::new(&cargo)
         .current_dir(workspace_root())
-        .args([
-            "package",
-            "-p",
-            "llmb-plugin-sdk",
-            "--allow-dirty",
-            "--no-verify",
-        ])
+        // Verified: cargo builds the packaged crate on its own, as crates.io would.
+        .args(["package", "-p", "llmb-plugin-sdk", "--allow-dirty"])
         .arg("--target-dir")
         .arg(&target)
         .status()

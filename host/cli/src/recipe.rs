@@ -154,6 +154,15 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result
                 unreachable!("parsed as bench")
             };
             args.save_result = true;
+            // An `llmb.lock` next to the recipe pins every case's plugins (`lock = ...` in
+            // [bench] names another).
+            if args.lock.is_none() {
+                let beside = path
+                    .parent()
+                    .unwrap_or(Path::new("."))
+                    .join(llmb_registry::lock::FILE_NAME);
+                args.lock = beside.exists().then_some(beside);
+            }
             let name = format!("{stem}-{index:02}{}.json", slug(&label));
             args.result_filename = Some(match &args.result_filename {
                 // Every case needs its own file, whatever the given name looks like.
