@@ -362,5 +362,8 @@ async fn a_lock_next_to_a_recipe_pins_its_cases() {
         panic!("the run should have been refused");
     };
     let e = format!("{e:#}");
-    assert!(e.contains("the backend plugin vllm is 0.1.0") && e.contains("pins 0.1.0"), "{e}");
+    assert!(
+        e.contains("the backend plugin vllm is 0.1.0") && e.contains("pins 0.1.0"),
+        "{e}"
+    );
 }
