@@ -255,6 +255,9 @@ fn run_info(doc: &Map<String, Value>) -> RunInfo {
     };
     RunInfo {
         plugins: Vec::new(),
+        shard: None,
+        plan_digest: String::new(),
+        start: None,
         backend: text("backend"),
         endpoint_type: text("endpoint_type"),
         label: doc["label"].as_str().map(str::to_string),

@@ -68,6 +68,9 @@ fn all_metrics() -> MetricsConfig {
 fn run_info() -> RunInfo {
     RunInfo {
         plugins: Vec::new(),
+        shard: None,
+        plan_digest: String::new(),
+        start: None,
         backend: "vllm".into(),
         endpoint_type: "vllm".into(),
         label: None,

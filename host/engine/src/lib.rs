@@ -32,6 +32,7 @@ pub mod secrets;
 pub mod server;
 pub mod server_metrics;
 pub mod session;
+pub mod shard;
 pub mod sweep;
 pub mod tokenizer;
 pub mod transport;

@@ -63,6 +63,25 @@ pub struct RunInfo {
     pub pattern: LoadPattern,
     /// The backend adapter and dataset reader that produced the numbers.
     pub plugins: Vec<UsedPlugin>,
+    /// Which shard of a sharded run this is.
+    pub shard: Option<crate::shard::Shard>,
+    /// The digest of the global plan (arrivals, samples, plugins): equal in every shard of
+    /// one run.
+    pub plan_digest: String,
+    /// When the timed phase started against `--start-at`.
+    pub start: Option<StartInfo>,
+}
+
+/// How a shard started against `--start-at`, and on what clock.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct StartInfo {
+    pub start_at_unix_s: f64,
+    /// How long it waited for the start (0 when late).
+    pub waited_ms: f64,
+    /// How late it was (0 when on time).
+    pub late_ms: f64,
+    /// The clock the start time was read on, and what is known of its offset.
+    pub clock: String,
 }
 
 /// The load pattern of a run, for the report and the result file.

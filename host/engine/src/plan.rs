@@ -35,6 +35,72 @@ pub struct ClientsPlan {
     /// Clients draw from samples `first .. first + len` (wrapping around the pool).
     pub first_sample: usize,
     pub sample_count: usize,
+    /// Only the clients this shard owns run (`client % count == index`).
+    pub shard: Option<crate::shard::Shard>,
+}
+
+impl LoadPlan {
+    /// `shard`'s part: every `count`-th arrival from `index` on (so the shards' union is the
+    /// planned arrival process, offsets and samples unchanged), or every `count`-th client
+    /// with the shared request limit divided so the shares add up.
+    pub fn for_shard(self, shard: &crate::shard::Shard) -> LoadPlan {
+        match self {
+            LoadPlan::Schedule(jobs) => LoadPlan::Schedule(
+                jobs.into_iter()
+                    .enumerate()
+                    .filter(|(position, _)| shard.owns(*position))
+                    .map(|(_, job)| job)
+                    .collect(),
+            ),
+            LoadPlan::Clients(c) => LoadPlan::Clients(ClientsPlan {
+                total: c.total.map(|t| shard.share_of(t)),
+                shard: Some(shard.clone()),
+                ..c
+            }),
+        }
+    }
+
+    /// A digest of the global plan and what it sends: every shard of one run computes the
+    /// same one, and `llmb merge` refuses shards whose digests differ.
+    pub fn digest(&self, samples: &[Sample], plugins: &[String]) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        match self {
+            LoadPlan::Schedule(jobs) => {
+                for (at, sample) in jobs {
+                    h.update(at.as_nanos().to_le_bytes());
+                    h.update((*sample as u64).to_le_bytes());
+                }
+            }
+            LoadPlan::Clients(c) => h.update(
+                format!(
+                    "clients {} {:?} {:?} {:?} {:?} {} {} {}",
+                    c.clients,
+                    c.ramp_up,
+                    c.stop_issuing_at,
+                    c.per_client,
+                    c.total,
+                    c.seed,
+                    c.first_sample,
+                    c.sample_count
+                )
+                .as_bytes(),
+            ),
+        }
+        for sample in samples {
+            h.update(
+                format!(
+                    "{:?}|{}|{}",
+                    sample.prompt, sample.input_tokens, sample.output_tokens
+                )
+                .as_bytes(),
+            );
+        }
+        for plugin in plugins {
+            h.update(plugin.as_bytes());
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 /// Which requests are warmups, left out of the metrics.
@@ -72,6 +138,12 @@ pub struct LoadConfig {
     pub turns_per_client: Option<usize>,
     /// A request rate that changes over the run instead of a fixed one.
     pub ramp: Option<Ramp>,
+    /// This process's part of a sharded run (`--shard`, or the job engine's environment).
+    pub shard: Option<crate::shard::Shard>,
+    /// `--start-at`: the timed phase of the first stage starts at this wall-clock time.
+    pub start_at: Option<std::time::SystemTime>,
+    /// `--allow-late-start`: run even when `start_at` has already passed.
+    pub allow_late_start: bool,
 }
 
 impl Default for LoadConfig {
@@ -89,6 +161,9 @@ impl Default for LoadConfig {
             client_stop_time: None,
             turns_per_client: None,
             ramp: None,
+            shard: None,
+            start_at: None,
+            allow_late_start: false,
         }
     }
 }
@@ -223,6 +298,7 @@ pub fn plan_for(
             seed: load.seed,
             first_sample: first,
             sample_count: stage.requests,
+            shard: None,
         }
     };
     if let Some(clients) = load.clients {

@@ -341,9 +341,33 @@ async fn run_stage(
 ) -> anyhow::Result<BenchOutcome> {
     let load = &config.load;
     let (plan, pattern) = crate::plan::plan_for(load, config.request.streaming, stage, &p.samples)?;
+    let digests: Vec<String> = p.used_plugins.iter().map(|u| u.sha256.clone()).collect();
+    let plan_digest = plan.digest(&p.samples, &digests);
+    let (plan, warmup) = match &load.shard {
+        Some(shard) => {
+            eprintln!(
+                "llmb: shard {}/{} (from {}), plan {}",
+                shard.index,
+                shard.count,
+                shard.source,
+                &plan_digest[..16]
+            );
+            (
+                plan.for_shard(shard),
+                crate::plan::Warmup {
+                    requests: shard.share_of(load.warmup.requests),
+                    ..load.warmup
+                },
+            )
+        }
+        None => (plan, load.warmup),
+    };
     let backend = config.plugins.backend.clone();
     let run_info = RunInfo {
         plugins: p.used_plugins.clone(),
+        shard: load.shard.clone(),
+        plan_digest,
+        start: None,
         backend: backend.clone(),
         endpoint_type: backend,
         label: config.label.clone(),
@@ -362,7 +386,7 @@ async fn run_stage(
             .unwrap_or_else(|| p.info.default_endpoint.clone()),
         dataset_name: config.dataset.name.clone(),
         num_prompts: match &plan {
-            LoadPlan::Schedule(jobs) => jobs.len().saturating_sub(load.warmup.requests),
+            LoadPlan::Schedule(jobs) => jobs.len().saturating_sub(warmup.requests),
             LoadPlan::Clients(_) => stage.requests,
         },
         request_rate: stage.rate,
@@ -383,9 +407,10 @@ async fn run_stage(
         samples: p.samples.clone(),
         template: config.request.template(&p.model),
         max_concurrency: stage.concurrency,
-        warmup: load.warmup,
+        warmup,
         show_progress: config.show_progress,
         max_plugin_faults: config.plugins.max_faults,
+        shard: load.shard.clone(),
     });
     let scraper = match &config.server.metrics {
         Some(sm) => Some(
@@ -426,6 +451,13 @@ async fn run_stage(
         p.client.drop_idle();
         None
     };
+    let start = match load.start_at {
+        // The first stage starts at --start-at; later ones follow it as they do in one process.
+        Some(at) if load.stages.first().is_some_and(|s| std::ptr::eq(s, stage)) => {
+            Some(wait_for_start(at, load.allow_late_start, load.shard.as_ref()).await?)
+        }
+        _ => None,
+    };
     let cpu_before = crate::cpu::process_cpu();
     let executed = runner
         .execute(&plan, records_path.as_deref(), cancel)
@@ -441,6 +473,7 @@ async fn run_stage(
     metrics.http_phases.connections_warmed = connections_warmed;
     let info = RunInfo {
         interrupted: executed.interrupted,
+        start,
         ..run_info
     };
     let stop_reason = executed
@@ -505,6 +538,9 @@ fn stopped_in_prepare(
     let backend = config.plugins.backend.clone();
     let info = RunInfo {
         plugins: Vec::new(),
+        shard: config.load.shard.clone(),
+        plan_digest: String::new(),
+        start: None,
         backend: backend.clone(),
         endpoint_type: backend,
         label: config.label.clone(),
@@ -551,4 +587,58 @@ fn stopped_in_prepare(
         stop_reason: Some(stop_reason(cancel, "prepare")),
         t0_monotonic_ns: crate::clock::monotonic_ns(),
     })
+}
+
+/// Waits until `at` (wall clock) for a coordinated start; a shard that arrives late says by
+/// how much and refuses to run unless `allow_late`.
+async fn wait_for_start(
+    at: std::time::SystemTime,
+    allow_late: bool,
+    shard: Option<&crate::shard::Shard>,
+) -> anyhow::Result<crate::outcome::StartInfo> {
+    let now = std::time::SystemTime::now();
+    let at_unix = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    let who = shard.map_or("this run".to_string(), |s| {
+        format!("shard {}/{}", s.index, s.count)
+    });
+    let clock = "system clock (CLOCK_REALTIME); its offset to other shards' clocks is not \
+                 measured: keep the nodes NTP- or PTP-synchronized"
+        .to_string();
+    match at.duration_since(now) {
+        Ok(wait) => {
+            eprintln!(
+                "llmb: {who} waits {:.3} s for --start-at",
+                wait.as_secs_f64()
+            );
+            tokio::time::sleep(wait).await;
+            Ok(crate::outcome::StartInfo {
+                start_at_unix_s: at_unix,
+                waited_ms: wait.as_secs_f64() * 1e3,
+                late_ms: 0.0,
+                clock,
+            })
+        }
+        Err(late) => {
+            let late = late.duration();
+            anyhow::ensure!(
+                allow_late,
+                "{who} is {:.3} s late for --start-at: the other shards may have started \
+                 without it (--allow-late-start runs anyway)",
+                late.as_secs_f64()
+            );
+            eprintln!(
+                "llmb: {who} starts {:.3} s late for --start-at",
+                late.as_secs_f64()
+            );
+            Ok(crate::outcome::StartInfo {
+                start_at_unix_s: at_unix,
+                waited_ms: 0.0,
+                late_ms: late.as_secs_f64() * 1e3,
+                clock,
+            })
+        }
+    }
 }

@@ -56,6 +56,9 @@ pub(crate) fn stage() -> BenchOutcome {
     let metrics = compute(&records, 2.0, &cfg);
     let info = RunInfo {
         plugins: Vec::new(),
+        shard: None,
+        plan_digest: String::new(),
+        start: None,
         backend: "vllm".into(),
         endpoint_type: "vllm".into(),
         label: Some("unit".into()),

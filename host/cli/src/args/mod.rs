@@ -712,6 +712,23 @@ pub struct BenchArgs {
     /// limit: only for libraries you trust.
     #[arg(long)]
     pub allow_native: bool,
+    /// Run as shard INDEX of COUNT (`0/4`): this process sends every COUNT-th arrival of the
+    /// plan (or runs every COUNT-th client) and numbers requests fleet-wide. Without it, the
+    /// shard comes from JOB_COMPLETION_INDEX (Kubernetes Indexed Job, with --shards),
+    /// SLURM_PROCID/SLURM_NTASKS, OMPI_COMM_WORLD_RANK/SIZE or PMI_RANK/PMI_SIZE.
+    #[arg(long, value_name = "INDEX/COUNT")]
+    pub shard: Option<String>,
+    /// The number of shards when the environment gives only the index (Kubernetes).
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
+    /// Start the timed phase at this wall-clock time (RFC 3339, e.g. 2026-12-06T21:00:00Z, or
+    /// Unix seconds), so shards on several machines start together. A process that is late
+    /// refuses to run unless --allow-late-start.
+    #[arg(long, value_name = "TIME", value_parser = parse_start_at)]
+    pub start_at: Option<std::time::SystemTime>,
+    /// Run even when --start-at has already passed (says how late in the result).
+    #[arg(long)]
+    pub allow_late_start: bool,
     /// A lock file (`llmb plugin lock` writes one): the run refuses any plugin it would use
     /// that the lock does not pin by name, version and sha256.
     #[arg(long, value_name = "FILE")]
@@ -741,6 +758,19 @@ pub fn client_threads(requested: Option<usize>) -> usize {
             .map(|n| n.get())
             .unwrap_or(2);
         cores.saturating_sub(1).max(1)
+    })
+}
+
+/// `--start-at`: RFC 3339, or Unix seconds (fractions allowed).
+fn parse_start_at(s: &str) -> Result<std::time::SystemTime, String> {
+    if let Ok(secs) = s.trim().parse::<f64>()
+        && secs.is_finite()
+        && secs >= 0.0
+    {
+        return Ok(std::time::UNIX_EPOCH + Duration::from_secs_f64(secs));
+    }
+    humantime::parse_rfc3339_weak(s.trim()).map_err(|e| {
+        format!("{s:?} is neither RFC 3339 (2026-12-06T21:00:00Z) nor Unix seconds: {e}")
     })
 }
 

@@ -176,6 +176,13 @@ pub fn run_config(args: &BenchArgs, server: Server<'_>) -> anyhow::Result<RunCon
             ramp_up_time: args.ramp_up_time.map(Duration::from_secs_f64),
             client_stop_time: args.client_stop_time.map(Duration::from_secs_f64),
             turns_per_client: args.num_turns,
+            shard: llmb_engine::shard::Shard::detect(
+                args.shard.as_deref(),
+                args.shards,
+                &|name| std::env::var(name).ok(),
+            )?,
+            start_at: args.start_at,
+            allow_late_start: args.allow_late_start,
             ramp: args.ramp_up_strategy.map(|strategy| Ramp {
                 strategy: match strategy {
                     RampUpStrategy::Linear => RampStrategy::Linear,

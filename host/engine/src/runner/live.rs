@@ -108,6 +108,11 @@ impl Live {
                 .is_some_and(|d| intended_ns < d.as_nanos() as u64);
         let s = &self.runner.samples[sample];
         let t = &self.runner.template;
+        let id = self
+            .runner
+            .shard
+            .as_ref()
+            .map_or(id, |shard| shard.global_id(id));
         let req = t.request(id, prompt, s.output_tokens);
         let record = RequestRecord {
             id,

@@ -52,6 +52,8 @@ pub struct Runner {
     /// `--max-plugin-faults`: stop the run (as Ctrl-C does) once this many requests failed
     /// with a plugin fault.
     pub max_plugin_faults: Option<u64>,
+    /// Sharded runs number requests fleet-wide (`local * count + index`).
+    pub shard: Option<crate::shard::Shard>,
 }
 
 /// What one execution produced.

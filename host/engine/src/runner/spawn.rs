@@ -81,6 +81,9 @@ pub(super) fn spawn_clients(live: &Arc<Live>, plan: &ClientsPlan) {
     let pool = live.runner.samples.len();
     let (first, count) = (plan.first_sample, plan.sample_count.clamp(1, pool));
     for i in 0..plan.clients {
+        if plan.shard.as_ref().is_some_and(|s| !s.owns(i)) {
+            continue;
+        }
         let live = live.clone();
         let start = plan.ramp_up.mul_f64(i as f64 / plan.clients as f64);
         let per_client = plan.per_client;

@@ -249,6 +249,27 @@ pub struct LlmbExtras {
         deserialize_with = "value::lenient"
     )]
     pub plugins: Option<Vec<llmb_engine::outcome::UsedPlugin>>,
+    /// Which shard of a sharded run this is (`--shard`, or the job engine's environment).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "value::lenient"
+    )]
+    pub shard: Option<llmb_engine::shard::Shard>,
+    /// The digest of the global plan: equal in every shard of one run.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "value::lenient"
+    )]
+    pub plan_digest: Option<String>,
+    /// How the timed phase started against `--start-at`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "value::lenient"
+    )]
+    pub start: Option<llmb_engine::outcome::StartInfo>,
     /// Why the stage stopped early; `bench` adds it when it did.
     #[serde(
         skip_serializing_if = "Option::is_none",

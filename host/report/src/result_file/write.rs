@@ -303,6 +303,9 @@ impl LlmbExtras {
                     .collect(),
             ),
             plugins: (!info.plugins.is_empty()).then(|| info.plugins.clone()),
+            shard: info.shard.clone(),
+            plan_digest: (!info.plan_digest.is_empty()).then(|| info.plan_digest.clone()),
+            start: info.start.clone(),
             stop_reason: None,
             other: Map::new(),
         }
