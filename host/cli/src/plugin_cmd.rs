@@ -21,10 +21,14 @@ use crate::args::{
 pub fn with_installed(plugins: &[PathBuf], names: &[&str]) -> anyhow::Result<Vec<PathBuf>> {
     let mut paths = Vec::new();
     for name in names {
-        if llmb_registry::manifest::valid_name(name)
-            && let Some(installed) = store::find(name, None)?
-        {
-            paths.push(installed.wasm);
+        if !llmb_registry::manifest::valid_name(name) {
+            continue;
+        }
+        // An unreadable store must not stop runs that do not need it: say so and go on.
+        match store::find(name, None) {
+            Ok(Some(installed)) => paths.push(installed.wasm),
+            Ok(None) => {}
+            Err(e) => eprintln!("llmb: installed plugins not searched for {name}: {e:#}"),
         }
     }
     paths.extend(plugins.iter().cloned());
