@@ -258,6 +258,7 @@ fn run_info(doc: &Map<String, Value>) -> RunInfo {
         shard: None,
         plan_digest: String::new(),
         start: None,
+        timing: None,
         backend: text("backend"),
         endpoint_type: text("endpoint_type"),
         label: doc["label"].as_str().map(str::to_string),

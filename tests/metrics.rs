@@ -71,6 +71,7 @@ fn run_info() -> RunInfo {
         shard: None,
         plan_digest: String::new(),
         start: None,
+        timing: None,
         backend: "vllm".into(),
         endpoint_type: "vllm".into(),
         label: None,

@@ -82,3 +82,97 @@ async fn shards_start_together_and_a_late_one_refuses() {
     let outcome = bench(&args).await;
     assert!(outcome.info.start.as_ref().unwrap().late_ms >= 3000.0);
 }
+
+/// Four shards started together, merged: the merged result counts every request once, its
+/// rate agrees with one process's, and every metric equals the one recomputed from the union
+/// of the records; a shard of another plan, a duplicate or a missing shard is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merged_shards_equal_the_union_of_their_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = quick_args(dir.path());
+    args.num_prompts = 40;
+    args.request_rate = vec![200.0];
+    args.seed = 11;
+    args.save_result = true;
+    let whole = bench(&args).await;
+
+    let shards_dir = dir.path().join("shards");
+    let at = std::time::SystemTime::now() + std::time::Duration::from_millis(800);
+    let runs = (0..4).map(|index| {
+        let mut shard = args.clone();
+        shard.shard = Some(format!("{index}/4"));
+        shard.start_at = Some(at);
+        shard.result_dir = shards_dir.join(format!("shard-{index}"));
+        async move { bench(&shard).await }
+    });
+    let parts = futures_util::future::join_all(runs).await;
+    assert_eq!(parts.iter().map(|p| p.metrics.completed).sum::<usize>(), 40);
+
+    let out = dir.path().join("merged/run.json");
+    llmb::merge::main(&llmb::args::MergeArgs {
+        inputs: vec![shards_dir.clone()],
+        output: out.clone(),
+        allow_missing: false,
+    })
+    .unwrap();
+    let merged: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(merged["completed"], 40);
+    assert_eq!(merged["llmb"]["merged_from"]["shards"], 4);
+    let records: Vec<llmb_engine::records::RequestRecord> =
+        std::fs::read_to_string(out.with_extension("records.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    let ids: BTreeSet<u64> = records.iter().map(|r| r.id).collect();
+    assert_eq!(ids, sent(&whole).iter().map(|(id, _, _)| *id).collect());
+    // Exact: the merged metrics are the union's.
+    let duration = merged["duration"].as_f64().unwrap();
+    let m = llmb_engine::metrics::compute(&records, duration, &Default::default());
+    assert_eq!(merged["total_output_tokens"], m.total_output as u64);
+    assert_eq!(merged["mean_ttft_ms"].as_f64().unwrap(), m.ttft.mean);
+    assert_eq!(
+        merged["p99_ttft_ms"].as_f64().unwrap(),
+        m.ttft.percentiles[0].1
+    );
+    assert_eq!(merged["median_itl_ms"].as_f64().unwrap(), m.itl.median);
+    // Started together, the shards' rate is one process's.
+    let rate = merged["request_throughput"].as_f64().unwrap();
+    let single = whole.metrics.request_throughput;
+    assert!(
+        (rate / single - 1.0).abs() < 0.35,
+        "merged {rate:.1} req/s against {single:.1} in one process"
+    );
+
+    // Refusals: a missing shard, a duplicate, another plan.
+    std::fs::rename(shards_dir.join("shard-3"), dir.path().join("away")).unwrap();
+    let e = llmb::merge::main(&llmb::args::MergeArgs {
+        inputs: vec![shards_dir.clone()],
+        output: dir.path().join("partial.json"),
+        allow_missing: false,
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("shards [3] of 4 have no result"), "{e}");
+    let e = llmb::merge::main(&llmb::args::MergeArgs {
+        inputs: vec![shards_dir.clone(), shards_dir.join("shard-0")],
+        output: dir.path().join("dup.json"),
+        allow_missing: true,
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("shard 0 appears twice"), "{e}");
+    let mut other = args.clone();
+    other.seed = 12;
+    other.shard = Some("3/4".into());
+    other.result_dir = shards_dir.join("other");
+    bench(&other).await;
+    let e = llmb::merge::main(&llmb::args::MergeArgs {
+        inputs: vec![shards_dir],
+        output: dir.path().join("mixed.json"),
+        allow_missing: true,
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("ran another plan"), "{e}");
+}

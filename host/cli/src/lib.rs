@@ -8,6 +8,7 @@ pub mod args;
 pub mod bench;
 pub mod config;
 pub mod datasets;
+pub mod merge;
 pub mod multi_turn;
 pub mod plugin_cmd;
 pub mod plugins;

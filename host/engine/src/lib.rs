@@ -19,6 +19,7 @@ pub mod cpu;
 pub mod fd_limit;
 pub mod input_tokens;
 pub mod lifecycle;
+pub mod merge;
 pub mod metrics;
 pub mod outcome;
 pub mod plan;

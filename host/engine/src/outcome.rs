@@ -70,6 +70,17 @@ pub struct RunInfo {
     pub plan_digest: String,
     /// When the timed phase started against `--start-at`.
     pub start: Option<StartInfo>,
+    /// Where the records' clock starts on the wall clock, and the measured window on it: what
+    /// `llmb merge` lines shards up with.
+    pub timing: Option<RunTiming>,
+}
+
+/// The records' time origin on the wall clock and the measured window, in ns from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RunTiming {
+    pub t0_unix_ns: u64,
+    pub measured_from_ns: u64,
+    pub elapsed_ns: u64,
 }
 
 /// How a shard started against `--start-at`, and on what clock.

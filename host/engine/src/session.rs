@@ -368,6 +368,7 @@ async fn run_stage(
         shard: load.shard.clone(),
         plan_digest,
         start: None,
+        timing: None,
         backend: backend.clone(),
         endpoint_type: backend,
         label: config.label.clone(),
@@ -471,9 +472,18 @@ async fn run_stage(
     let mut metrics =
         crate::metrics::compute(&executed.records, measured.as_secs_f64(), &config.metrics);
     metrics.http_phases.connections_warmed = connections_warmed;
+    let t0_unix = std::time::SystemTime::now()
+        .checked_sub(executed.t0.elapsed())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .unwrap_or_default();
     let info = RunInfo {
         interrupted: executed.interrupted,
         start,
+        timing: Some(crate::outcome::RunTiming {
+            t0_unix_ns: t0_unix.as_nanos() as u64,
+            measured_from_ns: executed.measured_from.as_nanos() as u64,
+            elapsed_ns: executed.elapsed.as_nanos() as u64,
+        }),
         ..run_info
     };
     let stop_reason = executed
@@ -541,6 +551,7 @@ fn stopped_in_prepare(
         shard: config.load.shard.clone(),
         plan_digest: String::new(),
         start: None,
+        timing: None,
         backend: backend.clone(),
         endpoint_type: backend,
         label: config.label.clone(),

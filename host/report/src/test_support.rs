@@ -59,6 +59,7 @@ pub(crate) fn stage() -> BenchOutcome {
         shard: None,
         plan_digest: String::new(),
         start: None,
+        timing: None,
         backend: "vllm".into(),
         endpoint_type: "vllm".into(),
         label: Some("unit".into()),

@@ -60,6 +60,9 @@ pub enum Command {
     Dataset(DatasetCommand),
     /// One CSV table over result files from many runs (files or folders, searched recursively).
     Aggregate(AggregateArgs),
+    /// One result from the shards of a sharded run (`--shard`): every metric recomputed from
+    /// the union of their raw records, on one clock; written with its records like a run's.
+    Merge(MergeArgs),
     /// Run a recipe: `bench` options plus a matrix of values expanded as a cartesian product,
     /// one result file per case and an aggregate table at the end (see examples/).
     Run(RunArgs),
@@ -77,6 +80,19 @@ pub struct RunArgs {
     /// Print each case's `llmb bench` command line instead of running it.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MergeArgs {
+    /// Folders (searched recursively) or result files of the shards.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// The merged result file (its records go beside it as .records.jsonl).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Merge even when some shards' results are missing (they are named in the result).
+    #[arg(long)]
+    pub allow_missing: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -270,6 +270,13 @@ pub struct LlmbExtras {
         deserialize_with = "value::lenient"
     )]
     pub start: Option<llmb_engine::outcome::StartInfo>,
+    /// The records' origin on the wall clock and the measured window (for `llmb merge`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "value::lenient"
+    )]
+    pub timing: Option<llmb_engine::outcome::RunTiming>,
     /// Why the stage stopped early; `bench` adds it when it did.
     #[serde(
         skip_serializing_if = "Option::is_none",

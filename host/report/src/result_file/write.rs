@@ -306,6 +306,7 @@ impl LlmbExtras {
             shard: info.shard.clone(),
             plan_digest: (!info.plan_digest.is_empty()).then(|| info.plan_digest.clone()),
             start: info.start.clone(),
+            timing: info.timing,
             stop_reason: None,
             other: Map::new(),
         }
