@@ -176,3 +176,44 @@ async fn merged_shards_equal_the_union_of_their_records() {
     .to_string();
     assert!(e.contains("ran another plan"), "{e}");
 }
+
+/// The stages of a sweep run in lockstep: shards meet in `--sync-dir` before each stage and
+/// start it at the same wall-clock time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_stages_start_together_across_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = quick_args(dir.path());
+    args.num_prompts = 8;
+    args.request_rate = vec![200.0, 400.0];
+    args.sync_dir = Some(dir.path().join("sync"));
+    let runs = (0..2).map(|index| {
+        let mut shard = args.clone();
+        shard.shard = Some(format!("{index}/2"));
+        shard.result_dir = dir.path().join(format!("shard-{index}"));
+        async move { bench(&shard).await }
+    });
+    let parts = futures_util::future::join_all(runs).await;
+    let starts: Vec<f64> = parts
+        .iter()
+        .map(|p| {
+            p.info
+                .start
+                .as_ref()
+                .expect("the last stage met the others")
+                .start_at_unix_s
+        })
+        .collect();
+    assert_eq!(
+        starts[0], starts[1],
+        "one start time for the stage on every shard"
+    );
+    for stage in 0..2 {
+        for shard in 0..2 {
+            assert!(
+                dir.path()
+                    .join(format!("sync/stage-{stage}/shard-{shard}"))
+                    .exists()
+            );
+        }
+    }
+}

@@ -144,6 +144,9 @@ pub struct LoadConfig {
     pub start_at: Option<std::time::SystemTime>,
     /// `--allow-late-start`: run even when `start_at` has already passed.
     pub allow_late_start: bool,
+    /// `--sync-dir`: a folder every shard sees (the results volume) where shards meet before
+    /// each stage, so the stages of a sweep run in lockstep.
+    pub sync_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for LoadConfig {
@@ -164,6 +167,7 @@ impl Default for LoadConfig {
             shard: None,
             start_at: None,
             allow_late_start: false,
+            sync_dir: None,
         }
     }
 }

@@ -452,10 +452,16 @@ async fn run_stage(
         p.client.drop_idle();
         None
     };
-    let start = match load.start_at {
-        // The first stage starts at --start-at; later ones follow it as they do in one process.
-        Some(at) if load.stages.first().is_some_and(|s| std::ptr::eq(s, stage)) => {
+    let stage_index = load.stages.iter().position(|s| std::ptr::eq(s, stage));
+    let start = match (load.start_at, &load.sync_dir, &load.shard, stage_index) {
+        // The first stage starts at --start-at.
+        (Some(at), _, _, Some(0)) => {
             Some(wait_for_start(at, load.allow_late_start, load.shard.as_ref()).await?)
+        }
+        // Later stages (or every stage without --start-at) start when all shards got there.
+        (_, Some(dir), Some(shard), Some(k)) => {
+            let at = crate::shard::stage_barrier(dir, k, shard).await?;
+            Some(wait_for_start(at, true, Some(shard)).await?)
         }
         _ => None,
     };
@@ -615,9 +621,13 @@ async fn wait_for_start(
     let who = shard.map_or("this run".to_string(), |s| {
         format!("shard {}/{}", s.index, s.count)
     });
-    let clock = "system clock (CLOCK_REALTIME); its offset to other shards' clocks is not \
-                 measured: keep the nodes NTP- or PTP-synchronized"
-        .to_string();
+    let clock = clock_status();
+    if clock.contains("NOT synchronized") && shard.is_some() {
+        eprintln!(
+            "llmb: warning: this machine's clock is not synchronized ({clock}); shards on other \
+             machines start together only as well as their clocks agree"
+        );
+    }
     match at.duration_since(now) {
         Ok(wait) => {
             eprintln!(
@@ -652,4 +662,32 @@ async fn wait_for_start(
             })
         }
     }
+}
+
+/// The clock `--start-at` is read on and what the kernel's time discipline (NTP, PTP via
+/// chrony or ntpd) says of its error: shards line up only as well as their clocks agree.
+fn clock_status() -> String {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: modes = 0 only reads the kernel's clock state into the zeroed struct.
+        let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+        let state = unsafe { libc::adjtimex(&mut tx) };
+        if state >= 0 {
+            let synced = state != libc::TIME_ERROR && tx.status & libc::STA_UNSYNC == 0;
+            return format!(
+                "system clock (CLOCK_REALTIME); kernel time discipline: {}, estimated error \
+                 {} µs, maximum error {} µs",
+                if synced {
+                    "synchronized"
+                } else {
+                    "NOT synchronized"
+                },
+                tx.esterror,
+                tx.maxerror
+            );
+        }
+    }
+    "system clock (CLOCK_REALTIME); its error is unknown: keep the nodes NTP- or \
+     PTP-synchronized"
+        .into()
 }

@@ -122,6 +122,53 @@ impl Shard {
     }
 }
 
+/// How long shards wait for each other at a stage before giving up.
+const BARRIER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Meets the other shards before stage `stage` through files in `dir` (a folder they all
+/// see): each writes when it arrived, waits until all `count` have, and every shard returns
+/// the same start time, one second after the last arrival. No coordinator, only a shared
+/// folder, which Indexed Jobs and Slurm jobs have for their results anyway.
+pub async fn stage_barrier(
+    dir: &std::path::Path,
+    stage: usize,
+    shard: &Shard,
+) -> anyhow::Result<std::time::SystemTime> {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    let folder = dir.join(format!("stage-{stage}"));
+    std::fs::create_dir_all(&folder)
+        .with_context(|| format!("--sync-dir: cannot create {}", folder.display()))?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
+    let mine = folder.join(format!("shard-{}", shard.index));
+    let tmp = folder.join(format!(".shard-{}.tmp", shard.index));
+    std::fs::write(&tmp, now.to_string())?;
+    std::fs::rename(&tmp, &mine)?;
+    let deadline = tokio::time::Instant::now() + BARRIER_TIMEOUT;
+    loop {
+        let mut arrivals = Vec::new();
+        for i in 0..shard.count {
+            let text = std::fs::read_to_string(folder.join(format!("shard-{i}"))).ok();
+            arrivals.push(text.and_then(|t| t.trim().parse::<u128>().ok()));
+        }
+        if arrivals.iter().all(Option::is_some) {
+            let last = arrivals.into_iter().flatten().max().unwrap_or(now);
+            let at = UNIX_EPOCH + Duration::from_nanos(last as u64) + Duration::from_secs(1);
+            return Ok(at);
+        }
+        if tokio::time::Instant::now() > deadline {
+            let missing: Vec<usize> = (0..shard.count)
+                .filter(|&i| arrivals[i].is_none())
+                .collect();
+            bail!(
+                "--sync-dir {}: shards {missing:?} did not reach stage {stage} within {} s",
+                dir.display(),
+                BARRIER_TIMEOUT.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -745,6 +745,10 @@ pub struct BenchArgs {
     /// Run even when --start-at has already passed (says how late in the result).
     #[arg(long)]
     pub allow_late_start: bool,
+    /// A folder every shard sees (e.g. the results volume): shards meet there before each
+    /// stage of a sweep, so stages run in lockstep across machines.
+    #[arg(long, value_name = "DIR")]
+    pub sync_dir: Option<PathBuf>,
     /// A lock file (`llmb plugin lock` writes one): the run refuses any plugin it would use
     /// that the lock does not pin by name, version and sha256.
     #[arg(long, value_name = "FILE")]

@@ -183,6 +183,7 @@ pub fn run_config(args: &BenchArgs, server: Server<'_>) -> anyhow::Result<RunCon
             )?,
             start_at: args.start_at,
             allow_late_start: args.allow_late_start,
+            sync_dir: args.sync_dir.clone(),
             ramp: args.ramp_up_strategy.map(|strategy| Ramp {
                 strategy: match strategy {
                     RampUpStrategy::Linear => RampStrategy::Linear,
