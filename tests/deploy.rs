@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Child, Command};
 
@@ -182,4 +183,53 @@ fn the_kubernetes_jobs_command_lines_run_as_local_processes() {
     let status = Command::new(LLMB).args(&merge_args).status().unwrap();
     assert!(status.success());
     assert_eq!(completed(&results.join("merged/run.json")), 32);
+
+    // The same plan as one process against the same simulator: the shards sent exactly its
+    // requests (id, sample, intended offset), each once.
+    let mut single = Vec::new();
+    let mut skip = false;
+    for a in local(0) {
+        if skip {
+            skip = false;
+            continue;
+        }
+        match a.as_str() {
+            "--shards" | "--start-at" | "--sync-dir" => skip = true,
+            _ => single.push(a.replace(
+                &format!("{}/0", results.display()),
+                &format!("{}/single", results.display()),
+            )),
+        }
+    }
+    let status = Command::new(LLMB)
+        .args(&single)
+        .env_remove("JOB_COMPLETION_INDEX")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let requests = |dir: &Path| -> BTreeSet<(u64, u64, u64)> {
+        let mut out = BTreeSet::new();
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.to_string_lossy().ends_with(".records.jsonl") {
+                for line in std::fs::read_to_string(&path).unwrap().lines() {
+                    let r: llmb_engine::records::RequestRecord =
+                        serde_json::from_str(line).unwrap();
+                    assert!(
+                        out.insert((r.id, r.sample, r.scheduled_ns)),
+                        "sent twice: {}",
+                        r.id
+                    );
+                }
+            }
+        }
+        out
+    };
+    let mut sharded = BTreeSet::new();
+    for i in 0..completions {
+        let part = requests(&results.join(i.to_string()));
+        assert!(sharded.is_disjoint(&part));
+        sharded.extend(part);
+    }
+    assert_eq!(sharded, requests(&results.join("single")));
 }

@@ -136,6 +136,18 @@ async fn merged_shards_equal_the_union_of_their_records() {
         m.ttft.percentiles[0].1
     );
     assert_eq!(merged["median_itl_ms"].as_f64().unwrap(), m.itl.median);
+    // The merged result reads as a run's: aggregate takes it unchanged.
+    let csv = dir.path().join("merged/all.csv");
+    llmb::report::aggregate(&llmb::args::AggregateArgs {
+        paths: vec![out.parent().unwrap().to_path_buf()],
+        output: Some(csv.clone()),
+    })
+    .unwrap();
+    let table = std::fs::read_to_string(&csv).unwrap();
+    assert!(
+        table.lines().nth(1).is_some_and(|row| row.contains(",40,")),
+        "{table}"
+    );
     // Started together, the shards' rate is one process's.
     let rate = merged["request_throughput"].as_f64().unwrap();
     let single = whole.metrics.request_throughput;
