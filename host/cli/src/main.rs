@@ -24,6 +24,7 @@ fn main() {
             Command::Dataset(DatasetCommand::Convert(args)) => llmb::datasets::convert(&args),
             Command::Aggregate(args) => llmb::report::aggregate(&args),
             Command::Merge(args) => llmb::merge::main(&args),
+            Command::Compare(args) => llmb::compare::main(&args),
             Command::Run(args) => llmb::recipe::run(&args).await,
             Command::Report(args) => llmb::report::main(&args),
             Command::MultiTurn(args) => llmb::multi_turn::main(*args).await,

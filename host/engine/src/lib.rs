@@ -14,6 +14,7 @@
 //! `llmb` CLI turns its flags into a `RunConfig`, and `llmb-report` prints and saves outcomes.
 
 pub mod clock;
+pub mod compare;
 pub mod config;
 pub mod cpu;
 pub mod fd_limit;

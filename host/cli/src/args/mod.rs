@@ -63,6 +63,9 @@ pub enum Command {
     /// One result from the shards of a sharded run (`--shard`): every metric recomputed from
     /// the union of their raw records, on one clock; written with its records like a run's.
     Merge(MergeArgs),
+    /// Did B change anything against A? Per metric (TTFT, TPOT, ITL, E2EL; mean, median,
+    /// p99) the difference with a 95 % bootstrap interval over requests and a verdict.
+    Compare(CompareArgs),
     /// Run a recipe: `bench` options plus a matrix of values expanded as a cartesian product,
     /// one result file per case and an aggregate table at the end (see examples/).
     Run(RunArgs),
@@ -80,6 +83,23 @@ pub struct RunArgs {
     /// Print each case's `llmb bench` command line instead of running it.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompareArgs {
+    /// The baseline: a result file (with its .records.jsonl) or a folder of them.
+    pub a: PathBuf,
+    /// The candidate, the same way.
+    pub b: PathBuf,
+    /// Also write the comparison as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Bootstrap resamples.
+    #[arg(long, default_value_t = 1000)]
+    pub resamples: usize,
+    /// The smallest difference, in % of A, that can count as better or worse.
+    #[arg(long, default_value_t = 1.0)]
+    pub min_effect_pct: f64,
 }
 
 #[derive(Debug, Clone, Args)]

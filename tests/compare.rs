@@ -1,0 +1,48 @@
+//! `llmb compare`: a real change in the server (a slower first token) is found with its
+//! interval; a run against itself shows no significant difference; the JSON says the same.
+
+mod common;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slower_server_is_worse_and_a_run_equals_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, ttft_ms: f64| {
+        let mut args = quick_args(&dir.path().join(name));
+        args.num_prompts = 60;
+        args.max_concurrency = Some(8);
+        args.save_result = true;
+        args.sim.ttft_ms = ttft_ms;
+        args
+    };
+    bench(&run("a", 5.0)).await;
+    bench(&run("b", 40.0)).await;
+    let json = dir.path().join("cmp.json");
+    let compare = |a: &str, b: &str| {
+        llmb::compare::main(&llmb::args::CompareArgs {
+            a: dir.path().join(a),
+            b: dir.path().join(b),
+            json: Some(json.clone()),
+            resamples: 300,
+            min_effect_pct: 1.0,
+        })
+        .unwrap();
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        doc["comparisons"].as_array().unwrap().clone()
+    };
+    let rows = compare("a", "b");
+    let ttft = rows
+        .iter()
+        .find(|r| r["metric"] == "ttft_ms" && r["statistic"] == "mean")
+        .unwrap();
+    assert_eq!(ttft["verdict"], "worse", "{ttft}");
+    assert!(ttft["ci_low"].as_f64().unwrap() > 20.0, "{ttft}");
+    let same = compare("a", "a");
+    assert!(
+        same.iter()
+            .all(|r| r["verdict"] == "no significant difference"),
+        "{same:?}"
+    );
+}
