@@ -234,8 +234,12 @@ impl Exchange<'_> {
         };
         let head_at = Instant::now();
         let times = wire.as_ref().map(|w| w.times()).unwrap_or_default();
-        record.written_ns = times.request_written.map(|t| self.ns(t));
-        record.first_byte_ns = Some(self.ns(times.first_byte.unwrap_or(head_at)));
+        let first_byte = self.ns(times.first_byte.unwrap_or(head_at));
+        record.first_byte_ns = Some(first_byte);
+        // The write-completion stamp is read after write() returns, the first byte's by the
+        // kernel on arrival: a writer preempted in between would stamp its write after the
+        // answer began. The request was written by the time its answer arrived.
+        record.written_ns = times.request_written.map(|t| self.ns(t).min(first_byte));
         let status = response.status().as_u16();
         let resp_headers: Vec<(String, String)> = response
             .headers()
