@@ -228,4 +228,15 @@ async fn sweep_stages_start_together_across_shards() {
             );
         }
     }
+    // The same folder again holds the last run's arrivals: refused, not a silent early start.
+    let mut again = args.clone();
+    again.shard = Some("0/2".into());
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let Err(e) = llmb::bench::run(&again, rx).await else {
+        panic!("a reused --sync-dir must be refused");
+    };
+    assert!(
+        format!("{e:#}").contains("left from an earlier run"),
+        "{e:#}"
+    );
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use llmb_engine::compare::{CompareOptions, compare};
-use llmb_engine::records::RequestRecord;
+use llmb_engine::records::{RequestRecord, read_records};
 
 use crate::args::CompareArgs;
 
@@ -39,19 +39,7 @@ fn records_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
 fn load(path: &Path) -> anyhow::Result<Vec<RequestRecord>> {
     let mut records = Vec::new();
     for file in records_files(path)? {
-        let text = std::fs::read_to_string(&file)
-            .with_context(|| format!("{}: its per-request records are needed", file.display()))?;
-        for (n, line) in text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
-            records.push(
-                serde_json::from_str(line).with_context(|| {
-                    format!("{}:{}: not a request record", file.display(), n + 1)
-                })?,
-            );
-        }
+        records.extend(read_records(&file)?);
     }
     if records.is_empty() {
         bail!("{}: no request records found", path.display());

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use llmb_engine::merge::ShardRun;
 use llmb_engine::metrics::MetricsConfig;
 use llmb_engine::outcome::{LoadPattern, RunInfo};
-use llmb_engine::records::RequestRecord;
+use llmb_engine::records::read_records;
 use serde_json::Value;
 
 use crate::args::MergeArgs;
@@ -96,22 +96,12 @@ fn read_shard(path: &Path) -> anyhow::Result<Option<ShardFile>> {
         .with_context(|| format!("{name}: llmb.plan_digest"))?
         .to_string();
     let records_path = path.with_extension("records.jsonl");
-    let records_text = std::fs::read_to_string(&records_path).with_context(|| {
-        format!(
-            "{name}: its records {} are needed to merge exactly",
-            records_path.display()
-        )
-    })?;
-    let mut records = Vec::new();
-    for (n, line) in records_text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let record: RequestRecord = serde_json::from_str(line).with_context(|| {
-            format!("{}:{}: not a request record", records_path.display(), n + 1)
-        })?;
-        records.push(record);
-    }
+    anyhow::ensure!(
+        records_path.is_file(),
+        "{name}: its records {} are needed to merge exactly",
+        records_path.display()
+    );
+    let records = read_records(&records_path)?;
     Ok(Some(ShardFile {
         path: path.to_path_buf(),
         doc,

@@ -154,7 +154,8 @@ pub async fn install(args: &PluginInstallArgs) -> anyhow::Result<()> {
             let bytes = fetch(&at).await?;
             let summary = llmb_engine::plugin::inspect(&bytes, Origin::File(at.to_string().into()))
                 .map_err(|e| anyhow::anyhow!("refused {at}: {e:#}"))?;
-            let manifest = manifest_for(&summary, &bytes, at.to_string());
+            let manifest =
+                manifest_for(&summary, llmb_registry::sha256_hex(&bytes), at.to_string());
             return store_verified(&manifest, &bytes, &at, &at.to_string(), policy);
         }
     };
@@ -187,7 +188,7 @@ fn store_verified(
 }
 
 /// A manifest describing a component as the host sees it.
-fn manifest_for(summary: &PluginSummary, bytes: &[u8], url: String) -> Manifest {
+fn manifest_for(summary: &PluginSummary, sha256: String, url: String) -> Manifest {
     Manifest {
         name: summary.name.clone(),
         kind: summary.kind.as_str().into(),
@@ -195,7 +196,7 @@ fn manifest_for(summary: &PluginSummary, bytes: &[u8], url: String) -> Manifest 
         description: summary.description.clone(),
         wit: format!("^{}", summary.wit_version),
         url,
-        sha256: llmb_registry::sha256_hex(bytes),
+        sha256,
         signature: None,
         author: String::new(),
         license: String::new(),
@@ -361,7 +362,11 @@ pub fn publish(args: &PluginPublishArgs) -> anyhow::Result<()> {
         std::fs::read(&args.wasm).with_context(|| format!("reading {}", args.wasm.display()))?;
     let summary = llmb_engine::plugin::inspect(&bytes, Origin::File(args.wasm.clone()))
         .with_context(|| format!("{} is not a plugin this llmb loads", args.wasm.display()))?;
-    let mut manifest = manifest_for(&summary, &bytes, args.url.clone().unwrap_or_default());
+    let mut manifest = manifest_for(
+        &summary,
+        llmb_registry::sha256_hex(&bytes),
+        args.url.clone().unwrap_or_default(),
+    );
     manifest.author = args.author.clone();
     manifest.license = args.license.clone();
     manifest.homepage = args.homepage.clone();
@@ -396,19 +401,14 @@ pub fn publish(args: &PluginPublishArgs) -> anyhow::Result<()> {
 /// `llmb plugin export NAME -o registry/plugins/NAME/NAME-VERSION.wasm` puts it where the
 /// relative URL points, for a mirror that serves files.
 fn first_party_manifest(p: &PluginSummary) -> Manifest {
-    Manifest {
-        name: p.name.clone(),
-        kind: p.kind.as_str().into(),
-        version: p.version.clone(),
-        description: p.description.clone(),
-        wit: format!("^{}", p.wit_version),
-        url: format!("{}-{}.wasm", p.name, p.version),
-        sha256: p.sha256.clone(),
-        signature: None,
-        author: "llmb".into(),
-        license: env!("CARGO_PKG_LICENSE").into(),
-        homepage: String::new(),
-    }
+    let mut manifest = manifest_for(
+        p,
+        p.sha256.clone(),
+        format!("{}-{}.wasm", p.name, p.version),
+    );
+    manifest.author = "llmb".into();
+    manifest.license = env!("CARGO_PKG_LICENSE").into();
+    manifest
 }
 
 /// `llmb plugin index [DIR] [--check]`.

@@ -87,13 +87,23 @@ impl LoadPlan {
                 .as_bytes(),
             ),
         }
+        // Streamed into the hash, not formatted into a string per sample: a dataset can be
+        // large, and every run (sharded or not) computes this before its timed phase.
+        struct Feed<'a>(&'a mut Sha256);
+        impl std::fmt::Write for Feed<'_> {
+            fn write_str(&mut self, s: &str) -> std::fmt::Result {
+                self.0.update(s.as_bytes());
+                Ok(())
+            }
+        }
         for sample in samples {
-            h.update(
-                format!(
-                    "{:?}|{}|{}",
-                    sample.prompt, sample.input_tokens, sample.output_tokens
-                )
-                .as_bytes(),
+            use std::fmt::Write;
+            let _ = write!(
+                Feed(&mut h),
+                "{:?}|{}|{}",
+                sample.prompt,
+                sample.input_tokens,
+                sample.output_tokens
             );
         }
         for plugin in plugins {

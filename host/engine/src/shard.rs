@@ -140,6 +140,15 @@ pub async fn stage_barrier(
         .with_context(|| format!("--sync-dir: cannot create {}", folder.display()))?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
     let mine = folder.join(format!("shard-{}", shard.index));
+    // A marker of ours already there is an earlier run's: its arrival times would start this
+    // stage at once, out of step with the other shards.
+    if mine.exists() {
+        bail!(
+            "--sync-dir {}: {} is left from an earlier run; give each run a fresh --sync-dir",
+            dir.display(),
+            mine.display()
+        );
+    }
     let tmp = folder.join(format!(".shard-{}.tmp", shard.index));
     std::fs::write(&tmp, now.to_string())?;
     std::fs::rename(&tmp, &mine)?;

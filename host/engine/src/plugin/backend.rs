@@ -328,10 +328,6 @@ impl BackendInstance {
         }
     }
 
-    pub fn is_poisoned(&self) -> bool {
-        self.poisoned
-    }
-
     /// The kind of the fault that poisoned this instance, if one did.
     pub fn fault(&self) -> Option<FaultKind> {
         self.fault

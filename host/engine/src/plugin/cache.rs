@@ -59,12 +59,6 @@ fn load_cache_entry(engine: &Engine, path: &Path) -> Option<Component> {
     unsafe { Component::deserialize(engine, &serialized) }.ok()
 }
 
-/// Where compiled plugins are cached: `LLMB_CACHE_DIR`, else `$XDG_CACHE_HOME/llmb`, else
-/// `~/.cache/llmb`; `LLMB_NO_CACHE=1` turns the cache off.
-pub fn compile_cache_dir() -> Option<PathBuf> {
-    cache_dir()
-}
-
 fn cache_dir() -> Option<PathBuf> {
     if std::env::var_os("LLMB_NO_CACHE").is_some() {
         return None;

@@ -23,7 +23,7 @@ use wasmtime::component::Component;
 use wasmtime::{Config, Engine};
 
 pub use backend::{BackendFactory, BackendInstance, BackendPool, ParserHandle};
-pub use cache::{compile_cache_dir, load_timing};
+pub use cache::load_timing;
 pub use dataset::{DatasetFactory, DatasetRequest};
 pub use pins::{Pin, Pins};
 

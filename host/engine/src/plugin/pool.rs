@@ -271,11 +271,6 @@ impl PooledBackend {
         result
     }
 
-    /// Whether the instance this lease calls into can no longer be used.
-    pub fn is_poisoned(&self) -> bool {
-        self.fault.is_some() || self.slot.inst.lock().unwrap().poisoned
-    }
-
     /// The fault that failed this request's calls: its own, or `shared` when another request
     /// poisoned the instance they shared.
     pub fn fault(&self) -> Option<FaultKind> {
