@@ -56,6 +56,11 @@ impl Api {
         }
     }
 
+    /// The dialect streams reasoning apart from the answer (`--sim-reasoning-tokens`).
+    pub(crate) fn has_reasoning_channel(self) -> bool {
+        matches!(self, Api::Chat | Api::Responses)
+    }
+
     pub(crate) fn is_openai(self) -> bool {
         matches!(
             self,

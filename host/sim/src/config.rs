@@ -21,6 +21,11 @@ pub struct SimConfig {
     pub batch_slowdown: f64,
     /// Extra TTFT per prompt token, µs (a prefill cost).
     pub prefill_us_per_token: f64,
+    /// Output tokens each response spends reasoning before it answers, in the dialects with a
+    /// reasoning channel (OpenAI chat and Responses; the others ignore it). The output length is
+    /// decided as without it; its first `min(this, length)` tokens are reasoning, so a response
+    /// no longer than this is all reasoning, like a model cut off while thinking.
+    pub reasoning_tokens: u32,
     /// The served model name; requests naming another model get vLLM's 404.
     pub model: String,
     /// When set, `/v1/*` require `Authorization: Bearer KEY` (else 401, like vLLM's `--api-key`).
@@ -55,6 +60,7 @@ impl Default for SimConfig {
             seed: 0,
             batch_slowdown: 0.0,
             prefill_us_per_token: 0.0,
+            reasoning_tokens: 0,
             model: "llmb-sim".into(),
             api_key: None,
             prefix_cache: false,

@@ -47,6 +47,11 @@ pub(crate) async fn generate(
         rng.random_range(job.max_tokens.div_ceil(2)..=job.max_tokens)
     };
     let hit_max = output_tokens == job.max_tokens;
+    let reasoning_tokens = if job.api.has_reasoning_channel() {
+        cfg.reasoning_tokens.min(output_tokens)
+    } else {
+        0
+    };
     let cached_tokens = cfg
         .prefix_cache
         .then(|| state.prefix_lookup(&job.prefix_blocks, job.prompt_tokens));
@@ -110,6 +115,7 @@ pub(crate) async fn generate(
                     job.prompt_tokens,
                     cached_tokens,
                     output_tokens,
+                    reasoning_tokens,
                     hit_max,
                 );
                 return broken_whole(job.fault, body);
@@ -129,6 +135,7 @@ pub(crate) async fn generate(
             job.prompt_tokens,
             cached_tokens,
             output_tokens,
+            reasoning_tokens,
             hit_max,
         );
         return json_response(StatusCode::OK, body);
@@ -147,6 +154,7 @@ pub(crate) async fn generate(
         prompt_tokens: job.prompt_tokens,
         cached_tokens,
         output_tokens,
+        reasoning_tokens,
         hit_max,
         include_usage: job.include_usage,
         word_offset,
@@ -169,6 +177,7 @@ pub(crate) async fn generate(
         failed: false,
         id,
         text_so_far: String::new(),
+        reasoning_so_far: String::new(),
         ids_so_far: String::new(),
         send_log: None,
     };
@@ -279,6 +288,77 @@ mod tests {
         let v: Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(v["usage"]["completion_tokens"], 16);
         assert_eq!(sim.requests_served(), 11);
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn non_streaming_bodies_carry_the_reasoning_apart() {
+        let sim = sim(SimConfig {
+            reasoning_tokens: 3,
+            ..fast()
+        })
+        .await;
+        let json = |r: crate::testutil::Reply| serde_json::from_str::<Value>(&r.body).unwrap();
+        let chat = |max: u32| {
+            format!(
+                r#"{{"messages":[{{"role":"user","content":"x"}}],"max_tokens":{max},"ignore_eos":true}}"#
+            )
+        };
+        let v = json(post(&sim, "/v1/chat/completions", &chat(5)).await);
+        let message = &v["choices"][0]["message"];
+        let reasoning = message["reasoning_content"].as_str().unwrap();
+        assert_eq!(count_words(reasoning), 3);
+        assert_eq!(message["reasoning"], reasoning);
+        assert_eq!(count_words(message["content"].as_str().unwrap()), 2);
+        assert_eq!(v["usage"]["completion_tokens"], 5);
+        assert_eq!(
+            v["usage"]["completion_tokens_details"]["reasoning_tokens"],
+            3
+        );
+        // Cut off while thinking: no answer.
+        let v = json(post(&sim, "/v1/chat/completions", &chat(2)).await);
+        let message = &v["choices"][0]["message"];
+        assert!(message["content"].is_null(), "{v}");
+        assert_eq!(count_words(message["reasoning"].as_str().unwrap()), 2);
+        assert_eq!(
+            v["usage"]["completion_tokens_details"]["reasoning_tokens"],
+            2
+        );
+
+        let v = json(
+            post(
+                &sim,
+                "/v1/responses",
+                r#"{"input":"x","max_output_tokens":4,"ignore_eos":true}"#,
+            )
+            .await,
+        );
+        let output = v["output"].as_array().unwrap();
+        assert_eq!(output.len(), 2, "{v}");
+        assert_eq!(output[0]["type"], "reasoning");
+        assert_eq!(
+            count_words(output[0]["content"][0]["text"].as_str().unwrap()),
+            3
+        );
+        assert_eq!(output[1]["type"], "message");
+        assert_eq!(
+            count_words(output[1]["content"][0]["text"].as_str().unwrap()),
+            1
+        );
+        assert_eq!(v["usage"]["output_tokens"], 4);
+        assert_eq!(v["usage"]["output_tokens_details"]["reasoning_tokens"], 3);
+
+        // No reasoning channel: all text.
+        let v = json(
+            post(
+                &sim,
+                "/v1/completions",
+                r#"{"prompt":"x","max_tokens":4,"ignore_eos":true}"#,
+            )
+            .await,
+        );
+        assert_eq!(count_words(v["choices"][0]["text"].as_str().unwrap()), 4);
+        assert!(v["usage"].get("completion_tokens_details").is_none(), "{v}");
         sim.shutdown().await;
     }
 

@@ -20,13 +20,21 @@ pub(crate) fn whole_body(
     prompt_tokens: u32,
     cached_tokens: Option<u32>,
     output_tokens: u32,
+    reasoning_tokens: u32,
     hit_max: bool,
 ) -> String {
-    let mut text = String::with_capacity(output_tokens as usize * 8);
-    for k in 0..output_tokens {
-        text.push(' ');
-        text.push_str(word_for(word_offset.wrapping_add(u64::from(k))));
-    }
+    let words = |range: std::ops::Range<u32>| {
+        let mut text = String::with_capacity(range.len() * 8);
+        for k in range {
+            text.push(' ');
+            text.push_str(word_for(word_offset.wrapping_add(u64::from(k))));
+        }
+        text
+    };
+    // The first `reasoning_tokens` words are reasoning (none outside the dialects with a
+    // reasoning channel), the rest the answer.
+    let reasoning = words(0..reasoning_tokens);
+    let text = words(reasoning_tokens..output_tokens);
     let finish = if hit_max { "length" } else { "stop" };
     let cached = cached_tokens.unwrap_or(0);
     let choice = match api {
@@ -60,9 +68,10 @@ pub(crate) fn whole_body(
         }
         Api::Responses => {
             return format!(
-                "{{\"id\":\"resp_{id}\",\"object\":\"response\",\"created_at\":{created},\"status\":\"completed\",\"error\":null,\"incomplete_details\":null,\"model\":{},\"output\":[{{\"id\":\"msg_{id}\",\"type\":\"message\",\"status\":\"completed\",\"content\":[{{\"type\":\"output_text\",\"annotations\":[],\"logprobs\":[],\"text\":\"{text}\"}}],\"role\":\"assistant\"}}],\"usage\":{}}}",
+                "{{\"id\":\"resp_{id}\",\"object\":\"response\",\"created_at\":{created},\"status\":\"completed\",\"error\":null,\"incomplete_details\":null,\"model\":{},\"output\":{},\"usage\":{}}}",
                 state.model_json,
-                responses_usage(prompt_tokens, output_tokens, cached)
+                responses_output(id, &reasoning, &text, reasoning_tokens, output_tokens),
+                responses_usage(prompt_tokens, output_tokens, cached, reasoning_tokens)
             );
         }
         Api::Transcription => {
@@ -104,6 +113,17 @@ pub(crate) fn whole_body(
         Api::Completions => format!(
             "{{\"index\":0,\"text\":\"{text}\",\"logprobs\":null,\"finish_reason\":\"{finish}\",\"stop_reason\":null,\"prompt_logprobs\":null}}"
         ),
+        Api::Chat if reasoning_tokens > 0 => {
+            // A response cut off while reasoning has no answer: `content` is null.
+            let content = if text.is_empty() {
+                "null".to_string()
+            } else {
+                format!("\"{text}\"")
+            };
+            format!(
+                "{{\"index\":0,\"message\":{{\"role\":\"assistant\",\"content\":{content},\"reasoning_content\":\"{reasoning}\",\"reasoning\":\"{reasoning}\"}},\"logprobs\":null,\"finish_reason\":\"{finish}\",\"stop_reason\":null}}"
+            )
+        }
         Api::Chat => format!(
             "{{\"index\":0,\"message\":{{\"role\":\"assistant\",\"content\":\"{text}\"}},\"logprobs\":null,\"finish_reason\":\"{finish}\",\"stop_reason\":null}}"
         ),
@@ -113,11 +133,66 @@ pub(crate) fn whole_body(
         None => "null".to_string(),
     };
     format!(
-        "{{\"id\":\"{id}\",\"object\":\"{}\",\"created\":{created},\"model\":{},\"choices\":[{choice}],\"usage\":{{\"prompt_tokens\":{prompt_tokens},\"total_tokens\":{},\"completion_tokens\":{output_tokens},\"prompt_tokens_details\":{details}}}}}",
+        "{{\"id\":\"{id}\",\"object\":\"{}\",\"created\":{created},\"model\":{},\"choices\":[{choice}],\"usage\":{{\"prompt_tokens\":{prompt_tokens},\"total_tokens\":{},\"completion_tokens\":{output_tokens},{}\"prompt_tokens_details\":{details}}}}}",
         api.object(),
         state.model_json,
-        prompt_tokens + output_tokens
+        prompt_tokens + output_tokens,
+        completion_details(reasoning_tokens)
     )
+}
+
+/// `"completion_tokens_details":{"reasoning_tokens":R},` when the response reasoned, else
+/// nothing (OpenAI usage; the reasoning tokens are part of `completion_tokens`).
+pub(crate) fn completion_details(reasoning_tokens: u32) -> String {
+    if reasoning_tokens == 0 {
+        return String::new();
+    }
+    format!("\"completion_tokens_details\":{{\"reasoning_tokens\":{reasoning_tokens}}},")
+}
+
+/// The Responses API's reasoning output item (`rs_<id>`): in progress without content, or
+/// completed with its `reasoning_text`.
+pub(crate) fn responses_reasoning_item(id: &str, text: Option<&str>) -> String {
+    match text {
+        None => format!(
+            "{{\"id\":\"rs_{id}\",\"type\":\"reasoning\",\"summary\":[],\"content\":[],\"status\":\"in_progress\"}}"
+        ),
+        Some(text) => format!(
+            "{{\"id\":\"rs_{id}\",\"type\":\"reasoning\",\"summary\":[],\"content\":[{{\"type\":\"reasoning_text\",\"text\":\"{text}\"}}],\"status\":\"completed\"}}"
+        ),
+    }
+}
+
+/// The Responses API's completed message output item (`msg_<id>`) with its `output_text` part.
+pub(crate) fn responses_message_item(id: &str, text: &str) -> String {
+    format!(
+        "{{\"id\":\"msg_{id}\",\"type\":\"message\",\"status\":\"completed\",\"content\":[{}],\"role\":\"assistant\"}}",
+        responses_text_part(text)
+    )
+}
+
+/// An `output_text` content part.
+pub(crate) fn responses_text_part(text: &str) -> String {
+    format!("{{\"type\":\"output_text\",\"annotations\":[],\"logprobs\":[],\"text\":\"{text}\"}}")
+}
+
+/// The `output` list of a finished response: the reasoning item when it reasoned, then the
+/// message item unless every token was reasoning.
+pub(crate) fn responses_output(
+    id: &str,
+    reasoning: &str,
+    text: &str,
+    reasoning_tokens: u32,
+    output_tokens: u32,
+) -> String {
+    let mut items = Vec::with_capacity(2);
+    if reasoning_tokens > 0 {
+        items.push(responses_reasoning_item(id, Some(reasoning)));
+    }
+    if output_tokens > reasoning_tokens {
+        items.push(responses_message_item(id, text));
+    }
+    format!("[{}]", items.join(","))
 }
 
 /// The fields of llama.cpp's final event after `model` (protocols/llamacpp.md key order).
@@ -139,9 +214,14 @@ pub(crate) fn llamacpp_final_fields(
 pub(crate) const TRITON_PREFIX: &str = "{\"batch_index\":0,\"context_logits\":0.0,\"cum_log_probs\":0.0,\"generation_logits\":0.0,\"model_name\":\"ensemble\",\"model_version\":\"1\",\"output_log_probs\":[0.0],\"sequence_end\":false,\"sequence_id\":0,\"sequence_index\":0,\"sequence_start\":false,";
 
 /// The Responses API usage object.
-pub(crate) fn responses_usage(prompt_tokens: u32, output_tokens: u32, cached: u32) -> String {
+pub(crate) fn responses_usage(
+    prompt_tokens: u32,
+    output_tokens: u32,
+    cached: u32,
+    reasoning_tokens: u32,
+) -> String {
     format!(
-        "{{\"input_tokens\":{prompt_tokens},\"input_tokens_details\":{{\"cached_tokens\":{cached}}},\"output_tokens\":{output_tokens},\"output_tokens_details\":{{\"reasoning_tokens\":0}},\"total_tokens\":{}}}",
+        "{{\"input_tokens\":{prompt_tokens},\"input_tokens_details\":{{\"cached_tokens\":{cached}}},\"output_tokens\":{output_tokens},\"output_tokens_details\":{{\"reasoning_tokens\":{reasoning_tokens}}},\"total_tokens\":{}}}",
         prompt_tokens + output_tokens
     )
 }

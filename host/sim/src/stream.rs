@@ -20,7 +20,8 @@ use crate::api::Api;
 use crate::faults::Fault;
 use crate::send_log::PieceLog;
 use crate::shapes::{
-    TRITON_PREFIX, llamacpp_final_fields, ppl_response, responses_usage, sglang_finish, token_id,
+    TRITON_PREFIX, llamacpp_final_fields, ppl_response, responses_message_item, responses_output,
+    responses_reasoning_item, responses_text_part, responses_usage, sglang_finish, token_id,
 };
 use crate::state::SimState;
 use crate::timing::{ActiveGuard, itl_s, secs};
@@ -71,6 +72,9 @@ pub(crate) struct Generation {
     /// Reported in the usage event when the prefix cache is on.
     pub(crate) cached_tokens: Option<u32>,
     pub(crate) output_tokens: u32,
+    /// The first this many tokens are reasoning (0 outside the dialects with a reasoning
+    /// channel); at most `output_tokens`.
+    pub(crate) reasoning_tokens: u32,
     pub(crate) hit_max: bool,
     pub(crate) include_usage: bool,
     pub(crate) word_offset: u64,
@@ -95,8 +99,10 @@ pub(crate) struct Generation {
     /// The Responses API numbers its events.
     pub(crate) sequence: u32,
     pub(crate) created: u64,
-    /// SGLang streams the text and ids generated so far in every event.
+    /// SGLang streams the text and ids generated so far in every event; the Responses API
+    /// repeats its answer (and its reasoning) when an item ends.
     pub(crate) text_so_far: String,
+    pub(crate) reasoning_so_far: String,
     pub(crate) ids_so_far: String,
     /// Set by the server when the simulator keeps a send log: every piece yielded is registered.
     pub(crate) send_log: Option<PieceLog>,
@@ -226,6 +232,7 @@ impl Generation {
         let position = self.word_offset.wrapping_add(u64::from(self.sent));
         let word = word_for(position);
         let last = self.sent + 1 == self.output_tokens;
+        let reasoning = self.sent < self.reasoning_tokens;
         match self.api {
             Api::TgiStream | Api::TgiGenerate => {
                 let index = self.sent + 1;
@@ -322,14 +329,33 @@ impl Generation {
             Api::Trtllm => Bytes::from(format!(
                 "data: {TRITON_PREFIX}\"text_output\":\" {word}\"}}\n\n"
             )),
+            Api::Responses if reasoning => {
+                self.reasoning_so_far.push(' ');
+                self.reasoning_so_far.push_str(word);
+                let seq = self.next_sequence();
+                Bytes::from(format!(
+                    "event: response.reasoning_text.delta\ndata: {{\"type\":\"response.reasoning_text.delta\",\"sequence_number\":{seq},\"item_id\":\"rs_{}\",\"output_index\":0,\"content_index\":0,\"delta\":\" {word}\"}}\n\n",
+                    self.id
+                ))
+            }
             Api::Responses => {
+                let mut out = String::new();
+                if self.reasoning_tokens > 0 && self.sent == self.reasoning_tokens {
+                    // The first answer token: the reasoning item ends and the message item
+                    // starts, in the same write.
+                    self.responses_reasoning_done(&mut out);
+                    self.responses_message_added(&mut out);
+                }
                 self.text_so_far.push(' ');
                 self.text_so_far.push_str(word);
-                self.sequence += 1;
-                Bytes::from(format!(
-                    "event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"sequence_number\":{},\"item_id\":\"msg_{}\",\"output_index\":0,\"content_index\":0,\"delta\":\" {word}\",\"logprobs\":[]}}\n\n",
-                    self.sequence, self.id
-                ))
+                let seq = self.next_sequence();
+                let _ = write!(
+                    out,
+                    "event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"sequence_number\":{seq},\"item_id\":\"msg_{}\",\"output_index\":{},\"content_index\":0,\"delta\":\" {word}\",\"logprobs\":[]}}\n\n",
+                    self.id,
+                    self.message_index()
+                );
+                Bytes::from(out)
             }
             Api::LlamaCpp => Bytes::from(format!(
                 "data: {{\"index\":0,\"content\":\" {word}\",\"tokens\":[{}],\"stop\":false,\"id_slot\":-1,\"tokens_predicted\":{},\"tokens_evaluated\":{}}}\n\n",
@@ -380,6 +406,19 @@ impl Generation {
                     (true, true) => "\"length\",\"stop_reason\":null}]}\n\n",
                     (true, false) => "\"stop\",\"stop_reason\":null}]}\n\n",
                 };
+                if reasoning {
+                    // vLLM < 0.11 and DeepSeek name it `reasoning_content`, vLLM >= 0.11
+                    // `reasoning`: both, as a server in between would send.
+                    return concat(&[
+                        self.prefix.as_str(),
+                        "[{\"index\":0,\"delta\":{\"reasoning_content\":\" ",
+                        word,
+                        "\",\"reasoning\":\" ",
+                        word,
+                        "\"},\"logprobs\":null,\"finish_reason\":",
+                        tail,
+                    ]);
+                }
                 concat(&[
                     self.prefix.as_str(),
                     "[{\"index\":0,\"delta\":{\"content\":\" ",
@@ -391,7 +430,8 @@ impl Generation {
         }
     }
 
-    /// `response.created` … `response.content_part.added`, before the first delta.
+    /// `response.created`, `response.in_progress`, then the first output item: the reasoning
+    /// item when the response reasons first, else the message item and its text part.
     fn responses_preamble(&mut self) -> Bytes {
         let response = self.responses_object("in_progress", "[]", "null");
         let mut out = String::with_capacity(1024);
@@ -401,14 +441,55 @@ impl Generation {
                 "event: {kind}\ndata: {{\"type\":\"{kind}\",\"sequence_number\":{seq},\"response\":{response}}}\n\n"
             );
         }
+        self.sequence = 1;
+        if self.reasoning_tokens > 0 {
+            let seq = self.next_sequence();
+            let _ = write!(
+                out,
+                "event: response.output_item.added\ndata: {{\"type\":\"response.output_item.added\",\"sequence_number\":{seq},\"output_index\":0,\"item\":{}}}\n\n",
+                responses_reasoning_item(&self.id, None)
+            );
+        } else {
+            self.responses_message_added(&mut out);
+        }
+        Bytes::from(out)
+    }
+
+    /// The Responses API numbers its events from 0; the number of the next one.
+    fn next_sequence(&mut self) -> u32 {
+        self.sequence += 1;
+        self.sequence
+    }
+
+    /// The message item's `output_index`: after the reasoning item when there is one.
+    fn message_index(&self) -> u32 {
+        u32::from(self.reasoning_tokens > 0)
+    }
+
+    /// `response.output_item.added` for the message item and `response.content_part.added`
+    /// for its text part.
+    fn responses_message_added(&mut self, out: &mut String) {
+        let (added, part) = (self.next_sequence(), self.next_sequence());
         let _ = write!(
             out,
-            "event: response.output_item.added\ndata: {{\"type\":\"response.output_item.added\",\"sequence_number\":2,\"output_index\":0,\"item\":{{\"id\":\"msg_{id}\",\"type\":\"message\",\"status\":\"in_progress\",\"content\":[],\"role\":\"assistant\"}}}}\n\n\
-             event: response.content_part.added\ndata: {{\"type\":\"response.content_part.added\",\"sequence_number\":3,\"item_id\":\"msg_{id}\",\"output_index\":0,\"content_index\":0,\"part\":{{\"type\":\"output_text\",\"annotations\":[],\"logprobs\":[],\"text\":\"\"}}}}\n\n",
-            id = self.id
+            "event: response.output_item.added\ndata: {{\"type\":\"response.output_item.added\",\"sequence_number\":{added},\"output_index\":{index},\"item\":{{\"id\":\"msg_{id}\",\"type\":\"message\",\"status\":\"in_progress\",\"content\":[],\"role\":\"assistant\"}}}}\n\n\
+             event: response.content_part.added\ndata: {{\"type\":\"response.content_part.added\",\"sequence_number\":{part},\"item_id\":\"msg_{id}\",\"output_index\":{index},\"content_index\":0,\"part\":{{\"type\":\"output_text\",\"annotations\":[],\"logprobs\":[],\"text\":\"\"}}}}\n\n",
+            id = self.id,
+            index = self.message_index()
         );
-        self.sequence = 3;
-        Bytes::from(out)
+    }
+
+    /// `response.reasoning_text.done` and `response.output_item.done` for the reasoning item.
+    fn responses_reasoning_done(&mut self, out: &mut String) {
+        let (text_done, item_done) = (self.next_sequence(), self.next_sequence());
+        let _ = write!(
+            out,
+            "event: response.reasoning_text.done\ndata: {{\"type\":\"response.reasoning_text.done\",\"sequence_number\":{text_done},\"item_id\":\"rs_{id}\",\"output_index\":0,\"content_index\":0,\"text\":\"{text}\"}}\n\n\
+             event: response.output_item.done\ndata: {{\"type\":\"response.output_item.done\",\"sequence_number\":{item_done},\"output_index\":0,\"item\":{item}}}\n\n",
+            id = self.id,
+            text = self.reasoning_so_far,
+            item = responses_reasoning_item(&self.id, Some(&self.reasoning_so_far))
+        );
     }
 
     fn responses_object(&self, status: &str, output: &str, usage: &str) -> String {
@@ -418,37 +499,54 @@ impl Generation {
         )
     }
 
-    /// `response.output_text.done` … `response.completed` with the usage.
-    fn responses_completion(&self) -> Bytes {
-        let text = &self.text_so_far;
-        let part = format!(
-            "{{\"type\":\"output_text\",\"annotations\":[],\"logprobs\":[],\"text\":\"{text}\"}}"
-        );
-        let item = format!(
-            "{{\"id\":\"msg_{}\",\"type\":\"message\",\"status\":\"completed\",\"content\":[{part}],\"role\":\"assistant\"}}",
-            self.id
-        );
+    /// The end of the open item (`response.output_text.done` … `response.output_item.done` of
+    /// the message, or the reasoning item's end when every token was reasoning), then
+    /// `response.completed` with the usage.
+    fn responses_completion(&mut self) -> Bytes {
+        let mut out = String::with_capacity(2048);
+        if self.output_tokens > self.reasoning_tokens {
+            let (text_done, part_done, item_done) = (
+                self.next_sequence(),
+                self.next_sequence(),
+                self.next_sequence(),
+            );
+            let text = &self.text_so_far;
+            let _ = write!(
+                out,
+                "event: response.output_text.done\ndata: {{\"type\":\"response.output_text.done\",\"sequence_number\":{text_done},\"item_id\":\"msg_{id}\",\"output_index\":{index},\"content_index\":0,\"text\":\"{text}\",\"logprobs\":[]}}\n\n\
+                 event: response.content_part.done\ndata: {{\"type\":\"response.content_part.done\",\"sequence_number\":{part_done},\"item_id\":\"msg_{id}\",\"output_index\":{index},\"content_index\":0,\"part\":{part}}}\n\n\
+                 event: response.output_item.done\ndata: {{\"type\":\"response.output_item.done\",\"sequence_number\":{item_done},\"output_index\":{index},\"item\":{item}}}\n\n",
+                id = self.id,
+                index = self.message_index(),
+                part = responses_text_part(text),
+                item = responses_message_item(&self.id, text)
+            );
+        } else {
+            self.responses_reasoning_done(&mut out);
+        }
         let usage = responses_usage(
             self.prompt_tokens,
             self.output_tokens,
             self.cached_tokens.unwrap_or(0),
+            self.reasoning_tokens,
         );
-        let response = self.responses_object("completed", &format!("[{item}]"), &usage);
-        let s = self.sequence;
-        Bytes::from(format!(
-            "event: response.output_text.done\ndata: {{\"type\":\"response.output_text.done\",\"sequence_number\":{},\"item_id\":\"msg_{id}\",\"output_index\":0,\"content_index\":0,\"text\":\"{text}\",\"logprobs\":[]}}\n\n\
-             event: response.content_part.done\ndata: {{\"type\":\"response.content_part.done\",\"sequence_number\":{},\"item_id\":\"msg_{id}\",\"output_index\":0,\"content_index\":0,\"part\":{part}}}\n\n\
-             event: response.output_item.done\ndata: {{\"type\":\"response.output_item.done\",\"sequence_number\":{},\"output_index\":0,\"item\":{item}}}\n\n\
-             event: response.completed\ndata: {{\"type\":\"response.completed\",\"sequence_number\":{},\"response\":{response}}}\n\n",
-            s + 1,
-            s + 2,
-            s + 3,
-            s + 4,
-            id = self.id
-        ))
+        let output = responses_output(
+            &self.id,
+            &self.reasoning_so_far,
+            &self.text_so_far,
+            self.reasoning_tokens,
+            self.output_tokens,
+        );
+        let response = self.responses_object("completed", &output, &usage);
+        let seq = self.next_sequence();
+        let _ = write!(
+            out,
+            "event: response.completed\ndata: {{\"type\":\"response.completed\",\"sequence_number\":{seq},\"response\":{response}}}\n\n"
+        );
+        Bytes::from(out)
     }
 
-    fn usage_event(&self) -> Bytes {
+    fn usage_event(&mut self) -> Bytes {
         if self.api == Api::Responses {
             return self.responses_completion();
         }
@@ -473,6 +571,13 @@ impl Generation {
             self.prompt_tokens + self.output_tokens,
             self.output_tokens
         );
+        if self.reasoning_tokens > 0 {
+            let _ = write!(
+                event,
+                ",\"completion_tokens_details\":{{\"reasoning_tokens\":{}}}",
+                self.reasoning_tokens
+            );
+        }
         // vLLM leaves unset fields out of stream chunks, so the details appear only with a cache.
         if let Some(n) = self.cached_tokens {
             let _ = write!(
@@ -641,6 +746,258 @@ mod tests {
         );
         assert_eq!(r.chunks[5], "data: [DONE]\n\n");
         sim.shutdown().await;
+    }
+
+    /// The text of `key` in every chunk's first choice's delta, in order (absent ones skipped).
+    fn deltas(chunks: &[String], key: &str) -> Vec<String> {
+        chunks
+            .iter()
+            .filter(|c| c.starts_with("data: {"))
+            .filter_map(|c| {
+                event_json(c)["choices"][0]["delta"][key]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn chat_streams_reasoning_before_the_answer() {
+        let thinking = sim(SimConfig {
+            reasoning_tokens: 2,
+            ..fast()
+        })
+        .await;
+        let plain = sim(fast()).await;
+        let body = r#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":5,"ignore_eos":true,"stream":true,"stream_options":{"include_usage":true}}"#;
+        let r = post(&thinking, "/v1/chat/completions", body).await;
+        assert!(r.complete);
+        // role, 2 reasoning chunks, 3 answer chunks, usage, [DONE]
+        assert_eq!(r.chunks.len(), 8, "{:?}", r.chunks);
+        assert_eq!(
+            event_json(&r.chunks[0])["choices"][0]["delta"]["role"],
+            "assistant"
+        );
+        for chunk in &r.chunks[1..3] {
+            let choice = &event_json(chunk)["choices"][0];
+            let delta = choice["delta"].as_object().unwrap();
+            let text = delta["reasoning_content"].as_str().unwrap();
+            assert!(text.starts_with(' ') && count_words(text) == 1, "{chunk}");
+            assert_eq!(delta["reasoning"], delta["reasoning_content"]);
+            assert!(!delta.contains_key("content"), "{chunk}");
+            assert!(choice["finish_reason"].is_null());
+        }
+        for chunk in &r.chunks[3..6] {
+            let delta = event_json(chunk)["choices"][0]["delta"].clone();
+            let delta = delta.as_object().unwrap();
+            assert_eq!(count_words(delta["content"].as_str().unwrap()), 1);
+            assert!(!delta.contains_key("reasoning") && !delta.contains_key("reasoning_content"));
+        }
+        assert_eq!(
+            event_json(&r.chunks[5])["choices"][0]["finish_reason"],
+            "length"
+        );
+        let usage = &event_json(&r.chunks[6])["usage"];
+        assert_eq!(usage["completion_tokens"], 5);
+        assert_eq!(usage["completion_tokens_details"]["reasoning_tokens"], 2);
+        assert_eq!(r.chunks[7], "data: [DONE]\n\n");
+        // The reasoning is the start of the same output: reasoning and answer together are
+        // what a server without reasoning sends.
+        let reasoning = deltas(&r.chunks, "reasoning").concat();
+        let answer = deltas(&r.chunks[1..], "content").concat();
+        let whole = deltas(
+            &post(&plain, "/v1/chat/completions", body).await.chunks[1..],
+            "content",
+        );
+        assert_eq!(reasoning + &answer, whole.concat());
+        let r = post(&plain, "/v1/chat/completions", body).await;
+        assert!(!r.body.contains("reasoning"), "{}", r.body);
+
+        // Cut off while thinking: all reasoning, the last chunk carries the finish reason.
+        let r = post(
+            &thinking,
+            "/v1/chat/completions",
+            r#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":1,"stream":true,"stream_options":{"include_usage":true}}"#,
+        )
+        .await;
+        assert_eq!(r.chunks.len(), 4, "{:?}", r.chunks);
+        assert_eq!(deltas(&r.chunks, "reasoning").len(), 1);
+        assert_eq!(deltas(&r.chunks[1..], "content"), Vec::<String>::new());
+        assert_eq!(
+            event_json(&r.chunks[1])["choices"][0]["finish_reason"],
+            "length"
+        );
+        let usage = &event_json(&r.chunks[2])["usage"];
+        assert_eq!(usage["completion_tokens"], 1);
+        assert_eq!(usage["completion_tokens_details"]["reasoning_tokens"], 1);
+
+        // Completions have no reasoning channel: the setting changes nothing.
+        let r = post(
+            &thinking,
+            "/v1/completions",
+            r#"{"prompt":"p","max_tokens":4,"ignore_eos":true,"stream":true}"#,
+        )
+        .await;
+        assert_eq!(r.chunks.len(), 5);
+        assert!(!r.body.contains("reasoning"), "{}", r.body);
+        thinking.shutdown().await;
+        plain.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn responses_stream_a_reasoning_item_before_the_message() {
+        let sim = sim(SimConfig {
+            reasoning_tokens: 3,
+            ..fast()
+        })
+        .await;
+        let r = post(
+            &sim,
+            "/v1/responses",
+            r#"{"model":"llmb-sim","input":"hi there","max_output_tokens":5,"ignore_eos":true,"stream":true}"#,
+        )
+        .await;
+        assert!(r.complete);
+        // The preamble, one write per token (the first answer token's also ends the reasoning
+        // item and opens the message item), the end.
+        assert_eq!(r.chunks.len(), 7, "{:?}", r.chunks);
+        let events = named_events(&r.body);
+        let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.reasoning_text.delta",
+                "response.reasoning_text.delta",
+                "response.reasoning_text.delta",
+                "response.reasoning_text.done",
+                "response.output_item.done",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.output_text.delta",
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.completed",
+            ]
+        );
+        for (k, (name, v)) in events.iter().enumerate() {
+            assert_eq!(v["type"], name.as_str());
+            assert_eq!(v["sequence_number"], k as u64, "{name}");
+        }
+        let id = events[0].1["response"]["id"].as_str().unwrap()["resp_".len()..].to_string();
+        assert_eq!(events[2].1["item"]["type"], "reasoning");
+        assert_eq!(events[2].1["item"]["id"], format!("rs_{id}"));
+        assert_eq!(events[2].1["output_index"], 0);
+        let mut reasoning = String::new();
+        for (_, v) in &events[3..6] {
+            assert_eq!(v["item_id"], format!("rs_{id}"));
+            assert_eq!(
+                (v["output_index"].as_u64(), v["content_index"].as_u64()),
+                (Some(0), Some(0))
+            );
+            let delta = v["delta"].as_str().unwrap();
+            assert_eq!(count_words(delta), 1);
+            reasoning.push_str(delta);
+        }
+        assert_eq!(events[6].1["text"], reasoning.as_str());
+        assert_eq!(
+            events[7].1["item"]["content"][0]["text"],
+            reasoning.as_str()
+        );
+        assert_eq!(events[7].1["item"]["status"], "completed");
+        assert_eq!(events[8].1["item"]["type"], "message");
+        for (_, v) in &events[8..15] {
+            assert_eq!(v["output_index"], 1);
+        }
+        let answer: String = events[10..12]
+            .iter()
+            .map(|(_, v)| v["delta"].as_str().unwrap())
+            .collect();
+        assert_eq!(count_words(&answer), 2);
+        assert_eq!(events[12].1["text"], answer.as_str());
+        let response = &events[15].1["response"];
+        assert_eq!(response["output"][0]["type"], "reasoning");
+        assert_eq!(
+            response["output"][0]["content"][0]["text"],
+            reasoning.as_str()
+        );
+        assert_eq!(response["output"][1]["content"][0]["text"], answer.as_str());
+        assert_eq!(response["usage"]["output_tokens"], 5);
+        assert_eq!(
+            response["usage"]["output_tokens_details"]["reasoning_tokens"],
+            3
+        );
+
+        // Cut off while thinking: the reasoning item ends, no message item.
+        let r = post(
+            &sim,
+            "/v1/responses",
+            r#"{"input":"hi","max_output_tokens":2,"ignore_eos":true,"stream":true}"#,
+        )
+        .await;
+        let events = named_events(&r.body);
+        let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.reasoning_text.delta",
+                "response.reasoning_text.delta",
+                "response.reasoning_text.done",
+                "response.output_item.done",
+                "response.completed",
+            ]
+        );
+        let response = &events[7].1["response"];
+        assert_eq!(response["output"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            response["usage"]["output_tokens_details"]["reasoning_tokens"],
+            2
+        );
+        assert_eq!(events[7].1["sequence_number"], 7);
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn reasoning_tokens_are_logged_as_tokens() {
+        let path = std::env::temp_dir().join(format!(
+            "llmb-sim-reasoning-send-log-{}.csv",
+            std::process::id()
+        ));
+        let sim = sim(SimConfig {
+            reasoning_tokens: 2,
+            send_log: Some(path.clone()),
+            ..fast()
+        })
+        .await;
+        let r = post(
+            &sim,
+            "/v1/responses",
+            r#"{"input":"hi","max_output_tokens":4,"ignore_eos":true,"stream":true}"#,
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        sim.shutdown().await;
+        let log = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let kinds: Vec<&str> = log
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(1).unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "request", "head", "chunk", "token", "token", "token", "token", "chunk", "end"
+            ],
+            "{log}"
+        );
     }
 
     #[tokio::test]

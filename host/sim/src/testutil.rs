@@ -115,6 +115,21 @@ pub(crate) fn event_json(chunk: &str) -> Value {
     serde_json::from_str(data).unwrap_or_else(|e| panic!("{e}: {chunk:?}"))
 }
 
+/// The named SSE events of a body (`event: NAME` + `data: JSON`), in order.
+pub(crate) fn named_events(body: &str) -> Vec<(String, Value)> {
+    body.split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let (name, data) = e
+                .strip_prefix("event: ")
+                .and_then(|e| e.split_once("\ndata: "))
+                .unwrap_or_else(|| panic!("not a named event: {e:?}"));
+            let data = serde_json::from_str(data).unwrap_or_else(|err| panic!("{err}: {e:?}"));
+            (name.to_string(), data)
+        })
+        .collect()
+}
+
 /// Reads until `needle` shows up (or panics after 5 s).
 pub(crate) async fn read_until(s: &mut TcpStream, needle: &str) -> String {
     let mut raw = Vec::new();
