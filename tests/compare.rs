@@ -24,6 +24,7 @@ async fn a_slower_server_is_worse_and_a_run_equals_itself() {
             a: dir.path().join(a),
             b: dir.path().join(b),
             json: Some(json.clone()),
+            html: None,
             resamples: 300,
             min_effect_pct: 1.0,
         })

@@ -243,6 +243,7 @@ fn config(doc: &Map<String, Value>, goodput_slos_ms: &[(&str, f64)]) -> MetricsC
             .iter()
             .map(|(m, ms)| (m.to_string(), *ms))
             .collect(),
+        slice_duration_s: None,
     }
 }
 

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use llmb_engine::compare::{CompareOptions, compare};
+use llmb_engine::compare::{CompareOptions, compare, compare_runs};
 use llmb_engine::records::{RequestRecord, read_records};
 
 use crate::args::CompareArgs;
@@ -36,34 +36,54 @@ fn records_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn load(path: &Path) -> anyhow::Result<Vec<RequestRecord>> {
-    let mut records = Vec::new();
-    for file in records_files(path)? {
-        records.extend(read_records(&file)?);
-    }
-    if records.is_empty() {
+/// Every run's records under `path` (one entry per records file).
+fn load(path: &Path) -> anyhow::Result<Vec<Vec<RequestRecord>>> {
+    let runs: Vec<Vec<RequestRecord>> = records_files(path)?
+        .iter()
+        .map(|file| read_records(file))
+        .collect::<anyhow::Result<_>>()?;
+    if runs.iter().all(|r| r.is_empty()) {
         bail!("{}: no request records found", path.display());
     }
-    Ok(records)
+    Ok(runs)
 }
 
 /// `llmb compare`.
 pub fn main(args: &CompareArgs) -> anyhow::Result<()> {
-    let (a, b) = (load(&args.a)?, load(&args.b)?);
+    let (runs_a, runs_b) = (load(&args.a)?, load(&args.b)?);
+    let across_runs = runs_a.len() >= 2 && runs_b.len() >= 2;
+    let (a, b): (Vec<RequestRecord>, Vec<RequestRecord>) = (
+        runs_a.iter().flatten().cloned().collect(),
+        runs_b.iter().flatten().cloned().collect(),
+    );
     let opts = CompareOptions {
         resamples: args.resamples,
         min_effect: args.min_effect_pct / 100.0,
         seed: 0,
     };
-    let rows = compare(&a, &b, opts);
+    let rows = if across_runs {
+        compare_runs(&runs_a, &runs_b, opts.min_effect)
+    } else {
+        compare(&a, &b, opts)
+    };
+    let method = if across_runs {
+        format!(
+            "95 % intervals across runs ({} and {} runs, Welch)",
+            runs_a.len(),
+            runs_b.len()
+        )
+    } else {
+        format!(
+            "95 % bootstrap intervals over requests, {} resamples",
+            args.resamples
+        )
+    };
     println!(
-        "A: {} ({} requests)   B: {} ({} requests)   95 % bootstrap intervals over requests, \
-         {} resamples; a difference counts from {} % of A",
+        "A: {} ({} requests)   B: {} ({} requests)   {method}; a difference counts from {} % of A",
         args.a.display(),
         a.len(),
         args.b.display(),
         b.len(),
-        args.resamples,
         args.min_effect_pct
     );
     println!(
@@ -84,12 +104,27 @@ pub fn main(args: &CompareArgs) -> anyhow::Result<()> {
             r.verdict
         );
     }
+    if let Some(path) = &args.html {
+        let page = llmb_report::html::compare_page(&llmb_report::html::ComparePage {
+            a_name: &args.a.display().to_string(),
+            b_name: &args.b.display().to_string(),
+            method: &method,
+            rows: &rows,
+            a: &a,
+            b: &b,
+        });
+        std::fs::write(path, page).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("Comparison page: {}", path.display());
+    }
     if let Some(path) = &args.json {
         let doc = serde_json::json!({
             "a": args.a.display().to_string(),
             "b": args.b.display().to_string(),
             "requests_a": a.len(),
             "requests_b": b.len(),
+            "method": if across_runs { "across-runs-welch" } else { "bootstrap-over-requests" },
+            "runs_a": runs_a.len(),
+            "runs_b": runs_b.len(),
             "resamples": args.resamples,
             "min_effect_pct": args.min_effect_pct,
             "comparisons": rows,

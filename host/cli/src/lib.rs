@@ -16,5 +16,6 @@ pub mod plugins;
 pub mod recipe;
 pub mod report;
 pub mod scaffold;
+pub mod search;
 pub mod selfbench;
 pub mod sim;

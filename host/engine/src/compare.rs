@@ -76,6 +76,9 @@ const METRICS: &[(&str, Extract)] = &[
     }),
     ("itl_ms", |r| r.itls_s().map(|s| s * 1e3).collect()),
     ("e2el_ms", |r| vec![r.e2el_s() * 1e3]),
+    ("ttfo_ms", |r| {
+        r.ttfo_s().map(|s| s * 1e3).into_iter().collect()
+    }),
 ];
 
 const STATISTICS: &[&str] = &["mean", "median", "p99"];
@@ -127,6 +130,77 @@ fn resample(groups: &[Vec<f64>], rng: &mut StdRng) -> Vec<f64> {
     out
 }
 
+/// The comparison row for A and B with the 95 % interval `(low, high)` of B − A: better or
+/// worse only when the interval excludes zero and the change is at least `min_effect` of A.
+fn judged(
+    metric: &str,
+    stat: &str,
+    va: f64,
+    vb: f64,
+    (low, high): (f64, f64),
+    min_effect: f64,
+) -> Comparison {
+    let difference = vb - va;
+    let scale = va.abs().max(f64::MIN_POSITIVE);
+    let big_enough = difference.abs() >= min_effect * scale;
+    let verdict = if low > 0.0 && big_enough {
+        "worse"
+    } else if high < 0.0 && big_enough {
+        "better"
+    } else {
+        "no significant difference"
+    };
+    Comparison {
+        metric: metric.to_string(),
+        statistic: stat.to_string(),
+        a: va,
+        b: vb,
+        difference,
+        difference_pct: difference / scale * 100.0,
+        ci_low: low,
+        ci_high: high,
+        noise_pct: (high - low) / 2.0 / scale * 100.0,
+        verdict: verdict.into(),
+    }
+}
+
+/// A against B from repeated runs (each side a list of runs' records): every statistic is
+/// taken per run, and the runs' values are compared by Welch's difference of means, so the
+/// interval holds the run-to-run noise a bootstrap over one run's requests cannot see. A is the
+/// mean over A's runs.
+pub fn compare_runs(
+    a: &[Vec<RequestRecord>],
+    b: &[Vec<RequestRecord>],
+    min_effect: f64,
+) -> Vec<Comparison> {
+    let mut out = Vec::new();
+    for (metric, extract) in METRICS {
+        for stat in STATISTICS {
+            let per_run = |runs: &[Vec<RequestRecord>]| -> Vec<f64> {
+                runs.iter()
+                    .map(|r| statistic(stat, &mut flatten(&per_request(r, *extract))))
+                    .filter(|v| v.is_finite())
+                    .collect()
+            };
+            let (ra, rb) = (per_run(a), per_run(b));
+            if ra.len() < 2 || rb.len() < 2 {
+                continue;
+            }
+            let (_, low, high) = crate::repeat::welch(&ra, &rb);
+            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+            out.push(judged(
+                metric,
+                stat,
+                mean(&ra),
+                mean(&rb),
+                (low, high),
+                min_effect,
+            ));
+        }
+    }
+    out
+}
+
 /// A against B, every metric and statistic.
 pub fn compare(a: &[RequestRecord], b: &[RequestRecord], opts: CompareOptions) -> Vec<Comparison> {
     let mut rng = StdRng::seed_from_u64(opts.seed);
@@ -146,28 +220,7 @@ pub fn compare(a: &[RequestRecord], b: &[RequestRecord], opts: CompareOptions) -
                 })
                 .collect();
             let (low, high) = (percentile(&mut diffs, 2.5), percentile(&mut diffs, 97.5));
-            let difference = vb - va;
-            let scale = va.abs().max(f64::MIN_POSITIVE);
-            let big_enough = difference.abs() >= opts.min_effect * scale;
-            let verdict = if low > 0.0 && big_enough {
-                "worse"
-            } else if high < 0.0 && big_enough {
-                "better"
-            } else {
-                "no significant difference"
-            };
-            out.push(Comparison {
-                metric: metric.to_string(),
-                statistic: stat.to_string(),
-                a: va,
-                b: vb,
-                difference,
-                difference_pct: difference / scale * 100.0,
-                ci_low: low,
-                ci_high: high,
-                noise_pct: (high - low) / 2.0 / scale * 100.0,
-                verdict: verdict.into(),
-            });
+            out.push(judged(metric, stat, va, vb, (low, high), opts.min_effect));
         }
     }
     out

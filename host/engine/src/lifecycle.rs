@@ -32,6 +32,8 @@ pub enum StopCause {
     Interrupt,
     /// `--max-plugin-faults`: this many faults reached the limit.
     PluginFaults { limit: u64, faults: u64 },
+    /// An SLO search stage could no longer meet an SLO (the text says which and why).
+    SloMissed(String),
 }
 
 impl std::fmt::Display for StopCause {
@@ -43,6 +45,7 @@ impl std::fmt::Display for StopCause {
                 "{faults} plugin fault{} reached --max-plugin-faults {limit}",
                 if *faults == 1 { "" } else { "s" }
             ),
+            StopCause::SloMissed(why) => write!(f, "stopped early: {why}"),
         }
     }
 }

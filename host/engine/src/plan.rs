@@ -127,6 +127,9 @@ pub struct Warmup {
 pub struct LoadConfig {
     /// Rates × concurrencies × rounds, in order (see [`stage_grid`]).
     pub stages: Vec<Stage>,
+    /// End a stage (cutting what is in flight) once it can no longer meet one of these
+    /// percentile SLOs: an SLO search needs no more evidence that the load is too high.
+    pub stop_on_slos: Vec<crate::slo_search::Slo>,
     pub seed: u64,
     /// Gamma shape of the inter-arrival times (1: Poisson).
     pub burstiness: f64,
@@ -163,6 +166,7 @@ impl Default for LoadConfig {
     fn default() -> Self {
         LoadConfig {
             stages: Vec::new(),
+            stop_on_slos: Vec::new(),
             seed: 0,
             burstiness: 1.0,
             warmup: Warmup::default(),

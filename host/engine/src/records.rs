@@ -117,6 +117,20 @@ pub struct RequestRecord {
     pub generated_text: String,
     #[serde(skip_serializing_if = "String::is_empty", default)]
     pub reasoning_text: String,
+    /// Arrival of the first frame that carried answer text (not reasoning): the time to first
+    /// output token (TTFO) of a model that thinks first. Absent when no answer arrived.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub first_answer_ns: Option<u64>,
+    /// Output tokens spent on reasoning (part of `output_tokens`); absent when none streamed.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reasoning_tokens: Option<u32>,
+    /// Where `reasoning_tokens` came from.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reasoning_token_source: Option<TokenSource>,
+    /// The client cancelled the request on purpose (`--cancel-rate`): it failed with kind
+    /// `cancelled` and keeps what arrived before.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub planned_cancel: bool,
     /// Wall time spent inside backend plugin calls for this request (build, parse), in ns.
     #[serde(skip_serializing_if = "is_zero", default)]
     pub plugin_ns: u64,
@@ -135,6 +149,19 @@ impl RequestRecord {
         self.delta_ns
             .first()
             .map(|&t| ns_to_s(t.saturating_sub(self.sent_ns)))
+    }
+
+    /// Time to first answer token in seconds (first answer frame − send): equal to TTFT for a
+    /// model that does not reason, later by the thinking time for one that does.
+    pub fn ttfo_s(&self) -> Option<f64> {
+        self.first_answer_ns
+            .map(|t| ns_to_s(t.saturating_sub(self.sent_ns)))
+    }
+
+    /// Output tokens of the answer: the output less its reasoning tokens.
+    pub fn answer_tokens(&self) -> u32 {
+        self.output_tokens
+            .saturating_sub(self.reasoning_tokens.unwrap_or(0))
     }
 
     /// End-to-end latency in seconds: last delta frame − send (vLLM's `latency`); for a

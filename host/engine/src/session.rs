@@ -412,6 +412,7 @@ async fn run_stage(
         show_progress: config.show_progress,
         max_plugin_faults: config.plugins.max_faults,
         shard: load.shard.clone(),
+        stop_on_slos: load.stop_on_slos.clone(),
     });
     let scraper = match &config.server.metrics {
         Some(sm) => Some(

@@ -256,6 +256,19 @@ fn print_extras(info: &RunInfo, m: &BenchmarkMetrics, out: &mut dyn Write) -> st
         )?;
     }
     print_http_phases(out, &m.http_phases)?;
+    print_reasoning(out, m)?;
+    print_windows(out, m)?;
+    let c = &m.cancellations;
+    if c.requests > 0 {
+        writeln!(
+            out,
+            "{:<40} {} (counted as failed; {} after their first token, {} chunks received before the cut)",
+            "Cancelled by the client (--cancel-rate):",
+            c.requests,
+            c.after_first_token,
+            c.frames_received
+        )?;
+    }
     if m.connection_retries > 0 {
         writeln!(
             out,
@@ -406,6 +419,142 @@ fn print_pattern(info: &RunInfo, m: &BenchmarkMetrics, out: &mut dyn Write) -> s
         }
     }
     Ok(())
+}
+
+/// The steady-state window beside the whole run, then the `--slice-duration` windows.
+fn print_windows(out: &mut dyn Write, m: &BenchmarkMetrics) -> std::io::Result<()> {
+    let steady = &m.steady_state;
+    writeln!(out, "{:-^50}", " Steady state ")?;
+    let Some((start, end)) = steady.window else {
+        return writeln!(
+            out,
+            "{:<40} none: {}",
+            "Steady-state window:",
+            steady.note.as_deref().unwrap_or("unknown")
+        );
+    };
+    let s = &steady.stats;
+    writeln!(
+        out,
+        "{:<40} {start:.2} s to {end:.2} s after the first send ({} requests sent in it)",
+        "Steady-state window (no ramp-up, drain):", s.sent
+    )?;
+    writeln!(out, "{:<28} {:>14} {:>14}", "", "steady state", "whole run")?;
+    for (name, steady, whole) in [
+        (
+            "Request throughput (req/s)",
+            s.request_throughput,
+            m.request_throughput,
+        ),
+        (
+            "Output throughput (tok/s)",
+            s.output_throughput,
+            m.output_throughput,
+        ),
+        ("Mean TTFT (ms)", s.ttft.mean, m.ttft.mean),
+        ("P99 TTFT (ms)", s.ttft.summary.p99, m.ttft.summary.p99),
+        ("Mean TPOT (ms)", s.tpot.mean, m.tpot.mean),
+        ("Mean ITL (ms)", s.itl.mean, m.itl.mean),
+        ("P99 E2EL (ms)", s.e2el.summary.p99, m.e2el.summary.p99),
+    ] {
+        writeln!(out, "{name:<28} {steady:>14.2} {whole:>14.2}")?;
+    }
+    writeln!(
+        out,
+        "{:<28} {:>14.2}",
+        "Mean requests in flight", s.mean_in_flight
+    )?;
+    if m.slices.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "{:-^50}", " Over time (--slice-duration) ")?;
+    writeln!(
+        out,
+        "{:>8} {:>8} {:>6} {:>6} {:>9} {:>10} {:>10} {:>10} {:>9} {:>9}",
+        "from s",
+        "to s",
+        "sent",
+        "failed",
+        "req/s",
+        "tok/s",
+        "TTFT mean",
+        "TTFT p99",
+        "ITL mean",
+        "in flight"
+    )?;
+    for w in &m.slices {
+        let marker = if w.start_s >= start - 1e-9 && w.end_s <= end + 1e-9 {
+            " steady"
+        } else {
+            ""
+        };
+        writeln!(
+            out,
+            "{:>8.2} {:>8.2} {:>6} {:>6} {:>9.2} {:>10.1} {:>10.2} {:>10.2} {:>9.2} {:>9.1}{marker}",
+            w.start_s,
+            w.end_s,
+            w.sent,
+            w.failed,
+            w.request_throughput,
+            w.output_throughput,
+            w.ttft.mean,
+            w.ttft.summary.p99,
+            w.itl.mean,
+            w.mean_in_flight
+        )?;
+    }
+    Ok(())
+}
+
+/// The reasoning/answer split and the time to first answer token, when any request reasoned.
+fn print_reasoning(out: &mut dyn Write, m: &BenchmarkMetrics) -> std::io::Result<()> {
+    let r = &m.reasoning;
+    if r.requests == 0 {
+        return Ok(());
+    }
+    writeln!(out, "{:-^50}", " Reasoning ")?;
+    writeln!(
+        out,
+        "{:<40} {} of {} successful",
+        "Requests that reasoned:", r.requests, m.completed
+    )?;
+    let all = (r.total_reasoning_tokens + r.total_answer_tokens).max(1);
+    writeln!(
+        out,
+        "{:<40} {} / {} ({:.1} % reasoning)",
+        "Reasoning / answer tokens:",
+        r.total_reasoning_tokens,
+        r.total_answer_tokens,
+        100.0 * r.total_reasoning_tokens as f64 / all as f64
+    )?;
+    for (name, s) in [
+        ("TTFO, first answer token (ms):", &r.ttfo),
+        ("Thinking time, TTFO − TTFT (ms):", &r.thinking),
+    ] {
+        let mut text = format!("mean {:.2}, median {:.2}", s.mean, s.median);
+        for (q, v) in &s.percentiles {
+            text.push_str(&format!(", p{} {v:.2}", p_word(*q)));
+        }
+        writeln!(out, "{name:<40} {text}")?;
+    }
+    if r.no_answer > 0 {
+        writeln!(
+            out,
+            "{:<40} {} (the output ended while still reasoning)",
+            "Requests with no answer token:", r.no_answer
+        )?;
+    }
+    let sources: Vec<String> = r
+        .token_sources
+        .iter()
+        .map(|(source, n)| format!("{} ({n})", source.describe()))
+        .collect();
+    writeln!(
+        out,
+        "{:<40} {}",
+        "Reasoning token counts from:",
+        sources.join("; ")
+    )
 }
 
 /// The metrics a dual-round comparison lists: name and value in each round.

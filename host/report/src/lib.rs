@@ -9,6 +9,7 @@ pub mod console;
 pub mod export;
 pub mod html;
 mod python;
+pub mod repeats;
 pub mod result_file;
 pub mod stages;
 #[cfg(test)]

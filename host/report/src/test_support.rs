@@ -52,6 +52,7 @@ pub(crate) fn stage() -> BenchOutcome {
         percentile_metrics: vec!["ttft".into(), "tpot".into(), "itl".into(), "e2el".into()],
         metric_percentiles: vec![50.0, 99.0, 99.9],
         goodput_slos_ms: vec![("ttft".into(), 95.0)],
+        slice_duration_s: None,
     };
     let metrics = compute(&records, 2.0, &cfg);
     let info = RunInfo {

@@ -94,6 +94,10 @@ pub struct CompareArgs {
     /// Also write the comparison as JSON here.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Also write a self-contained HTML page here: verdicts with their intervals, and A's and
+    /// B's latency distributions overlaid.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     /// Bootstrap resamples.
     #[arg(long, default_value_t = 1000)]
     pub resamples: usize,
@@ -590,6 +594,18 @@ pub struct BenchArgs {
     /// Seconds a client waits between the turns of a conversation.
     #[arg(long, default_value_t = 0.0)]
     pub think_time: f64,
+    /// Share of requests the client cancels on purpose (0.1 or 10%), picked by --seed, each
+    /// --cancel-after ms after it was written: as users who close a chat mid-answer. Cancelled
+    /// requests are recorded (kind `cancelled`) with what arrived before.
+    #[arg(long, value_parser = parse_share, value_name = "P")]
+    pub cancel_rate: Option<f64>,
+    /// Milliseconds from a request written to its cancellation (with --cancel-rate).
+    #[arg(long, value_name = "MS")]
+    pub cancel_after: Option<f64>,
+    /// Statistics per window of this length (e.g. 5s) in the console, result JSON
+    /// (`llmb.slices`), a `.slices.csv` beside the records and the HTML report.
+    #[arg(long, value_parser = parse_duration_arg, value_name = "DURATION")]
+    pub slice_duration: Option<Duration>,
     /// Send for this long (e.g. 60s, 2m) instead of a fixed --num-prompts.
     #[arg(long, value_parser = parse_duration_arg)]
     pub duration: Option<Duration>,
@@ -608,6 +624,39 @@ pub struct BenchArgs {
     /// Send the same batch this many times (2 = dual round, for prefix/KV-cache effects).
     #[arg(long, default_value_t = 1)]
     pub rounds: u32,
+    /// Repeat the whole benchmark this many times with the same seed (each run saved with a
+    /// `-runK` suffix), then give each metric's mean, std, CV and 95 % interval across runs and
+    /// name the metrics too noisy to compare.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub num_runs: u32,
+    /// Pause between repeated runs (e.g. 10s), so one run's tail does not load the next.
+    #[arg(long, value_parser = parse_duration_arg, value_name = "DURATION")]
+    pub run_cooldown: Option<Duration>,
+    /// The file-name suffix of the current repeated run (`-run2`), set by `--num-runs`.
+    #[arg(skip)]
+    pub run_suffix: String,
+    /// Find the highest load that meets every --slo: `rate` (req/s) or `concurrency`. Doubles
+    /// the load from --search-start until a stage misses, then bisects; each stage is a full
+    /// run of --num-prompts (or --duration) saved like any other, and a stage that can no
+    /// longer meet a percentile SLO stops early.
+    #[arg(long, value_parser = ["rate", "concurrency"], requires = "slo")]
+    pub search: Option<String>,
+    /// The SLOs of --search: `p99_ttft_ms<=500,mean_tpot_ms<=50` (mean, median or pNN of ttft,
+    /// tpot, itl, e2el, ttfo; a failed request misses every SLO).
+    #[arg(long, value_name = "LIST", requires = "search")]
+    pub slo: Option<String>,
+    /// The first load --search tries (default 1).
+    #[arg(long, default_value_t = 1.0, value_name = "LOAD")]
+    pub search_start: f64,
+    /// Most stages --search runs.
+    #[arg(long, default_value_t = 12, value_name = "N")]
+    pub search_max_stages: usize,
+    /// --search rate stops bisecting when the bracket is narrower than this percentage.
+    #[arg(long, default_value_t = 10.0, value_name = "PCT")]
+    pub search_tolerance: f64,
+    /// Percentile SLOs that end a stage as soon as it cannot meet them (set by --search).
+    #[arg(skip)]
+    pub stop_on_slos: Vec<llmb_engine::slo_search::Slo>,
     /// Trace replay speed: 2 sends a recorded trace twice as fast.
     #[arg(long, default_value_t = 1.0)]
     pub trace_speed: f64,
@@ -818,6 +867,21 @@ fn parse_start_at(s: &str) -> Result<std::time::SystemTime, String> {
     humantime::parse_rfc3339_weak(s.trim()).map_err(|e| {
         format!("{s:?} is neither RFC 3339 (2026-12-06T21:00:00Z) nor Unix seconds: {e}")
     })
+}
+
+/// A share in [0, 1], written as a fraction (`0.1`) or a percentage (`10%`).
+fn parse_share(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let value = match t.strip_suffix('%') {
+        Some(pct) => pct.trim().parse::<f64>().map(|v| v / 100.0),
+        None => t.parse::<f64>(),
+    }
+    .map_err(|_| format!("{s:?} is not a share (write 0.1 or 10%)"))?;
+    if (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("{s:?} is not between 0 and 1 (0 % and 100 %)"))
+    }
 }
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {

@@ -80,6 +80,7 @@ pub fn run_config(args: &BenchArgs, server: Server<'_>) -> anyhow::Result<RunCon
         args.server_metrics_interval > 0.0 && args.server_metrics_interval.is_finite(),
         "--server-metrics-interval must be a positive number of seconds"
     );
+    cancel_plan(args)?;
     let stages = stages(args)?;
     let (base_url, simulated, model) = match server {
         Server::Given => (
@@ -160,9 +161,11 @@ pub fn run_config(args: &BenchArgs, server: Server<'_>) -> anyhow::Result<RunCon
             streaming: !args.no_stream,
             lora: args.vllm.lora(args.seed),
             request_id_prefix: args.vllm.request_id_prefix.clone(),
+            cancel: cancel_plan(args)?,
         },
         load: LoadConfig {
             stages,
+            stop_on_slos: args.stop_on_slos.clone(),
             seed: args.seed,
             burstiness: args.burstiness,
             warmup: Warmup {
@@ -338,6 +341,7 @@ pub fn metrics_config(args: &BenchArgs) -> anyhow::Result<MetricsConfig> {
             }
             slos
         },
+        slice_duration_s: args.slice_duration.map(|d| d.as_secs_f64()),
     })
 }
 
@@ -461,6 +465,7 @@ pub fn limits(args: &BenchArgs) -> anyhow::Result<transport::Limits> {
 /// Rates × concurrencies × rounds, each stage with its share of requests.
 fn stages(args: &BenchArgs) -> anyhow::Result<Vec<Stage>> {
     anyhow::ensure!(args.rounds >= 1, "--rounds must be at least 1");
+    anyhow::ensure!(args.num_runs >= 1, "--num-runs must be at least 1");
     anyhow::ensure!(!args.request_rate.is_empty(), "--request-rate is empty");
     let concurrencies: Vec<Option<usize>> = match &args.concurrency {
         Some(list) => llmb_engine::sweep::parse_concurrency_list(list)?
@@ -512,5 +517,25 @@ mod tests {
             let err = super::mix_part(bad).unwrap_err().to_string();
             assert!(err.contains(bad), "{err}");
         }
+    }
+}
+
+/// `--cancel-rate` with `--cancel-after`: both or neither.
+fn cancel_plan(args: &BenchArgs) -> anyhow::Result<Option<llmb_engine::runner::CancelPlan>> {
+    match (args.cancel_rate, args.cancel_after) {
+        (None, None) => Ok(None),
+        (Some(rate), Some(ms)) => {
+            anyhow::ensure!(
+                ms.is_finite() && ms >= 0.0,
+                "--cancel-after must be a number of milliseconds >= 0, not {ms}"
+            );
+            Ok((rate > 0.0).then(|| llmb_engine::runner::CancelPlan {
+                rate,
+                after: Duration::from_secs_f64(ms / 1e3),
+                seed: args.seed,
+            }))
+        }
+        (Some(_), None) => bail!("--cancel-rate needs --cancel-after MS (when to cancel)"),
+        (None, Some(_)) => bail!("--cancel-after needs --cancel-rate P (which share to cancel)"),
     }
 }

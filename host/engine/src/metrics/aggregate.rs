@@ -12,7 +12,10 @@ use super::derive::{
 };
 use super::slo::missed_slos;
 use super::stats::{MetricStats, safe_div};
-use super::{BenchmarkMetrics, HttpPhases, MetricsConfig, PluginTime, SloOutcome, StageQuantiles};
+use super::{
+    BenchmarkMetrics, Cancellations, HttpPhases, MetricsConfig, PluginTime, ReasoningStats,
+    SloOutcome, StageQuantiles,
+};
 
 /// Computes the metrics of a run that lasted `duration_s` (first dispatch to last completion).
 ///
@@ -135,6 +138,12 @@ pub fn compute(
         tpot: MetricStats::from_seconds(&tpots, p),
         itl: MetricStats::from_seconds(&itls, p),
         e2el: MetricStats::from_seconds(&e2els, p),
+        reasoning: reasoning_stats(&successes, p),
+        steady_state: super::steady_state(&ordered, p),
+        slices: cfg
+            .slice_duration_s
+            .map(|s| super::slices(&ordered, s, p))
+            .unwrap_or_default(),
         queue: MetricStats::from_seconds(&queue_s, p),
         schedule: schedule_stats(&ordered, &schedule_lag),
         schedule_lag,
@@ -153,6 +162,15 @@ pub fn compute(
         token_sources,
         errors_by_kind,
         connection_retries,
+        cancellations: ordered.iter().filter(|r| r.planned_cancel).fold(
+            Cancellations::default(),
+            |mut c, r| {
+                c.requests += 1;
+                c.after_first_token += usize::from(!r.delta_ns.is_empty());
+                c.frames_received += r.delta_ns.len() as u64;
+                c
+            },
+        ),
         http_phases,
         plugin_time: PluginTime::of(&ordered),
         plugin_faults: records.iter().filter_map(|r| r.plugin_fault).fold(
@@ -163,6 +181,36 @@ pub fn compute(
             },
         ),
     }
+}
+
+/// TTFO and the reasoning/answer split over the successful requests.
+fn reasoning_stats(successes: &[&RequestRecord], p: &[f64]) -> ReasoningStats {
+    let mut stats = ReasoningStats::default();
+    let mut ttfos = Vec::new();
+    let mut thinking = Vec::new();
+    for r in successes {
+        let reasoning = r.reasoning_tokens.unwrap_or(0);
+        stats.total_reasoning_tokens += u64::from(reasoning);
+        stats.total_answer_tokens += u64::from(r.answer_tokens());
+        if let Some(source) = r.reasoning_token_source {
+            *stats.token_sources.entry(source).or_insert(0) += 1;
+        }
+        let ttfo = r.ttfo_s();
+        if let Some(t) = ttfo {
+            ttfos.push(t);
+        }
+        if reasoning > 0 {
+            stats.requests += 1;
+            match (ttfo, r.ttft_s()) {
+                (Some(ttfo), Some(ttft)) => thinking.push(ttfo - ttft),
+                (None, Some(_)) => stats.no_answer += 1,
+                _ => {}
+            }
+        }
+    }
+    stats.ttfo = MetricStats::from_seconds(&ttfos, p);
+    stats.thinking = MetricStats::from_seconds(&thinking, p);
+    stats
 }
 
 /// The HTTP phases of the measured requests (seconds in, milliseconds out, like every latency).

@@ -14,6 +14,7 @@ mod aggregate;
 mod derive;
 mod slo;
 mod stats;
+mod windows;
 
 use std::collections::BTreeMap;
 
@@ -24,6 +25,7 @@ use crate::records::TokenSource;
 pub use aggregate::compute;
 pub use slo::{GOODPUT_METRICS, SLO_METRICS, parse_slo_file};
 pub use stats::{MetricStats, Summary, percentile};
+pub use windows::{Slice, SteadyState, slices, steady_state};
 
 /// vLLM's `MILLISECONDS_TO_SECONDS_CONVERSION`.
 const MS_PER_S: f64 = 1000.0;
@@ -43,6 +45,8 @@ pub struct MetricsConfig {
     pub metric_percentiles: Vec<f64>,
     /// `(metric, milliseconds)` pairs from `--slo-file` and `--goodput ttft:200 tpot:50`.
     pub goodput_slos_ms: Vec<(String, f64)>,
+    /// `--slice-duration`: statistics per window of this many seconds.
+    pub slice_duration_s: Option<f64>,
 }
 
 impl Default for MetricsConfig {
@@ -52,6 +56,7 @@ impl Default for MetricsConfig {
             percentile_metrics: vec!["ttft".into(), "tpot".into(), "itl".into()],
             metric_percentiles: vec![99.0],
             goodput_slos_ms: Vec::new(),
+            slice_duration_s: None,
         }
     }
 }
@@ -161,6 +166,38 @@ pub struct HttpPhases {
     pub wait: MetricStats,
 }
 
+/// How much of the output was thinking and how long it delayed the answer, for models that
+/// reason before they answer (reasoning streamed apart from the answer, as vLLM's
+/// `reasoning_content`, the Responses API's reasoning events or Anthropic's `thinking` blocks).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReasoningStats {
+    /// Successful requests that streamed any reasoning.
+    pub requests: usize,
+    /// Reasoning tokens over the successes (part of `total_output`).
+    pub total_reasoning_tokens: u64,
+    /// `total_output` less the reasoning tokens.
+    pub total_answer_tokens: u64,
+    /// Requests per origin of their reasoning count (a tokenizer, else one per frame).
+    pub token_sources: BTreeMap<TokenSource, usize>,
+    /// Time to first output (answer) token, over the successes with an answer token.
+    pub ttfo: MetricStats,
+    /// TTFO − TTFT of the requests that reasoned: how long the thinking held the answer back.
+    pub thinking: MetricStats,
+    /// Successful streamed requests whose output was all reasoning (no answer token).
+    pub no_answer: usize,
+}
+
+/// Requests the client cancelled on purpose (`--cancel-rate`), counted among the failures
+/// (kind `cancelled`) and described here: how far each had got.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Cancellations {
+    pub requests: usize,
+    /// Cancelled after their first token had arrived.
+    pub after_first_token: usize,
+    /// Delta frames received before the cut, over all cancelled requests.
+    pub frames_received: u64,
+}
+
 /// Everything the console report prints and the result JSON saves, vLLM's
 /// `BenchmarkMetrics` plus llmb's client-side diagnostics.
 #[derive(Debug, Clone, Serialize)]
@@ -193,6 +230,12 @@ pub struct BenchmarkMetrics {
     pub tpot: MetricStats,
     pub itl: MetricStats,
     pub e2el: MetricStats,
+    /// Time to first answer token and the reasoning/answer split of the output.
+    pub reasoning: ReasoningStats,
+    /// The run without its ramp-up and drain.
+    pub steady_state: SteadyState,
+    /// Statistics per `--slice-duration` window; empty without it.
+    pub slices: Vec<Slice>,
     /// Time spent waiting for a `--max-concurrency` slot, over every request that got one.
     pub queue: MetricStats,
     pub schedule_lag: LagStats,
@@ -210,6 +253,8 @@ pub struct BenchmarkMetrics {
     pub token_sources: BTreeMap<TokenSource, usize>,
     /// Failed requests per `RequestError::kind`.
     pub errors_by_kind: BTreeMap<String, usize>,
+    /// Requests cancelled by the client on purpose.
+    pub cancellations: Cancellations,
     /// Measured requests sent again on a fresh connection after the server closed the reused
     /// one under them (counted whether they then succeeded or not).
     pub connection_retries: usize,
@@ -224,14 +269,15 @@ pub struct BenchmarkMetrics {
 }
 
 impl BenchmarkMetrics {
-    /// The stats of a metric by its short name (`ttft`, `tpot`, `itl`, `e2el`), so reports can
-    /// walk [`PERCENTILE_METRICS`].
+    /// The stats of a metric by its short name (`ttft`, `tpot`, `itl`, `e2el`, and `ttfo`), so
+    /// reports can walk [`PERCENTILE_METRICS`].
     pub fn stats(&self, metric: &str) -> Option<&MetricStats> {
         match metric {
             "ttft" => Some(&self.ttft),
             "tpot" => Some(&self.tpot),
             "itl" => Some(&self.itl),
             "e2el" => Some(&self.e2el),
+            "ttfo" => Some(&self.reasoning.ttfo),
             _ => None,
         }
     }

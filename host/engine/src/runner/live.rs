@@ -187,8 +187,12 @@ impl Live {
             cancel.cut_off().await;
             cut_off_error(cancel)
         };
+        let cancel_after = match &self.runner.template.defaults.cancel {
+            Some(plan) if !record.warmup => plan.after_for(req.id),
+            _ => None,
+        };
         let mut record = exchange
-            .execute_until(&mut adapter, &req, record, cut)
+            .execute_until(&mut adapter, &req, record, cut, cancel_after)
             .await;
         record.plugin_ns = adapter.take_usage().ns;
         record.plugin_fault = adapter.fault();

@@ -35,7 +35,9 @@ use warmup::{measured_start, split_warmups};
 
 pub use crate::lifecycle::INTERRUPT_GRACE;
 pub use crate::plan::{ClientsPlan, LoadPlan, Warmup};
-pub use request::{Lora, LoraAssignment, RequestDefaults, RequestTemplate, with_request_id};
+pub use request::{
+    CancelPlan, Lora, LoraAssignment, RequestDefaults, RequestTemplate, with_request_id,
+};
 pub use spawn::client_sequence;
 
 /// Everything the request tasks share.
@@ -54,6 +56,8 @@ pub struct Runner {
     pub max_plugin_faults: Option<u64>,
     /// Sharded runs number requests fleet-wide (`local * count + index`).
     pub shard: Option<crate::shard::Shard>,
+    /// Percentile SLOs whose certain miss ends the stage at once (an SLO search).
+    pub stop_on_slos: Vec<crate::slo_search::Slo>,
 }
 
 /// What one execution produced.
@@ -190,6 +194,13 @@ impl Runner {
         };
         drop(live);
 
+        let mut slo_watch = match expected {
+            Some(n) if !self.stop_on_slos.is_empty() => Some(crate::slo_search::SloWatch::new(
+                self.stop_on_slos.clone(),
+                n,
+            )),
+            _ => None,
+        };
         let mut failed = 0usize;
         let mut grace_deadline: Option<tokio::time::Instant> = None;
         let progress = self.show_progress.then(|| progress_bar(expected));
@@ -204,6 +215,13 @@ impl Runner {
                 rec = rx.recv() => {
                     let Some(rec) = rec else { break };
                     faults.observe(&rec, &cancel);
+                    if let Some(why) = slo_watch.as_mut().and_then(|w| w.observe(&rec)) {
+                        let cause = StopCause::SloMissed(why);
+                        if cancel.stop(cause.clone()) {
+                            eprintln!("\nStopping the stage: {cause}");
+                            cancel.cut(cause);
+                        }
+                    }
                     if let Some(w) = writer.as_mut() {
                         w.write(&rec).with_context(|| format!("cannot write {}", w.path().display()))?;
                     }

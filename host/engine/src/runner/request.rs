@@ -33,6 +33,28 @@ pub struct RequestDefaults {
     pub lora: Option<Lora>,
     /// Each request carries `x-request-id: PREFIX<id>`.
     pub request_id_prefix: Option<String>,
+    /// `--cancel-rate` and `--cancel-after`: requests the client abandons on purpose.
+    pub cancel: Option<CancelPlan>,
+}
+
+/// Which requests the client cancels on purpose, and when: a share of them, picked by a pure
+/// function of the request id and the seed (so a run repeats and shards agree), each cut
+/// `after` its request was written, as a user closing a chat does. The server should stop
+/// generating for them; what arrived before is kept.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CancelPlan {
+    /// Share of requests to cancel, in [0, 1].
+    pub rate: f64,
+    pub after: Duration,
+    pub seed: u64,
+}
+
+impl CancelPlan {
+    /// When request `id` is to be cancelled, if it is one of the share.
+    pub fn after_for(&self, id: u64) -> Option<Duration> {
+        let draw = splitmix(self.seed ^ splitmix(id ^ 0x4361_6e63)) as f64 / u64::MAX as f64;
+        (draw < self.rate).then_some(self.after)
+    }
 }
 
 impl RequestDefaults {
@@ -99,6 +121,32 @@ impl Lora {
             LoraAssignment::Random => splitmix(self.seed ^ splitmix(id ^ 0x4c6f_5241)) % n,
         };
         &self.modules[i as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cancel_plan_picks_its_share_repeatably() {
+        let plan = CancelPlan {
+            rate: 0.25,
+            after: Duration::from_millis(30),
+            seed: 7,
+        };
+        let picked: Vec<u64> = (0..4000)
+            .filter(|&id| plan.after_for(id).is_some())
+            .collect();
+        assert!((900..1100).contains(&picked.len()), "{}", picked.len());
+        let again: Vec<u64> = (0..4000)
+            .filter(|&id| plan.after_for(id).is_some())
+            .collect();
+        assert_eq!(picked, again);
+        let none = CancelPlan { rate: 0.0, ..plan };
+        assert!((0..4000).all(|id| none.after_for(id).is_none()));
+        let all = CancelPlan { rate: 1.0, ..plan };
+        assert!((0..4000).all(|id| all.after_for(id) == Some(Duration::from_millis(30))));
     }
 }
 

@@ -3,7 +3,8 @@
 //! non-streaming bodies, and resolves the output token count. The streaming read loop is in
 //! the sibling `stream` module.
 
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -19,6 +20,38 @@ use super::stream_outcome::StreamOutcome;
 use super::target::Target;
 use super::wire::WireLog;
 use super::{limits, transcript};
+
+/// When the request went out and when its last byte was written, as far as the exchange knows
+/// yet (ns since the run's origin, 0: not yet), for the `--cancel-after` timer that runs beside
+/// it.
+#[derive(Default)]
+struct SendMarks {
+    sent: AtomicU64,
+    written: AtomicU64,
+}
+
+impl SendMarks {
+    /// The instant the cancel timer counts from: the write's end when known, else the send.
+    fn base(&self, t0: Instant) -> Option<Instant> {
+        let ns = match self.written.load(Relaxed) {
+            0 => self.sent.load(Relaxed),
+            w => w,
+        };
+        (ns > 0).then(|| t0 + Duration::from_nanos(ns))
+    }
+}
+
+/// The error a request cancelled by plan is recorded with.
+fn record_cancel(after: Duration) -> RequestError {
+    RequestError {
+        kind: "cancelled".into(),
+        message: format!(
+            "cancelled by the client {} ms after the request was sent (--cancel-rate/--cancel-after)",
+            after.as_secs_f64() * 1e3
+        ),
+        http_status: None,
+    }
+}
 
 /// When the connection's latest read returned: the end of a body just read to its end (now,
 /// when the connection is not stamped).
@@ -87,12 +120,13 @@ impl Exchange<'_> {
         req: &GenRequest,
         record: RequestRecord,
     ) -> RequestRecord {
-        self.execute_until(adapter, req, record, std::future::pending())
+        self.execute_until(adapter, req, record, std::future::pending(), None)
             .await
     }
 
     /// [`Self::execute`], cut off when `cancel` resolves (to the error to record, e.g. kind
-    /// `cancelled`). A cut-off request keeps what was measured until then: its send time,
+    /// `cancelled`), or by the client itself `cancel_after` the request was written
+    /// (`--cancel-rate`). A cut-off request keeps what was measured until then: its send time,
     /// response head and every delta frame, and the text received.
     pub async fn execute_until(
         &self,
@@ -100,13 +134,28 @@ impl Exchange<'_> {
         req: &GenRequest,
         mut record: RequestRecord,
         cancel: impl std::future::Future<Output = RequestError>,
+        cancel_after: Option<Duration>,
     ) -> RequestRecord {
         record.requested_output_tokens = req.max_tokens;
         let mut outcome = StreamOutcome::default();
+        let marks = SendMarks::default();
+        let planned = async {
+            match cancel_after {
+                Some(after) => {
+                    self.planned_cancel(&marks, after).await;
+                    record_cancel(after)
+                }
+                None => std::future::pending().await,
+            }
+        };
         let result = tokio::select! {
             biased;
-            r = self.exchange(adapter, req, &mut record, &mut outcome) => r,
+            r = self.exchange(adapter, req, &mut record, &mut outcome, &marks) => r,
             e = cancel => Err(e),
+            e = planned => {
+                record.planned_cancel = true;
+                Err(e)
+            }
         };
         if let Err(e) = result {
             outcome.error.get_or_insert(e);
@@ -136,6 +185,7 @@ impl Exchange<'_> {
         record.success = outcome.error.is_none();
         record.error = outcome.error;
         record.finish_reason = outcome.finish_reason;
+        record.first_answer_ns = outcome.first_answer_ns;
         record.generated_text = outcome.text;
         record.reasoning_text = outcome.reasoning;
         record
@@ -164,6 +214,47 @@ impl Exchange<'_> {
             };
         record.output_tokens = tokens;
         record.token_source = Some(source);
+        if !outcome.reasoning.is_empty() {
+            // The usage record of the WIT carries no reasoning count, so reasoning is counted
+            // here: by a real tokenizer, else one token per frame that carried it.
+            let (reasoning, source) = if matches!(self.tokenizer, HostTokenizer::HuggingFace { .. })
+            {
+                (
+                    self.tokenizer.count(&outcome.reasoning),
+                    TokenSource::Tokenizer,
+                )
+            } else if outcome.reasoning_frames > 0 {
+                (outcome.reasoning_frames, TokenSource::DeltaCount)
+            } else {
+                (
+                    self.tokenizer.count(&outcome.reasoning),
+                    TokenSource::WordEstimate,
+                )
+            };
+            record.reasoning_tokens = Some(reasoning.min(tokens));
+            record.reasoning_token_source = Some(source);
+        }
+    }
+
+    /// Returns `after` the request was written: the timer starts when execution does, then
+    /// moves to `after` past the send and, once the response head has told it, past the last
+    /// byte written. A request cut before its head arrived counts from its send (writing a
+    /// request takes microseconds: the HTTP phases' write line shows how long).
+    async fn planned_cancel(&self, marks: &SendMarks, after: Duration) {
+        let mut due = Instant::now() + after;
+        loop {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
+            let Some(base) = marks.base(self.t0) else {
+                // Not yet sent (the adapter still building it): look again shortly.
+                due = Instant::now() + Duration::from_millis(1).min(after);
+                continue;
+            };
+            let wanted = base + after;
+            if wanted <= Instant::now() {
+                return;
+            }
+            due = wanted;
+        }
     }
 
     async fn exchange(
@@ -172,6 +263,7 @@ impl Exchange<'_> {
         req: &GenRequest,
         record: &mut RequestRecord,
         outcome: &mut StreamOutcome,
+        marks: &SendMarks,
     ) -> Result<(), RequestError> {
         let http = adapter
             .build_request(req)
@@ -198,6 +290,7 @@ impl Exchange<'_> {
         let sent = Instant::now();
         let deadline = tokio::time::Instant::from_std(sent + self.target.timeout);
         record.sent_ns = self.ns(sent);
+        marks.sent.store(record.sent_ns.max(1), Relaxed);
         let timeout_error = || {
             fail(
                 "timeout",
@@ -240,6 +333,9 @@ impl Exchange<'_> {
         // kernel on arrival: a writer preempted in between would stamp its write after the
         // answer began. The request was written by the time its answer arrived.
         record.written_ns = times.request_written.map(|t| self.ns(t).min(first_byte));
+        if let Some(w) = record.written_ns {
+            marks.written.store(w.max(1), Relaxed);
+        }
         let status = response.status().as_u16();
         let resp_headers: Vec<(String, String)> = response
             .headers()

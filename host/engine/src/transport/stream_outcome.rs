@@ -18,6 +18,10 @@ pub(super) struct StreamOutcome {
     /// Frames whose deltas carried text: the last-resort output count, which must not count a
     /// chat stream's role-only first chunk or its empty finish chunk.
     pub(super) text_frames: u32,
+    /// Frames whose deltas carried reasoning: the last-resort reasoning token count.
+    pub(super) reasoning_frames: u32,
+    /// Arrival of the first frame whose delta carried answer text (TTFO).
+    pub(super) first_answer_ns: Option<u64>,
     pub(super) finish_reason: Option<String>,
     pub(super) error: Option<RequestError>,
     /// The exchange being recorded (`LLMB_RECORD_TRANSCRIPTS`).
@@ -44,11 +48,13 @@ impl StreamOutcome {
     ) {
         let mut stamped_frame: Option<u32> = None;
         let mut text_frame: Option<u32> = None;
+        let mut reasoning_frame: Option<u32> = None;
         for event in events {
             match event {
                 StreamEvent::Delta(d) => {
+                    let at = frame_ns.get(d.frame as usize).copied().unwrap_or(now_ns);
                     if stamped_frame != Some(d.frame) {
-                        delta_ns.push(frame_ns.get(d.frame as usize).copied().unwrap_or(now_ns));
+                        delta_ns.push(at);
                         stamped_frame = Some(d.frame);
                     }
                     if (!d.text.is_empty() || !d.reasoning.is_empty())
@@ -56,6 +62,13 @@ impl StreamOutcome {
                     {
                         self.text_frames += 1;
                         text_frame = Some(d.frame);
+                    }
+                    if !d.reasoning.is_empty() && reasoning_frame != Some(d.frame) {
+                        self.reasoning_frames += 1;
+                        reasoning_frame = Some(d.frame);
+                    }
+                    if !d.text.is_empty() && self.first_answer_ns.is_none() {
+                        self.first_answer_ns = Some(at);
                     }
                     self.text.push_str(&d.text);
                     self.reasoning.push_str(&d.reasoning);
@@ -141,5 +154,41 @@ mod tests {
         assert_eq!(stamps, vec![10, 18, 20, 30]);
         assert_eq!(outcome.text_frames, 2);
         assert_eq!(outcome.text, "Hello world");
+        assert_eq!(outcome.first_answer_ns, Some(18));
+        assert_eq!(outcome.reasoning_frames, 0);
+    }
+
+    #[test]
+    fn the_first_answer_frame_follows_the_reasoning() {
+        let thinking = |frame: u32, text: &str| {
+            StreamEvent::Delta(Delta {
+                frame,
+                text: String::new(),
+                reasoning: text.into(),
+                tokens: None,
+                index: 0,
+            })
+        };
+        let mut outcome = StreamOutcome::default();
+        let mut stamps = Vec::new();
+        outcome.apply(vec![delta(0, "")], &[10], 99, &mut stamps);
+        outcome.apply(
+            vec![thinking(0, "Let"), thinking(1, " me")],
+            &[12, 14],
+            99,
+            &mut stamps,
+        );
+        outcome.apply(
+            vec![thinking(0, " see"), delta(1, "Yes")],
+            &[16, 19],
+            99,
+            &mut stamps,
+        );
+        assert_eq!(stamps, vec![10, 12, 14, 16, 19]);
+        assert_eq!(outcome.reasoning_frames, 3);
+        assert_eq!(outcome.text_frames, 4);
+        assert_eq!(outcome.first_answer_ns, Some(19));
+        assert_eq!(outcome.reasoning, "Let me see");
+        assert_eq!(outcome.text, "Yes");
     }
 }

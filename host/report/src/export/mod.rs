@@ -9,6 +9,7 @@
 
 mod aggregate;
 mod requests;
+mod slices;
 mod sweep;
 
 use llmb_engine::metrics::{BenchmarkMetrics, MetricsConfig};
@@ -18,6 +19,7 @@ use llmb_engine::server_metrics::ServerMetrics;
 
 pub use aggregate::{FoundResult, aggregate, aggregate_csv, collect_results};
 pub use requests::write_requests_csv;
+pub use slices::write_slices_csv;
 pub use sweep::{append_summary_all, write_concurrency_sweep};
 
 /// One stage's outcome as the exporters read it: the pieces a [`BenchOutcome`] holds.

@@ -46,6 +46,7 @@ fn write_rows<W: std::io::Write>(
         "schedule_lag_ms",
         "queue_ms",
         "ttft_ms",
+        "ttfo_ms",
         "tpot_ms",
         "itl_max_ms",
         "e2el_ms",
@@ -58,6 +59,8 @@ fn write_rows<W: std::io::Write>(
         "cached_prompt_tokens",
         "requested_output_tokens",
         "output_tokens",
+        "reasoning_tokens",
+        "answer_tokens",
         "finish_reason",
         "error",
     ])?;
@@ -86,6 +89,7 @@ fn write_rows<W: std::io::Write>(
             ms(r.schedule_lag_s()),
             ms(r.queue_s()),
             opt(ttft.map(ms)),
+            opt(r.ttfo_s().map(ms)),
             opt(tpot.map(ms)),
             opt(itl_max.map(ms)),
             if r.success {
@@ -107,6 +111,8 @@ fn write_rows<W: std::io::Write>(
             opt(r.cached_prompt_tokens.map(|n| n.to_string())),
             r.requested_output_tokens.to_string(),
             r.output_tokens.to_string(),
+            opt(r.reasoning_tokens.map(|n| n.to_string())),
+            r.answer_tokens().to_string(),
             opt(r.finish_reason.clone()),
             opt(r
                 .error

@@ -95,6 +95,7 @@ pub(super) fn run_detail(
         }
     }
     h.push_str("</div>");
+    h.push_str(&reasoning_figure(&ok)?);
     if !measured.is_empty() {
         let mut ordered = measured.clone();
         ordered.sort_by_key(|r| (r.sent_ns, r.id));
@@ -147,6 +148,58 @@ pub(super) fn run_detail(
     }
     h.push_str("</article>\n");
     Ok(h)
+}
+
+/// For a model that reasoned: the time-to-first-answer-token (TTFO) histogram and the split of
+/// the output into reasoning and answer tokens; nothing when no request reasoned.
+fn reasoning_figure(ok: &[&RequestRecord]) -> anyhow::Result<String> {
+    let reasoned = ok.iter().filter(|r| r.reasoning_tokens.is_some()).count();
+    if reasoned == 0 {
+        return Ok(String::new());
+    }
+    let reasoning: u64 = ok
+        .iter()
+        .map(|r| u64::from(r.reasoning_tokens.unwrap_or(0)))
+        .sum();
+    let answer: u64 = ok.iter().map(|r| u64::from(r.answer_tokens())).sum();
+    let ttfos: Vec<f64> = ok
+        .iter()
+        .filter_map(|r| r.ttfo_s())
+        .map(|s| s * 1e3)
+        .collect();
+    let split = format!(
+        "{} of {} requests reasoned: {} reasoning and {} answer tokens ({:.1} % reasoning).",
+        fmt_count(reasoned),
+        fmt_count(ok.len()),
+        fmt_count(reasoning as usize),
+        fmt_count(answer as usize),
+        100.0 * reasoning as f64 / (reasoning + answer).max(1) as f64
+    );
+    if ttfos.is_empty() {
+        return Ok(figure(
+            "Reasoning",
+            "",
+            &format!(
+                "<p class=\"note\">{}</p><p class=\"note\">No answer token arrived.</p>",
+                escape(&split)
+            ),
+        ));
+    }
+    let (chart, note) = histogram(
+        &ttfos,
+        "time to first answer token, ms",
+        "requests",
+        C_STREAM,
+    )?;
+    Ok(figure(
+        "TTFO distribution (first answer token, after the reasoning)",
+        &chart,
+        &format!(
+            "<p class=\"note\">{}</p><p class=\"note\">{}</p>",
+            escape(&split),
+            escape(&note)
+        ),
+    ))
 }
 
 /// Section 4 for one run: each scraped series as a small chart, then start/end/delta.

@@ -18,6 +18,7 @@
 //! public API and writes the file ([`write_report`]).
 
 mod charts;
+mod compare;
 mod curves;
 mod detail;
 mod format;
@@ -30,6 +31,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, ensure};
 
 pub use crate::result_file::ServerMetrics;
+pub use compare::{ComparePage, compare_page};
 pub use format::escape;
 pub use load::{Report, Run, StageRow, Sweep, load};
 pub use page::{DEFAULT_TIMELINE_CAP, RenderOptions, render};

@@ -85,6 +85,7 @@ impl Stats {
             percentile_metrics: PERCENTILE_METRICS.iter().map(|s| s.to_string()).collect(),
             metric_percentiles: vec![50.0, 95.0, 99.0],
             goodput_slos_ms: Vec::new(),
+            slice_duration_s: None,
         };
         let m = llmb_engine::metrics::compute(records, duration_s, &cfg);
         let q = |s: &llmb_engine::metrics::MetricStats| -> [Option<f64>; 3] {

@@ -206,6 +206,12 @@ pub struct LlmbExtras {
     pub ttft_from_intended_ms: Option<StatsMs>,
     #[serde(deserialize_with = "value::lenient")]
     pub e2el_from_intended_ms: Option<StatsMs>,
+    /// Time to first answer token and the reasoning/answer split of the output.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "value::lenient"
+    )]
+    pub reasoning: Option<ReasoningFile>,
     /// Per conversation turn of a multi-turn run.
     #[serde(deserialize_with = "value::lenient")]
     pub turns: Option<Vec<TurnStats>>,
@@ -234,6 +240,15 @@ pub struct LlmbExtras {
     pub errors_by_kind: Option<BTreeMap<String, u64>>,
     #[serde(deserialize_with = "value::lenient")]
     pub connection_retries: Option<u64>,
+    /// The engine's `SteadyState`: the window without ramp-up and drain, and its numbers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steady_state: Option<Value>,
+    /// The engine's `Slice`s (`--slice-duration`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slices: Option<Value>,
+    /// The engine's `Cancellations`: requests the client cancelled on purpose.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancellations: Option<Value>,
     /// The engine's `HttpPhases`: connections opened ahead, and the connect, TLS, write and
     /// first-byte wait times of the measured requests.
     #[serde(deserialize_with = "value::lenient")]
@@ -286,6 +301,23 @@ pub struct LlmbExtras {
     /// Keys of other llmb versions, as written.
     #[serde(flatten)]
     pub other: Map<String, Value>,
+}
+
+/// The engine's `ReasoningStats` with its latencies in the result file's `StatsMs` shape.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReasoningFile {
+    /// Successful requests that streamed any reasoning.
+    pub requests: u64,
+    pub total_reasoning_tokens: u64,
+    pub total_answer_tokens: u64,
+    /// Successes whose output was all reasoning.
+    pub no_answer: u64,
+    /// Time to first answer (output) token.
+    pub ttfo_ms: StatsMs,
+    /// TTFO − TTFT over the requests that reasoned.
+    pub thinking_ms: StatsMs,
+    #[serde(default)]
+    pub token_sources: BTreeMap<TokenSource, u64>,
 }
 
 /// A latency metric's `mean_ms`, `median_ms`, `std_ms`, `p{P}_ms` (the configured percentiles)

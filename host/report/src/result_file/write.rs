@@ -12,7 +12,7 @@ use llmb_engine::records::{RequestRecord, ns_to_s};
 
 use super::{
     Detail, HttpPhasesMs, LatencyKeys, LatencySummary, LlmbExtras, LoadPatternFile, Num, OtherKeys,
-    RampUp, ResultFile, Slo, StatsMs, TurnStats,
+    RampUp, ReasoningFile, ResultFile, Slo, StatsMs, TurnStats,
 };
 use crate::python::{p_word, py_float, timestamp};
 
@@ -237,6 +237,20 @@ impl LlmbExtras {
             schedule: Some(to_json(&m.schedule)),
             ttft_from_intended_ms: Some(StatsMs::of(&m.ttft_from_intended)),
             e2el_from_intended_ms: Some(StatsMs::of(&m.e2el_from_intended)),
+            reasoning: Some(ReasoningFile {
+                requests: m.reasoning.requests as u64,
+                total_reasoning_tokens: m.reasoning.total_reasoning_tokens,
+                total_answer_tokens: m.reasoning.total_answer_tokens,
+                no_answer: m.reasoning.no_answer as u64,
+                ttfo_ms: StatsMs::of(&m.reasoning.ttfo),
+                thinking_ms: StatsMs::of(&m.reasoning.thinking),
+                token_sources: m
+                    .reasoning
+                    .token_sources
+                    .iter()
+                    .map(|(source, n)| (*source, *n as u64))
+                    .collect(),
+            }),
             turns: Some(
                 m.turns
                     .iter()
@@ -287,6 +301,9 @@ impl LlmbExtras {
                     .collect(),
             ),
             connection_retries: Some(m.connection_retries as u64),
+            cancellations: (m.cancellations.requests > 0).then(|| to_json(&m.cancellations)),
+            steady_state: Some(to_json(&m.steady_state)),
+            slices: (!m.slices.is_empty()).then(|| to_json(&m.slices)),
             http_phases_ms: Some(HttpPhasesMs {
                 connections_warmed: m.http_phases.connections_warmed.map(|n| n as u64),
                 new_connections: m.http_phases.new_connections as u64,
