@@ -29,6 +29,8 @@ pub(crate) enum Api {
     Ppl,
     /// `/v1/audio/transcriptions` (multipart in), vLLM's `transcription.chunk` stream out.
     Transcription,
+    /// Anthropic Messages `/v1/messages`: named events from `message_start` to `message_stop`.
+    Anthropic,
 }
 
 impl Api {
@@ -37,6 +39,7 @@ impl Api {
             Api::Completions => "cmpl",
             Api::Chat => "chatcmpl",
             Api::Transcription => "trsc",
+            Api::Anthropic => "msg",
             _ => "gen",
         }
     }
@@ -58,7 +61,7 @@ impl Api {
 
     /// The dialect streams reasoning apart from the answer (`--sim-reasoning-tokens`).
     pub(crate) fn has_reasoning_channel(self) -> bool {
-        matches!(self, Api::Chat | Api::Responses)
+        matches!(self, Api::Chat | Api::Responses | Api::Anthropic)
     }
 
     pub(crate) fn is_openai(self) -> bool {

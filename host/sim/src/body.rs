@@ -13,6 +13,7 @@ use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 use serde_json::Value;
 
+use crate::anthropic;
 use crate::api::Api;
 use crate::faults::{Fault, FaultBody, HUGE_BODY_BYTES, ResetConnection};
 use crate::stream::{Generation, Step};
@@ -116,6 +117,12 @@ pub(crate) fn api_error(
     )
 }
 
+/// Anthropic's error envelope (529 for an overloaded service).
+pub(crate) fn anthropic_error(status: StatusCode, message: &str) -> Response<SimBody> {
+    let status = anthropic::status(status);
+    json_response(status, anthropic::error_json(status, message))
+}
+
 pub(crate) fn bad_request(message: &str) -> Response<SimBody> {
     api_error(StatusCode::BAD_REQUEST, "BadRequestError", message, None)
 }
@@ -126,6 +133,9 @@ pub(crate) fn not_found() -> Response<SimBody> {
 
 /// An error body in the dialect of `api` (protocols/errors.md).
 pub(crate) fn native_error(api: Api, status: StatusCode, message: &str) -> Response<SimBody> {
+    if api == Api::Anthropic {
+        return anthropic_error(status, message);
+    }
     let message = Value::from(message).to_string();
     let body = match api {
         Api::TgiStream | Api::TgiGenerate => {

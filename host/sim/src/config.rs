@@ -22,13 +22,15 @@ pub struct SimConfig {
     /// Extra TTFT per prompt token, µs (a prefill cost).
     pub prefill_us_per_token: f64,
     /// Output tokens each response spends reasoning before it answers, in the dialects with a
-    /// reasoning channel (OpenAI chat and Responses; the others ignore it). The output length is
-    /// decided as without it; its first `min(this, length)` tokens are reasoning, so a response
-    /// no longer than this is all reasoning, like a model cut off while thinking.
+    /// reasoning channel (OpenAI chat, Responses, Anthropic Messages; the others ignore it). The
+    /// output length is decided as without it; its first `min(this, length)` tokens are
+    /// reasoning, so a response no longer than this is all reasoning, like a model cut off while
+    /// thinking.
     pub reasoning_tokens: u32,
     /// The served model name; requests naming another model get vLLM's 404.
     pub model: String,
-    /// When set, `/v1/*` require `Authorization: Bearer KEY` (else 401, like vLLM's `--api-key`).
+    /// When set, `/v1/*` require `Authorization: Bearer KEY` (else 401, like vLLM's `--api-key`);
+    /// `/v1/messages` also takes Anthropic's `x-api-key: KEY`.
     pub api_key: Option<String>,
     /// Automatic prefix caching, so benchmarks of shared-prefix workloads see the TTFT drop a
     /// real server gives: prefill is charged only for prompt tokens past the longest prefix of

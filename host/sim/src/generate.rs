@@ -60,8 +60,10 @@ pub(crate) async fn generate(
         * jitter(cfg, &mut rng))
     .max(0.0);
     let id = format!(
-        "{}-{:016x}{:016x}",
+        "{}{}{:016x}{:016x}",
         job.api.id_prefix(),
+        // Anthropic's ids read `msg_…`.
+        if job.api == Api::Anthropic { '_' } else { '-' },
         splitmix64(cfg.seed ^ n),
         splitmix64(n.wrapping_add(0x5851_F42D_4C95_7F2D))
     );
@@ -166,7 +168,7 @@ pub(crate) async fn generate(
         armed: true,
         yielded: false,
         sent: 0,
-        step: if matches!(job.api, Api::Chat | Api::Responses) {
+        step: if matches!(job.api, Api::Chat | Api::Responses | Api::Anthropic) {
             Step::Role
         } else {
             Step::Token

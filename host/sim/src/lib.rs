@@ -1,8 +1,10 @@
 //! The built-in simulator: an OpenAI-compatible server speaking vLLM's dialect (byte for byte as
 //! in `protocols/vllm.md`), plus the native routes of TGI (`/generate_stream`, `/generate` with
 //! `inputs`), llama.cpp (`/completion`) and SGLang (`/generate` with `text`), each as its protocol
-//! file shows it, with a timing model, so a benchmark runs with no real server and the tests
-//! measure llmb and its adapters against known TTFT and ITL.
+//! file shows it, and Anthropic's Messages API (`/v1/messages`), with a timing model, so a
+//! benchmark runs with no real server and the tests measure llmb and its adapters against known
+//! TTFT and ITL. With `reasoning_tokens` the dialects that have a reasoning channel (OpenAI chat,
+//! Responses, Anthropic) stream a response's first tokens as reasoning.
 //!
 //! Cheap on purpose, so it is never the bottleneck it would hide: each streamed response is a
 //! small state machine polled by hyper as the body of its connection task, sleeping to absolute
@@ -21,7 +23,8 @@
 //! - `state`: the state and counters every connection shares, and the wall clock.
 //! - `routes`: routing, the `/v1/*` entry point, `/health`, `/metrics`, `/v1/models`, tokenize.
 //! - `api`: the dialects a route speaks.
-//! - `request`: OpenAI-style request parsing into a job.
+//! - `request`: OpenAI-style and Anthropic request parsing into a job.
+//! - `anthropic`: Anthropic Messages' errors, whole message and stream events.
 //! - `native`: the native routes of TGI, llama.cpp, SGLang, LightLLM, LMDeploy, Triton and MII.
 //! - `ppl`: OpenPPL's gRPC route and just enough protobuf to read its request.
 //! - `prefix_cache`: block hashing and the automatic prefix cache.
@@ -33,10 +36,11 @@
 //! - [`faults`]: the fault markers, and the faulty bodies and connections they cause.
 //! - `send_log`: `--send-log`, when each piece of each response was really written.
 //!
-//! Dependencies flow one way, from `config`, `send_log`, `state`, `timing`, `api`, `shapes` and
-//! `faults` up
+//! Dependencies flow one way, from `config`, `send_log`, `state`, `timing`, `api`, `anthropic`,
+//! `shapes` and `faults` up
 //! through `stream`, `body`, `prefix_cache`, `request`, `generate` and the routes to `server`.
 
+mod anthropic;
 mod api;
 mod body;
 mod config;

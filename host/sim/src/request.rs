@@ -1,6 +1,7 @@
 //! OpenAI-style requests: the validated [`Job`] a request becomes (for the [`Api`] its route
-//! speaks), and the parsing of completions, chat, Responses, SenseTime and transcription bodies
-//! (prompts, token counts under the simulated chat template, limits, fault markers).
+//! speaks), and the parsing of completions, chat, Responses, SenseTime, transcription and
+//! Anthropic Messages bodies (prompts, token counts under the simulated chat template, limits,
+//! fault markers).
 
 use std::borrow::Cow;
 
@@ -10,7 +11,7 @@ use serde_json::Value;
 use llmb_engine::tokenizer::count_words;
 
 use crate::api::Api;
-use crate::body::{SimBody, api_error, bad_request};
+use crate::body::{SimBody, anthropic_error, api_error, bad_request};
 use crate::config::MAX_MODEL_LEN;
 use crate::faults::Fault;
 use crate::prefix_cache::block_hashes;
@@ -143,6 +144,91 @@ pub(crate) fn parse_job(
         stream: flag(body.get("stream")),
         include_usage: flag(body.pointer("/stream_options/include_usage")),
         ignore_eos: flag(body.get("ignore_eos")),
+        fault,
+        request_id: 0,
+    })
+}
+
+/// Anthropic's `/v1/messages`: `model`, `max_tokens` and `messages` required, `system` (a
+/// string or text blocks) counted as one more message under the template; errors in
+/// Anthropic's envelope. Anthropic has no `ignore_eos`: lengths are natural.
+// The error is the ready-made response for a bad request: rare, so its size does not matter.
+#[allow(clippy::result_large_err)]
+pub(crate) fn parse_anthropic_job(
+    state: &SimState,
+    bytes: &[u8],
+) -> Result<Job, Response<SimBody>> {
+    let invalid = |message: &str| anthropic_error(StatusCode::BAD_REQUEST, message);
+    let body: Value = serde_json::from_slice(bytes)
+        .map_err(|e| invalid(&format!("The request body is not valid JSON: {e}")))?;
+    if !body.is_object() {
+        return Err(invalid("The request body must be a JSON object."));
+    }
+    match body.get("model") {
+        Some(Value::String(m)) if *m == state.config.model => {}
+        Some(Value::String(m)) => {
+            return Err(anthropic_error(
+                StatusCode::NOT_FOUND,
+                &format!("model: {m}"),
+            ));
+        }
+        None | Some(Value::Null) => return Err(invalid("model: Field required")),
+        Some(_) => return Err(invalid("model: Input should be a valid string")),
+    }
+    let Some(messages) = body.get("messages").and_then(Value::as_array) else {
+        return Err(invalid("messages: Field required"));
+    };
+    let system = match body.get("system") {
+        None | Some(Value::Null) => None,
+        Some(s @ (Value::String(_) | Value::Array(_))) => Some(s.clone()),
+        Some(_) => {
+            return Err(invalid(
+                "system: Input should be a valid string or a list of text blocks",
+            ));
+        }
+    };
+    let all = serde_json::json!({
+        "messages": system
+            .map(|content| serde_json::json!({ "role": "system", "content": content }))
+            .into_iter()
+            .chain(messages.iter().cloned())
+            .collect::<Vec<_>>()
+    });
+    let prompt = chat_prompt(&all).map_err(invalid)?;
+    let fault = Fault::of(&prompt.text);
+    if let Some(refusal) = fault.refusal(|status, _, message| anthropic_error(status, message)) {
+        return Err(refusal);
+    }
+    let max_tokens = match body.get("max_tokens") {
+        None | Some(Value::Null) => return Err(invalid("max_tokens: Field required")),
+        Some(v) => match v.as_u64() {
+            Some(n) if (1..=MAX_MODEL_LEN).contains(&n) => n as u32,
+            _ => {
+                return Err(invalid(&format!(
+                    "max_tokens: must be an integer between 1 and {MAX_MODEL_LEN}, got {v}"
+                )));
+            }
+        },
+    };
+    let prompt_tokens = prompt.tokens;
+    if u64::from(prompt_tokens) + u64::from(max_tokens) > MAX_MODEL_LEN {
+        return Err(invalid(&format!(
+            "input length and `max_tokens` exceed context limit: {prompt_tokens} + {max_tokens} >              {MAX_MODEL_LEN}, decrease input length or `max_tokens` and try again"
+        )));
+    }
+    let prefix_blocks = if state.config.prefix_cache {
+        block_hashes(std::iter::once("<|im_start|>").chain(prompt.text.split_whitespace()))
+    } else {
+        Vec::new()
+    };
+    Ok(Job {
+        api: Api::Anthropic,
+        prompt_tokens,
+        prefix_blocks,
+        max_tokens,
+        stream: body.get("stream").and_then(Value::as_bool).unwrap_or(false),
+        include_usage: true,
+        ignore_eos: false,
         fault,
         request_id: 0,
     })

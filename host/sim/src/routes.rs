@@ -16,12 +16,14 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::api::Api;
-use crate::body::{SimBody, bad_request, full, json_response, not_found};
+use crate::body::{SimBody, anthropic_error, bad_request, full, json_response, not_found};
 use crate::config::{MAX_BODY_BYTES, MAX_MODEL_LEN};
 use crate::generate::generate;
 use crate::native::native;
 use crate::ppl::{PPL_GENERATION, ppl};
-use crate::request::{TEMPLATE_TOKEN_ID, chat_prompt, parse_job, parse_transcription_job};
+use crate::request::{
+    TEMPLATE_TOKEN_ID, chat_prompt, parse_anthropic_job, parse_job, parse_transcription_job,
+};
 use crate::state::SimState;
 
 /// How many streams the simulated KV cache holds: `vllm:kv_cache_usage_perc` is active / this.
@@ -74,13 +76,23 @@ pub(crate) async fn handle(
 }
 
 async fn v1(state: &Arc<SimState>, req: Request<Incoming>, arrived: Instant) -> Response<SimBody> {
-    if let Some(expected) = &state.expected_auth {
-        let ok = req
-            .headers()
+    let anthropic = req.uri().path() == "/v1/messages";
+    if let (Some(expected), Some(key)) = (&state.expected_auth, &state.config.api_key) {
+        let headers = req.headers();
+        let bearer = headers
             .get(AUTHORIZATION)
             .is_some_and(|v| v.as_bytes() == expected.as_bytes());
-        if !ok {
-            return json_response(StatusCode::UNAUTHORIZED, r#"{"error":"Unauthorized"}"#);
+        // Anthropic's clients send the key as `x-api-key`.
+        let x_api_key = anthropic
+            && headers
+                .get("x-api-key")
+                .is_some_and(|v| v.as_bytes() == key.as_bytes());
+        if !(bearer || x_api_key) {
+            return if anthropic {
+                anthropic_error(StatusCode::UNAUTHORIZED, "invalid x-api-key")
+            } else {
+                json_response(StatusCode::UNAUTHORIZED, r#"{"error":"Unauthorized"}"#)
+            };
         }
     }
     let api = match (req.method(), req.uri().path()) {
@@ -89,6 +101,7 @@ async fn v1(state: &Arc<SimState>, req: Request<Incoming>, arrived: Instant) -> 
         (&Method::POST, "/v1/responses") => Api::Responses,
         (&Method::POST, "/v1/llm/chat-completions") => Api::Amsv2,
         (&Method::POST, "/v1/audio/transcriptions") => Api::Transcription,
+        (&Method::POST, "/v1/messages") => Api::Anthropic,
         (&Method::GET, "/v1/models") => return models(state),
         (&Method::POST, "/v1/encode") if state.config.tokenize_route => {
             return tokenize(state, req).await;
@@ -108,10 +121,10 @@ async fn v1(state: &Arc<SimState>, req: Request<Incoming>, arrived: Instant) -> 
         Ok(collected) => collected.to_bytes(),
         Err(e) => return bad_request(&format!("Cannot read the request body: {e}")),
     };
-    let job = if api == Api::Transcription {
-        parse_transcription_job(state, &content_type, &bytes)
-    } else {
-        parse_job(state, api, &bytes)
+    let job = match api {
+        Api::Transcription => parse_transcription_job(state, &content_type, &bytes),
+        Api::Anthropic => parse_anthropic_job(state, &bytes),
+        _ => parse_job(state, api, &bytes),
     };
     match job {
         Ok(job) => generate(state, job, arrived).await,

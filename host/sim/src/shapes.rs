@@ -6,6 +6,7 @@ use bytes::Bytes;
 
 use llmb_engine::tokenizer::word_for;
 
+use crate::anthropic;
 use crate::api::Api;
 use crate::state::SimState;
 
@@ -72,6 +73,19 @@ pub(crate) fn whole_body(
                 state.model_json,
                 responses_output(id, &reasoning, &text, reasoning_tokens, output_tokens),
                 responses_usage(prompt_tokens, output_tokens, cached, reasoning_tokens)
+            );
+        }
+        Api::Anthropic => {
+            return anthropic::whole_body(
+                id,
+                &state.model_json,
+                &reasoning,
+                &text,
+                reasoning_tokens,
+                output_tokens,
+                prompt_tokens,
+                cached,
+                hit_max,
             );
         }
         Api::Transcription => {

@@ -16,6 +16,7 @@ use tokio::time::{Instant, Sleep};
 
 use llmb_engine::tokenizer::word_for;
 
+use crate::anthropic;
 use crate::api::Api;
 use crate::faults::Fault;
 use crate::send_log::PieceLog;
@@ -120,6 +121,17 @@ impl Generation {
                 self.step = Step::Token;
                 self.responses_preamble()
             }
+            Step::Role if self.api == Api::Anthropic => {
+                ready!(self.wait(cx));
+                self.step = Step::Token;
+                Bytes::from(anthropic::preamble(
+                    &self.id,
+                    &self.state.model_json,
+                    self.prompt_tokens,
+                    self.cached_tokens.unwrap_or(0),
+                    self.reasoning_tokens > 0,
+                ))
+            }
             Step::Role => {
                 ready!(self.wait(cx));
                 self.step = Step::Token;
@@ -160,6 +172,7 @@ impl Generation {
                     Api::Trtllm => b"data: {\"error\":\"simulated in-stream error\"}\n\n",
                     Api::Responses => b"event: error\ndata: {\"type\":\"error\",\"code\":\"server_error\",\"message\":\"simulated in-stream error\",\"param\":null,\"sequence_number\":99}\n\n",
                     Api::Amsv2 => b"data:{\"error\":{\"code\":\"internal_error\",\"message\":\"simulated in-stream error\"}}\n\n",
+                    Api::Anthropic => anthropic::STREAM_ERROR,
                     // LightLLM and MII have no in-stream error: the body just ends.
                     Api::LightLlm | Api::Mii => b"",
                     Api::Completions | Api::Chat | Api::Transcription | Api::Ppl => ERROR_EVENT,
@@ -357,6 +370,12 @@ impl Generation {
                 );
                 Bytes::from(out)
             }
+            Api::Anthropic => Bytes::from(anthropic::token(
+                reasoning,
+                self.reasoning_tokens > 0 && self.sent == self.reasoning_tokens,
+                self.message_index(),
+                word,
+            )),
             Api::LlamaCpp => Bytes::from(format!(
                 "data: {{\"index\":0,\"content\":\" {word}\",\"tokens\":[{}],\"stop\":false,\"id_slot\":-1,\"tokens_predicted\":{},\"tokens_evaluated\":{}}}\n\n",
                 token_id(position),
@@ -461,7 +480,8 @@ impl Generation {
         self.sequence
     }
 
-    /// The message item's `output_index`: after the reasoning item when there is one.
+    /// The message item's `output_index` (Responses) or the text block's `index` (Anthropic):
+    /// after the reasoning item or thinking block when there is one.
     fn message_index(&self) -> u32 {
         u32::from(self.reasoning_tokens > 0)
     }
@@ -550,6 +570,14 @@ impl Generation {
         if self.api == Api::Responses {
             return self.responses_completion();
         }
+        if self.api == Api::Anthropic {
+            return Bytes::from(anthropic::end(
+                self.reasoning_tokens,
+                self.output_tokens,
+                self.message_index(),
+                self.hit_max,
+            ));
+        }
         if self.api == Api::LlamaCpp {
             return Bytes::from(format!(
                 "data: {{\"index\":0,\"content\":\"\",\"tokens\":[],\"id_slot\":0,\"stop\":true,\"model\":{},{}}}\n\n",
@@ -608,7 +636,7 @@ impl Generation {
             self.sleep.as_mut().reset(deadline);
             self.armed = true;
             Step::Token
-        } else if matches!(self.api, Api::LlamaCpp | Api::Responses)
+        } else if matches!(self.api, Api::LlamaCpp | Api::Responses | Api::Anthropic)
             || (self.api.is_openai() && self.include_usage)
         {
             Step::Usage

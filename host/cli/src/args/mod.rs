@@ -366,9 +366,9 @@ pub struct SimTiming {
     #[arg(long = "sim-prefill-us-per-token", default_value_t = 0.0)]
     pub prefill_us_per_token: f64,
     /// Output tokens each response spends reasoning before its answer, streamed in the reasoning
-    /// channel of OpenAI chat (`reasoning_content`/`reasoning`) and the Responses API (a
-    /// reasoning item); other routes ignore it. Output lengths are unchanged: a response no
-    /// longer than this is all reasoning.
+    /// channel of OpenAI chat (`reasoning_content`/`reasoning`), the Responses API (a reasoning
+    /// item) and Anthropic Messages (a thinking block); other routes ignore it. Output lengths
+    /// are unchanged: a response no longer than this is all reasoning.
     #[arg(long = "sim-reasoning-tokens", default_value_t = 0)]
     pub reasoning_tokens: u32,
     /// Model a prefix cache: prompt prefixes seen before (16-token blocks) skip the prefill cost.
