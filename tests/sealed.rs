@@ -70,6 +70,7 @@ fn target(base_url: &str, user_headers: &[(&str, &str)], key: Option<&str>) -> T
             })
             .collect(),
         authorization: key.map(|k| Target::bearer(k).unwrap()),
+        api_key_header: None,
         timeout: Duration::from_secs(5),
         framing: llmb_engine::plugin::backend::Framing::Sse,
         limits: Default::default(),

@@ -334,3 +334,36 @@ async fn slo_search_finds_the_highest_concurrency_meeting_the_slo() {
             .unwrap();
     assert_eq!(summary["best"], 4.0);
 }
+
+/// A disaggregated server (the simulator moving each request's KV cache for 15 ms before its
+/// first token, counted in vLLM's NIXL histogram): the scraped metrics give the stage's
+/// transfers and their mean, and TTFT includes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_transfer_histograms_are_reported_per_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = quick_args(dir.path());
+    args.num_prompts = 10;
+    args.sim.ttft_ms = 5.0;
+    args.sim.kv_transfer_ms = 15.0;
+    args.server_metrics_url = Some("/metrics".into());
+    args.save_result = true;
+    let outcome = bench(&args).await;
+    assert_eq!(outcome.metrics.completed, 10);
+    assert!(
+        outcome.metrics.ttft.mean >= 20.0,
+        "{}",
+        outcome.metrics.ttft.mean
+    );
+    let sm = outcome.server_metrics.as_ref().expect("scraped");
+    let kv = &sm.highlights.kv_transfer;
+    assert_eq!(kv.len(), 1, "{kv:?}");
+    assert_eq!(kv[0].metric, "vllm:nixl_xfer_time_seconds");
+    // The pre-flight request moved its cache before the stage's first scrape.
+    assert_eq!(kv[0].transfers, 10.0);
+    assert!((kv[0].mean - 15.0).abs() < 0.01, "{:?}", kv[0]);
+    let result: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(outcome.result_path.as_ref().unwrap()).unwrap())
+            .unwrap();
+    let delta = &result["server_metrics"]["delta"];
+    assert_eq!(delta["vllm:nixl_xfer_time_seconds_count"], 10.0, "{delta}");
+}

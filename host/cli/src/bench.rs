@@ -141,6 +141,18 @@ pub async fn run_and_print(
         stdout.write_all(&ConsoleExporter.serialize(outcome.into())?)?;
         if let Some(sm) = &outcome.server_metrics {
             sm.print(&mut stdout)?;
+            let ttft = outcome.metrics.ttft.mean;
+            for t in sm.highlights.kv_transfer.iter().filter(|t| t.unit == "ms") {
+                if ttft > 0.0 {
+                    println!(
+                        "{:<40} {:.3} ms of the mean TTFT {ttft:.3} ms ({:.1} %; {})",
+                        "KV transfer beside TTFT:",
+                        t.mean,
+                        100.0 * t.mean / ttft,
+                        t.metric
+                    );
+                }
+            }
         }
         if let Some(p) = &outcome.records_path {
             println!("Per-request records: {}", p.display());

@@ -43,6 +43,7 @@ pub fn sim_config(t: &SimTiming, seed: u64) -> SimConfig {
         batch_slowdown: t.batch_slowdown,
         prefill_us_per_token: t.prefill_us_per_token,
         reasoning_tokens: t.reasoning_tokens,
+        kv_transfer_ms: t.kv_transfer_ms,
         prefix_cache: t.prefix_cache,
         max_batch: t.max_batch,
         connections: llmb_sim::ConnectionPolicy {

@@ -159,8 +159,11 @@ pub struct ServerConfig {
     pub endpoint: Option<String>,
     /// Headers sent with every request; secret values are already registered for masking.
     pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// Sent as `Authorization: Bearer ...` and masked in every output.
+    /// Sent as `Authorization: Bearer ...` (or in `api_key_header`) and masked in every output.
     pub api_key: Option<String>,
+    /// `--api-key-header`: the header that carries the key as it is, instead of
+    /// `Authorization: Bearer`.
+    pub api_key_header: Option<String>,
     /// Longest a whole request may take.
     pub timeout: Duration,
     /// Per-request bounds on headers, idle reads and sizes.
@@ -190,6 +193,7 @@ impl ServerConfig {
             endpoint: None,
             headers: Vec::new(),
             api_key: None,
+            api_key_header: None,
             timeout: Duration::from_secs(600),
             limits: Limits::default(),
             pool: PoolSettings::default(),

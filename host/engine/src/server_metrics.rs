@@ -71,6 +71,27 @@ const TOKEN_COUNTERS: [&str; 8] = [
     "vllm:request_success_total",
 ];
 
+/// KV-cache transfer histograms of disaggregated serving (prefill and decode on different
+/// workers): base name, the factor to the unit shown, and that unit. vLLM's NIXL connector and
+/// SGLang's disaggregation name them so; any other `*kv_transfer*` or `*nixl*` histogram is
+/// kept too, in its own unit.
+const KV_TRANSFER_HISTOGRAMS: [(&str, f64, &str); 8] = [
+    ("vllm:nixl_xfer_time_seconds", 1e3, "ms"),
+    ("vllm:nixl_post_time_seconds", 1e3, "ms"),
+    ("vllm:nixl_bytes_transferred", 1.0 / (1 << 20) as f64, "MiB"),
+    ("sglang:kv_transfer_latency_ms", 1.0, "ms"),
+    ("sglang:kv_transfer_bootstrap_ms", 1.0, "ms"),
+    ("sglang:kv_transfer_alloc_ms", 1.0, "ms"),
+    ("sglang:kv_transfer_total_mb", 1.0, "MB"),
+    ("sglang:kv_transfer_speed_gb_s", 1.0, "GB/s"),
+];
+
+/// Whether `name` is part of a KV-transfer metric (a histogram's sum or count, a counter).
+fn is_kv_transfer(name: &str) -> bool {
+    (name.contains("kv_transfer") || name.contains("nixl"))
+        && (name.ends_with("_sum") || name.ends_with("_count") || name.ends_with("_total"))
+}
+
 /// Every known name, the default selection.
 fn known_names() -> Vec<&'static str> {
     let mut names: Vec<&str> = RUNNING
@@ -118,7 +139,7 @@ impl Selection {
     fn keeps(&self, name: &str) -> bool {
         match self {
             Selection::All => !name.ends_with("_bucket") && !name.ends_with("_created"),
-            Selection::Known => known_names().contains(&name),
+            Selection::Known => known_names().contains(&name) || is_kv_transfer(name),
             Selection::Names(names) => names.iter().any(|n| n == name),
         }
     }
@@ -200,6 +221,50 @@ pub struct Highlights {
     pub kv_cache_usage: Option<GaugeSummary>,
     /// Prefix-cache hits over the stage, 0–1, and where it came from.
     pub prefix_cache_hit_rate: Option<(f64, String)>,
+    /// KV-cache transfers over the stage (disaggregated prefill/decode), one per histogram.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kv_transfer: Vec<KvTransfer>,
+}
+
+/// One KV-transfer histogram over a stage: how many transfers and their mean, from the
+/// deltas of its `_count` and `_sum`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct KvTransfer {
+    /// The histogram's name (without `_sum`/`_count`).
+    pub metric: String,
+    pub transfers: f64,
+    /// Mean per transfer, in `unit`.
+    pub mean: f64,
+    pub unit: String,
+}
+
+/// The KV-transfer histograms whose `_count` grew over the stage.
+fn kv_transfers(delta: &Scrape) -> Vec<KvTransfer> {
+    delta
+        .iter()
+        .filter_map(|(name, count)| {
+            let base = name.strip_suffix("_count")?;
+            if !is_kv_transfer(name) || *count <= 0.0 {
+                return None;
+            }
+            let sum = delta.get(&format!("{base}_sum"))?;
+            let (scale, unit) = KV_TRANSFER_HISTOGRAMS
+                .iter()
+                .find(|(known, _, _)| *known == base)
+                .map(|(_, scale, unit)| (*scale, unit.to_string()))
+                .unwrap_or_else(|| match base {
+                    b if b.ends_with("_seconds") => (1e3, "ms".into()),
+                    b if b.ends_with("_ms") => (1.0, "ms".into()),
+                    _ => (1.0, String::new()),
+                });
+            Some(KvTransfer {
+                metric: base.to_string(),
+                transfers: *count,
+                mean: sum / count * scale,
+                unit,
+            })
+        })
+        .collect()
 }
 
 /// The server's metrics over one stage.
@@ -274,6 +339,7 @@ impl ServerMetrics {
                 waiting: gauge(&WAITING),
                 kv_cache_usage: gauge(&KV_CACHE_USAGE),
                 prefix_cache_hit_rate: prefix,
+                kv_transfer: kv_transfers(&delta),
             },
             start,
             end,
@@ -327,6 +393,13 @@ impl ServerMetrics {
                 "{:<40} {:.1} % ({source})",
                 "Prefix cache hit rate:",
                 rate * 100.0
+            )?;
+        }
+        for t in &h.kv_transfer {
+            writeln!(
+                out,
+                "{:<40} {} transfers, mean {:.3} {} ({})",
+                "KV transfer (disaggregated):", t.transfers, t.mean, t.unit, t.metric
             )?;
         }
         for (name, d) in &self.delta {
@@ -449,6 +522,44 @@ vllm:request_success_total{finished_reason="length",model_name="m"} 3
         assert!(!all.contains_key("vllm:time_to_first_token_seconds_bucket"));
         let one = parse(VLLM, &Selection::parse(Some("vllm:kv_cache_usage_perc")));
         assert_eq!(one.len(), 1);
+    }
+
+    #[test]
+    fn kv_transfer_histograms_give_per_stage_means() {
+        let before = "vllm:nixl_xfer_time_seconds_sum{engine=\"0\"} 1.5\nvllm:nixl_xfer_time_seconds_count{engine=\"0\"} 100\nvllm:nixl_xfer_time_seconds_bucket{le=\"0.01\"} 90\nsglang:kv_transfer_latency_ms_sum 400\nsglang:kv_transfer_latency_ms_count 50\nsglang:kv_transfer_speed_gb_s_sum 10\nsglang:kv_transfer_speed_gb_s_count 5\n";
+        let after = "vllm:nixl_xfer_time_seconds_sum{engine=\"0\"} 2.5\nvllm:nixl_xfer_time_seconds_count{engine=\"0\"} 150\nsglang:kv_transfer_latency_ms_sum 1000\nsglang:kv_transfer_latency_ms_count 80\nsglang:kv_transfer_speed_gb_s_sum 10\nsglang:kv_transfer_speed_gb_s_count 5\n";
+        let m = ServerMetrics::from_scrapes(
+            "u".into(),
+            Duration::from_secs(1),
+            vec![
+                (0.0, parse(before, &Selection::Known)),
+                (1.0, parse(after, &Selection::Known)),
+            ],
+            0,
+            None,
+        );
+        let kv = &m.highlights.kv_transfer;
+        // Transfers during the stage only; an unchanged histogram is left out.
+        assert_eq!(kv.len(), 2, "{kv:?}");
+        let nixl = kv
+            .iter()
+            .find(|t| t.metric == "vllm:nixl_xfer_time_seconds")
+            .unwrap();
+        assert_eq!(nixl.transfers, 50.0);
+        assert!((nixl.mean - 20.0).abs() < 1e-9 && nixl.unit == "ms");
+        let sglang = kv
+            .iter()
+            .find(|t| t.metric == "sglang:kv_transfer_latency_ms")
+            .unwrap();
+        assert!((sglang.mean - 20.0).abs() < 1e-9);
+        assert!(!m.names.iter().any(|n| n.ends_with("_bucket")));
+        let mut out = Vec::new();
+        m.print(&mut out).unwrap();
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .contains("KV transfer (disaggregated):")
+        );
     }
 
     #[test]

@@ -212,7 +212,14 @@ async fn prepare(config: &RunConfig) -> anyhow::Result<Prepared> {
         base_url: base_url.clone(),
         endpoint: server.endpoint.clone(),
         headers: server.headers.clone(),
-        authorization: server.api_key.as_deref().map(Target::bearer).transpose()?,
+        authorization: match &server.api_key_header {
+            None => server.api_key.as_deref().map(Target::bearer).transpose()?,
+            Some(_) => None,
+        },
+        api_key_header: match (&server.api_key_header, &server.api_key) {
+            (Some(name), Some(key)) => Some(Target::key_header(name, key)?),
+            _ => None,
+        },
         timeout: server.timeout,
         framing: info.framing,
         limits: server.limits,

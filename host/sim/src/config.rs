@@ -27,6 +27,10 @@ pub struct SimConfig {
     /// reasoning, so a response no longer than this is all reasoning, like a model cut off while
     /// thinking.
     pub reasoning_tokens: u32,
+    /// Disaggregated serving: each generation waits this long for its KV cache to move from a
+    /// prefill worker to a decode worker before its first token, and `/metrics` exposes vLLM's
+    /// NIXL transfer histogram (`vllm:nixl_xfer_time_seconds`) with those transfers. 0: off.
+    pub kv_transfer_ms: f64,
     /// The served model name; requests naming another model get vLLM's 404.
     pub model: String,
     /// When set, `/v1/*` require `Authorization: Bearer KEY` (else 401, like vLLM's `--api-key`);
@@ -63,6 +67,7 @@ impl Default for SimConfig {
             batch_slowdown: 0.0,
             prefill_us_per_token: 0.0,
             reasoning_tokens: 0,
+            kv_transfer_ms: 0.0,
             model: "llmb-sim".into(),
             api_key: None,
             prefix_cache: false,

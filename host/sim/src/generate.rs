@@ -56,9 +56,20 @@ pub(crate) async fn generate(
         .prefix_cache
         .then(|| state.prefix_lookup(&job.prefix_blocks, job.prompt_tokens));
     let prefilled = job.prompt_tokens - cached_tokens.unwrap_or(0);
+    let kv_transfer_s = if cfg.kv_transfer_ms > 0.0 {
+        let t = (cfg.kv_transfer_ms / 1e3 * jitter(cfg, &mut rng)).max(0.0);
+        state.kv_transfers.fetch_add(1, Relaxed);
+        state
+            .kv_transfer_us
+            .fetch_add((t * 1e6).round() as u64, Relaxed);
+        t
+    } else {
+        0.0
+    };
     let ttft_s = ((cfg.ttft_ms / 1e3 + cfg.prefill_us_per_token * f64::from(prefilled) / 1e6)
         * jitter(cfg, &mut rng))
-    .max(0.0);
+    .max(0.0)
+        + kv_transfer_s;
     let id = format!(
         "{}{}{:016x}{:016x}",
         job.api.id_prefix(),
@@ -197,7 +208,7 @@ pub(crate) async fn generate(
 
 /// Waits for a batch slot when the batch is full, counted as waiting; the request's clock
 /// (TTFT and every token) starts when it is admitted, as a real server's queue time adds to TTFT.
-async fn admit(
+pub(crate) async fn admit(
     state: &Arc<SimState>,
     arrived: Instant,
 ) -> (Option<tokio::sync::OwnedSemaphorePermit>, Instant) {

@@ -274,6 +274,19 @@ fn metrics(state: &SimState) -> Response<SimBody> {
             state.model_label
         );
     }
+    if state.config.kv_transfer_ms > 0.0 {
+        // vLLM's NIXL connector histogram, labelled per engine as vLLM does.
+        let count = state.kv_transfers.load(Relaxed);
+        let sum = state.kv_transfer_us.load(Relaxed) as f64 / 1e6;
+        let name = "vllm:nixl_xfer_time_seconds";
+        let labels = format!("model_name=\"{}\",engine=\"0\"", state.model_label);
+        let _ = write!(
+            out,
+            "# HELP {name} Histogram of transfer duration for NIXL KV Cache transfers.\n\
+             # TYPE {name} histogram\n{name}_sum{{{labels}}} {sum}\n\
+             {name}_bucket{{{labels},le=\"+Inf\"}} {count}\n{name}_count{{{labels}}} {count}\n"
+        );
+    }
     full(
         StatusCode::OK,
         Some("text/plain; version=0.0.4; charset=utf-8"),

@@ -38,6 +38,9 @@ pub(crate) struct SimState {
     pub(crate) prefix_queries: AtomicU64,
     /// Prompt tokens found in the prefix cache.
     pub(crate) prefix_hits: AtomicU64,
+    /// Simulated KV-cache transfers (`kv_transfer_ms`) and their total time in µs.
+    pub(crate) kv_transfers: AtomicU64,
+    pub(crate) kv_transfer_us: AtomicU64,
     /// The send log's writer when `config.send_log` is set.
     pub(crate) send_log: Option<Arc<SendLog>>,
 }
@@ -79,6 +82,8 @@ impl SimState {
             prefix_blocks: Mutex::new(HashSet::new()),
             prefix_queries: AtomicU64::new(0),
             prefix_hits: AtomicU64::new(0),
+            kv_transfers: AtomicU64::new(0),
+            kv_transfer_us: AtomicU64::new(0),
             send_log,
         }
     }

@@ -371,6 +371,10 @@ pub struct SimTiming {
     /// are unchanged: a response no longer than this is all reasoning.
     #[arg(long = "sim-reasoning-tokens", default_value_t = 0)]
     pub reasoning_tokens: u32,
+    /// Disaggregated serving: each request's KV cache takes this long to reach the decode
+    /// worker (added to TTFT), shown in /metrics as vLLM's `vllm:nixl_xfer_time_seconds`.
+    #[arg(long = "sim-kv-transfer-ms", default_value_t = 0.0)]
+    pub kv_transfer_ms: f64,
     /// Model a prefix cache: prompt prefixes seen before (16-token blocks) skip the prefill cost.
     #[arg(long = "sim-prefix-cache")]
     pub prefix_cache: bool,
@@ -720,6 +724,10 @@ pub struct BenchArgs {
     /// API key (or OPENAI_API_KEY); sent as a bearer token, never printed or saved.
     #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Send --api-key as it is in this header instead of `Authorization: Bearer` (Anthropic's
+    /// `x-api-key`, Azure OpenAI's `api-key`).
+    #[arg(long, value_name = "HEADER")]
+    pub api_key_header: Option<String>,
     /// Ask the server to ignore EOS so outputs have exactly the requested length.
     #[arg(long)]
     pub ignore_eos: bool,

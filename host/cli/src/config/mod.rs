@@ -114,6 +114,7 @@ pub fn run_config(args: &BenchArgs, server: Server<'_>) -> anyhow::Result<RunCon
         endpoint: args.endpoint.clone(),
         headers,
         api_key: args.api_key.clone(),
+        api_key_header: args.api_key_header.clone(),
         timeout: Duration::from_secs_f64(args.timeout),
         limits: limits(args)?,
         pool: PoolSettings {

@@ -268,6 +268,7 @@ async fn run_against(
         endpoint: None,
         headers: user_headers(args)?,
         authorization: args.api_key.as_deref().map(Target::bearer).transpose()?,
+        api_key_header: None,
         timeout: Duration::from_secs(120),
         framing: info.framing,
         limits: Default::default(),

@@ -236,7 +236,7 @@ mod tests {
 
     #[test]
     fn the_steady_state_leaves_out_ramp_up_and_drain() {
-        let records: Vec<RequestRecord> = (0..100).map(|i| request(i, i * 10)).collect();
+        let records: Vec<RequestRecord> = (0..100).map(|i| request(i, 1000 + i * 10)).collect();
         let refs: Vec<&RequestRecord> = records.iter().collect();
         let steady = steady_state(&refs, &[99.0]);
         let (start, end) = steady.window.unwrap();

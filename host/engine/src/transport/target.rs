@@ -24,7 +24,11 @@ pub struct Target {
     /// `--endpoint`, replacing the adapter's default path.
     pub endpoint: Option<String>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The `Authorization` value from `--api-key` (see [`Target::bearer`]).
     pub authorization: Option<HeaderValue>,
+    /// `--api-key-header`: send the key raw in this header instead of `Authorization: Bearer`
+    /// (Anthropic's `x-api-key`, Azure's `api-key`).
+    pub api_key_header: Option<(HeaderName, HeaderValue)>,
     pub timeout: Duration,
     pub framing: Framing,
     /// Bounds on each response: head and idle timeouts, body, frame and output sizes.
@@ -88,6 +92,9 @@ impl Target {
         }
         for (k, v) in &self.headers {
             headers.insert(k.clone(), v.clone());
+        }
+        if let Some((name, key)) = &self.api_key_header {
+            headers.insert(name.clone(), key.clone());
         }
         if let Some(auth) = &self.authorization {
             headers.insert(hyper::header::AUTHORIZATION, auth.clone());
@@ -154,6 +161,19 @@ impl Target {
             .filter(|i| !i.is_empty())
             .map(|i| crate::secrets::percent_decode(i).unwrap_or_else(|| i.to_string()));
         Ok((uri, userinfo))
+    }
+
+    /// The key as the value of header `name` (`--api-key-header`), sensitive and registered as a
+    /// secret like [`Target::bearer`]'s.
+    pub fn key_header(name: &str, api_key: &str) -> anyhow::Result<(HeaderName, HeaderValue)> {
+        crate::secrets::register(api_key);
+        let name = HeaderName::try_from(name.trim())
+            .map_err(|_| anyhow::anyhow!("--api-key-header {name:?} is not a header name"))?;
+        let mut v = HeaderValue::from_str(api_key).map_err(|_| {
+            anyhow::anyhow!("the API key contains characters not allowed in a header")
+        })?;
+        v.set_sensitive(true);
+        Ok((name, v))
     }
 
     /// Builds the `Authorization: Bearer` value, marked sensitive so hyper never logs it.
@@ -229,4 +249,53 @@ fn basic_auth(userinfo: &str) -> HeaderValue {
         HeaderValue::from_str(&format!("Basic {encoded}")).expect("base64 is a valid header value");
     value.set_sensitive(true);
     value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(
+        authorization: Option<HeaderValue>,
+        key_header: Option<(HeaderName, HeaderValue)>,
+    ) -> Target {
+        Target {
+            base_url: "http://127.0.0.1:9".into(),
+            endpoint: None,
+            headers: Vec::new(),
+            authorization,
+            api_key_header: key_header,
+            timeout: Duration::from_secs(1),
+            framing: Framing::Sse,
+            limits: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_key_goes_in_the_header_asked_for() {
+        let t = target(
+            None,
+            Some(Target::key_header("x-api-key", "sk-ant-test-1").unwrap()),
+        );
+        let req = t
+            .request(
+                "/v1/messages",
+                "POST",
+                &[("x-api-key".into(), "forged".into())],
+                Vec::new(),
+            )
+            .unwrap();
+        assert_eq!(req.headers()["x-api-key"], "sk-ant-test-1");
+        assert!(req.headers()["x-api-key"].is_sensitive());
+        assert!(!req.headers().contains_key(hyper::header::AUTHORIZATION));
+        let bearer = target(Some(Target::bearer("sk-test-2").unwrap()), None);
+        let req = bearer
+            .request("/v1/chat/completions", "POST", &[], Vec::new())
+            .unwrap();
+        assert_eq!(
+            req.headers()[hyper::header::AUTHORIZATION],
+            "Bearer sk-test-2"
+        );
+        assert!(Target::key_header("bad header", "k").is_err());
+    }
 }
