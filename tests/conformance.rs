@@ -302,3 +302,68 @@ fn token_stamps_agree_with_the_servers_own_decode_times() {
     }
     assert_eq!(paired, 6);
 }
+
+/// Issue 17 against the real server: requests cancelled 1.5 s after they were written end then,
+/// keep their chunks, and free llama.cpp's slots (it stops generating: its own
+/// `llamacpp:requests_processing` is back to 0 once the run ends); TTFO equals TTFT for a model
+/// that does not reason; the steady-state window lies inside the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real llama.cpp server: see tests/conformance.rs"]
+async fn cancellations_free_the_servers_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = real_args(dir.path(), "openai-chat");
+    args.num_prompts = 12;
+    args.random_output_len = 100;
+    args.cancel_rate = Some(0.5);
+    args.cancel_after = Some(1500.0);
+    args.server_metrics_url = Some("/metrics".into());
+    args.server_metrics_interval = 0.5;
+    let o = bench(&args).await;
+    let cancelled: Vec<_> = o.records.iter().filter(|r| r.planned_cancel).collect();
+    assert!(!cancelled.is_empty(), "{WHY}");
+    for r in &cancelled {
+        let after_ms = (r.end_ns - r.written_ns.unwrap_or(r.sent_ns)) as f64 / 1e6;
+        assert!(
+            (1500.0..1600.0).contains(&after_ms),
+            "cut after {after_ms} ms"
+        );
+        assert!(!r.delta_ns.is_empty() && r.output_tokens < 100);
+    }
+    for r in o.records.iter().filter(|r| !r.planned_cancel) {
+        assert!(r.success, "{:?}", r.error);
+        assert_eq!(r.output_tokens, 100);
+        assert_eq!(
+            r.first_answer_ns,
+            r.delta_ns.first().copied(),
+            "TTFO is TTFT here"
+        );
+    }
+    let sm = o.server_metrics.as_ref().expect("scraped");
+    assert_eq!(
+        sm.end.get("llamacpp:requests_processing"),
+        Some(&0.0),
+        "{:?}",
+        sm.end
+    );
+    let (start, end) = o.metrics.steady_state.window.expect("a steady state");
+    assert!(start > 0.0 && end > start && end < o.metrics.duration_s);
+}
+
+/// `--search concurrency`: llama.cpp has 4 slots, so a fifth request waits for a whole answer
+/// (24 tokens at ~50 ms) before its first token; the search finds 4.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real llama.cpp server: see tests/conformance.rs"]
+async fn the_slo_search_finds_the_servers_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = real_args(dir.path(), "openai-chat");
+    args.max_concurrency = None;
+    args.num_prompts = 12;
+    args.random_output_len = 24;
+    args.search = Some("concurrency".into());
+    args.slo = Some("p99_ttft_ms<=1000".into());
+    let outcome = llmb::search::run_search(&args, &llmb_engine::lifecycle::Cancel::new())
+        .await
+        .unwrap();
+    assert_eq!(outcome.best, Some(4.0), "{WHY}: {outcome:#?}");
+    assert_eq!(outcome.first_fail, Some(5.0), "{outcome:#?}");
+}

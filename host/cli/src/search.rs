@@ -114,7 +114,12 @@ pub async fn run_search(args: &BenchArgs, cancel: &Cancel) -> anyhow::Result<Sea
             break;
         }
         let checks = llmb_engine::slo_search::check(&stage.records, &slos);
-        let met = checks.iter().all(|c| c.met) && stage.metrics.completed > 0;
+        // A stage the watch stopped has missed, whatever its finished requests say.
+        let stopped_by_slo = matches!(
+            stage_stop.cause(),
+            Some(llmb_engine::lifecycle::StopCause::SloMissed(_))
+        );
+        let met = checks.iter().all(|c| c.met) && stage.metrics.completed > 0 && !stopped_by_slo;
         search.record(load, met);
         print_stage(kind, load, &checks, met);
         stages.push(SearchStage {

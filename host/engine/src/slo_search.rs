@@ -125,13 +125,20 @@ pub struct SloCheck {
     pub met: bool,
 }
 
+/// Cut off by the client (Ctrl-C, a stage stopped early, `--cancel-rate`): not the server's
+/// failure, so not counted against an SLO either way.
+fn cut_by_client(r: &RequestRecord) -> bool {
+    r.error.as_ref().is_some_and(|e| e.kind == "cancelled")
+}
+
 /// The measured records against every SLO. For `itl`, a request's value is its longest gap.
+/// Requests the client cut off are left out.
 pub fn check(records: &[RequestRecord], slos: &[Slo]) -> Vec<SloCheck> {
     slos.iter()
         .map(|slo| {
             let mut values: Vec<f64> = records
                 .iter()
-                .filter(|r| !r.warmup)
+                .filter(|r| !r.warmup && !cut_by_client(r))
                 .filter_map(|r| value_ms(r, &slo.metric))
                 .collect();
             let value = if values.is_empty() {
@@ -189,7 +196,7 @@ impl SloWatch {
 
     /// Counts `r`; returns the SLO the stage can no longer meet, the first time it happens.
     pub fn observe(&mut self, r: &RequestRecord) -> Option<String> {
-        if r.warmup || self.planned < 2 {
+        if r.warmup || self.planned < 2 || cut_by_client(r) {
             return None;
         }
         for (slo, misses) in self.slos.iter().zip(&mut self.misses) {

@@ -488,18 +488,26 @@ fn print_windows(out: &mut dyn Write, m: &BenchmarkMetrics) -> std::io::Result<(
         } else {
             ""
         };
+        // A window where nothing was sent (or nothing streamed) has no latency to show.
+        let ms = |s: &llmb_engine::metrics::MetricStats, v: f64| {
+            if s.count == 0 {
+                "-".to_string()
+            } else {
+                format!("{v:.2}")
+            }
+        };
         writeln!(
             out,
-            "{:>8.2} {:>8.2} {:>6} {:>6} {:>9.2} {:>10.1} {:>10.2} {:>10.2} {:>9.2} {:>9.1}{marker}",
+            "{:>8.2} {:>8.2} {:>6} {:>6} {:>9.2} {:>10.1} {:>10} {:>10} {:>9} {:>9.1}{marker}",
             w.start_s,
             w.end_s,
             w.sent,
             w.failed,
             w.request_throughput,
             w.output_throughput,
-            w.ttft.mean,
-            w.ttft.summary.p99,
-            w.itl.mean,
+            ms(&w.ttft, w.ttft.mean),
+            ms(&w.ttft, w.ttft.summary.p99),
+            ms(&w.itl, w.itl.mean),
             w.mean_in_flight
         )?;
     }
