@@ -62,6 +62,7 @@ fn all_metrics() -> MetricsConfig {
         percentile_metrics: vec!["ttft".into(), "tpot".into(), "itl".into(), "e2el".into()],
         metric_percentiles: vec![50.0, 99.0],
         goodput_slos_ms: Vec::new(),
+        slice_duration_s: None,
     }
 }
 
@@ -405,6 +406,7 @@ fn the_console_uses_vllm_layout() {
         percentile_metrics: vec!["e2el".into()],
         metric_percentiles: vec![99.9],
         goodput_slos_ms: vec![("e2el".into(), 200.0)],
+        slice_duration_s: None,
     };
     let text = console(&info, &records, &cfg);
     let lines: Vec<&str> = text.lines().collect();

@@ -34,7 +34,7 @@ impl fmt::Display for Slo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.statistic {
             Statistic::Mean => write!(f, "mean_{}_ms<={}", self.metric, self.limit_ms),
-            Statistic::Percentile(p) if p == 50.0 => {
+            Statistic::Percentile(50.0) => {
                 write!(f, "median_{}_ms<={}", self.metric, self.limit_ms)
             }
             Statistic::Percentile(p) => write!(f, "p{p}_{}_ms<={}", self.metric, self.limit_ms),
@@ -379,7 +379,7 @@ mod tests {
         }
         let best = s.best_pass.unwrap();
         assert!(
-            best <= 37.0 && best >= 37.0 / 1.05,
+            (37.0 / 1.05..=37.0).contains(&best),
             "{best} after {tried:?}"
         );
         let mut c = Search::new(SearchKind::Concurrency, 0.0);

@@ -491,6 +491,26 @@ fn stages(args: &BenchArgs) -> anyhow::Result<Vec<Stage>> {
     ))
 }
 
+/// `--cancel-rate` with `--cancel-after`: both or neither.
+fn cancel_plan(args: &BenchArgs) -> anyhow::Result<Option<llmb_engine::runner::CancelPlan>> {
+    match (args.cancel_rate, args.cancel_after) {
+        (None, None) => Ok(None),
+        (Some(rate), Some(ms)) => {
+            anyhow::ensure!(
+                ms.is_finite() && ms >= 0.0,
+                "--cancel-after must be a number of milliseconds >= 0, not {ms}"
+            );
+            Ok((rate > 0.0).then(|| llmb_engine::runner::CancelPlan {
+                rate,
+                after: Duration::from_secs_f64(ms / 1e3),
+                seed: args.seed,
+            }))
+        }
+        (Some(_), None) => bail!("--cancel-rate needs --cancel-after MS (when to cancel)"),
+        (None, Some(_)) => bail!("--cancel-after needs --cancel-rate P (which share to cancel)"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -518,25 +538,5 @@ mod tests {
             let err = super::mix_part(bad).unwrap_err().to_string();
             assert!(err.contains(bad), "{err}");
         }
-    }
-}
-
-/// `--cancel-rate` with `--cancel-after`: both or neither.
-fn cancel_plan(args: &BenchArgs) -> anyhow::Result<Option<llmb_engine::runner::CancelPlan>> {
-    match (args.cancel_rate, args.cancel_after) {
-        (None, None) => Ok(None),
-        (Some(rate), Some(ms)) => {
-            anyhow::ensure!(
-                ms.is_finite() && ms >= 0.0,
-                "--cancel-after must be a number of milliseconds >= 0, not {ms}"
-            );
-            Ok((rate > 0.0).then(|| llmb_engine::runner::CancelPlan {
-                rate,
-                after: Duration::from_secs_f64(ms / 1e3),
-                seed: args.seed,
-            }))
-        }
-        (Some(_), None) => bail!("--cancel-rate needs --cancel-after MS (when to cancel)"),
-        (None, Some(_)) => bail!("--cancel-after needs --cancel-rate P (which share to cancel)"),
     }
 }

@@ -124,6 +124,23 @@ impl Lora {
     }
 }
 
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The target of one request with `x-request-id: PREFIX<id>` added last, so it overrides a
+/// `--header` of the same name as in vLLM.
+pub fn with_request_id(target: &Target, prefix: &str, id: u64) -> Target {
+    let mut t = target.clone();
+    if let Ok(v) = HeaderValue::try_from(format!("{prefix}{id}")) {
+        t.headers.push((HeaderName::from_static("x-request-id"), v));
+    }
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,21 +165,4 @@ mod tests {
         let all = CancelPlan { rate: 1.0, ..plan };
         assert!((0..4000).all(|id| all.after_for(id) == Some(Duration::from_millis(30))));
     }
-}
-
-fn splitmix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// The target of one request with `x-request-id: PREFIX<id>` added last, so it overrides a
-/// `--header` of the same name as in vLLM.
-pub fn with_request_id(target: &Target, prefix: &str, id: u64) -> Target {
-    let mut t = target.clone();
-    if let Ok(v) = HeaderValue::try_from(format!("{prefix}{id}")) {
-        t.headers.push((HeaderName::from_static("x-request-id"), v));
-    }
-    t
 }
