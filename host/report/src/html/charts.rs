@@ -502,6 +502,16 @@ pub(super) fn timeline(records: &[&RequestRecord]) -> anyhow::Result<String> {
 
 /// One small chart of a server metric over the run.
 pub(super) fn server_chart(points: &[(f64, f64)]) -> anyhow::Result<String> {
+    time_chart(points, None, "", C_SERVER)
+}
+
+/// A value over the run's seconds, with the steady-state window shaded when given.
+pub(super) fn time_chart(
+    points: &[(f64, f64)],
+    steady: Option<(f64, f64)>,
+    y_desc: &str,
+    color: RGBColor,
+) -> anyhow::Result<String> {
     let (mut t0, mut t1) = points
         .iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
@@ -539,6 +549,7 @@ pub(super) fn server_chart(points: &[(f64, f64)]) -> anyhow::Result<String> {
         chart
             .configure_mesh()
             .x_desc("seconds")
+            .y_desc(y_desc)
             .x_label_formatter(&|v| fmt_axis(*v))
             .y_label_formatter(&|v| fmt_axis(*v))
             .x_labels(6)
@@ -549,12 +560,18 @@ pub(super) fn server_chart(points: &[(f64, f64)]) -> anyhow::Result<String> {
             .label_style((FONT, 12))
             .axis_desc_style((FONT, 12))
             .draw()?;
+        if let Some((a, b)) = steady {
+            chart.draw_series(std::iter::once(Rectangle::new(
+                [(a.max(t0), y0), (b.min(t1), y1)],
+                C_REQ.mix(0.12).filled(),
+            )))?;
+        }
         chart.draw_series(LineSeries::new(
             points.iter().copied(),
-            C_SERVER.stroke_width(2),
+            color.stroke_width(2),
         ))?;
         if points.len() <= 60 {
-            chart.draw_series(points.iter().map(|&p| Circle::new(p, 2, C_SERVER.filled())))?;
+            chart.draw_series(points.iter().map(|&p| Circle::new(p, 2, color.filled())))?;
         }
         Ok(())
     })

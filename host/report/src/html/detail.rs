@@ -6,7 +6,9 @@ use std::fmt::Write as _;
 
 use llmb_engine::records::RequestRecord;
 
-use super::charts::{C_FAIL, C_STREAM, C_WAIT, histogram, server_chart, timeline};
+use super::charts::{
+    C_FAIL, C_STREAM, C_TOK, C_WAIT, histogram, server_chart, time_chart, timeline,
+};
 use super::format::{anchor, escape, figure, file_name, fmt_count, fmt_value, legend};
 use super::load::{Report, Run};
 use super::stats::Row;
@@ -96,6 +98,7 @@ pub(super) fn run_detail(
     }
     h.push_str("</div>");
     h.push_str(&reasoning_figure(&ok)?);
+    h.push_str(&over_time(&measured)?);
     if !measured.is_empty() {
         let mut ordered = measured.clone();
         ordered.sort_by_key(|r| (r.sent_ns, r.id));
@@ -147,6 +150,68 @@ pub(super) fn run_detail(
         h.push_str("</table>");
     }
     h.push_str("</article>\n");
+    Ok(h)
+}
+
+/// Output throughput and TTFT over the run in about 20 windows, the steady-state window
+/// shaded, so ramp-up, drain and any drift in between show at a glance.
+fn over_time(measured: &[&RequestRecord]) -> anyhow::Result<String> {
+    if measured.len() < 2 {
+        return Ok(String::new());
+    }
+    let p = [99.0];
+    let first = measured
+        .iter()
+        .map(|r| r.sent_ns)
+        .filter(|&t| t > 0)
+        .min()
+        .unwrap_or(0);
+    let last = measured
+        .iter()
+        .map(|r| r.delta_ns.last().copied().unwrap_or(r.end_ns))
+        .max()
+        .unwrap_or(first);
+    let span_s = (last.saturating_sub(first)) as f64 / 1e9;
+    if span_s <= 0.0 {
+        return Ok(String::new());
+    }
+    let width = span_s / 20.0;
+    let slices = llmb_engine::metrics::slices(measured, width, &p);
+    let steady = llmb_engine::metrics::steady_state(measured, &p);
+    let mid = |s: &llmb_engine::metrics::Slice| (s.start_s + s.end_s) / 2.0;
+    let tokens: Vec<(f64, f64)> = slices
+        .iter()
+        .map(|s| (mid(s), s.output_throughput))
+        .collect();
+    let ttft: Vec<(f64, f64)> = slices
+        .iter()
+        .filter(|s| s.ttft.count > 0)
+        .map(|s| (mid(s), s.ttft.summary.p99))
+        .collect();
+    let note = match (steady.window, &steady.note) {
+        (Some((a, b)), _) => format!(
+            "Windows of {width:.2} s from the first send; shaded: the steady state, {a:.2} s to              {b:.2} s (after the first wave was answered, before the drain): {:.2} req/s, {:.1}              output tok/s, TTFT p99 {:.1} ms in it.",
+            steady.stats.request_throughput,
+            steady.stats.output_throughput,
+            steady.stats.ttft.summary.p99
+        ),
+        (None, Some(why)) => format!("Windows of {width:.2} s. No steady state: {why}."),
+        (None, None) => format!("Windows of {width:.2} s."),
+    };
+    let mut h = String::from("<div class=\"grid\">");
+    h.push_str(&figure(
+        "Output throughput over time",
+        &time_chart(&tokens, steady.window, "tok/s", C_TOK)?,
+        &format!("<p class=\"note\">{}</p>", escape(&note)),
+    ));
+    if !ttft.is_empty() {
+        h.push_str(&figure(
+            "TTFT p99 over time (by send time)",
+            &time_chart(&ttft, steady.window, "ms", C_WAIT)?,
+            "",
+        ));
+    }
+    h.push_str("</div>");
     Ok(h)
 }
 

@@ -140,7 +140,8 @@ mod tests {
             html.contains(&format::hex(charts::C_FAIL)),
             "failed requests drawn in red"
         );
-        // 5 load charts, 2 histograms, 1 timeline.
-        assert_eq!(html.matches("<svg").count(), 8);
+        // 5 load charts, 2 histograms, throughput and TTFT over time, 1 timeline.
+        assert_eq!(html.matches("<svg").count(), 10);
+        assert!(html.contains("Output throughput over time"));
     }
 }
