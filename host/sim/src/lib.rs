@@ -1,7 +1,8 @@
 //! The built-in simulator: an OpenAI-compatible server speaking vLLM's dialect (byte for byte as
 //! in `protocols/vllm.md`), plus the native routes of TGI (`/generate_stream`, `/generate` with
 //! `inputs`), llama.cpp (`/completion`) and SGLang (`/generate` with `text`), each as its protocol
-//! file shows it, and Anthropic's Messages API (`/v1/messages`), with a timing model, so a
+//! file shows it, Anthropic's Messages API (`/v1/messages`), and the routes that generate no text
+//! (vLLM's embeddings, rerank and score, TEI's rerank), with a timing model, so a
 //! benchmark runs with no real server and the tests measure llmb and its adapters against known
 //! TTFT and ITL. With `reasoning_tokens` the dialects that have a reasoning channel (OpenAI chat,
 //! Responses, Anthropic) stream a response's first tokens as reasoning.
@@ -26,6 +27,8 @@
 //! - `request`: OpenAI-style and Anthropic request parsing into a job.
 //! - `anthropic`: Anthropic Messages' errors, whole message and stream events.
 //! - `native`: the native routes of TGI, llama.cpp, SGLang, LightLLM, LMDeploy, Triton and MII.
+//! - `pooling`: the routes that generate no text: vLLM's `/v1/embeddings`, rerank (`/v1/rerank`,
+//!   `/rerank`, `/v2/rerank`, TEI's shape too) and `/v1/score`, answered after the prefill time.
 //! - `ppl`: OpenPPL's gRPC route and just enough protobuf to read its request.
 //! - `prefix_cache`: block hashing and the automatic prefix cache.
 //! - `generate`: the start of every response: admission, TTFT, output lengths.
@@ -38,7 +41,8 @@
 //!
 //! Dependencies flow one way, from `config`, `send_log`, `state`, `timing`, `api`, `anthropic`,
 //! `shapes` and `faults` up
-//! through `stream`, `body`, `prefix_cache`, `request`, `generate` and the routes to `server`.
+//! through `stream`, `body`, `prefix_cache`, `request`, `generate`, `pooling` and the routes to
+//! `server`.
 
 mod anthropic;
 mod api;
@@ -48,6 +52,7 @@ mod faults;
 mod generate;
 pub mod lifecycle;
 mod native;
+mod pooling;
 mod ppl;
 mod prefix_cache;
 mod request;

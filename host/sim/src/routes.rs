@@ -20,6 +20,7 @@ use crate::body::{SimBody, anthropic_error, bad_request, full, json_response, no
 use crate::config::{MAX_BODY_BYTES, MAX_MODEL_LEN};
 use crate::generate::generate;
 use crate::native::native;
+use crate::pooling::{is_pooling, pooling};
 use crate::ppl::{PPL_GENERATION, ppl};
 use crate::request::{
     TEMPLATE_TOKEN_ID, chat_prompt, parse_anthropic_job, parse_job, parse_transcription_job,
@@ -48,6 +49,11 @@ pub(crate) async fn handle(
             }
             (&Method::POST, "/generate_stream" | "/generate" | "/completion") => {
                 let response = native(&state, req, arrived).await;
+                state.served.fetch_add(1, Relaxed);
+                response
+            }
+            (&Method::POST, "/rerank" | "/v2/rerank") => {
+                let response = pooling(&state, req, arrived).await;
                 state.served.fetch_add(1, Relaxed);
                 response
             }
@@ -103,6 +109,7 @@ async fn v1(state: &Arc<SimState>, req: Request<Incoming>, arrived: Instant) -> 
         (&Method::POST, "/v1/audio/transcriptions") => Api::Transcription,
         (&Method::POST, "/v1/messages") => Api::Anthropic,
         (&Method::GET, "/v1/models") => return models(state),
+        (&Method::POST, path) if is_pooling(path) => return pooling(state, req, arrived).await,
         (&Method::POST, "/v1/encode") if state.config.tokenize_route => {
             return tokenize(state, req).await;
         }
