@@ -201,7 +201,7 @@ async fn repeated_runs_summarise_spread_and_compare_across_runs() {
     };
     for (name, ttft) in [("a", 5.0), ("b", 30.0)] {
         let args = series(name, ttft);
-        let runs = llmb::bench::run_repeated(&args, &Cancel::new())
+        let runs = llmb::campaign::run_repeated(&args, &Cancel::new())
             .await
             .unwrap();
         assert_eq!(runs.len(), 3);

@@ -6,6 +6,7 @@
 
 pub mod args;
 pub mod bench;
+pub mod campaign;
 pub mod compare;
 pub mod config;
 pub mod datasets;

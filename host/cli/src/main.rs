@@ -15,7 +15,7 @@ fn main() {
         .expect("tokio runtime");
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Bench(args) => llmb::bench::main(*args).await,
+            Command::Bench(args) => llmb::campaign::main(*args).await,
             Command::Sim(args) => llmb::sim::serve_sim(args).await,
             Command::Plugins(args) => llmb::plugins::list_plugins(&args),
             Command::Plugin(command) => plugin_command(command).await,

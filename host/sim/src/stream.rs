@@ -1,6 +1,8 @@
 //! A streamed response: the [`Generation`] state machine hyper polls as the body, which sleeps
 //! to each token's deadline and writes every event of every dialect from precomputed pieces, each
 //! in one exact-size allocation, and injects the streaming faults.
+//! Long because: one generation's bytes for every dialect (OpenAI, Responses with its reasoning
+//! item, Anthropic's blocks, the native routes) come from one state machine and its tests.
 
 use std::fmt::Write as _;
 use std::io;

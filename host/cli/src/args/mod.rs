@@ -2,6 +2,8 @@
 //! [`crate::config`] and the subcommand modules). `bench` takes `vllm bench serve`'s flag
 //! names ([`vllm`]) and the concurrency-sweep scripts' ([`sweep`]), so their command lines
 //! work unchanged; `multi-turn` takes vLLM's multi-turn benchmark's ([`multi_turn`]).
+//! Long because: `BenchArgs` is one clap struct of `vllm bench serve`'s ~100 flags plus llmb's,
+//! each with the doc its `--help` prints; splitting it would change every flag's field path.
 
 pub mod multi_turn;
 pub mod sweep;
