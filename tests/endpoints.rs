@@ -132,17 +132,19 @@ async fn embeddings_with_and_without_streaming() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rerank_in_each_api_with_and_without_streaming() {
-    for (opts, usage) in [
-        (&["api=rerank"][..], true),
+    for (opts, usage, endpoint) in [
+        (&["api=rerank"][..], true, "/v1/rerank"),
         // Two documents and only the best one back: the adapter expects one result.
-        (&["documents=2", "top-n=1"][..], true),
-        (&["api=tei"][..], false),
-        (&["api=score"][..], true),
+        (&["documents=2", "top-n=1"][..], true, "/v1/rerank"),
+        (&["api=tei"][..], false, "/rerank"),
+        (&["api=score"][..], true, "/v1/score"),
     ] {
         for stream in [true, false] {
             let dir = tempfile::tempdir().unwrap();
             let args = args_for(dir.path(), "rerank", opts, stream);
             let outcome = bench(&args).await;
+            // The result names the path the configured adapter used.
+            assert_eq!(outcome.info.endpoint, endpoint, "{opts:?}");
             check_no_output_run(
                 &format!("rerank {opts:?} stream={stream}"),
                 &outcome,

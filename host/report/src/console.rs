@@ -257,6 +257,16 @@ fn print_extras(info: &RunInfo, m: &BenchmarkMetrics, out: &mut dyn Write) -> st
     }
     print_http_phases(out, &m.http_phases)?;
     print_reasoning(out, m)?;
+    if m.total_output == 0 && m.completed > 0 {
+        // Embeddings, rerank, score: the work is the input.
+        writeln!(
+            out,
+            "{:<40} {:.2} inputs/s, {:.1} input tok/s (no output tokens: an embedding or ranking endpoint)",
+            "Input throughput:",
+            m.request_throughput,
+            m.total_input as f64 / m.duration_s.max(f64::MIN_POSITIVE)
+        )?;
+    }
     print_windows(out, m)?;
     let c = &m.cancellations;
     if c.requests > 0 {

@@ -322,7 +322,8 @@ impl Guest for Adapter {
             name: "rerank".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Rerank APIs: Cohere/Jina-style POST /v1/rerank (vLLM, SGLang, Cohere; option top-n=K), api=tei for TEI's /rerank, api=score for vLLM's /v1/score; a chat prompt's first message is the query and the others the documents, a text prompt is split into a query and documents=N parts (default 4); one JSON body read at its end with or without --no-stream (TTFT = E2EL, no output tokens)".into(),
-            default_endpoint: RerankApi::Rerank.path().into(),
+            // Once configured, the chosen api's path (the host reads it again after configure).
+            default_endpoint: API.with(Cell::get).path().into(),
             framing: Framing::Raw,
             supports_ignore_eos: false,
             http2: false,

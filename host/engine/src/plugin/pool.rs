@@ -22,6 +22,9 @@ pub struct BackendPool {
     call_budget_us: AtomicU64,
     /// `--plugin-instances`: live instances beyond which requests share.
     max_instances: AtomicUsize,
+    /// What the first instance says of itself once configured: an option may change its default
+    /// endpoint (the rerank adapter's `api=tei` serves `/rerank`).
+    configured_info: std::sync::OnceLock<BackendInfo>,
 }
 
 /// The pool's live instances with how many requests lease each.
@@ -64,14 +67,18 @@ impl BackendPool {
             faults: AtomicU64::new(0),
             call_budget_us: AtomicU64::new(DEFAULT_CALL_BUDGET_US),
             max_instances: AtomicUsize::new(DEFAULT_MAX_INSTANCES),
+            configured_info: std::sync::OnceLock::new(),
         });
         let first = pool.fresh(0)?;
+        let configured = first.inst.lock().unwrap().info()?;
+        let _ = pool.configured_info.set(configured);
         pool.slots.lock().unwrap().live.push((first, 0));
         Ok(pool)
     }
 
+    /// The adapter's info as configured with the run's options.
     pub fn info(&self) -> &BackendInfo {
-        &self.factory.info
+        self.configured_info.get().unwrap_or(&self.factory.info)
     }
 
     /// What the adapter is and where it came from (name, version, sha256), for pins and results.
