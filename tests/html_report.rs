@@ -80,9 +80,9 @@ async fn sweep_report_has_the_stage_table_charts_and_escapes_file_strings() {
     assert!(report.runs.iter().all(|r| r.records.is_some()));
     let html = std::fs::read_to_string(&path).unwrap();
 
-    // Structure: 5 load charts; per run (2 runs, both detailed) TTFT and ITL histograms and a
-    // timeline; 6 server-metric series for the c4 run.
-    assert_eq!(html.matches("<svg").count(), 5 + 2 * 3 + 6, "svg charts");
+    // Structure: 5 load charts; per run (2 runs, both detailed) TTFT and ITL histograms,
+    // output throughput and TTFT over time, and a timeline; 6 server-metric series for the c4 run.
+    assert_eq!(html.matches("<svg").count(), 5 + 2 * 5 + 6, "svg charts");
     for id in ["stages", "load", "requests", "server"] {
         assert!(
             html.contains(&format!("<section id=\"{id}\">")),
