@@ -367,3 +367,39 @@ async fn kv_transfer_histograms_are_reported_per_stage() {
     let delta = &result["server_metrics"]["delta"];
     assert_eq!(delta["vllm:nixl_xfer_time_seconds_count"], 10.0, "{delta}");
 }
+
+/// `--search rate`: against a simulator that serves 4 streams at once (~65 ms each, so about 60
+/// req/s at most), doubling from 8 req/s brackets the capacity and bisection narrows it; every
+/// stage keeps its result, the best passing rate is below the first failing one, and the
+/// bracket ends within the tolerance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slo_search_over_the_rate_brackets_the_capacity() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = quick_args(dir.path());
+    args.num_prompts = 40;
+    args.random_output_len = 10;
+    args.sim.ttft_ms = 20.0;
+    args.sim.itl_ms = 5.0;
+    args.sim.batch_slowdown = 0.0;
+    args.sim.max_batch = Some(4);
+    args.search = Some("rate".into());
+    args.slo = Some("p90_ttft_ms<=80".into());
+    args.search_start = 8.0;
+    args.search_tolerance = 25.0;
+    args.save_result = true;
+    args.result_filename = Some("rate.json".into());
+    let outcome = llmb::search::run_search(&args, &Cancel::new())
+        .await
+        .unwrap();
+    let (best, fail) = (outcome.best.unwrap(), outcome.first_fail.unwrap());
+    assert!(best >= 8.0 && best < fail, "{outcome:#?}");
+    // Far past capacity, queues grow without bound: 256 req/s never passes.
+    assert!(fail <= 256.0, "{outcome:#?}");
+    assert!(fail - best <= 0.25 * best + 1e-9, "{outcome:#?}");
+    let loads: Vec<f64> = outcome.stages.iter().map(|s| s.load).collect();
+    assert_eq!(&loads[..2], &[8.0, 16.0], "doubling first: {loads:?}");
+    for s in &outcome.stages {
+        assert!(std::path::Path::new(s.result.as_ref().unwrap()).exists());
+        assert_eq!(s.met, s.load <= best, "{s:?}");
+    }
+}
