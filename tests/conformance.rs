@@ -327,8 +327,13 @@ async fn cancellations_free_the_servers_slots() {
             (1500.0..1600.0).contains(&after_ms),
             "cut after {after_ms} ms"
         );
-        assert!(!r.delta_ns.is_empty() && r.output_tokens < 100);
+        // A request still waiting for its first token when cut has no chunk to keep.
+        assert!(r.output_tokens < 100 && r.delta_ns.len() <= r.output_tokens as usize + 2);
     }
+    assert!(
+        cancelled.iter().any(|r| !r.delta_ns.is_empty()),
+        "some cut requests keep the chunks that came before"
+    );
     for r in o.records.iter().filter(|r| !r.planned_cancel) {
         assert!(r.success, "{:?}", r.error);
         assert_eq!(r.output_tokens, 100);

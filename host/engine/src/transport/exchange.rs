@@ -28,16 +28,22 @@ use super::{limits, transcript};
 struct SendMarks {
     sent: AtomicU64,
     written: AtomicU64,
+    /// The connection the request went out on, whose I/O stamps the end of the write.
+    wire: super::wire::WireWatch,
 }
 
 impl SendMarks {
-    /// The instant the cancel timer counts from: the write's end when known, else the send.
+    /// The instant the cancel timer counts from: the write's end when known (from the
+    /// connection's I/O as it happens, or the exchange once the head came), else the send.
     fn base(&self, t0: Instant) -> Option<Instant> {
-        let ns = match self.written.load(Relaxed) {
-            0 => self.sent.load(Relaxed),
-            w => w,
+        let sent = match self.sent.load(Relaxed) {
+            0 => return None,
+            ns => t0 + Duration::from_nanos(ns),
         };
-        (ns > 0).then(|| t0 + Duration::from_nanos(ns))
+        Some(match self.written.load(Relaxed) {
+            0 => self.wire.written_after(sent).unwrap_or(sent),
+            w => t0 + Duration::from_nanos(w),
+        })
     }
 }
 
@@ -237,9 +243,8 @@ impl Exchange<'_> {
     }
 
     /// Returns `after` the request was written: the timer starts when execution does, then
-    /// moves to `after` past the send and, once the response head has told it, past the last
-    /// byte written. A request cut before its head arrived counts from its send (writing a
-    /// request takes microseconds: the HTTP phases' write line shows how long).
+    /// moves to `after` past the send and, once the connection's I/O has stamped it, past the
+    /// last byte written (the send stands in only over HTTP/2, whose writes are not stamped).
     async fn planned_cancel(&self, marks: &SendMarks, after: Duration) {
         let mut due = Instant::now() + after;
         loop {
@@ -283,9 +288,10 @@ impl Exchange<'_> {
             headers: Vec::new(),
             reads: Vec::new(),
         });
-        let request = self
+        let mut request = self
             .target
             .request(path, &http.method, &http.headers, http.body)?;
+        request.extensions_mut().insert(marks.wire.clone());
 
         let sent = Instant::now();
         let deadline = tokio::time::Instant::from_std(sent + self.target.timeout);

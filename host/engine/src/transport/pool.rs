@@ -230,6 +230,7 @@ impl Pool {
         header_timeout: Option<Duration>,
     ) -> Result<Sent, SendError> {
         let (parts, body) = req.into_parts();
+        let watch = parts.extensions.get::<super::wire::WireWatch>().cloned();
         let body = {
             use http_body_util::BodyExt;
             body.collect()
@@ -270,6 +271,9 @@ impl Pool {
         let mut opened = conn.opened.take();
         let response = loop {
             conn.uses += 1;
+            if let Some(watch) = &watch {
+                watch.set(conn.wire.clone());
+            }
             let attempt = conn.sender.send_request(build());
             let result = match header_timeout {
                 // Dropping the attempt drops the connection: the server's answer, if it ever

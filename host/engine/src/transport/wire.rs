@@ -385,6 +385,26 @@ impl WireObserver for WireLog {
     }
 }
 
+/// Where a request's caller can see the connection its request goes out on, as soon as the pool
+/// has chosen it (before the write), so a timer running beside the request (`--cancel-after`)
+/// learns when the write ended. Put in the request's extensions; the pool fills it per attempt.
+#[derive(Debug, Clone, Default)]
+pub struct WireWatch(Arc<Mutex<Option<Arc<WireLog>>>>);
+
+impl WireWatch {
+    /// The connection of the latest attempt.
+    pub fn set(&self, wire: Arc<WireLog>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(wire);
+    }
+
+    /// When the request's last byte was written, if it was written after `not_before` (an
+    /// earlier exchange on a reused connection left its own stamp).
+    pub fn written_after(&self, not_before: Instant) -> Option<Instant> {
+        let wire = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+        wire.times().request_written.filter(|&t| t >= not_before)
+    }
+}
+
 /// What a connection's I/O reports to whoever follows it: the client's [`WireLog`], the
 /// simulator's send log (`llmb sim --send-log`).
 pub trait WireObserver {
