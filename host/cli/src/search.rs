@@ -44,10 +44,14 @@ pub struct SearchOutcome {
 /// Runs the search and prints and saves its outcome.
 pub async fn run_search(args: &BenchArgs, cancel: &Cancel) -> anyhow::Result<SearchOutcome> {
     let kind = match args.search.as_deref() {
-        Some("concurrency") => SearchKind::Concurrency,
+        Some("concurrency" | "max_concurrency") => SearchKind::Concurrency,
         _ => SearchKind::Rate,
     };
-    let slos = parse_slos(args.slo.as_deref().unwrap_or_default())?;
+    let slos = match (&args.slo, &args.sla_params) {
+        (Some(list), _) => parse_slos(list)?,
+        (None, Some(path)) => parse_slos(&vllm_sla_params(path)?)?,
+        (None, None) => anyhow::bail!("--search needs --slo LIST or --sla-params FILE"),
+    };
     anyhow::ensure!(
         args.search_start > 0.0 && args.search_start.is_finite(),
         "--search-start must be a positive load"
@@ -151,6 +155,46 @@ pub async fn run_search(args: &BenchArgs, cancel: &Cancel) -> anyhow::Result<Sea
     Ok(outcome)
 }
 
+/// vLLM's `--sla-params` file (`[{"p99_ttft_ms": "<=200", ...}]`) as an `--slo` list.
+fn vllm_sla_params(path: &Path) -> anyhow::Result<String> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {shown}"))?;
+    let doc: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{shown}: not JSON"))?;
+    let sets = match &doc {
+        serde_json::Value::Array(sets) => sets.clone(),
+        object @ serde_json::Value::Object(_) => vec![object.clone()],
+        _ => anyhow::bail!("{shown}: expected a list of SLA objects"),
+    };
+    anyhow::ensure!(
+        sets.len() == 1,
+        "{shown}: {} SLA sets; a search meets one set at a time (run once per set)",
+        sets.len()
+    );
+    let set = sets[0]
+        .as_object()
+        .with_context(|| format!("{shown}: the SLA set should be an object"))?;
+    set.iter()
+        .map(|(key, value)| {
+            let limit = match value {
+                serde_json::Value::String(s) => {
+                    s.trim().trim_start_matches("<=").trim().to_string()
+                }
+                serde_json::Value::Number(n) => n.to_string(),
+                other => anyhow::bail!("{shown}: {key:?} should be like \"<=200\", found {other}"),
+            };
+            if let serde_json::Value::String(s) = value {
+                anyhow::ensure!(
+                    s.trim().starts_with("<="),
+                    "{shown}: {key:?} is {s:?}; only upper limits (\"<=N\") are SLOs here"
+                );
+            }
+            Ok(format!("{key}<={limit}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()
+        .map(|items| items.join(","))
+}
+
 fn describe(kind: SearchKind, load: f64) -> String {
     match kind {
         SearchKind::Rate => format!("{load} req/s"),
@@ -249,4 +293,41 @@ fn save(args: &BenchArgs, o: &SearchOutcome) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))?;
     eprintln!("SLO search summary: {}", path.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vllm_sla_params_become_slos() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sla.json");
+        std::fs::write(
+            &file,
+            r#"[{"p99_ttft_ms": "<=200", "mean_tpot_ms": "<= 20"}]"#,
+        )
+        .unwrap();
+        let slos = parse_slos(&vllm_sla_params(&file).unwrap()).unwrap();
+        let names: Vec<String> = slos.iter().map(|s| s.to_string()).collect();
+        assert_eq!(names, ["mean_tpot_ms<=20", "p99_ttft_ms<=200"]);
+        std::fs::write(
+            &file,
+            r#"[{"p99_ttft_ms": "<=200"}, {"p99_ttft_ms": "<=100"}]"#,
+        )
+        .unwrap();
+        assert!(
+            vllm_sla_params(&file)
+                .unwrap_err()
+                .to_string()
+                .contains("2 SLA sets")
+        );
+        std::fs::write(&file, r#"[{"p99_ttft_ms": ">=200"}]"#).unwrap();
+        assert!(
+            vllm_sla_params(&file)
+                .unwrap_err()
+                .to_string()
+                .contains("upper limits")
+        );
+    }
 }

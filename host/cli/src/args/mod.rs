@@ -608,6 +608,12 @@ pub struct BenchArgs {
     /// Milliseconds from a request written to its cancellation (with --cancel-rate).
     #[arg(long, value_name = "MS")]
     pub cancel_after: Option<f64>,
+    /// AIPerf's name for --cancel-rate, in percent (10 = 10 % of requests).
+    #[arg(long, value_name = "PCT", conflicts_with = "cancel_rate")]
+    pub request_cancellation_rate: Option<f64>,
+    /// AIPerf's name for --cancel-after, in seconds.
+    #[arg(long, value_name = "SECONDS", conflicts_with = "cancel_after")]
+    pub request_cancellation_delay: Option<f64>,
     /// Statistics per window of this length (e.g. 5s) in the console, result JSON
     /// (`llmb.slices`), a `.slices.csv` beside the records and the HTML report.
     #[arg(long, value_parser = parse_duration_arg, value_name = "DURATION")]
@@ -645,12 +651,27 @@ pub struct BenchArgs {
     /// the load from --search-start until a stage misses, then bisects; each stage is a full
     /// run of --num-prompts (or --duration) saved like any other, and a stage that can no
     /// longer meet a percentile SLO stops early.
-    #[arg(long, value_parser = ["rate", "concurrency"], requires = "slo")]
+    /// (`--sla-variable request_rate|max_concurrency`, vLLM's `bench sweep serve_sla` names,
+    /// means the same.)
+    #[arg(
+        long,
+        alias = "sla-variable",
+        value_parser = ["rate", "concurrency", "request_rate", "max_concurrency"]
+    )]
     pub search: Option<String>,
     /// The SLOs of --search: `p99_ttft_ms<=500,mean_tpot_ms<=50` (mean, median or pNN of ttft,
     /// tpot, itl, e2el, ttfo; a failed request misses every SLO).
-    #[arg(long, value_name = "LIST", requires = "search")]
+    #[arg(
+        long,
+        value_name = "LIST",
+        requires = "search",
+        conflicts_with = "sla_params"
+    )]
     pub slo: Option<String>,
+    /// The SLOs of --search from a vLLM `bench sweep serve_sla --sla-params` file: a JSON list
+    /// holding one object such as `{"p99_ttft_ms": "<=200", "p99_tpot_ms": "<=20"}`.
+    #[arg(long, value_name = "FILE", requires = "search")]
+    pub sla_params: Option<PathBuf>,
     /// The first load --search tries (default 1).
     #[arg(long, default_value_t = 1.0, value_name = "LOAD")]
     pub search_start: f64,

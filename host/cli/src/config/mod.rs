@@ -493,7 +493,21 @@ fn stages(args: &BenchArgs) -> anyhow::Result<Vec<Stage>> {
 
 /// `--cancel-rate` with `--cancel-after`: both or neither.
 fn cancel_plan(args: &BenchArgs) -> anyhow::Result<Option<llmb_engine::runner::CancelPlan>> {
-    match (args.cancel_rate, args.cancel_after) {
+    let rate = match args.request_cancellation_rate {
+        Some(pct) => {
+            anyhow::ensure!(
+                (0.0..=100.0).contains(&pct),
+                "--request-cancellation-rate is a percentage from 0 to 100, not {pct}"
+            );
+            Some(pct / 100.0)
+        }
+        None => args.cancel_rate,
+    };
+    let after_ms = args
+        .request_cancellation_delay
+        .map(|s| s * 1e3)
+        .or(args.cancel_after);
+    match (rate, after_ms) {
         (None, None) => Ok(None),
         (Some(rate), Some(ms)) => {
             anyhow::ensure!(
@@ -520,6 +534,37 @@ mod tests {
             super::limits(&args).unwrap(),
             llmb_engine::transport::Limits::default()
         );
+    }
+
+    fn bench(words: &[&str]) -> crate::args::BenchArgs {
+        use clap::Parser;
+        let cli = crate::args::Cli::try_parse_from(["llmb", "bench"].iter().chain(words))
+            .expect("the flags parse");
+        match cli.command {
+            crate::args::Command::Bench(args) => *args,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn cancellation_flags_in_llmbs_and_aiperfs_names() {
+        let ours = super::cancel_plan(&bench(&["--cancel-rate", "10%", "--cancel-after", "500"]))
+            .unwrap()
+            .unwrap();
+        let aiperf = super::cancel_plan(&bench(&[
+            "--request-cancellation-rate",
+            "10",
+            "--request-cancellation-delay",
+            "0.5",
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(ours, aiperf);
+        assert!((ours.rate - 0.1).abs() < 1e-12);
+        assert_eq!(ours.after, std::time::Duration::from_millis(500));
+        let half = super::cancel_plan(&bench(&["--cancel-rate", "0.5"])).unwrap_err();
+        assert!(half.to_string().contains("--cancel-after"), "{half}");
+        assert!(super::cancel_plan(&bench(&[])).unwrap().is_none());
     }
 
     #[test]
