@@ -38,6 +38,8 @@ pub struct SearchOutcome {
     pub best: Option<f64>,
     /// The lowest load that missed one.
     pub first_fail: Option<f64>,
+    /// The highest load the stages could apply, when there was one.
+    pub ceiling: Option<f64>,
     pub stages: Vec<SearchStage>,
 }
 
@@ -65,6 +67,10 @@ pub async fn run_search(args: &BenchArgs, cancel: &Cancel) -> anyhow::Result<Sea
         "--search picks the load itself: drop --concurrency and the --request-rate list"
     );
     let mut search = Search::new(kind, args.search_tolerance / 100.0);
+    if kind == SearchKind::Concurrency && args.duration.is_none() {
+        // More clients than requests in a stage apply no more load.
+        search.ceiling = Some(args.num_prompts as f64);
+    }
     let mut load = match kind {
         SearchKind::Rate => args.search_start,
         SearchKind::Concurrency => args.search_start.round().max(1.0),
@@ -146,6 +152,7 @@ pub async fn run_search(args: &BenchArgs, cancel: &Cancel) -> anyhow::Result<Sea
         slos: slos.iter().map(|s| s.to_string()).collect(),
         best: search.best_pass,
         first_fail: search.first_fail,
+        ceiling: search.ceiling,
         stages,
     };
     print_outcome(&outcome)?;
@@ -264,7 +271,13 @@ fn print_outcome(o: &SearchOutcome) -> anyhow::Result<()> {
             "Highest load meeting every SLO: {}{}",
             describe(o.kind, best),
             fail.map_or_else(
-                || " (no load tried missed: raise --search-max-stages to go higher)".into(),
+                || match o.ceiling {
+                    Some(top) if best >= top => format!(
+                        " (every load up to the stage's {top} requests met the SLOs: raise \
+                         --num-prompts, or use --duration, to go higher)"
+                    ),
+                    _ => " (no load tried missed: raise --search-max-stages to go higher)".into(),
+                },
                 |f| format!("; {} missed", describe(o.kind, f))
             )
         )?,

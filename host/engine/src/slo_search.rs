@@ -241,6 +241,9 @@ pub struct Search {
     pub tolerance: f64,
     /// The lowest load worth trying (rate) before giving up.
     pub floor: f64,
+    /// The highest load a stage can apply (a concurrency above the stage's request count is
+    /// the same load); the search stops there.
+    pub ceiling: Option<f64>,
 }
 
 impl Search {
@@ -254,6 +257,7 @@ impl Search {
                 SearchKind::Rate => 0.01,
                 SearchKind::Concurrency => 1.0,
             },
+            ceiling: None,
         }
     }
 
@@ -275,7 +279,11 @@ impl Search {
             SearchKind::Concurrency => v.round(),
         };
         match (self.best_pass, self.first_fail) {
-            (Some(_), None) => Some(round(last * 2.0)),
+            (Some(_), None) => match self.ceiling {
+                Some(top) if last >= top => None,
+                Some(top) => Some(round(last * 2.0).min(top)),
+                None => Some(round(last * 2.0)),
+            },
             (None, Some(fail)) => {
                 let half = round(fail / 2.0);
                 (half >= self.floor && half < fail).then_some(half)
@@ -393,6 +401,21 @@ mod tests {
         }
         assert_eq!(c.best_pass, Some(12.0));
         assert_eq!(c.first_fail, Some(13.0));
+    }
+
+    #[test]
+    fn the_search_stops_at_its_ceiling() {
+        let mut s = Search::new(SearchKind::Concurrency, 0.0);
+        s.ceiling = Some(12.0);
+        let mut load = 1.0;
+        let mut tried = vec![load];
+        s.record(load, true);
+        while let Some(next) = s.next(load) {
+            load = next;
+            tried.push(load);
+            s.record(load, true);
+        }
+        assert_eq!(tried, [1.0, 2.0, 4.0, 8.0, 12.0]);
     }
 
     #[test]
