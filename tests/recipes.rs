@@ -367,3 +367,57 @@ async fn a_lock_next_to_a_recipe_pins_its_cases() {
         "{e}"
     );
 }
+
+/// A recipe case takes `llmb bench`'s campaign flags too: `num-runs` repeats each case and
+/// `search` runs an SLO search per case, every stage's result in the aggregate table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recipe_cases_repeat_and_search() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let recipe = dir.path().join("campaign.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            r#"
+[bench]
+num-prompts = 4
+ignore-eos = true
+disable-tqdm = true
+save-result = true
+sim-ttft-ms = 2
+sim-itl-ms = 1
+result-dir = "{}"
+
+[matrix]
+campaign = [
+  {{ num-runs = 2 }},
+  {{ search = "concurrency", slo = "p99_ttft_ms<=1000" }},
+]
+"#,
+            out.display()
+        ),
+    )
+    .unwrap();
+    llmb::recipe::run(&llmb::args::RunArgs {
+        recipe,
+        dry_run: false,
+    })
+    .await
+    .unwrap();
+    let names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let has = |suffix: &str| names.iter().any(|n| n.ends_with(suffix));
+    assert!(
+        has("-run1.json") && has("-run2.json") && has("-runs.json"),
+        "{names:?}"
+    );
+    // Concurrency 1, 2 and 4: the stage's 4 requests are the ceiling.
+    assert!(has("-search-c4.json") && has("-search.json"), "{names:?}");
+    let table = csv::Reader::from_path(out.join("campaign-aggregate.csv"))
+        .unwrap()
+        .into_records()
+        .count();
+    assert_eq!(table, 2 + 3, "two runs and three search stages");
+}

@@ -41,6 +41,31 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One case of `llmb run`: an SLO search, repeated runs or a single run as its flags say, printed
+/// as `llmb bench` prints it; returns the result files it saved.
+pub async fn run_case(
+    args: &BenchArgs,
+    cancel: &Cancel,
+) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    if args.search.is_some() {
+        let outcome = crate::search::run_search(args, cancel).await?;
+        return Ok(outcome
+            .stages
+            .iter()
+            .filter_map(|s| s.result.as_ref().map(std::path::PathBuf::from))
+            .collect());
+    }
+    let runs = if args.num_runs > 1 {
+        run_repeated(args, cancel).await?
+    } else {
+        vec![run_and_print(args, cancel).await?]
+    };
+    Ok(runs
+        .iter()
+        .flat_map(|r| r.stages.iter().filter_map(|s| s.result_path.clone()))
+        .collect())
+}
+
 /// `--num-runs N`: the benchmark N times with the same seed (a pause of `--run-cooldown`
 /// between), each run's files with a `-runK` suffix, then per stage each metric's spread across
 /// the runs (printed, and saved as `NAME-runs.json` with `--save-result`). Ctrl-C ends the

@@ -480,8 +480,8 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<()> {
                 format!(": {}", case.label)
             }
         );
-        let sweep = crate::bench::run_and_print(&case.args, stop_rx.clone()).await?;
-        results.extend(sweep.stages.iter().filter_map(|s| s.result_path.clone()));
+        let stop = llmb_engine::lifecycle::Cancel::from(stop_rx.clone());
+        results.extend(crate::campaign::run_case(&case.args, &stop).await?);
     }
     anyhow::ensure!(!results.is_empty(), "no case finished");
     let found = llmb_report::export::collect_results(&results)?;
