@@ -34,6 +34,16 @@ async fn reasoning_models_get_ttfo_and_a_reasoning_answer_split() {
             }
             let reasoning = r.output_tokens.min(6);
             assert_eq!(r.reasoning_tokens, Some(reasoning), "{backend}: {r:?}");
+            if !forced {
+                // A response cut by max_output_tokens ends with `response.incomplete`.
+                let capped = r.output_tokens == r.requested_output_tokens;
+                let want = if capped {
+                    "max_output_tokens"
+                } else {
+                    "completed"
+                };
+                assert_eq!(r.finish_reason.as_deref(), Some(want), "{r:?}");
+            }
             assert_eq!(r.answer_tokens(), r.output_tokens - reasoning, "{backend}");
             assert!(!r.reasoning_text.is_empty());
             if r.output_tokens <= 6 {

@@ -69,7 +69,9 @@ pub(crate) fn whole_body(
         }
         Api::Responses => {
             return format!(
-                "{{\"id\":\"resp_{id}\",\"object\":\"response\",\"created_at\":{created},\"status\":\"completed\",\"error\":null,\"incomplete_details\":null,\"model\":{},\"output\":{},\"usage\":{}}}",
+                "{{\"id\":\"resp_{id}\",\"object\":\"response\",\"created_at\":{created},\"status\":\"{}\",\"error\":null,\"incomplete_details\":{},\"model\":{},\"output\":{},\"usage\":{}}}",
+                if hit_max { "incomplete" } else { "completed" },
+                responses_incomplete_details(hit_max),
                 state.model_json,
                 responses_output(id, &reasoning, &text, reasoning_tokens, output_tokens),
                 responses_usage(prompt_tokens, output_tokens, cached, reasoning_tokens)
@@ -286,4 +288,13 @@ pub(crate) fn ppl_response(status: u64, id: u64, generated: Option<&str>) -> Byt
     out.extend_from_slice(&(batched.len() as u32).to_be_bytes());
     out.extend_from_slice(&batched);
     Bytes::from(out)
+}
+
+/// The Responses API's `incomplete_details`: why a response stopped short (the cap), or null.
+pub(crate) fn responses_incomplete_details(hit_max: bool) -> &'static str {
+    if hit_max {
+        "{\"reason\":\"max_output_tokens\"}"
+    } else {
+        "null"
+    }
 }

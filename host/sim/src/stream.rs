@@ -23,8 +23,9 @@ use crate::api::Api;
 use crate::faults::Fault;
 use crate::send_log::PieceLog;
 use crate::shapes::{
-    TRITON_PREFIX, llamacpp_final_fields, ppl_response, responses_message_item, responses_output,
-    responses_reasoning_item, responses_text_part, responses_usage, sglang_finish, token_id,
+    TRITON_PREFIX, llamacpp_final_fields, ppl_response, responses_incomplete_details,
+    responses_message_item, responses_output, responses_reasoning_item, responses_text_part,
+    responses_usage, sglang_finish, token_id,
 };
 use crate::state::SimState;
 use crate::timing::{ActiveGuard, itl_s, secs};
@@ -515,8 +516,9 @@ impl Generation {
     }
 
     fn responses_object(&self, status: &str, output: &str, usage: &str) -> String {
+        let incomplete = responses_incomplete_details(status == "incomplete");
         format!(
-            "{{\"id\":\"resp_{}\",\"object\":\"response\",\"created_at\":{},\"status\":\"{status}\",\"error\":null,\"incomplete_details\":null,\"instructions\":null,\"max_output_tokens\":{},\"model\":{},\"output\":{output},\"parallel_tool_calls\":true,\"temperature\":1.0,\"tool_choice\":\"auto\",\"tools\":[],\"top_p\":1.0,\"usage\":{usage}}}",
+            "{{\"id\":\"resp_{}\",\"object\":\"response\",\"created_at\":{},\"status\":\"{status}\",\"error\":null,\"incomplete_details\":{incomplete},\"instructions\":null,\"max_output_tokens\":{},\"model\":{},\"output\":{output},\"parallel_tool_calls\":true,\"temperature\":1.0,\"tool_choice\":\"auto\",\"tools\":[],\"top_p\":1.0,\"usage\":{usage}}}",
             self.id, self.created, self.output_tokens, self.state.model_json
         )
     }
@@ -559,11 +561,17 @@ impl Generation {
             self.reasoning_tokens,
             self.output_tokens,
         );
-        let response = self.responses_object("completed", &output, &usage);
+        // OpenAI ends a response cut by max_output_tokens with `response.incomplete`.
+        let (status, event) = if self.hit_max {
+            ("incomplete", "response.incomplete")
+        } else {
+            ("completed", "response.completed")
+        };
+        let response = self.responses_object(status, &output, &usage);
         let seq = self.next_sequence();
         let _ = write!(
             out,
-            "event: response.completed\ndata: {{\"type\":\"response.completed\",\"sequence_number\":{seq},\"response\":{response}}}\n\n"
+            "event: {event}\ndata: {{\"type\":\"{event}\",\"sequence_number\":{seq},\"response\":{response}}}\n\n"
         );
         Bytes::from(out)
     }
@@ -911,7 +919,8 @@ mod tests {
                 "response.output_text.done",
                 "response.content_part.done",
                 "response.output_item.done",
-                "response.completed",
+                // max_output_tokens was reached: OpenAI says so with `response.incomplete`.
+                "response.incomplete",
             ]
         );
         for (k, (name, v)) in events.iter().enumerate() {
@@ -950,6 +959,11 @@ mod tests {
         assert_eq!(count_words(&answer), 2);
         assert_eq!(events[12].1["text"], answer.as_str());
         let response = &events[15].1["response"];
+        assert_eq!(response["status"], "incomplete");
+        assert_eq!(
+            response["incomplete_details"]["reason"],
+            "max_output_tokens"
+        );
         assert_eq!(response["output"][0]["type"], "reasoning");
         assert_eq!(
             response["output"][0]["content"][0]["text"],
@@ -981,7 +995,7 @@ mod tests {
                 "response.reasoning_text.delta",
                 "response.reasoning_text.done",
                 "response.output_item.done",
-                "response.completed",
+                "response.incomplete",
             ]
         );
         let response = &events[7].1["response"];
