@@ -222,7 +222,7 @@ impl Guest for Adapter {
         BackendInfo {
             name: "anthropic".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: "Anthropic Messages API POST /v1/messages (system apart from messages, anthropic-version 2023-06-01; named SSE events, text_delta and thinking_delta, usage in message_start and message_delta; no ignore_eos, output lengths cannot be forced; option thinking-budget=N; send the key with --header x-api-key=KEY where Bearer is refused)".into(),
+            description: "Anthropic Messages API POST /v1/messages (system apart from messages, anthropic-version 2023-06-01; named SSE events, text_delta and thinking_delta, usage in message_start and message_delta; no ignore_eos, output lengths cannot be forced; option thinking-budget=N (at least 1024); send the key with --api-key-header x-api-key where Bearer is refused)".into(),
             default_endpoint: "/v1/messages".into(),
             framing: Framing::Sse,
             supports_ignore_eos: false,
@@ -234,10 +234,12 @@ impl Guest for Adapter {
         for kv in options {
             match kv.key.as_str() {
                 "thinking-budget" => {
-                    let budget = kv.value.trim().parse::<u32>().ok().filter(|&n| n > 0);
+                    // Anthropic refuses budgets under 1,024 tokens (and at or above max_tokens,
+                    // which only the server knows to check against each request).
+                    let budget = kv.value.trim().parse::<u32>().ok().filter(|&n| n >= 1024);
                     let Some(budget) = budget else {
                         return Err(format!(
-                            "thinking-budget must be a positive number of tokens, not {:?}",
+                            "thinking-budget must be a number of tokens of at least 1024 (Anthropic's minimum), not {:?}",
                             kv.value
                         ));
                     };
@@ -747,6 +749,7 @@ data: {"type":"message_stop"}
             }]
         };
         assert!(Adapter::configure(opt("thinking-budget", "0")).is_err());
+        assert!(Adapter::configure(opt("thinking-budget", "1023")).is_err());
         assert!(Adapter::configure(opt("thinking-budget", "lots")).is_err());
         assert!(Adapter::configure(opt("budget", "1024")).is_err());
         Adapter::configure(opt("thinking-budget", "2048")).unwrap();
