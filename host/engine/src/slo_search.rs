@@ -174,23 +174,27 @@ fn percentile_inf(sorted: &[f64], p: f64) -> f64 {
     }
 }
 
-/// Ends a stage once it can no longer meet a percentile SLO: with `planned` requests, more than
-/// `(1 − p/100) × (planned − 1)` values above the limit put the p-th percentile above it
-/// whatever the rest do. Mean SLOs are left to the end of the stage.
+/// Ends a stage once it can no longer meet an SLO. Percentiles: with `planned` requests, more
+/// than `(1 − p/100) × (planned − 1)` values above the limit put the p-th percentile above it
+/// whatever the rest do. Means: values are never negative, so once their sum passes
+/// `limit × planned` the mean over at most `planned` values is above the limit.
 #[derive(Debug, Clone)]
 pub struct SloWatch {
     slos: Vec<Slo>,
     planned: usize,
     misses: Vec<usize>,
+    sums: Vec<f64>,
 }
 
 impl SloWatch {
     pub fn new(slos: Vec<Slo>, planned: usize) -> Self {
         let misses = vec![0; slos.len()];
+        let sums = vec![0.0; slos.len()];
         SloWatch {
             slos,
             planned,
             misses,
+            sums,
         }
     }
 
@@ -199,8 +203,16 @@ impl SloWatch {
         if r.warmup || self.planned < 2 || cut_by_client(r) {
             return None;
         }
-        for (slo, misses) in self.slos.iter().zip(&mut self.misses) {
+        for ((slo, misses), sum) in self.slos.iter().zip(&mut self.misses).zip(&mut self.sums) {
             let Statistic::Percentile(p) = slo.statistic else {
+                *sum += value_ms(r, &slo.metric).unwrap_or(0.0);
+                if *sum > slo.limit_ms * self.planned as f64 {
+                    return Some(format!(
+                        "{slo} cannot be met any more: the values so far already sum to more \
+                         than the limit times the {} requests planned",
+                        self.planned
+                    ));
+                }
                 continue;
             };
             if !value_ms(r, &slo.metric).is_some_and(|v| v > slo.limit_ms) {
@@ -368,6 +380,21 @@ mod tests {
         records.pop();
         records.push(request(20, true));
         assert!(check(&records, &slos)[0].met);
+    }
+
+    #[test]
+    fn the_watch_stops_when_the_mean_is_lost() {
+        let slos = parse_slos("mean_ttft_ms<=100").unwrap();
+        // 10 planned, limit 100: a total above 1000 ms cannot average 100 or less.
+        let mut watch = SloWatch::new(slos, 10);
+        for _ in 0..4 {
+            assert!(watch.observe(&request(240, true)).is_none());
+        }
+        let why = watch.observe(&request(100, true)).unwrap();
+        assert!(why.contains("mean_ttft_ms<=100"), "{why}");
+        // A failure is an infinite latency: the mean is lost at once.
+        let mut strict = SloWatch::new(parse_slos("mean_e2el_ms<=100").unwrap(), 10);
+        assert!(strict.observe(&request(5, false)).is_some());
     }
 
     #[test]
