@@ -174,7 +174,15 @@ pub fn compare_runs(
     min_effect: f64,
 ) -> Vec<Comparison> {
     let mut out = Vec::new();
+    let reasoned = a
+        .iter()
+        .chain(b)
+        .flatten()
+        .any(|r| r.reasoning_tokens.is_some());
     for (metric, extract) in METRICS {
+        if *metric == "ttfo_ms" && !reasoned {
+            continue;
+        }
         for stat in STATISTICS {
             let per_run = |runs: &[Vec<RequestRecord>]| -> Vec<f64> {
                 runs.iter()
@@ -205,7 +213,12 @@ pub fn compare_runs(
 pub fn compare(a: &[RequestRecord], b: &[RequestRecord], opts: CompareOptions) -> Vec<Comparison> {
     let mut rng = StdRng::seed_from_u64(opts.seed);
     let mut out = Vec::new();
+    // TTFO is TTFT again (or its role-only first chunk later) when no request reasoned.
+    let reasoned = a.iter().chain(b).any(|r| r.reasoning_tokens.is_some());
     for (metric, extract) in METRICS {
+        if *metric == "ttfo_ms" && !reasoned {
+            continue;
+        }
         let (ga, gb) = (per_request(a, *extract), per_request(b, *extract));
         if ga.is_empty() || gb.is_empty() {
             continue;
