@@ -97,7 +97,7 @@ pub fn steady_state(records: &[&RequestRecord], percentiles: &[f64]) -> SteadySt
             note: Some(format!(
                 "the last request went out {:.2} s after the first, before the first wave was \
                  answered ({:.2} s, the median latency): the run never reached a steady state; \
-                 send more requests or for longer",
+                 pace it (--request-rate, --max-concurrency) and send for longer",
                 ns_to_s(last_send - origin),
                 ns_to_s(fill)
             )),
