@@ -93,7 +93,8 @@ fn the_sbatch_script_runs_its_tasks_and_merges() {
         .env("LLMB", LLMB)
         .env("SRUN", &srun)
         .env("RESULTS", &results)
-        .env("START_AT", start_in(3))
+        // Slack for three shards to prepare on a loaded 2-core machine before the start.
+        .env("START_AT", start_in(8))
         .env("NUM_PROMPTS", "30")
         .env("REQUEST_RATE", "200")
         .current_dir(dir.path())
@@ -122,7 +123,7 @@ fn the_kubernetes_jobs_command_lines_run_as_local_processes() {
         .iter()
         .map(|a| a.as_str().unwrap().to_string())
         .collect();
-    let start = start_in(3);
+    let start = start_in(8);
     let results = dir.path().join("results");
     // What the cluster would substitute: the server, the start time, the volume, the index;
     // and a smaller run.
