@@ -190,6 +190,7 @@ impl BackendFactory {
         };
         let mut store = Store::new(engine(), state);
         store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_callback(super::on_epoch_deadline);
         let setup = CallBudget {
             deadline_ticks: CALL_DEADLINE_TICKS,
             budget_us: None,

@@ -199,6 +199,7 @@ impl DatasetFactory {
         };
         let mut store = Store::new(engine(), state);
         store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_callback(super::on_epoch_deadline);
         // Instantiation gets a call's work budget (see `super::CallBudget`).
         let setup = super::CallBudget {
             deadline_ticks: CALL_DEADLINE_TICKS,

@@ -630,8 +630,19 @@ impl CallBudget {
             Metering::Fuel => {
                 let _ = store.set_fuel(self.fuel());
             }
-            Metering::Epoch => store.set_epoch_deadline(self.ticks()),
+            Metering::Epoch => {
+                CALL_CPU.with(|c| c.set((thread_cpu_time(), self.cpu_budget())));
+                store.set_epoch_deadline(self.ticks());
+            }
             Metering::Off => {}
+        }
+    }
+
+    /// The work the call may do, as CPU time of its thread.
+    fn cpu_budget(&self) -> Duration {
+        match self.budget_us {
+            Some(us) => Duration::from_micros(us),
+            None => EPOCH_TICK.saturating_mul(self.deadline_ticks.min(u32::MAX as u64) as u32),
         }
     }
 
@@ -651,6 +662,42 @@ impl CallBudget {
         });
         us.saturating_mul(FUEL_PER_US).max(1)
     }
+}
+
+thread_local! {
+    /// The running call's thread CPU time at its start and the CPU time it may use: an epoch
+    /// deadline is wall time, and a call whose thread was descheduled (a loaded client) must not
+    /// be stopped for time it did not run.
+    static CALL_CPU: std::cell::Cell<(Duration, Duration)> =
+        const { std::cell::Cell::new((Duration::ZERO, Duration::ZERO)) };
+}
+
+/// CPU time this thread has run (`CLOCK_THREAD_CPUTIME_ID`).
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own; the clock id is a constant.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// What a store does when a call reaches its epoch deadline: stop it only if its thread has
+/// used up the call's CPU budget; a call that was waiting for a core gets one more tick.
+pub(crate) fn on_epoch_deadline<T>(
+    _store: wasmtime::StoreContextMut<'_, T>,
+) -> wasmtime::Result<wasmtime::UpdateDeadline> {
+    let (start, budget) = CALL_CPU.with(std::cell::Cell::get);
+    let used = thread_cpu_time().saturating_sub(start);
+    Ok(if used >= budget {
+        wasmtime::UpdateDeadline::Interrupt
+    } else {
+        wasmtime::UpdateDeadline::Continue(1)
+    })
 }
 
 /// Runs a plugin call under a deadline, turning traps, deadline hits and host-side panics into
