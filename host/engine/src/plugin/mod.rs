@@ -631,7 +631,15 @@ impl CallBudget {
                 let _ = store.set_fuel(self.fuel());
             }
             Metering::Epoch => {
-                CALL_CPU.with(|c| c.set((thread_cpu_time(), self.cpu_budget())));
+                // No clock is read here (this runs for every call): the deadline callback reads
+                // the thread's CPU time when the wall-clock deadline first passes.
+                CALL_CPU.with(|c| {
+                    c.set(CallCpu {
+                        since: None,
+                        budget: self.cpu_budget(),
+                        ticks: self.ticks(),
+                    })
+                });
                 store.set_epoch_deadline(self.ticks());
             }
             Metering::Off => {}
@@ -664,12 +672,26 @@ impl CallBudget {
     }
 }
 
+/// The running call's CPU budget under epoch metering: an epoch deadline is wall time, and a
+/// call whose thread was descheduled (a loaded client) must not be stopped for time it did not
+/// run.
+#[derive(Debug, Clone, Copy)]
+struct CallCpu {
+    /// The thread's CPU time when the wall-clock deadline first passed.
+    since: Option<Duration>,
+    budget: Duration,
+    /// The call's deadline in ticks.
+    ticks: u64,
+}
+
 thread_local! {
-    /// The running call's thread CPU time at its start and the CPU time it may use: an epoch
-    /// deadline is wall time, and a call whose thread was descheduled (a loaded client) must not
-    /// be stopped for time it did not run.
-    static CALL_CPU: std::cell::Cell<(Duration, Duration)> =
-        const { std::cell::Cell::new((Duration::ZERO, Duration::ZERO)) };
+    static CALL_CPU: std::cell::Cell<CallCpu> = const {
+        std::cell::Cell::new(CallCpu {
+            since: None,
+            budget: Duration::ZERO,
+            ticks: 1,
+        })
+    };
 }
 
 /// CPU time this thread has run (`CLOCK_THREAD_CPUTIME_ID`).
@@ -686,18 +708,28 @@ fn thread_cpu_time() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-/// What a store does when a call reaches its epoch deadline: stop it only if its thread has
-/// used up the call's CPU budget; a call that was waiting for a core gets one more tick.
+/// What a store does when a call reaches its epoch deadline. The first time, the call gets its
+/// budget again, now counted in CPU time of its thread from this moment; after that it is
+/// stopped once that CPU time is used, and a call that was only waiting for a core gets one
+/// more tick. A spinning plugin is stopped after at most its wall-clock deadline plus its
+/// budget of CPU time.
 pub(crate) fn on_epoch_deadline<T>(
     _store: wasmtime::StoreContextMut<'_, T>,
 ) -> wasmtime::Result<wasmtime::UpdateDeadline> {
-    let (start, budget) = CALL_CPU.with(std::cell::Cell::get);
-    let used = thread_cpu_time().saturating_sub(start);
-    Ok(if used >= budget {
-        wasmtime::UpdateDeadline::Interrupt
-    } else {
-        wasmtime::UpdateDeadline::Continue(1)
-    })
+    let mut call = CALL_CPU.with(std::cell::Cell::get);
+    let now = thread_cpu_time();
+    let update = match call.since {
+        None => {
+            call.since = Some(now);
+            wasmtime::UpdateDeadline::Continue(call.ticks)
+        }
+        Some(since) if now.saturating_sub(since) >= call.budget => {
+            wasmtime::UpdateDeadline::Interrupt
+        }
+        Some(_) => wasmtime::UpdateDeadline::Continue(1),
+    };
+    CALL_CPU.with(|c| c.set(call));
+    Ok(update)
 }
 
 /// Runs a plugin call under a deadline, turning traps, deadline hits and host-side panics into
