@@ -28,8 +28,9 @@ use super::{limits, transcript};
 struct SendMarks {
     sent: AtomicU64,
     written: AtomicU64,
-    /// The connection the request went out on, whose I/O stamps the end of the write.
-    wire: super::wire::WireWatch,
+    /// The connection the request went out on, whose I/O stamps the end of the write; only
+    /// for a request with a cancel timer (the others pay nothing for it).
+    wire: Option<super::wire::WireWatch>,
 }
 
 impl SendMarks {
@@ -41,7 +42,11 @@ impl SendMarks {
             ns => t0 + Duration::from_nanos(ns),
         };
         Some(match self.written.load(Relaxed) {
-            0 => self.wire.written_after(sent).unwrap_or(sent),
+            0 => self
+                .wire
+                .as_ref()
+                .and_then(|w| w.written_after(sent))
+                .unwrap_or(sent),
             w => t0 + Duration::from_nanos(w),
         })
     }
@@ -144,7 +149,10 @@ impl Exchange<'_> {
     ) -> RequestRecord {
         record.requested_output_tokens = req.max_tokens;
         let mut outcome = StreamOutcome::default();
-        let marks = SendMarks::default();
+        let marks = SendMarks {
+            wire: cancel_after.map(|_| super::wire::WireWatch::default()),
+            ..SendMarks::default()
+        };
         let planned = async {
             match cancel_after {
                 Some(after) => {
@@ -291,7 +299,9 @@ impl Exchange<'_> {
         let mut request = self
             .target
             .request(path, &http.method, &http.headers, http.body)?;
-        request.extensions_mut().insert(marks.wire.clone());
+        if let Some(wire) = &marks.wire {
+            request.extensions_mut().insert(wire.clone());
+        }
 
         let sent = Instant::now();
         let deadline = tokio::time::Instant::from_std(sent + self.target.timeout);
