@@ -88,10 +88,17 @@ pub async fn run_repeated(args: &BenchArgs, cancel: &Cancel) -> anyhow::Result<V
         eprintln!("run {k} of {} (seed {})", args.num_runs, args.seed);
         let mut run_args = args.clone();
         run_args.run_suffix = format!("-run{k}");
-        runs.push(run_and_print(&run_args, cancel).await?);
+        let run = run_and_print(&run_args, cancel).await?;
         if cancel.is_stopping() {
+            // Cut short: its numbers are not a run like the others, so they stay out of the
+            // spread (its files are kept and say `interrupted`).
+            eprintln!(
+                "run {k} was interrupted: the summary covers the {} runs that finished",
+                runs.len()
+            );
             break;
         }
+        runs.push(run);
     }
     print_and_save_spreads(args, &runs)?;
     Ok(runs)

@@ -50,6 +50,16 @@ fn load(path: &Path) -> anyhow::Result<Vec<Vec<RequestRecord>>> {
 
 /// `llmb compare`.
 pub fn main(args: &CompareArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.resamples >= 100,
+        "--resamples {} is too few for a 95 % interval (use 100 or more)",
+        args.resamples
+    );
+    anyhow::ensure!(
+        args.min_effect_pct.is_finite() && args.min_effect_pct >= 0.0,
+        "--min-effect-pct must be a percentage >= 0, not {}",
+        args.min_effect_pct
+    );
     let (runs_a, runs_b) = (load(&args.a)?, load(&args.b)?);
     let across_runs = runs_a.len() >= 2 && runs_b.len() >= 2;
     let (a, b): (Vec<RequestRecord>, Vec<RequestRecord>) = (

@@ -63,6 +63,11 @@ pub async fn run_search(args: &BenchArgs, cancel: &Cancel) -> anyhow::Result<Sea
         "--search-max-stages must be at least 1"
     );
     anyhow::ensure!(
+        args.search_tolerance.is_finite() && args.search_tolerance > 0.0,
+        "--search-tolerance must be a positive percentage, not {}",
+        args.search_tolerance
+    );
+    anyhow::ensure!(
         args.concurrency.is_none() && args.request_rate.len() <= 1,
         "--search picks the load itself: drop --concurrency and the --request-rate list"
     );
@@ -73,7 +78,14 @@ pub async fn run_search(args: &BenchArgs, cancel: &Cancel) -> anyhow::Result<Sea
     }
     let mut load = match kind {
         SearchKind::Rate => args.search_start,
-        SearchKind::Concurrency => args.search_start.round().max(1.0),
+        SearchKind::Concurrency => {
+            anyhow::ensure!(
+                args.search_start.fract() == 0.0 && args.search_start <= 1e6,
+                "--search-start {} is not a whole concurrency of at most 1,000,000",
+                args.search_start
+            );
+            args.search_start.min(search.ceiling.unwrap_or(f64::MAX))
+        }
     };
     let mut stages = Vec::new();
     eprintln!(

@@ -514,9 +514,11 @@ fn cancel_plan(args: &BenchArgs) -> anyhow::Result<Option<llmb_engine::runner::C
                 ms.is_finite() && ms >= 0.0,
                 "--cancel-after must be a number of milliseconds >= 0, not {ms}"
             );
-            Ok((rate > 0.0).then(|| llmb_engine::runner::CancelPlan {
+            let after = Duration::try_from_secs_f64(ms / 1e3)
+                .map_err(|_| anyhow::anyhow!("--cancel-after {ms} ms is not a usable time"))?;
+            Ok((rate > 0.0).then_some(llmb_engine::runner::CancelPlan {
                 rate,
-                after: Duration::from_secs_f64(ms / 1e3),
+                after,
                 seed: args.seed,
             }))
         }
@@ -565,6 +567,8 @@ mod tests {
         let half = super::cancel_plan(&bench(&["--cancel-rate", "0.5"])).unwrap_err();
         assert!(half.to_string().contains("--cancel-after"), "{half}");
         assert!(super::cancel_plan(&bench(&[])).unwrap().is_none());
+        let huge = super::cancel_plan(&bench(&["--cancel-rate", "0.5", "--cancel-after", "1e30"]));
+        assert!(huge.unwrap_err().to_string().contains("not a usable time"));
     }
 
     #[test]

@@ -53,18 +53,31 @@ pub struct SteadyState {
     pub stats: Slice,
 }
 
+/// Most windows `slices` makes; past it each window is wider than asked.
+pub const MAX_SLICES: u64 = 1000;
+
 /// The windows of `--slice-duration` over the measured records, from the first send to the
 /// last chunk.
 pub fn slices(records: &[&RequestRecord], slice_s: f64, percentiles: &[f64]) -> Vec<Slice> {
     let Some((origin, end)) = span(records) else {
         return Vec::new();
     };
-    let width = (slice_s * 1e9).max(1.0) as u64;
-    let count = (end - origin).div_ceil(width).max(1);
+    let span = end - origin;
+    // At most MAX_SLICES windows: a tiny --slice-duration over a long run is widened rather
+    // than looping billions of times.
+    let width =
+        ((slice_s * 1e9).clamp(1.0, u64::MAX as f64 / 2.0) as u64).max(span.div_ceil(MAX_SLICES));
+    let count = span.div_ceil(width).max(1);
     (0..count)
         .map(|k| {
             let from = origin + k * width;
-            window_stats(records, origin, from, from + width, percentiles)
+            window_stats(
+                records,
+                origin,
+                from,
+                from.saturating_add(width),
+                percentiles,
+            )
         })
         .collect()
 }
@@ -232,6 +245,15 @@ mod tests {
             "{}",
             slices[1].mean_in_flight
         );
+        // A nanosecond window is widened to at most MAX_SLICES windows; a huge one is one.
+        let fine = super::slices(&refs, 1e-9, &[99.0]);
+        assert!(
+            fine.len() as u64 <= MAX_SLICES && fine.len() > 100,
+            "{}",
+            fine.len()
+        );
+        assert_eq!(fine.iter().map(|s| s.sent).sum::<usize>(), 100);
+        assert_eq!(super::slices(&refs, 1e30, &[99.0]).len(), 1);
     }
 
     #[test]

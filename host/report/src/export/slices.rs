@@ -33,6 +33,14 @@ pub fn write_slices_csv(path: &Path, m: &BenchmarkMetrics) -> anyhow::Result<()>
     for s in &m.slices {
         let inside = steady.is_some_and(|(a, b)| s.start_s >= a - 1e-9 && s.end_s <= b + 1e-9);
         let f = |v: f64| format!("{v:.3}");
+        // A window with no samples has no latency (not 0 ms).
+        let ms = |stats: &llmb_engine::metrics::MetricStats, v: f64| {
+            if stats.count == 0 {
+                String::new()
+            } else {
+                f(v)
+            }
+        };
         w.write_record([
             f(s.start_s),
             f(s.end_s),
@@ -43,13 +51,13 @@ pub fn write_slices_csv(path: &Path, m: &BenchmarkMetrics) -> anyhow::Result<()>
             f(s.request_throughput),
             f(s.output_throughput),
             f(s.mean_in_flight),
-            f(s.ttft.mean),
-            f(s.ttft.summary.p99),
-            f(s.tpot.mean),
-            f(s.itl.mean),
-            f(s.itl.summary.p99),
-            f(s.e2el.mean),
-            f(s.e2el.summary.p99),
+            ms(&s.ttft, s.ttft.mean),
+            ms(&s.ttft, s.ttft.summary.p99),
+            ms(&s.tpot, s.tpot.mean),
+            ms(&s.itl, s.itl.mean),
+            ms(&s.itl, s.itl.summary.p99),
+            ms(&s.e2el, s.e2el.mean),
+            ms(&s.e2el, s.e2el.summary.p99),
         ])?;
     }
     w.flush()

@@ -163,6 +163,9 @@ fn cdf_svg(a: &[f64], b: &[f64], title: &str) -> String {
         s
     };
     let (sa, sb) = (sorted(a), sorted(b));
+    if sa.is_empty() || sb.is_empty() {
+        return "<p class=\"note\">No finite values to draw.</p>".into();
+    }
     let lo = sa[0].min(sb[0]);
     let hi = sa[sa.len() - 1].max(sb[sb.len() - 1]);
     let width = (hi - lo).max(1e-9);
