@@ -337,6 +337,20 @@ impl Parser {
         if name.is_some_and(|n| SKIPPED.contains(&n)) {
             return;
         }
+        if name == Some("error") {
+            // The server's message in whatever shape it came, never "malformed event".
+            let v: Value = serde_json::from_slice(data).unwrap_or_else(|_| {
+                let text = String::from_utf8_lossy(&data[..data.len().min(300)]).into_owned();
+                let mut error = serde_json::Map::new();
+                error.insert("message".into(), Value::String(text));
+                let mut outer = serde_json::Map::new();
+                outer.insert("error".into(), Value::Object(error));
+                Value::Object(outer)
+            });
+            state.failed = true;
+            events.push(StreamEvent::Error(anthropic_error(None, &v)));
+            return;
+        }
         let ev: Event = match serde_json::from_slice(data) {
             Ok(ev) => ev,
             Err(e) => {
@@ -657,6 +671,20 @@ data: {"type":"message_stop"}
                 "{kind}"
             );
             assert_eq!((out.finish, out.usage), (None, None));
+        }
+        // A proxy's error event that is not Anthropic's JSON still fails with its own words.
+        for data in [
+            "upstream connect error",
+            "{\"message\":\"gateway timeout\"}",
+        ] {
+            let out = run(&[&text_then(&format!("event: error\ndata: {data}\n\n"))]);
+            assert_eq!(out.errors.len(), 1, "{data}");
+            assert!(!out.errors[0].1.contains("malformed"), "{:?}", out.errors);
+            assert!(
+                out.errors[0].1.contains("upstream") || out.errors[0].1.contains("gateway"),
+                "{:?}",
+                out.errors
+            );
         }
     }
 

@@ -185,7 +185,8 @@ fn prompt_tokens(v: &Value) -> Option<u32> {
         Value::Array(items) => items
             .iter()
             .map(|item| as_u32(item.pointer("/meta_info/prompt_tokens")))
-            .sum::<Option<u32>>()
+            // Huge counts from a broken server saturate instead of overflowing.
+            .try_fold(0u32, |total, n| Some(total.saturating_add(n?)))
             .filter(|_| !items.is_empty()),
         _ => [
             "/usage/prompt_tokens",
@@ -389,7 +390,7 @@ impl Guest for Adapter {
             .get("top_n")
             .and_then(Value::as_u64)
             .filter(|&n| n > 0 && api == RerankApi::Rerank);
-        let expected = top_n.map_or(sent, |n| sent.min(n as usize));
+        let expected = top_n.map_or(sent, |n| sent.min(usize::try_from(n).unwrap_or(usize::MAX)));
         let bytes = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
         remember(expected, sent);
         Ok(HttpRequest {
