@@ -372,3 +372,35 @@ async fn the_slo_search_finds_the_servers_slots() {
     assert_eq!(outcome.best, Some(4.0), "{WHY}: {outcome:#?}");
     assert_eq!(outcome.first_fail, Some(5.0), "{outcome:#?}");
 }
+
+/// llama.cpp also speaks Anthropic's Messages API (`/v1/messages`): the `anthropic` adapter,
+/// written from Anthropic's documentation and tested on llmb's simulator, measures it streamed
+/// and whole, with the server's own token usage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real llama.cpp server: see tests/conformance.rs"]
+async fn the_anthropic_adapter_measures_llama_cpps_messages_api() {
+    let dir = tempfile::tempdir().unwrap();
+    for no_stream in [false, true] {
+        let mut args = real_args(dir.path(), "anthropic");
+        args.no_stream = no_stream;
+        args.result_filename = Some(format!("anthropic-{no_stream}.json"));
+        let o = bench(&args).await;
+        let m = &o.metrics;
+        assert_eq!(
+            m.failed,
+            0,
+            "{WHY}: {:?}",
+            o.records.iter().find(|r| !r.success)
+        );
+        for r in &o.records {
+            // No ignore_eos in this API: the model may stop before max_tokens.
+            assert!(r.output_tokens >= 1 && r.output_tokens <= r.requested_output_tokens);
+            assert_eq!(r.token_source, Some(TokenSource::Usage), "{r:?}");
+            assert!(r.server_prompt_tokens.is_some_and(|n| n > 0), "{r:?}");
+            assert!(!r.generated_text.is_empty());
+        }
+        if !no_stream {
+            assert!(m.ttft.mean > 0.0 && m.itl.count > 0);
+        }
+    }
+}
