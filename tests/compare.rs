@@ -47,3 +47,45 @@ async fn a_slower_server_is_worse_and_a_run_equals_itself() {
         "{same:?}"
     );
 }
+
+/// A B that fails half its requests is not quietly judged on its successes: the failures are
+/// counted on both sides and the comparison warns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn different_failure_shares_are_reported_beside_the_latencies() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, prompts: &[&str]| {
+        let mut args = quick_args(&dir.path().join(name));
+        args.dataset_name = "custom".into();
+        args.dataset_path = Some(custom_dataset(dir.path(), prompts));
+        args.save_result = true;
+        args
+    };
+    let clean = ["one two", "three four", "five six", "seven eight"];
+    bench(&run("a", &clean)).await;
+    let faulty = [
+        "one two",
+        "three __sim_fault:http500__",
+        "five six",
+        "seven __sim_fault:http500__",
+    ];
+    bench(&run("b", &faulty)).await;
+    let json = dir.path().join("cmp.json");
+    llmb::compare::main(&llmb::args::CompareArgs {
+        a: dir.path().join("a"),
+        b: dir.path().join("b"),
+        json: Some(json.clone()),
+        html: None,
+        resamples: 200,
+        min_effect_pct: 1.0,
+    })
+    .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(doc["failed_a"], 0);
+    assert!(doc["failed_b"].as_u64().unwrap() > 0, "{doc}");
+    assert!(
+        doc["failure_warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("failed different shares")),
+        "{doc}"
+    );
+}

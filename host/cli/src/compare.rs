@@ -96,6 +96,32 @@ pub fn main(args: &CompareArgs) -> anyhow::Result<()> {
         b.len(),
         args.min_effect_pct
     );
+    // Latencies are compared over successes only: say what failed, and warn when one side
+    // failed more, or a "better" B could be one that fails its slow requests.
+    let failed = |records: &[RequestRecord]| {
+        let measured: Vec<&RequestRecord> = records.iter().filter(|r| !r.warmup).collect();
+        let failed = measured.iter().filter(|r| !r.success).count();
+        (failed, measured.len())
+    };
+    let ((fa, na), (fb, nb)) = (failed(&a), failed(&b));
+    let share = |f: usize, n: usize| 100.0 * f as f64 / n.max(1) as f64;
+    println!(
+        "Failed requests: A {fa} of {na} ({:.1} %), B {fb} of {nb} ({:.1} %); latencies below compare successes only",
+        share(fa, na),
+        share(fb, nb)
+    );
+    let failure_warning = ((fa > 0 || fb > 0) && (share(fa, na) - share(fb, nb)).abs() >= 1.0)
+        .then(|| {
+            format!(
+                "A and B failed different shares of their requests ({:.1} % and {:.1} %): a \
+                 side that fails its slow requests can look faster; compare the failures first",
+                share(fa, na),
+                share(fb, nb)
+            )
+        });
+    if let Some(w) = &failure_warning {
+        println!("WARNING: {w}");
+    }
     println!(
         "{:<9} {:<7} {:>11} {:>11} {:>10} {:>8} {:>24} {:>8}  verdict",
         "metric", "stat", "A", "B", "B-A", "B-A %", "95 % interval of B-A", "noise %"
@@ -132,6 +158,9 @@ pub fn main(args: &CompareArgs) -> anyhow::Result<()> {
             "b": args.b.display().to_string(),
             "requests_a": a.len(),
             "requests_b": b.len(),
+            "failed_a": fa,
+            "failed_b": fb,
+            "failure_warning": failure_warning,
             "method": if across_runs { "across-runs-welch" } else { "bootstrap-over-requests" },
             "runs_a": runs_a.len(),
             "runs_b": runs_b.len(),
