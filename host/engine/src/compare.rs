@@ -65,14 +65,7 @@ const METRICS: &[(&str, Extract)] = &[
         r.ttft_s().map(|s| s * 1e3).into_iter().collect()
     }),
     ("tpot_ms", |r| {
-        let (Some(ttft), n) = (r.ttft_s(), r.output_tokens) else {
-            return Vec::new();
-        };
-        if n > 1 {
-            vec![(r.e2el_s() - ttft) / f64::from(n - 1) * 1e3]
-        } else {
-            Vec::new()
-        }
+        r.tpot_s().map(|s| s * 1e3).into_iter().collect()
     }),
     ("itl_ms", |r| r.itls_s().map(|s| s * 1e3).collect()),
     ("e2el_ms", |r| vec![r.e2el_s() * 1e3]),

@@ -171,6 +171,14 @@ impl RequestRecord {
         ns_to_s(end.saturating_sub(self.sent_ns))
     }
 
+    /// Time per output token after the first in seconds (vLLM's TPOT): `(E2EL − TTFT) / (n − 1)`
+    /// for more than one output token, with a TTFT of 0 for a response that did not stream.
+    pub fn tpot_s(&self) -> Option<f64> {
+        (self.output_tokens > 1).then(|| {
+            (self.e2el_s() - self.ttft_s().unwrap_or(0.0)) / f64::from(self.output_tokens - 1)
+        })
+    }
+
     /// Gaps between successive delta frames in seconds.
     pub fn itls_s(&self) -> impl Iterator<Item = f64> + '_ {
         self.delta_ns

@@ -109,8 +109,7 @@ fn value_ms(r: &RequestRecord, metric: &str) -> Option<f64> {
         "ttft" => r.ttft_s().map(ms),
         "ttfo" => r.ttfo_s().map(ms),
         "e2el" => Some(ms(r.e2el_s())),
-        "tpot" => (r.output_tokens > 1)
-            .then(|| ms((r.e2el_s() - r.ttft_s().unwrap_or(0.0)) / f64::from(r.output_tokens - 1))),
+        "tpot" => r.tpot_s().map(ms),
         "itl" => r.itls_s().map(ms).reduce(f64::max),
         _ => None,
     }

@@ -68,12 +68,12 @@ pub fn compute(
         }
         let ttft = r.ttft_s();
         let e2el = r.e2el_s();
-        let tpot = if output_len > 1 {
-            let v = (e2el - ttft.unwrap_or(0.0)) / f64::from(output_len - 1);
-            tpots.push(v);
-            v
-        } else {
-            0.0
+        let tpot = match r.tpot_s() {
+            Some(v) => {
+                tpots.push(v);
+                v
+            }
+            None => 0.0,
         };
         if let Some(t) = ttft {
             ttfts.push(t);

@@ -189,9 +189,7 @@ fn window_stats(
         }
         let e2el = r.e2el_s();
         e2els.push(e2el);
-        if r.output_tokens > 1 {
-            tpots.push((e2el - ttft.unwrap_or(0.0)) / f64::from(r.output_tokens - 1));
-        }
+        tpots.extend(r.tpot_s());
         itls.extend(r.itls_s());
     }
     slice.request_throughput = safe_div(ended as f64, seconds);

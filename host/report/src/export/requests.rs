@@ -68,8 +68,7 @@ fn write_rows<W: std::io::Write>(
     let opt = |v: Option<String>| v.unwrap_or_default();
     for r in records {
         let ttft = r.ttft_s();
-        let tpot = (r.success && r.output_tokens > 1)
-            .then(|| (r.e2el_s() - ttft.unwrap_or(0.0)) / f64::from(r.output_tokens - 1));
+        let tpot = r.tpot_s().filter(|_| r.success);
         let itl_max = r.itls_s().reduce(f64::max);
         w.write_record([
             r.id.to_string(),
