@@ -292,8 +292,18 @@ impl Guest for Adapter {
     ) -> Result<Completion, BackendError> {
         let v: Value = serde_json::from_slice(&body)
             .map_err(|e| protocol(format!("response body is not JSON: {e}")))?;
-        if v.get("type").and_then(Value::as_str) == Some("error") {
+        if v.get("type").and_then(Value::as_str) == Some("error")
+            || llmb_plugin_sdk::json::is_error_object(&v)
+        {
             return Err(anthropic_error(Some(status), &v));
+        }
+        // Anything else that is not a message (another API's body at this path) is not an
+        // empty answer.
+        if v.get("content").is_none_or(|c| !c.is_array()) {
+            let shown: String = v.to_string().chars().take(200).collect();
+            return Err(protocol(format!(
+                "not a Messages body (no content list): {shown}"
+            )));
         }
         let m: Message = serde_json::from_value(v)
             .map_err(|e| protocol(format!("unexpected Messages body: {e}")))?;
@@ -802,6 +812,17 @@ data: {"type":"message_stop"}
         let e = Adapter::parse_body(200, Vec::new(), OVERLOADED.to_vec()).unwrap_err();
         assert!(matches!(e.kind, ErrorKind::Overloaded) && e.retryable);
         assert!(Adapter::parse_body(200, Vec::new(), b"{\"content\": 3}".to_vec()).is_err());
+        // A 200 that is an error, or another API's body, is not an empty answer.
+        let e = Adapter::parse_body(
+            200,
+            Vec::new(),
+            br#"{"error":{"message":"quota"}}"#.to_vec(),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("quota"), "{e:?}");
+        let chat = br#"{"object":"chat.completion","choices":[{"message":{"content":"hi"}}]}"#;
+        let e = Adapter::parse_body(200, Vec::new(), chat.to_vec()).unwrap_err();
+        assert!(e.message.contains("not a Messages body"), "{e:?}");
     }
 
     #[test]
