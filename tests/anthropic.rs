@@ -136,13 +136,12 @@ async fn thinking_is_kept_apart_from_the_answer() {
             // At least 6 tokens of output: 3 of thinking, the rest the answer.
             assert!(r.output_tokens >= 6, "{}", r.output_tokens);
             assert_eq!(count_words(&r.generated_text), r.output_tokens - 3);
+            // Streamed or whole, the thinking is kept apart from the answer.
+            assert_eq!(count_words(&r.reasoning_text), 3, "{:?}", r.reasoning_text);
+            assert_eq!(r.reasoning_tokens, Some(3));
             if stream {
-                assert_eq!(count_words(&r.reasoning_text), 3, "{:?}", r.reasoning_text);
                 // Thinking deltas are frames of the stream too.
                 assert_eq!(r.delta_ns.len() as u32, r.output_tokens);
-            } else {
-                // A whole message's text is its text blocks only.
-                assert!(r.reasoning_text.is_empty());
             }
         }
     }

@@ -23,7 +23,7 @@ fn embedded_plugins_are_listed_with_origin_version_and_hash() {
             .find(|p| p.name == name)
             .unwrap_or_else(|| panic!("{name} missing"));
         assert_eq!(p.kind, kind);
-        assert_eq!(p.wit_version, "1.0.0");
+        assert_eq!(p.wit_version, llmb_engine::plugin::WIT_VERSION);
         assert_eq!(p.origin, Origin::Embedded);
         assert_eq!(p.sha256.len(), 64);
         assert!(p.sha256.chars().all(|c| c.is_ascii_hexdigit()));
@@ -297,15 +297,17 @@ fn bad_plugin_files_are_refused_with_clear_messages() {
     assert!(err(b"#!/bin/sh\necho not wasm\n").contains("not a WebAssembly file"));
     assert!(err(b"\0asm\x01\0\0\0").contains("core WebAssembly module, not a component"));
 
-    let v2 = component_for(
-        "package llmb:plugin@2.0.0;
+    let v3 = component_for(
+        "package llmb:plugin@3.0.0;
          interface backend { info: func() -> string; }
          world backend-plugin { export backend; }",
         "backend-plugin",
     );
-    let msg = err(&v2);
+    let msg = err(&v3);
     assert!(
-        msg.contains("llmb:plugin@2.0.0") && msg.contains("major"),
+        msg.contains("llmb:plugin@3.0.0")
+            && msg.contains("speaks llmb:plugin@2.0.0")
+            && msg.contains("built for 1.0.0"),
         "{msg}"
     );
 

@@ -11,6 +11,7 @@ pub mod errors;
 pub mod framing;
 pub mod json;
 pub mod json_array;
+pub mod media;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
 pub mod openai;
@@ -145,8 +146,9 @@ pub mod backend {
     };
     pub use crate::backend_bindings::llmb::plugin::host_log::{Level, log};
     pub use crate::backend_bindings::llmb::plugin::types::{
-        AudioClip, BackendError, ChatMessage, Completion, Delta, ErrorKind, FrameBatch, FrameSpan,
-        Framing, GenRequest, HttpRequest, Kv, Prompt, Role, StreamEvent, Usage,
+        AudioClip, BackendError, ChatMessage, Completion, ContentPart, Delta, ErrorKind,
+        FrameBatch, FrameSpan, Framing, GenRequest, HttpRequest, Image, Kv, MultimodalMessage,
+        Prompt, Role, StreamEvent, Usage,
     };
     pub type Headers = Vec<(String, String)>;
 }
@@ -188,7 +190,7 @@ pub mod dataset {
     pub use crate::dataset_bindings::llmb::plugin::host_log::{Level, log};
     pub use crate::dataset_bindings::llmb::plugin::tokenizer;
     pub use crate::dataset_bindings::llmb::plugin::types::{
-        AudioClip, ChatMessage, Kv, Prompt, Role,
+        AudioClip, ChatMessage, ContentPart, Image, Kv, MultimodalMessage, Prompt, Role,
     };
 
     /// Looks up a `--option` value passed through [`DatasetParams::options`].

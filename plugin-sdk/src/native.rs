@@ -14,8 +14,9 @@ use serde::de::DeserializeOwned;
 
 use crate::backend::{FrameBatch, GenRequest, Guest, GuestResponseParser, Headers, Kv};
 
-/// The version of this ABI; the host refuses a library reporting another.
-pub const ABI_VERSION: u32 = 1;
+/// The version of this ABI; the host refuses a library reporting another. 2 since the
+/// WIT types it carries gained 2.0's fields (a postcard encoding has no room for new ones).
+pub const ABI_VERSION: u32 = 2;
 
 /// Operation numbers of `llmb_native_call`.
 pub mod op {

@@ -11,8 +11,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::backend::{
-    BackendError, ChatMessage, Completion, Delta, ErrorKind, FrameBatch, GenRequest, Prompt, Role,
-    StreamEvent, Usage,
+    BackendError, ChatMessage, Completion, ContentPart, Delta, ErrorKind, FrameBatch, GenRequest,
+    Prompt, Role, StreamEvent, Usage,
 };
 use crate::json::{error_message, merge_extra_body};
 
@@ -66,6 +66,7 @@ pub fn prompt_text(prompt: &Prompt) -> Result<String, String> {
         Prompt::Text(t) => Ok(t.clone()),
         Prompt::Chat(messages) => Ok(flatten_chat(messages)),
         Prompt::Audio(_) => Err(AUDIO_NOT_SUPPORTED.into()),
+        Prompt::Multimodal(_) => Err(crate::media::IMAGES_NOT_SUPPORTED.into()),
     }
 }
 
@@ -120,6 +121,24 @@ pub fn chat_messages(prompt: &Prompt) -> Result<Value, String> {
             .map(|m| json!({"role": role_name(m.role), "content": m.content}))
             .collect(),
         Prompt::Audio(_) => return Err(AUDIO_NOT_SUPPORTED.into()),
+        // OpenAI's content parts, which vLLM, SGLang and llama.cpp's multimodal servers take.
+        Prompt::Multimodal(messages) => messages
+            .iter()
+            .map(|m| {
+                let parts: Vec<Value> = m
+                    .parts
+                    .iter()
+                    .map(|part| match part {
+                        ContentPart::Text(t) => json!({"type": "text", "text": t}),
+                        ContentPart::Image(image) => json!({
+                            "type": "image_url",
+                            "image_url": {"url": crate::media::image_url(image)},
+                        }),
+                    })
+                    .collect();
+                json!({"role": role_name(m.role), "content": parts})
+            })
+            .collect(),
     }))
 }
 
@@ -192,11 +211,18 @@ struct UsageJson {
     completion_tokens: Option<u32>,
     #[serde(default)]
     prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<CompletionDetails>,
 }
 
 #[derive(Deserialize)]
 struct PromptDetails {
     cached_tokens: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct CompletionDetails {
+    reasoning_tokens: Option<u32>,
 }
 
 impl From<UsageJson> for Usage {
@@ -205,6 +231,7 @@ impl From<UsageJson> for Usage {
             prompt_tokens: u.prompt_tokens,
             completion_tokens: u.completion_tokens,
             cached_prompt_tokens: u.prompt_tokens_details.and_then(|d| d.cached_tokens),
+            reasoning_tokens: u.completion_tokens_details.and_then(|d| d.reasoning_tokens),
         }
     }
 }
@@ -426,6 +453,13 @@ pub fn parse_body(api: Api, status: u16, body: &[u8]) -> Result<Completion, Back
     .and_then(Value::as_str)
     .unwrap_or_default()
     .to_owned();
+    // vLLM's and DeepSeek's `reasoning_content`, or the newer `reasoning`.
+    let message = choice.and_then(|c| c.get("message"));
+    let reasoning = ["reasoning_content", "reasoning"]
+        .iter()
+        .find_map(|k| message.and_then(|m| m.get(*k)).and_then(Value::as_str))
+        .unwrap_or_default()
+        .to_owned();
     let finish = choice
         .and_then(|c| c.get("finish_reason"))
         .and_then(Value::as_str)
@@ -436,6 +470,7 @@ pub fn parse_body(api: Api, status: u16, body: &[u8]) -> Result<Completion, Back
         .map(Usage::from);
     Ok(Completion {
         text,
+        reasoning,
         finish,
         usage,
     })
@@ -514,6 +549,7 @@ impl<F: Flavor> crate::backend::Guest for OpenAiAdapter<F> {
             framing: crate::backend::Framing::Sse,
             supports_ignore_eos: true,
             http2: false,
+            api_key_header: None,
         }
     }
 

@@ -60,6 +60,14 @@ impl Vocab {
     }
 }
 
+/// A length drawn as vLLM's random datasets draw them: uniform over
+/// `[floor(len*(1-ratio)), ceil(len*(1+ratio))]` (`--random-range-ratio`).
+pub fn sample_len(rng: &mut SplitMix64, len: u32, ratio: f64) -> u32 {
+    let lo = (len as f64 * (1.0 - ratio)).floor() as u64;
+    let hi = (len as f64 * (1.0 + ratio)).ceil() as u64;
+    rng.range_inclusive(lo, hi) as u32
+}
+
 /// Fresh draws before giving up on an exact length: a tokenizer whose merges keep moving the
 /// count around one draw usually settles on another.
 pub const ATTEMPTS: usize = 16;

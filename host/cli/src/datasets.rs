@@ -85,6 +85,11 @@ fn write_jsonl(samples: &[Sample], path: &Path) -> anyhow::Result<()> {
                 "sample {}: audio prompts cannot be written as JSONL (keep the audio list file)",
                 i + 1
             ),
+            Prompt::Multimodal(_) => anyhow::bail!(
+                "sample {}: image prompts cannot be written as JSONL (keep the images and their \
+                 list file)",
+                i + 1
+            ),
         }
         line.insert("output_tokens".into(), s.output_tokens.into());
         if let Some(t) = s.timestamp {

@@ -46,6 +46,7 @@ pub fn sim_config(t: &SimTiming, seed: u64) -> SimConfig {
         kv_transfer_ms: t.kv_transfer_ms,
         prefix_cache: t.prefix_cache,
         max_batch: t.max_batch,
+        max_images_per_prompt: t.max_images_per_prompt,
         connections: llmb_sim::ConnectionPolicy {
             keep_alive_timeout: t.keep_alive_timeout.map(Duration::from_secs_f64),
             keep_alive_max: t.keep_alive_max,

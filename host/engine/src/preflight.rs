@@ -92,6 +92,14 @@ fn marked(prompt: &crate::plugin::backend::Prompt) -> crate::plugin::backend::Pr
             }
             Prompt::Chat(messages)
         }
+        Prompt::Multimodal(messages) => {
+            let mut messages = messages.clone();
+            if let Some(m) = messages.first_mut() {
+                m.parts
+                    .insert(0, crate::plugin::backend::ContentPart::Text(MARK.into()));
+            }
+            Prompt::Multimodal(messages)
+        }
         other => other.clone(),
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::config::{DatasetConfig, DatasetSource, MixPart};
-use crate::plugin::backend::{ChatMessage, Prompt, Role};
+use crate::plugin::backend::{ChatMessage, ContentPart, MultimodalMessage, Prompt, Role};
 use crate::plugin::dataset::Sample;
 use crate::plugin::{DatasetRequest, Registry};
 use crate::tokenizer::HostTokenizer;
@@ -211,6 +211,13 @@ fn prepend_system(sample: &mut Sample, system: &str, tokens: u32) {
             ChatMessage {
                 role: Role::System,
                 content: system.to_string(),
+            },
+        ),
+        Prompt::Multimodal(messages) => messages.insert(
+            0,
+            MultimodalMessage {
+                role: Role::System,
+                parts: vec![ContentPart::Text(system.to_string())],
             },
         ),
         Prompt::Text(text) => *text = format!("{system}\n\n{text}"),

@@ -208,15 +208,21 @@ async fn prepare(config: &RunConfig) -> anyhow::Result<Prepared> {
     } else if !server.simulated {
         crate::server::check_reachable(&base_url).await?;
     }
+    // `--api-key-header` wins; else the header the adapter names (Anthropic's `x-api-key`);
+    // else `Authorization: Bearer`.
+    let key_header = server
+        .api_key_header
+        .clone()
+        .or_else(|| info.api_key_header.clone());
     let target = Target {
         base_url: base_url.clone(),
         endpoint: server.endpoint.clone(),
         headers: server.headers.clone(),
-        authorization: match &server.api_key_header {
+        authorization: match &key_header {
             None => server.api_key.as_deref().map(Target::bearer).transpose()?,
             Some(_) => None,
         },
-        api_key_header: match (&server.api_key_header, &server.api_key) {
+        api_key_header: match (&key_header, &server.api_key) {
             (Some(name), Some(key)) => Some(Target::key_header(name, key)?),
             _ => None,
         },

@@ -66,14 +66,20 @@ pub fn check(
             manifest.version
         ),
     };
-    let host_wit = semver::Version::parse(llmb_engine::plugin::WIT_VERSION)?;
     let range = semver::VersionReq::parse(&manifest.wit)?;
-    if !range.matches(&host_wit) {
+    let spoken = std::iter::once(llmb_engine::plugin::WIT_VERSION)
+        .chain(llmb_engine::plugin::LEGACY_WIT_VERSIONS.iter().copied())
+        .map(semver::Version::parse)
+        .collect::<Result<Vec<_>, _>>()?;
+    if !spoken.iter().any(|v| range.matches(v)) {
         bail!(
-            "refused {}@{}: it supports WIT llmb:plugin {}, this llmb speaks {host_wit}",
+            "refused {}@{}: it supports WIT llmb:plugin {}, this llmb speaks {} (and runs \
+             components built for {})",
             manifest.name,
             manifest.version,
-            manifest.wit
+            manifest.wit,
+            llmb_engine::plugin::WIT_VERSION,
+            llmb_engine::plugin::LEGACY_WIT_VERSIONS.join(", ")
         );
     }
     let origin = llmb_engine::plugin::Origin::File(origin.to_string().into());

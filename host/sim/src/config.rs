@@ -46,6 +46,10 @@ pub struct SimConfig {
     /// Requests generating at once; more wait (counted in `vllm:num_requests_waiting`), and their
     /// wait adds to their TTFT. `None` = unlimited.
     pub max_batch: Option<usize>,
+    /// Images one prompt may carry (vLLM's `--limit-mm-per-prompt '{"image": N}'`); a request
+    /// with more gets vLLM's 400, "At most N image(s) may be provided in one prompt.".
+    /// `None` = unlimited.
+    pub max_images_per_prompt: Option<usize>,
     /// Serve the tokenize routes (vLLM/SGLang/llama.cpp/TGI `/tokenize`, LMDeploy
     /// `/v1/encode`); off imitates a server without one.
     pub tokenize_route: bool,
@@ -74,6 +78,7 @@ impl Default for SimConfig {
             dialect: None,
             tokenize_route: true,
             max_batch: None,
+            max_images_per_prompt: None,
             connections: ConnectionPolicy::default(),
             send_log: None,
         }

@@ -83,6 +83,7 @@ pub(crate) async fn generate(
     state
         .prompt_tokens
         .fetch_add(u64::from(job.prompt_tokens), Relaxed);
+    state.images.fetch_add(u64::from(job.images), Relaxed);
     let active = ActiveGuard::new(state.clone(), slot);
 
     if !job.stream {

@@ -5,7 +5,9 @@
 //! (vLLM's embeddings, rerank and score, TEI's rerank), with a timing model, so a
 //! benchmark runs with no real server and the tests measure llmb and its adapters against known
 //! TTFT and ITL. With `reasoning_tokens` the dialects that have a reasoning channel (OpenAI chat,
-//! Responses, Anthropic) stream a response's first tokens as reasoning.
+//! Responses, Anthropic) stream a response's first tokens as reasoning. Image parts of chat,
+//! Responses and Anthropic prompts are decoded and cost prompt tokens, as on vLLM's multimodal
+//! server (see `images`).
 //!
 //! Cheap on purpose, so it is never the bottleneck it would hide: each streamed response is a
 //! small state machine polled by hyper as the body of its connection task, sleeping to absolute
@@ -25,6 +27,7 @@
 //! - `routes`: routing, the `/v1/*` entry point, `/health`, `/metrics`, `/v1/models`, tokenize.
 //! - `api`: the dialects a route speaks.
 //! - `request`: OpenAI-style and Anthropic request parsing into a job.
+//! - `images`: image parts: decoding, sizes, their tokens.
 //! - `anthropic`: Anthropic Messages' errors, whole message and stream events.
 //! - `native`: the native routes of TGI, llama.cpp, SGLang, LightLLM, LMDeploy, Triton and MII.
 //! - `pooling`: the routes that generate no text: vLLM's `/v1/embeddings`, rerank (`/v1/rerank`,
@@ -40,7 +43,7 @@
 //! - `send_log`: `--send-log`, when each piece of each response was really written.
 //!
 //! Dependencies flow one way, from `config`, `send_log`, `state`, `timing`, `api`, `anthropic`,
-//! `shapes` and `faults` up
+//! `shapes`, `images` and `faults` up
 //! through `stream`, `body`, `prefix_cache`, `request`, `generate`, `pooling` and the routes to
 //! `server`.
 
@@ -50,6 +53,7 @@ mod body;
 mod config;
 mod faults;
 mod generate;
+mod images;
 pub mod lifecycle;
 mod native;
 mod pooling;

@@ -164,5 +164,6 @@ fn parse_native_job(state: &SimState, api: Api, body: &Value) -> Result<Job, Res
         },
         fault,
         request_id: 0,
+        images: 0,
     })
 }

@@ -178,5 +178,6 @@ fn parse_ppl_request(state: &SimState, bytes: &[u8]) -> Option<Job> {
         ignore_eos,
         fault: Fault::of(prompt),
         request_id: id,
+        images: 0,
     })
 }

@@ -170,7 +170,7 @@ async fn tokenize(state: &SimState, req: Request<Incoming>) -> Response<SimBody>
     let ids = if body.get("messages").is_some() {
         let prompt = match chat_prompt(&body) {
             Ok(p) => p,
-            Err(e) => return bad_request(e),
+            Err(e) => return bad_request(&e),
         };
         let mut ids = words.encode(&prompt.text);
         ids.resize(prompt.tokens as usize, TEMPLATE_TOKEN_ID);
@@ -271,6 +271,13 @@ fn metrics(state: &SimState) -> Response<SimBody> {
             "counter",
             "Prefix cache hits, in terms of number of cached tokens.",
             state.prefix_hits.load(Relaxed) as f64,
+        ),
+        // The simulator's own (vLLM counts no images): tests check that images arrived.
+        (
+            "llmb_sim:images_received_total",
+            "counter",
+            "Number of images in the prompts of the requests generated for.",
+            state.images.load(Relaxed) as f64,
         ),
     ];
     let mut out = String::with_capacity(2048);

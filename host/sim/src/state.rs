@@ -32,6 +32,8 @@ pub(crate) struct SimState {
     pub(crate) prompt_tokens: AtomicU64,
     pub(crate) generation_tokens: AtomicU64,
     pub(crate) successes: AtomicU64,
+    /// Images in the prompts of the requests generated for.
+    pub(crate) images: AtomicU64,
     /// Chained hashes of the prompt blocks served so far (empty unless `prefix_cache`).
     pub(crate) prefix_blocks: Mutex<HashSet<u64>>,
     /// Prompt tokens looked up in the prefix cache (vLLM counts queries and hits in tokens).
@@ -79,6 +81,7 @@ impl SimState {
             prompt_tokens: AtomicU64::new(0),
             generation_tokens: AtomicU64::new(0),
             successes: AtomicU64::new(0),
+            images: AtomicU64::new(0),
             prefix_blocks: Mutex::new(HashSet::new()),
             prefix_queries: AtomicU64::new(0),
             prefix_hits: AtomicU64::new(0),

@@ -203,6 +203,7 @@ fn usage_of(v: &Value) -> Option<Usage> {
             .map(|n| n.min(u32::MAX as u64) as u32)
     };
     let usage = Usage {
+        reasoning_tokens: None,
         prompt_tokens: count("prompt_tokens"),
         completion_tokens: count("completion_tokens"),
         cached_prompt_tokens: u
@@ -331,6 +332,7 @@ impl Guest for Adapter {
 
     fn info() -> BackendInfo {
         BackendInfo {
+            api_key_header: None,
             name: "amsv2".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "SenseTime AMSv2, best effort (unverified protocol): SenseNova-style POST /v1/llm/chat-completions (messages, max_new_tokens, data-wrapped chunks with a string delta, data:[DONE]); lenient parser; no ignore_eos, output lengths cannot be forced".into(),
@@ -364,6 +366,9 @@ impl Guest for Adapter {
                 .collect(),
             Prompt::Audio(_) => {
                 return Err(llmb_plugin_sdk::openai::AUDIO_NOT_SUPPORTED.into());
+            }
+            Prompt::Multimodal(_) => {
+                return Err(llmb_plugin_sdk::media::IMAGES_NOT_SUPPORTED.into());
             }
         };
         let mut body = json!({
@@ -402,6 +407,7 @@ impl Guest for Adapter {
             return Err(protocol(format!("AMSv2 response without choices: {shown}")));
         };
         Ok(Completion {
+            reasoning: String::new(),
             text: choice_text(choice).0,
             finish: finish_reason(choice).map(str::to_owned),
             usage: usage_of(&v),

@@ -126,6 +126,7 @@ impl UsageJson {
                 .saturating_add(self.cache_read_input_tokens.unwrap_or(0))
         });
         Usage {
+            reasoning_tokens: None,
             prompt_tokens: prompt,
             completion_tokens: self.output_tokens,
             cached_prompt_tokens: self.cache_read_input_tokens,
@@ -148,6 +149,8 @@ struct ContentBlock {
     kind: String,
     #[serde(default)]
     text: String,
+    #[serde(default)]
+    thinking: String,
 }
 
 /// An Anthropic error (`{"type":"error","error":{"type":…,"message":…}}`, as a body or an
@@ -212,6 +215,45 @@ fn messages(prompt: &Prompt) -> Result<(Option<String>, Value), String> {
             let system = (!system.is_empty()).then(|| system.join("\n\n"));
             Ok((system, messages))
         }
+        // Anthropic's content blocks: `text`, and `image` with a base64 or URL source.
+        Prompt::Multimodal(chat) => {
+            let system: Vec<String> = chat
+                .iter()
+                .filter(|m| matches!(m.role, Role::System))
+                .map(llmb_plugin_sdk::media::message_text)
+                .collect();
+            let messages = chat
+                .iter()
+                .filter_map(|m| {
+                    let role = match m.role {
+                        Role::System => return None,
+                        Role::Assistant => "assistant",
+                        Role::User | Role::Tool => "user",
+                    };
+                    let blocks: Vec<Value> = m
+                        .parts
+                        .iter()
+                        .map(|part| match part {
+                            ContentPart::Text(t) => json!({ "type": "text", "text": t }),
+                            ContentPart::Image(image) => json!({
+                                "type": "image",
+                                "source": match &image.url {
+                                    Some(url) => json!({ "type": "url", "url": url }),
+                                    None => json!({
+                                        "type": "base64",
+                                        "media_type": image.mime_type,
+                                        "data": llmb_plugin_sdk::media::base64(&image.data),
+                                    }),
+                                },
+                            }),
+                        })
+                        .collect();
+                    Some(json!({ "role": role, "content": blocks }))
+                })
+                .collect();
+            let system = (!system.is_empty()).then(|| system.join("\n\n"));
+            Ok((system, messages))
+        }
     }
 }
 
@@ -220,9 +262,11 @@ impl Guest for Adapter {
 
     fn info() -> BackendInfo {
         BackendInfo {
+            // Anthropic's own header; `--api-key-header` still overrides it.
+            api_key_header: Some("x-api-key".into()),
             name: "anthropic".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: "Anthropic Messages API POST /v1/messages (system apart from messages, anthropic-version 2023-06-01; named SSE events, text_delta and thinking_delta, usage in message_start and message_delta; no ignore_eos, output lengths cannot be forced; option thinking-budget=N (at least 1024); send the key with --api-key-header x-api-key where Bearer is refused)".into(),
+            description: "Anthropic Messages API POST /v1/messages (system apart from messages, anthropic-version 2023-06-01; named SSE events, text_delta and thinking_delta, usage in message_start and message_delta; no ignore_eos, output lengths cannot be forced; option thinking-budget=N (at least 1024); send the key with the key goes in x-api-key unless --api-key-header says otherwise)".into(),
             default_endpoint: "/v1/messages".into(),
             framing: Framing::Sse,
             supports_ignore_eos: false,
@@ -284,7 +328,8 @@ impl Guest for Adapter {
         })
     }
 
-    /// The text is every `text` block, in order; thinking and tool blocks are left out.
+    /// The text is every `text` block, in order, and the reasoning every `thinking` block; tool
+    /// blocks are left out.
     fn parse_body(
         status: u16,
         _headers: Headers,
@@ -313,7 +358,14 @@ impl Guest for Adapter {
             .filter(|block| block.kind == "text")
             .map(|block| block.text.as_str())
             .collect();
+        let reasoning = m
+            .content
+            .iter()
+            .filter(|block| block.kind == "thinking")
+            .map(|block| block.thinking.as_str())
+            .collect();
         Ok(Completion {
+            reasoning,
             text,
             finish: m.stop_reason,
             usage: m.usage.map(UsageJson::to_usage),

@@ -228,6 +228,10 @@ impl GuestSource for CustomSource {
                 Prompt::Chat(messages) => {
                     messages.iter().map(|m| tokenizer::count(&m.content)).sum()
                 }
+                Prompt::Multimodal(messages) => messages
+                    .iter()
+                    .map(|m| tokenizer::count(&llmb_plugin_sdk::media::dataset_message_text(m)))
+                    .sum(),
                 Prompt::Audio(_) => 0,
             };
             out.push(Sample {

@@ -288,6 +288,7 @@ impl Guest for Adapter {
 
     fn info() -> BackendInfo {
         BackendInfo {
+            api_key_header: None,
             name: "deepspeed-mii".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "DeepSpeed-MII: streams from the FastAPI POST /generate ({\"text\": [...]} SSE ending in data: [DONE]; no server token counts or finish reason), non-streaming requests via the REST gateway POST /mii/<deployment> (plugin-opts deployment=NAME, no-stream-route=gateway|generate); output lengths are forced with ignore_eos on the gateway and, as /generate hard-codes ignore_eos false, with min_tokens (min_new_tokens) there".into(),
@@ -331,10 +332,12 @@ impl Guest for Adapter {
             let r: GatewayResponse = serde_json::from_value(first.clone())
                 .map_err(|e| protocol(format!("unexpected DeepSpeed-MII gateway response: {e}")))?;
             return Ok(Completion {
+                reasoning: String::new(),
                 text: r.generated_text,
                 finish: r.finish_reason.filter(|f| f != "none"),
                 usage: (r.prompt_length.is_some() || r.generated_length.is_some()).then_some(
                     Usage {
+                        reasoning_tokens: None,
                         prompt_tokens: r.prompt_length,
                         completion_tokens: r.generated_length,
                         cached_prompt_tokens: None,
@@ -349,6 +352,7 @@ impl Guest for Adapter {
         };
         match text {
             Some(text) => Ok(Completion {
+                reasoning: String::new(),
                 text: text.to_owned(),
                 finish: None,
                 usage: None,

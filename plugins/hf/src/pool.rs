@@ -25,6 +25,14 @@ fn footprint(row: &Row) -> u64 {
             .iter()
             .map(|m| m.content.capacity() + OVERHEAD + std::mem::size_of_val(m))
             .sum(),
+        Prompt::Multimodal(messages) => messages
+            .iter()
+            .flat_map(|m| &m.parts)
+            .map(|part| match part {
+                llmb_plugin_sdk::dataset::ContentPart::Text(t) => t.capacity() + OVERHEAD,
+                llmb_plugin_sdk::dataset::ContentPart::Image(i) => i.data.capacity() + OVERHEAD,
+            })
+            .sum(),
         Prompt::Audio(_) => 0,
     };
     let reply = match &row.output {
@@ -148,6 +156,10 @@ pub fn prompt_tokens(prompt: &Prompt, count: &dyn Fn(&str) -> u32) -> u32 {
     match prompt {
         Prompt::Text(t) => count(t),
         Prompt::Chat(messages) => messages.iter().map(|m| count(&m.content)).sum(),
+        Prompt::Multimodal(messages) => messages
+            .iter()
+            .map(|m| count(&llmb_plugin_sdk::media::dataset_message_text(m)))
+            .sum(),
         Prompt::Audio(_) => 0,
     }
 }

@@ -84,6 +84,7 @@ impl Guest for Adapter {
 
     fn info() -> BackendInfo {
         BackendInfo {
+            api_key_header: None,
             name: "lightllm".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "LightLLM native POST /generate_stream (/generate when not streaming; data: without a space, token.count_output_tokens, final finished:true event, no [DONE]; parameters.ignore_eos)".into(),
@@ -150,12 +151,14 @@ impl Guest for Adapter {
         let field = |key: &str| first(v.get(key)).or_else(|| details?.get(key));
         let as_u32 = |v: Option<&Value>| v?.as_u64().and_then(|n| u32::try_from(n).ok());
         let usage = Usage {
+            reasoning_tokens: None,
             prompt_tokens: as_u32(field("prompt_tokens")),
             completion_tokens: as_u32(field("count_output_tokens"))
                 .or_else(|| as_u32(field("generated_tokens"))),
             cached_prompt_tokens: None,
         };
         Ok(Completion {
+            reasoning: String::new(),
             text: text.to_owned(),
             finish: field("finish_reason")
                 .and_then(Value::as_str)
@@ -239,6 +242,7 @@ impl GuestResponseParser for Parser {
                     events.push(StreamEvent::Finish(reason));
                 }
                 events.push(StreamEvent::Usage(Usage {
+                    reasoning_tokens: None,
                     prompt_tokens: token.prompt_tokens,
                     completion_tokens: Some(state.tokens),
                     cached_prompt_tokens: None,

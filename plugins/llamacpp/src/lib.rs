@@ -56,6 +56,7 @@ impl Event {
     fn usage(&self) -> Usage {
         let timings = self.timings.as_ref();
         Usage {
+            reasoning_tokens: None,
             prompt_tokens: self.tokens_evaluated,
             completion_tokens: self
                 .tokens_predicted
@@ -91,6 +92,7 @@ impl Guest for Adapter {
 
     fn info() -> BackendInfo {
         BackendInfo {
+            api_key_header: None,
             name: "llama.cpp".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "llama.cpp server native POST /completion (n_predict, ignore_eos; final stop:true event, no [DONE])".into(),
@@ -143,6 +145,7 @@ impl Guest for Adapter {
             return Err(map_error(status, &body));
         }
         Ok(Completion {
+            reasoning: String::new(),
             usage: Some(ev.usage()),
             text: ev.content,
             finish: ev.stop_type,

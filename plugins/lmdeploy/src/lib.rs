@@ -74,6 +74,7 @@ impl Meta {
 
     fn usage(&self) -> Usage {
         Usage {
+            reasoning_tokens: None,
             prompt_tokens: self.prompt_tokens,
             completion_tokens: self.completion_tokens,
             cached_prompt_tokens: None,
@@ -107,6 +108,7 @@ impl Guest for Adapter {
 
     fn info() -> BackendInfo {
         BackendInfo {
+            api_key_header: None,
             name: "lmdeploy".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "LMDeploy native POST /generate (delta text per engine step, meta_info.completion_tokens running total, data: [DONE]; ignore_eos)".into(),
@@ -159,6 +161,7 @@ impl Guest for Adapter {
             return Err(map_error(status, &body));
         }
         Ok(Completion {
+            reasoning: String::new(),
             finish: ev.meta_info.finish().transpose()?,
             usage: Some(ev.meta_info.usage()),
             text: ev.text.into_owned(),

@@ -83,6 +83,7 @@ fn usage(v: &Value) -> Option<Usage> {
         .and_then(Value::as_object)
         .and_then(|d| get_u32(d, "cached_tokens"));
     (prompt.is_some() || completion.is_some()).then_some(Usage {
+        reasoning_tokens: None,
         prompt_tokens: prompt,
         completion_tokens: completion,
         cached_prompt_tokens: cached,
@@ -213,6 +214,7 @@ impl Guest for Adapter {
 
     fn info() -> BackendInfo {
         BackendInfo {
+            api_key_header: None,
             name: "openai-audio".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Speech-to-text: POST /v1/audio/transcriptions as multipart/form-data (OpenAI, vLLM, SGLang, llama.cpp); needs --dataset-name audio; --extra-body keys become form fields (e.g. language); --plugin-opt vllm-extras=true adds max_completion_tokens and stream_include_usage as vllm bench sends".into(),
@@ -266,6 +268,7 @@ impl Guest for Adapter {
                     .is_some_and(|t| t.trim().to_ascii_lowercase().starts_with("text/"));
                 if is_text {
                     return Ok(Completion {
+                        reasoning: String::new(),
                         text: String::from_utf8_lossy(&body).into_owned(),
                         finish: None,
                         usage: None,
@@ -283,6 +286,7 @@ impl Guest for Adapter {
             .and_then(Value::as_str)
             .ok_or_else(|| protocol("the transcription response has no \"text\" string".into()))?;
         Ok(Completion {
+            reasoning: String::new(),
             text: text.to_owned(),
             finish: None,
             usage: usage(&v),

@@ -157,7 +157,9 @@ fn fields(req: &GenRequest, vllm_extras: bool) -> Result<Vec<(String, String)>, 
 pub fn build(req: &GenRequest, vllm_extras: bool) -> Result<HttpRequest, String> {
     let clip: &AudioClip = match &req.prompt {
         Prompt::Audio(clip) => clip,
-        Prompt::Text(_) | Prompt::Chat(_) => return Err(NEEDS_AUDIO.into()),
+        Prompt::Text(_) | Prompt::Chat(_) | Prompt::Multimodal(_) => {
+            return Err(NEEDS_AUDIO.into());
+        }
     };
     let fields = fields(req, vllm_extras)?;
     let mut parts: Vec<&[u8]> = vec![&clip.data, clip.filename.as_bytes()];

@@ -114,6 +114,7 @@ fn parse_embeddings(status: u16, body: &[u8]) -> Result<Usage, BackendError> {
             .map(|n| n.min(u64::from(u32::MAX)) as u32)
     };
     Ok(Usage {
+        reasoning_tokens: None,
         prompt_tokens: count("prompt_tokens").or_else(|| count("total_tokens")),
         completion_tokens: Some(0),
         cached_prompt_tokens: None,
@@ -125,6 +126,7 @@ impl Guest for Adapter {
 
     fn info() -> BackendInfo {
         BackendInfo {
+            api_key_header: None,
             name: "openai-embeddings".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "OpenAI embeddings API POST /v1/embeddings (vLLM, SGLang, llama.cpp, TEI, hosted APIs): the prompt as one input, encoding_format float, option dimensions=N; one JSON body read at its end with or without --no-stream (TTFT = E2EL, no output tokens); input lengths by the server's /tokenize".into(),
@@ -184,6 +186,7 @@ impl Guest for Adapter {
     ) -> Result<Completion, BackendError> {
         let usage = parse_embeddings(status, &body)?;
         Ok(Completion {
+            reasoning: String::new(),
             text: String::new(),
             finish: None,
             usage: Some(usage),

@@ -72,6 +72,12 @@ struct UsageJson {
     input_tokens: Option<u32>,
     output_tokens: Option<u32>,
     input_tokens_details: Option<InputDetails>,
+    output_tokens_details: Option<OutputDetails>,
+}
+
+#[derive(Deserialize)]
+struct OutputDetails {
+    reasoning_tokens: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -84,11 +90,14 @@ struct OutputItem {
     #[serde(rename = "type")]
     kind: String,
     #[serde(default)]
-    content: Vec<ContentPart>,
+    content: Vec<OutputPart>,
+    /// A reasoning item's summary parts (`summary_text`).
+    #[serde(default)]
+    summary: Vec<OutputPart>,
 }
 
 #[derive(Deserialize)]
-struct ContentPart {
+struct OutputPart {
     #[serde(rename = "type")]
     kind: String,
     #[serde(default)]
@@ -98,6 +107,10 @@ struct ContentPart {
 impl ResponseObject {
     fn usage(&self) -> Option<Usage> {
         self.usage.as_ref().map(|u| Usage {
+            reasoning_tokens: u
+                .output_tokens_details
+                .as_ref()
+                .and_then(|d| d.reasoning_tokens),
             prompt_tokens: u.input_tokens,
             completion_tokens: u.output_tokens,
             cached_prompt_tokens: u
@@ -133,6 +146,29 @@ fn input(prompt: &Prompt) -> Result<Value, String> {
                 json!({ "role": role, "content": m.content })
             })
             .collect(),
+        // The Responses API's own parts: `input_text` and `input_image` with a URL or data URL.
+        Prompt::Multimodal(messages) => messages
+            .iter()
+            .map(|m| {
+                let role = match m.role {
+                    Role::System => "system",
+                    Role::Assistant => "assistant",
+                    Role::User | Role::Tool => "user",
+                };
+                let parts: Vec<Value> = m
+                    .parts
+                    .iter()
+                    .map(|part| match part {
+                        ContentPart::Text(t) => json!({"type": "input_text", "text": t}),
+                        ContentPart::Image(image) => json!({
+                            "type": "input_image",
+                            "image_url": llmb_plugin_sdk::media::image_url(image),
+                        }),
+                    })
+                    .collect();
+                json!({ "role": role, "content": parts })
+            })
+            .collect(),
     })
 }
 
@@ -166,6 +202,7 @@ impl Guest for Adapter {
 
     fn info() -> BackendInfo {
         BackendInfo {
+            api_key_header: None,
             name: "openai-responses".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "OpenAI Responses API POST /v1/responses (input, max_output_tokens; named SSE events, usage in response.completed, no [DONE]; no ignore_eos, output lengths cannot be forced)".into(),
@@ -205,7 +242,8 @@ impl Guest for Adapter {
         })
     }
 
-    /// The text is every `output_text` part of every message item; reasoning items are left out.
+    /// The text is every `output_text` part of every message item; the reasoning is every
+    /// reasoning item's `reasoning_text` parts, or its summary when the server gives only that.
     fn parse_body(
         status: u16,
         _headers: Headers,
@@ -231,7 +269,16 @@ impl Guest for Adapter {
             .filter(|part| part.kind == "output_text")
             .map(|part| part.text.as_str())
             .collect();
+        let reasoning = r
+            .output
+            .iter()
+            .filter(|item| item.kind == "reasoning")
+            .flat_map(|item| item.content.iter().chain(&item.summary))
+            .filter(|part| part.kind == "reasoning_text" || part.kind == "summary_text")
+            .map(|part| part.text.as_str())
+            .collect();
         Ok(Completion {
+            reasoning,
             text,
             finish: r.finish(),
             usage: r.usage(),

@@ -162,6 +162,7 @@ impl State {
         if finished {
             events.push(StreamEvent::Finish("finished".into()));
             events.push(StreamEvent::Usage(Usage {
+                reasoning_tokens: None,
                 prompt_tokens: None,
                 completion_tokens: Some(self.tokens),
                 cached_prompt_tokens: None,
@@ -183,6 +184,7 @@ impl Guest for Adapter {
 
     fn info() -> BackendInfo {
         BackendInfo {
+            api_key_header: None,
             name: "ppl".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "OpenPPL ppl.llm.serving over gRPC (LLMService/Generation, HTTP/2)".into(),

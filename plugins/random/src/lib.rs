@@ -10,7 +10,7 @@ use llmb_plugin_sdk::SplitMix64;
 use llmb_plugin_sdk::dataset::{
     DatasetInfo, DatasetParams, Guest, GuestSource, Prompt, Sample, parse_option,
 };
-use llmb_plugin_sdk::tokens::{HostTokenizer, Vocab, random_text_after};
+use llmb_plugin_sdk::tokens::{HostTokenizer, Vocab, random_text_after, sample_len};
 
 pub struct Random;
 
@@ -50,13 +50,6 @@ fn config(params: &DatasetParams) -> Result<Config, String> {
         range_ratio,
         prefix_len: parse_option(params, "random-prefix-len", 0)?,
     })
-}
-
-/// The range vLLM samples from: `[floor(len*(1-r)), ceil(len*(1+r))]`.
-fn sample_len(rng: &mut SplitMix64, len: u32, ratio: f64) -> u32 {
-    let lo = (len as f64 * (1.0 - ratio)).floor() as u64;
-    let hi = (len as f64 * (1.0 + ratio)).ceil() as u64;
-    rng.range_inclusive(lo, hi) as u32
 }
 
 fn open(params: &DatasetParams) -> Result<State, String> {

@@ -138,6 +138,7 @@ fn query_and_documents(prompt: &Prompt, documents: u32) -> Result<(String, Vec<S
             )),
         },
         Prompt::Audio(_) => Err(AUDIO_NOT_SUPPORTED.into()),
+        Prompt::Multimodal(_) => Err(llmb_plugin_sdk::media::IMAGES_NOT_SUPPORTED.into()),
     }
 }
 
@@ -309,6 +310,7 @@ fn check_against_sent(indices: &[u64]) -> Result<(), BackendError> {
 /// The usage of a ranking: its prompt tokens, nothing generated.
 fn usage(prompt_tokens: Option<u32>) -> Usage {
     Usage {
+        reasoning_tokens: None,
         prompt_tokens,
         completion_tokens: Some(0),
         cached_prompt_tokens: None,
@@ -320,6 +322,7 @@ impl Guest for Adapter {
 
     fn info() -> BackendInfo {
         BackendInfo {
+            api_key_header: None,
             name: "rerank".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Rerank APIs: Cohere/Jina-style POST /v1/rerank (vLLM, SGLang, Cohere; option top-n=K), api=tei for TEI's /rerank, api=score for vLLM's /v1/score; a chat prompt's first message is the query and the others the documents, a text prompt is split into a query and documents=N parts (default 4); one JSON body read at its end with or without --no-stream (TTFT = E2EL, no output tokens)".into(),
@@ -408,6 +411,7 @@ impl Guest for Adapter {
     ) -> Result<Completion, BackendError> {
         let (_, prompt_tokens) = parse_ranking(status, &body)?;
         Ok(Completion {
+            reasoning: String::new(),
             text: String::new(),
             finish: None,
             usage: Some(usage(prompt_tokens)),

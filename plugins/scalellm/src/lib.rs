@@ -112,6 +112,7 @@ impl Guest for Adapter {
 
     fn info() -> BackendInfo {
         BackendInfo {
+            api_key_header: None,
             name: "scalellm".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "ScaleLLM OpenAI server POST /v1/completions (or /v1/chat/completions with --plugin-opt api=chat; ignore_eos; separate finish-reason chunk; mid-stream error as a raw JSON line without data:)".into(),
@@ -261,6 +262,7 @@ impl Parser {
         }
         if let Some(u) = chunk.usage {
             events.push(StreamEvent::Usage(Usage {
+                reasoning_tokens: None,
                 prompt_tokens: u.prompt_tokens,
                 completion_tokens: u.completion_tokens,
                 cached_prompt_tokens: u.prompt_tokens_details.and_then(|d| d.cached_tokens),

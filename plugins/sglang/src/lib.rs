@@ -74,6 +74,7 @@ impl Meta {
 
     fn usage(&self) -> Usage {
         Usage {
+            reasoning_tokens: None,
             prompt_tokens: self.prompt_tokens,
             completion_tokens: self.completion_tokens,
             cached_prompt_tokens: self.cached_tokens,
@@ -103,6 +104,7 @@ impl Guest for Adapter {
 
     fn info() -> BackendInfo {
         BackendInfo {
+            api_key_header: None,
             name: "sglang".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "SGLang native POST /generate (cumulative text, meta_info token counts, sampling_params.ignore_eos)".into(),
@@ -154,6 +156,7 @@ impl Guest for Adapter {
             return Err(map_error(status, &body));
         }
         Ok(Completion {
+            reasoning: String::new(),
             finish: ev.meta_info.finish().transpose()?,
             usage: Some(ev.meta_info.usage()),
             text: ev.text.into_owned(),

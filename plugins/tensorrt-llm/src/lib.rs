@@ -90,6 +90,7 @@ impl Guest for Adapter {
 
     fn info() -> BackendInfo {
         BackendInfo {
+            api_key_header: None,
             name: "tensorrt-llm".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "TensorRT-LLM on Triton, generate extension POST /v2/models/<model>/generate_stream (/generate when not streaming; model from --model, else ensemble); no [DONE], the stream ends with the body; no ignore_eos: --ignore-eos uses the min_length=max_tokens + unreachable end_id trick".into(),
@@ -179,11 +180,13 @@ impl Guest for Adapter {
             ));
         };
         let usage = Usage {
+            reasoning_tokens: None,
             prompt_tokens: count(v.get("num_input_tokens")),
             completion_tokens: count(v.get("num_output_tokens")),
             cached_prompt_tokens: None,
         };
         Ok(Completion {
+            reasoning: String::new(),
             text: text.to_owned(),
             finish: None,
             usage: (usage.prompt_tokens.is_some() || usage.completion_tokens.is_some())

@@ -93,6 +93,7 @@ impl Guest for Adapter {
 
     fn info() -> BackendInfo {
         BackendInfo {
+            api_key_header: None,
             name: "tgi".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Hugging Face TGI native POST /generate_stream (/generate when not streaming); TGI has no ignore_eos, output lengths cannot be forced".into(),
@@ -154,6 +155,7 @@ impl Guest for Adapter {
         let details = v.get("details").and_then(Value::as_object);
         let from_header = |name| header(&headers, name).and_then(|s| s.trim().parse().ok());
         let usage = Usage {
+            reasoning_tokens: None,
             prompt_tokens: from_header("x-prompt-tokens"),
             completion_tokens: details
                 .and_then(|d| get_u32(d, "generated_tokens"))
@@ -161,6 +163,7 @@ impl Guest for Adapter {
             cached_prompt_tokens: None,
         };
         Ok(Completion {
+            reasoning: String::new(),
             text: v["generated_text"].as_str().unwrap_or_default().to_owned(),
             finish: details
                 .and_then(|d| d.get("finish_reason")?.as_str())
@@ -239,6 +242,7 @@ impl GuestResponseParser for Parser {
                         events.push(StreamEvent::Finish(reason));
                     }
                     events.push(StreamEvent::Usage(Usage {
+                        reasoning_tokens: None,
                         prompt_tokens: d.input_length,
                         completion_tokens: d.generated_tokens,
                         cached_prompt_tokens: None,

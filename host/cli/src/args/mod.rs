@@ -384,6 +384,10 @@ pub struct SimTiming {
     /// /metrics as waiting requests) and the wait adds to their TTFT.
     #[arg(long = "sim-max-batch")]
     pub max_batch: Option<usize>,
+    /// Images one prompt may carry; a request with more gets vLLM's 400 ("At most N image(s)
+    /// may be provided in one prompt."). Unlimited by default.
+    #[arg(long = "sim-max-images-per-prompt", value_name = "N")]
+    pub max_images_per_prompt: Option<usize>,
     /// Close connections idle this many seconds and announce `Keep-Alive: timeout=N` (llama.cpp
     /// and uvicorn use 5).
     #[arg(long = "sim-keep-alive-timeout", value_name = "SECS")]
@@ -500,11 +504,13 @@ pub struct BenchArgs {
     #[arg(long)]
     pub no_server_tokenize: bool,
 
-    /// Dataset plugin: random, custom, sharegpt, sonnet, burstgpt, hf, longbench,
-    /// conversations, shared-prefix, audio, or mixed (several, see --mix).
+    /// Dataset plugin: random, random-mm (random text with random images, see --random-mm-*),
+    /// custom, sharegpt, sonnet, burstgpt, hf, longbench, conversations, shared-prefix, audio,
+    /// images (local image files), or mixed (several, see --mix).
     #[arg(long, default_value = "random")]
     pub dataset_name: String,
-    /// The dataset's file; for `hf` also a folder holding a downloaded dataset snapshot.
+    /// The dataset's file; for `hf` also a folder holding a downloaded dataset snapshot, for
+    /// `images` a folder of images.
     #[arg(long)]
     pub dataset_path: Option<PathBuf>,
     /// With `--dataset-name mixed`: WEIGHT:DATASET[:PATH], repeatable, e.g.

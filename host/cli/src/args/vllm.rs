@@ -6,7 +6,7 @@
 //! names a LoRA adapter per request as its model, `--request-id-prefix` sends `x-request-id`,
 //! `--metadata` lands in the result JSON, `--ready-check-timeout-sec` waits for the server,
 //! `--input-len`/`--output-len` set the dataset lengths, `--profile` calls the server's
-//! profiler routes. The rest are accepted and [`VllmCompatArgs::notices`] says in one line each
+//! profiler routes, `--random-mm-*` shape the `random-mm` dataset's images. The rest are accepted and [`VllmCompatArgs::notices`] says in one line each
 //! why they change nothing here. Every default is neutral: without these flags nothing changes.
 
 use std::time::{Duration, Instant};
@@ -89,6 +89,22 @@ pub struct VllmCompatArgs {
     #[arg(long)]
     pub profile: bool,
 
+    /// random-mm: images per request around which the count is drawn (default 1).
+    #[arg(long)]
+    pub random_mm_base_items_per_request: Option<u32>,
+    /// random-mm: image sizes and their probabilities, as vLLM writes them:
+    /// '{(height, width, 1): p, ...}' (default '{(256, 256, 1): 0.5, (720, 1280, 1): 0.5}';
+    /// images only: a num_frames above 1 needs probability 0).
+    #[arg(long)]
+    pub random_mm_bucket_config: Option<String>,
+    /// random-mm: the most images a request may carry, '{"image": N}' (default 255).
+    #[arg(long)]
+    pub random_mm_limit_mm_per_prompt: Option<String>,
+    /// random-mm: images per request are drawn uniformly from [floor(n*(1-r)), ceil(n*(1+r))]
+    /// for base n and this r in [0, 1] (default 0).
+    #[arg(long)]
+    pub random_mm_num_mm_items_range_ratio: Option<f64>,
+
     // Accepted with a notice (see `notices`): hidden from --help.
     #[arg(long, hide = true)]
     pub tokenizer_mode: Option<String>,
@@ -146,14 +162,6 @@ pub struct VllmCompatArgs {
     pub no_reranker: bool,
     #[arg(long, hide = true)]
     pub random_batch_size: Option<u32>,
-    #[arg(long, hide = true)]
-    pub random_mm_base_items_per_request: Option<u32>,
-    #[arg(long, hide = true)]
-    pub random_mm_bucket_config: Option<String>,
-    #[arg(long, hide = true)]
-    pub random_mm_limit_mm_per_prompt: Option<String>,
-    #[arg(long, hide = true)]
-    pub random_mm_num_mm_items_range_ratio: Option<f64>,
     #[arg(long, hide = true)]
     pub bfcl_categories: Option<String>,
     #[arg(long, hide = true)]
@@ -219,8 +227,37 @@ impl VllmCompatArgs {
                 "custom-output-len",
                 "hf-output-len",
                 "shared-prefix-output-len",
+                "images-output-len",
             ] {
                 options.push((key.into(), n.to_string()));
+            }
+        }
+    }
+
+    /// `--random-mm-*`, for the `random-mm` reader as options of the same names (given ones
+    /// only: the reader has vLLM's defaults).
+    pub fn random_mm_options(&self, options: &mut Vec<(String, String)>) {
+        for (key, value) in [
+            (
+                "random-mm-base-items-per-request",
+                self.random_mm_base_items_per_request.map(|n| n.to_string()),
+            ),
+            (
+                "random-mm-bucket-config",
+                self.random_mm_bucket_config.clone(),
+            ),
+            (
+                "random-mm-limit-mm-per-prompt",
+                self.random_mm_limit_mm_per_prompt.clone(),
+            ),
+            (
+                "random-mm-num-mm-items-range-ratio",
+                self.random_mm_num_mm_items_range_ratio
+                    .map(|r| r.to_string()),
+            ),
+        ] {
+            if let Some(value) = value {
+                options.push((key.into(), value));
             }
         }
     }
@@ -307,7 +344,7 @@ impl VllmCompatArgs {
         note(
             self.enable_multimodal_chat,
             "--enable-multimodal-chat",
-            "the datasets send text (and audio files) only",
+            "the image datasets (random-mm, images) always send chat messages with their images",
         );
         note(
             self.plot_timeline || self.timeline_itl_thresholds.is_some(),
@@ -332,7 +369,7 @@ impl VllmCompatArgs {
         note(
             self.custom_ensure_client_side_data,
             "--custom-ensure-client-side-data",
-            "there are no image datasets",
+            "the images dataset sends the bytes of the files it reads, and image_url entries as URLs",
         );
         note(
             self.spec_bench_category.is_some() || self.spec_bench_output_len.is_some(),
@@ -370,14 +407,6 @@ impl VllmCompatArgs {
             self.no_reranker || self.random_batch_size.is_some(),
             "--no-reranker/--random-batch-size",
             "embedding and rerank benchmarks are not supported",
-        );
-        note(
-            self.random_mm_base_items_per_request.is_some()
-                || self.random_mm_bucket_config.is_some()
-                || self.random_mm_limit_mm_per_prompt.is_some()
-                || self.random_mm_num_mm_items_range_ratio.is_some(),
-            "--random-mm-*",
-            &no_dataset("random-mm"),
         );
         note(
             self.bfcl_categories.is_some(),

@@ -402,6 +402,7 @@ pub fn dataset_request(args: &BenchArgs) -> anyhow::Result<DatasetRequest> {
         options.push(("hf-output-len".into(), n.to_string()));
     }
     args.vllm.override_lengths(&mut options);
+    args.vllm.random_mm_options(&mut options);
     for item in &args.dataset_opts {
         options.push(split_kv("--dataset-opt", item)?);
     }

@@ -28,11 +28,13 @@ pub mod bindings {
     });
 }
 
+use super::legacy::{self, backend_v1};
 pub use super::pool::{BackendPool, DEFAULT_MAX_INSTANCES, PooledBackend};
 pub use bindings::exports::llmb::plugin::backend::BackendInfo;
 pub use bindings::llmb::plugin::types::{
-    AudioClip, BackendError, ChatMessage, Completion, Delta, ErrorKind, FrameBatch, FrameSpan,
-    Framing, GenRequest, HttpRequest, Kv, Prompt, Role, StreamEvent, Usage,
+    AudioClip, BackendError, ChatMessage, Completion, ContentPart, Delta, ErrorKind, FrameBatch,
+    FrameSpan, Framing, GenRequest, HttpRequest, Image, Kv, MultimodalMessage, Prompt, Role,
+    StreamEvent, Usage,
 };
 
 /// Response headers or trailers as the adapter sees them.
@@ -82,10 +84,25 @@ impl PluginStore for BackendState {
 }
 
 impl bindings::llmb::plugin::types::Host for BackendState {}
+impl backend_v1::llmb::plugin::types::Host for BackendState {}
 
 impl bindings::llmb::plugin::host_log::Host for BackendState {
     fn log(&mut self, level: bindings::llmb::plugin::host_log::Level, message: String) {
         use bindings::llmb::plugin::host_log::Level;
+        let (label, is_error) = match level {
+            Level::Debug => ("debug", false),
+            Level::Info => ("info", false),
+            Level::Warn => ("warn", false),
+            Level::Error => ("error", true),
+        };
+        let name = self.name.clone();
+        self.log.log(&name, label, &message, is_error);
+    }
+}
+
+impl backend_v1::llmb::plugin::host_log::Host for BackendState {
+    fn log(&mut self, level: backend_v1::llmb::plugin::host_log::Level, message: String) {
+        use backend_v1::llmb::plugin::host_log::Level;
         let (label, is_error) = match level {
             Level::Debug => ("debug", false),
             Level::Info => ("info", false),
@@ -109,6 +126,8 @@ pub struct BackendFactory {
 /// What a factory instantiates.
 enum FactoryRuntime {
     Wasm(bindings::BackendPluginPre<BackendState>),
+    /// A component built for an earlier WIT major version (`legacy.rs`).
+    Legacy(backend_v1::BackendPluginPre<BackendState>),
     /// A trusted native library (`--allow-native`).
     Native(Arc<super::native::NativeLibrary>),
 }
@@ -123,6 +142,7 @@ fn blank_info() -> BackendInfo {
         framing: Framing::Sse,
         supports_ignore_eos: false,
         http2: false,
+        api_key_header: None,
     }
 }
 
@@ -150,14 +170,31 @@ impl BackendFactory {
         // Only what the WIT gives plus the WASI basics std needs: no filesystem, no sockets.
         let mut linker = Linker::<BackendState>::new(engine());
         super::add_wasi_basics(&mut linker)?;
-        bindings::BackendPlugin::add_to_linker::<_, HasSelf<BackendState>>(&mut linker, |s| s)?;
+        let legacy = plugin.wit_version.starts_with("1.");
+        if legacy {
+            backend_v1::BackendPlugin::add_to_linker::<_, HasSelf<BackendState>>(
+                &mut linker,
+                |s| s,
+            )?;
+        } else {
+            bindings::BackendPlugin::add_to_linker::<_, HasSelf<BackendState>>(&mut linker, |s| s)?;
+        }
         let pre = linker
             .instantiate_pre(&plugin.component)
             .map_err(|e| anyhow::anyhow!("cannot be linked: {e}"))?;
-        let pre = bindings::BackendPluginPre::new(pre)
-            .map_err(|e| anyhow::anyhow!("does not match the backend world: {e}"))?;
+        let mismatch = |e| {
+            anyhow::anyhow!(
+                "does not match the {} backend world: {e}",
+                plugin.wit_version
+            )
+        };
+        let runtime = if legacy {
+            FactoryRuntime::Legacy(backend_v1::BackendPluginPre::new(pre).map_err(mismatch)?)
+        } else {
+            FactoryRuntime::Wasm(bindings::BackendPluginPre::new(pre).map_err(mismatch)?)
+        };
         let mut factory = BackendFactory {
-            runtime: FactoryRuntime::Wasm(pre),
+            runtime,
             info: blank_info(),
             wit_version: plugin.wit_version,
             origin: plugin.origin,
@@ -169,14 +206,11 @@ impl BackendFactory {
     }
 
     pub(super) fn instantiate(&self, name: Arc<str>) -> anyhow::Result<BackendInstance> {
-        let pre = match &self.runtime {
-            FactoryRuntime::Wasm(pre) => pre,
-            FactoryRuntime::Native(library) => {
-                return Ok(BackendInstance::with_runtime(InstanceRuntime::Native(
-                    library.instantiate(name),
-                )));
-            }
-        };
+        if let FactoryRuntime::Native(library) = &self.runtime {
+            return Ok(BackendInstance::with_runtime(InstanceRuntime::Native(
+                library.instantiate(name),
+            )));
+        }
         let state = BackendState {
             wasi: WasiCtxBuilder::new().build(),
             table: ResourceTable::new(),
@@ -196,13 +230,19 @@ impl BackendFactory {
             budget_us: None,
         };
         setup.arm(&mut store);
-        let bindings = pre
-            .instantiate(&mut store)
-            .map_err(|e| anyhow::anyhow!("instantiating the plugin: {e:#}"))?;
-        Ok(BackendInstance::with_runtime(InstanceRuntime::Wasm {
-            store,
-            bindings,
-        }))
+        let failed = |e: wasmtime::Error| anyhow::anyhow!("instantiating the plugin: {e:#}");
+        let runtime = match &self.runtime {
+            FactoryRuntime::Wasm(pre) => InstanceRuntime::Wasm {
+                bindings: pre.instantiate(&mut store).map_err(failed)?,
+                store,
+            },
+            FactoryRuntime::Legacy(pre) => InstanceRuntime::Legacy {
+                bindings: pre.instantiate(&mut store).map_err(failed)?,
+                store,
+            },
+            FactoryRuntime::Native(_) => unreachable!("handled above"),
+        };
+        Ok(BackendInstance::with_runtime(runtime))
     }
 
     pub fn summary(&self) -> PluginSummary {
@@ -240,6 +280,10 @@ enum InstanceRuntime {
         store: Store<BackendState>,
         bindings: bindings::BackendPlugin,
     },
+    Legacy {
+        store: Store<BackendState>,
+        bindings: backend_v1::BackendPlugin,
+    },
     Native(super::native::NativeInstance),
 }
 
@@ -263,30 +307,57 @@ impl BackendInstance {
         }
     }
 
-    fn is_native(&self) -> bool {
-        matches!(self.runtime, InstanceRuntime::Native(_))
+    fn flavor(&self) -> Flavor {
+        match self.runtime {
+            InstanceRuntime::Wasm { .. } => Flavor::Wasm,
+            InstanceRuntime::Legacy { .. } => Flavor::Legacy,
+            InstanceRuntime::Native(_) => Flavor::Native,
+        }
     }
 
-    /// A call into a WASM instance, under its budget.
+    fn store(&mut self) -> Option<&mut Store<BackendState>> {
+        match &mut self.runtime {
+            InstanceRuntime::Wasm { store, .. } | InstanceRuntime::Legacy { store, .. } => {
+                Some(store)
+            }
+            InstanceRuntime::Native(_) => None,
+        }
+    }
+
+    /// A call into a WASM instance of the current WIT, under its budget.
     fn call<T>(
         &mut self,
         f: impl FnOnce(&mut Store<BackendState>, &bindings::BackendPlugin) -> wasmtime::Result<T>,
     ) -> Result<T, PluginFault> {
+        let budget_us = self.budget_us;
         let InstanceRuntime::Wasm { store, bindings } = &mut self.runtime else {
-            unreachable!("native instances take native calls");
+            unreachable!("only current-WIT instances take these calls");
         };
-        let budget = CallBudget {
-            deadline_ticks: CALL_DEADLINE_TICKS,
-            budget_us: Some(self.budget_us),
-        };
-        let start = std::time::Instant::now();
         let bindings = &*bindings;
-        let result = guarded_with(store, budget, |store| f(store, bindings));
-        self.plugin_ns += start.elapsed().as_nanos() as u64;
-        let given = budget.fuel();
-        self.fuel_used += given.saturating_sub(store.get_fuel().unwrap_or(given));
-        self.note(&result);
+        let (result, ns, fuel) = metered(store, budget_us, |s| f(s, bindings));
+        self.account(ns, fuel, &result);
         result
+    }
+
+    /// A call into a WASM instance built for the 1.0 WIT, under its budget.
+    fn call_legacy<T>(
+        &mut self,
+        f: impl FnOnce(&mut Store<BackendState>, &backend_v1::BackendPlugin) -> wasmtime::Result<T>,
+    ) -> Result<T, PluginFault> {
+        let budget_us = self.budget_us;
+        let InstanceRuntime::Legacy { store, bindings } = &mut self.runtime else {
+            unreachable!("only 1.0 instances take these calls");
+        };
+        let bindings = &*bindings;
+        let (result, ns, fuel) = metered(store, budget_us, |s| f(s, bindings));
+        self.account(ns, fuel, &result);
+        result
+    }
+
+    fn account<T>(&mut self, ns: u64, fuel: u64, result: &Result<T, PluginFault>) {
+        self.plugin_ns += ns;
+        self.fuel_used += fuel;
+        self.note(result);
     }
 
     /// A call into a native instance (no budget: native adapters are trusted); a panic in it
@@ -348,27 +419,42 @@ impl BackendInstance {
     }
 
     pub fn info(&mut self) -> Result<BackendInfo, PluginFault> {
-        if self.is_native() {
-            return self.native(op::INFO, &());
+        match self.flavor() {
+            Flavor::Native => self.native(op::INFO, &()),
+            Flavor::Legacy => self
+                .call_legacy(|s, b| b.llmb_plugin_backend().call_info(s))
+                .map(legacy::info_from_v1),
+            Flavor::Wasm => self.call(|s, b| b.llmb_plugin_backend().call_info(s)),
         }
-        self.call(|s, b| b.llmb_plugin_backend().call_info(s))
     }
 
     pub fn configure(&mut self, options: &[Kv]) -> Result<Result<(), String>, PluginFault> {
-        if self.is_native() {
-            return self.native(op::CONFIGURE, &options);
+        match self.flavor() {
+            Flavor::Native => self.native(op::CONFIGURE, &options),
+            Flavor::Legacy => {
+                let options = legacy::kvs_to_v1(options);
+                self.call_legacy(|s, b| b.llmb_plugin_backend().call_configure(s, &options))
+            }
+            Flavor::Wasm => self.call(|s, b| b.llmb_plugin_backend().call_configure(s, options)),
         }
-        self.call(|s, b| b.llmb_plugin_backend().call_configure(s, options))
     }
 
     pub fn build_request(
         &mut self,
         req: &GenRequest,
     ) -> Result<Result<HttpRequest, String>, PluginFault> {
-        if self.is_native() {
-            return self.native(op::BUILD_REQUEST, req);
+        match self.flavor() {
+            Flavor::Native => self.native(op::BUILD_REQUEST, req),
+            Flavor::Legacy => {
+                let req = match legacy::request_to_v1(req) {
+                    Ok(req) => req,
+                    Err(refusal) => return Ok(Err(refusal)),
+                };
+                self.call_legacy(|s, b| b.llmb_plugin_backend().call_build_request(s, &req))
+                    .map(|built| built.map(legacy::http_from_v1))
+            }
+            Flavor::Wasm => self.call(|s, b| b.llmb_plugin_backend().call_build_request(s, req)),
         }
-        self.call(|s, b| b.llmb_plugin_backend().call_build_request(s, req))
     }
 
     pub fn new_parser(
@@ -376,17 +462,25 @@ impl BackendInstance {
         status: u16,
         headers: &Headers,
     ) -> Result<ParserHandle, PluginFault> {
-        if self.is_native() {
-            return self
+        match self.flavor() {
+            Flavor::Native => self
                 .native(op::NEW_PARSER, &(status, headers))
-                .map(ParserHandle::Native);
+                .map(ParserHandle::Native),
+            Flavor::Legacy => self
+                .call_legacy(|s, b| {
+                    b.llmb_plugin_backend()
+                        .response_parser()
+                        .call_constructor(s, status, headers)
+                })
+                .map(ParserHandle::Wasm),
+            Flavor::Wasm => self
+                .call(|s, b| {
+                    b.llmb_plugin_backend()
+                        .response_parser()
+                        .call_constructor(s, status, headers)
+                })
+                .map(ParserHandle::Wasm),
         }
-        self.call(|s, b| {
-            b.llmb_plugin_backend()
-                .response_parser()
-                .call_constructor(s, status, headers)
-        })
-        .map(ParserHandle::Wasm)
     }
 
     /// Hands over every frame of one read; events name their frame by index.
@@ -407,6 +501,15 @@ impl BackendInstance {
                 );
                 self.native_encoded(op::FEED, &input)
             }
+            ParserHandle::Wasm(parser) if self.flavor() == Flavor::Legacy => {
+                let batch = legacy::batch_to_v1(batch);
+                self.call_legacy(|s, b| {
+                    b.llmb_plugin_backend()
+                        .response_parser()
+                        .call_feed(s, parser, &batch)
+                })
+                .map(legacy::events_from_v1)
+            }
             ParserHandle::Wasm(parser) => self.call(|s, b| {
                 b.llmb_plugin_backend()
                     .response_parser()
@@ -422,6 +525,13 @@ impl BackendInstance {
     ) -> Result<Vec<StreamEvent>, PluginFault> {
         match parser {
             ParserHandle::Native(handle) => self.native(op::FINISH, &(handle, trailers)),
+            ParserHandle::Wasm(parser) if self.flavor() == Flavor::Legacy => self
+                .call_legacy(|s, b| {
+                    b.llmb_plugin_backend()
+                        .response_parser()
+                        .call_finish(s, parser, trailers)
+                })
+                .map(legacy::events_from_v1),
             ParserHandle::Wasm(parser) => self.call(|s, b| {
                 b.llmb_plugin_backend()
                     .response_parser()
@@ -441,13 +551,14 @@ impl BackendInstance {
             }
             ParserHandle::Wasm(parser) => parser,
         };
-        let InstanceRuntime::Wasm { store, .. } = &mut self.runtime else {
+        let budget_us = self.budget_us;
+        let Some(store) = self.store() else {
             return;
         };
         // The destructor runs plugin code too: give it a call's budget.
         CallBudget {
             deadline_ticks: CALL_DEADLINE_TICKS,
-            budget_us: Some(self.budget_us),
+            budget_us: Some(budget_us),
         }
         .arm(store);
         if parser.resource_drop(&mut *store).is_err() {
@@ -462,13 +573,19 @@ impl BackendInstance {
         headers: &Headers,
         body: &[u8],
     ) -> Result<Result<Completion, BackendError>, PluginFault> {
-        if self.is_native() {
-            return self.native(op::PARSE_BODY, &(status, headers, body));
+        match self.flavor() {
+            Flavor::Native => self.native(op::PARSE_BODY, &(status, headers, body)),
+            Flavor::Legacy => self
+                .call_legacy(|s, b| {
+                    b.llmb_plugin_backend()
+                        .call_parse_body(s, status, headers, body)
+                })
+                .map(legacy::completion_from_v1),
+            Flavor::Wasm => self.call(|s, b| {
+                b.llmb_plugin_backend()
+                    .call_parse_body(s, status, headers, body)
+            }),
         }
-        self.call(|s, b| {
-            b.llmb_plugin_backend()
-                .call_parse_body(s, status, headers, body)
-        })
     }
 
     /// The request to the server's tokenize route for `req`'s prompt, if the adapter has one.
@@ -476,17 +593,28 @@ impl BackendInstance {
         &mut self,
         req: &GenRequest,
     ) -> Result<Option<HttpRequest>, PluginFault> {
-        if self.is_native() {
-            return self.native(op::TOKENIZE_REQUEST, req);
+        match self.flavor() {
+            Flavor::Native => self.native(op::TOKENIZE_REQUEST, req),
+            Flavor::Legacy => {
+                // A prompt 1.0 cannot express cannot be counted by a 1.0 adapter either.
+                let Ok(req) = legacy::request_to_v1(req) else {
+                    return Ok(None);
+                };
+                self.call_legacy(|s, b| b.llmb_plugin_backend().call_tokenize_request(s, &req))
+                    .map(|built| built.map(legacy::http_from_v1))
+            }
+            Flavor::Wasm => self.call(|s, b| b.llmb_plugin_backend().call_tokenize_request(s, req)),
         }
-        self.call(|s, b| b.llmb_plugin_backend().call_tokenize_request(s, req))
     }
 
     pub fn parse_tokenize(&mut self, body: &[u8]) -> Result<Result<u32, String>, PluginFault> {
-        if self.is_native() {
-            return self.native(op::PARSE_TOKENIZE, &body);
+        match self.flavor() {
+            Flavor::Native => self.native(op::PARSE_TOKENIZE, &body),
+            Flavor::Legacy => {
+                self.call_legacy(|s, b| b.llmb_plugin_backend().call_parse_tokenize(s, body))
+            }
+            Flavor::Wasm => self.call(|s, b| b.llmb_plugin_backend().call_parse_tokenize(s, body)),
         }
-        self.call(|s, b| b.llmb_plugin_backend().call_parse_tokenize(s, body))
     }
 
     pub fn map_error(
@@ -495,12 +623,45 @@ impl BackendInstance {
         headers: &Headers,
         body: &[u8],
     ) -> Result<BackendError, PluginFault> {
-        if self.is_native() {
-            return self.native(op::MAP_ERROR, &(status, headers, body));
+        match self.flavor() {
+            Flavor::Native => self.native(op::MAP_ERROR, &(status, headers, body)),
+            Flavor::Legacy => self
+                .call_legacy(|s, b| {
+                    b.llmb_plugin_backend()
+                        .call_map_error(s, status, headers, body)
+                })
+                .map(legacy::error_from_v1),
+            Flavor::Wasm => self.call(|s, b| {
+                b.llmb_plugin_backend()
+                    .call_map_error(s, status, headers, body)
+            }),
         }
-        self.call(|s, b| {
-            b.llmb_plugin_backend()
-                .call_map_error(s, status, headers, body)
-        })
     }
+}
+
+/// Which kind of runtime an instance is, for dispatching calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flavor {
+    Wasm,
+    Legacy,
+    Native,
+}
+
+/// Runs `f` under a call's budget; gives its result, the wall time it took and the fuel it
+/// burnt.
+fn metered<T>(
+    store: &mut Store<BackendState>,
+    budget_us: u64,
+    f: impl FnOnce(&mut Store<BackendState>) -> wasmtime::Result<T>,
+) -> (Result<T, PluginFault>, u64, u64) {
+    let budget = CallBudget {
+        deadline_ticks: CALL_DEADLINE_TICKS,
+        budget_us: Some(budget_us),
+    };
+    let start = std::time::Instant::now();
+    let result = guarded_with(store, budget, f);
+    let ns = start.elapsed().as_nanos() as u64;
+    let given = budget.fuel();
+    let fuel = given.saturating_sub(store.get_fuel().unwrap_or(given));
+    (result, ns, fuel)
 }

@@ -1,6 +1,6 @@
 //! Dataset readers: run once before the benchmark, in a sandbox that sees only the host
 //! tokenizer and, read-only at `/data`, exactly the file the user named (or the folder, when
-//! the user named a folder; for the `audio` reader also the clips its list names).
+//! the user named a folder; for the `audio` and `images` readers also the files their lists name).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,7 +10,11 @@ use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::backend::{ChatMessage as BChatMessage, Prompt as BPrompt, Role as BRole};
+use super::backend::{
+    ChatMessage as BChatMessage, ContentPart as BContentPart, Image as BImage,
+    MultimodalMessage as BMultimodalMessage, Prompt as BPrompt, Role as BRole,
+};
+use super::legacy::{self, dataset_v1};
 use super::{
     LogSink, MEMORY_CAP_BYTES, Origin, PluginComponent, PluginKind, PluginStore, PluginSummary,
     engine, guarded,
@@ -85,6 +89,39 @@ impl PluginStore for DatasetState {
 }
 
 impl dtypes::Host for DatasetState {}
+impl dataset_v1::llmb::plugin::types::Host for DatasetState {}
+
+impl dataset_v1::llmb::plugin::host_log::Host for DatasetState {
+    fn log(&mut self, level: dataset_v1::llmb::plugin::host_log::Level, message: String) {
+        use dataset_v1::llmb::plugin::host_log::Level;
+        let (label, is_error) = match level {
+            Level::Debug => ("debug", false),
+            Level::Info => ("info", false),
+            Level::Warn => ("warn", false),
+            Level::Error => ("error", true),
+        };
+        let name = self.name.clone();
+        self.log.log(&name, label, &message, is_error);
+    }
+}
+
+impl dataset_v1::llmb::plugin::tokenizer::Host for DatasetState {
+    fn count(&mut self, text: String) -> u32 {
+        self.tokenizer.count(&text)
+    }
+    fn encode(&mut self, text: String) -> Vec<u32> {
+        self.tokenizer.encode(&text)
+    }
+    fn decode(&mut self, tokens: Vec<u32>) -> String {
+        self.tokenizer.decode(&tokens)
+    }
+    fn vocab_size(&mut self) -> u32 {
+        self.tokenizer.vocab_size()
+    }
+    fn special_ids(&mut self) -> Vec<u32> {
+        self.tokenizer.special_ids()
+    }
+}
 
 impl bindings::llmb::plugin::host_log::Host for DatasetState {
     fn log(&mut self, level: bindings::llmb::plugin::host_log::Level, message: String) {
@@ -118,9 +155,103 @@ impl bindings::llmb::plugin::tokenizer::Host for DatasetState {
     }
 }
 
+/// A linked dataset component: of the current WIT, or of 1.0 (`legacy.rs`).
+enum DatasetPre {
+    Current(bindings::DatasetPluginPre<DatasetState>),
+    Legacy(dataset_v1::DatasetPluginPre<DatasetState>),
+}
+
+/// An instantiated dataset component.
+enum DatasetBindings {
+    Current(bindings::DatasetPlugin),
+    Legacy(dataset_v1::DatasetPlugin),
+}
+
+impl DatasetBindings {
+    fn info(&self, store: &mut Store<DatasetState>) -> anyhow::Result<DatasetInfo> {
+        Ok(match self {
+            DatasetBindings::Current(p) => guarded(store, CALL_DEADLINE_TICKS, |s| {
+                p.llmb_plugin_dataset().call_info(s)
+            })?,
+            DatasetBindings::Legacy(p) => {
+                let info = guarded(store, CALL_DEADLINE_TICKS, |s| {
+                    p.llmb_plugin_dataset().call_info(s)
+                })?;
+                DatasetInfo {
+                    name: info.name,
+                    version: info.version,
+                    description: info.description,
+                }
+            }
+        })
+    }
+
+    fn open(
+        &self,
+        store: &mut Store<DatasetState>,
+        params: &DatasetParams,
+    ) -> anyhow::Result<wasmtime::component::ResourceAny> {
+        Ok(match self {
+            DatasetBindings::Current(p) => guarded(store, CALL_DEADLINE_TICKS, |s| {
+                p.llmb_plugin_dataset().source().call_constructor(s, params)
+            })?,
+            DatasetBindings::Legacy(p) => {
+                let params = legacy::dataset_params_to_v1(params);
+                guarded(store, CALL_DEADLINE_TICKS, |s| {
+                    p.llmb_plugin_dataset()
+                        .source()
+                        .call_constructor(s, &params)
+                })?
+            }
+        })
+    }
+
+    /// The next samples (empty at the end), or the reader's own error.
+    fn next_batch(
+        &self,
+        store: &mut Store<DatasetState>,
+        source: wasmtime::component::ResourceAny,
+    ) -> anyhow::Result<Result<Vec<Sample>, String>> {
+        Ok(match self {
+            DatasetBindings::Current(p) => guarded(store, CALL_DEADLINE_TICKS, |s| {
+                p.llmb_plugin_dataset()
+                    .source()
+                    .call_next_batch(s, source, BATCH)
+            })?
+            .map(|batch| {
+                batch
+                    .into_iter()
+                    .map(|s| Sample {
+                        prompt: convert_prompt(s.prompt),
+                        input_tokens: s.input_tokens,
+                        output_tokens: s.output_tokens,
+                        timestamp: s.timestamp,
+                    })
+                    .collect()
+            }),
+            DatasetBindings::Legacy(p) => guarded(store, CALL_DEADLINE_TICKS, |s| {
+                p.llmb_plugin_dataset()
+                    .source()
+                    .call_next_batch(s, source, BATCH)
+            })?
+            .map(|batch| {
+                batch
+                    .into_iter()
+                    .map(|s| Sample {
+                        prompt: legacy::dataset_prompt_from_v1(s.prompt),
+                        input_tokens: s.input_tokens,
+                        output_tokens: s.output_tokens,
+                        timestamp: s.timestamp,
+                    })
+                    .collect()
+            }),
+        })
+    }
+}
+
 /// A compiled dataset plugin.
 pub struct DatasetFactory {
-    pre: bindings::DatasetPluginPre<DatasetState>,
+    pre: DatasetPre,
     pub info: DatasetInfo,
     pub wit_version: String,
     pub origin: Origin,
@@ -145,12 +276,29 @@ impl DatasetFactory {
                 DatasetState::filesystem,
             )?;
         }
-        bindings::DatasetPlugin::add_to_linker::<_, HasSelf<DatasetState>>(&mut linker, |s| s)?;
+        let legacy = plugin.wit_version.starts_with("1.");
+        if legacy {
+            dataset_v1::DatasetPlugin::add_to_linker::<_, HasSelf<DatasetState>>(
+                &mut linker,
+                |s| s,
+            )?;
+        } else {
+            bindings::DatasetPlugin::add_to_linker::<_, HasSelf<DatasetState>>(&mut linker, |s| s)?;
+        }
         let pre = linker
             .instantiate_pre(&plugin.component)
             .map_err(|e| anyhow::anyhow!("cannot be linked: {e}"))?;
-        let pre = bindings::DatasetPluginPre::new(pre)
-            .map_err(|e| anyhow::anyhow!("does not match the dataset world: {e}"))?;
+        let mismatch = |e| {
+            anyhow::anyhow!(
+                "does not match the {} dataset world: {e}",
+                plugin.wit_version
+            )
+        };
+        let pre = if legacy {
+            DatasetPre::Legacy(dataset_v1::DatasetPluginPre::new(pre).map_err(mismatch)?)
+        } else {
+            DatasetPre::Current(bindings::DatasetPluginPre::new(pre).map_err(mismatch)?)
+        };
         let mut factory = DatasetFactory {
             pre,
             info: DatasetInfo {
@@ -170,9 +318,7 @@ impl DatasetFactory {
                     Arc::new(HostTokenizer::Words),
                     WasiCtxBuilder::new().build(),
                 )?;
-                Ok(guarded(&mut store, CALL_DEADLINE_TICKS, |s| {
-                    plugin.llmb_plugin_dataset().call_info(s)
-                })?)
+                plugin.info(&mut store)
             })
             .join()
             .expect("dataset info thread")
@@ -186,7 +332,7 @@ impl DatasetFactory {
         name: Arc<str>,
         tokenizer: Arc<HostTokenizer>,
         wasi: WasiCtx,
-    ) -> anyhow::Result<(Store<DatasetState>, bindings::DatasetPlugin)> {
+    ) -> anyhow::Result<(Store<DatasetState>, DatasetBindings)> {
         let state = DatasetState {
             wasi,
             table: ResourceTable::new(),
@@ -206,10 +352,16 @@ impl DatasetFactory {
             budget_us: None,
         };
         setup.arm(&mut store);
-        let plugin = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| anyhow::anyhow!("instantiating the dataset plugin: {e:#}"))?;
+        let failed =
+            |e: wasmtime::Error| anyhow::anyhow!("instantiating the dataset plugin: {e:#}");
+        let plugin = match &self.pre {
+            DatasetPre::Current(pre) => {
+                DatasetBindings::Current(pre.instantiate(&mut store).map_err(failed)?)
+            }
+            DatasetPre::Legacy(pre) => {
+                DatasetBindings::Legacy(pre.instantiate(&mut store).map_err(failed)?)
+            }
+        };
         Ok((store, plugin))
     }
 
@@ -257,7 +409,7 @@ impl DatasetFactory {
         let mut files = Vec::new();
         let mut grant = None;
         if let Some(path) = &req.file {
-            let (granted, file) = Grant::new(path, name == "audio")?;
+            let (granted, file) = Grant::new(path, listed_fields(&name))?;
             wasi.preopened_dir(&granted.dir, "/data", FsPerms::ReadOnly)
                 .map_err(|e| {
                     anyhow::anyhow!("cannot grant read access to {}: {e}", path.display())
@@ -271,33 +423,24 @@ impl DatasetFactory {
         }
         let (mut store, plugin) =
             self.instantiate(name.as_str().into(), tokenizer, wasi.build())?;
-        let api = plugin.llmb_plugin_dataset();
-        guarded(&mut store, CALL_DEADLINE_TICKS, |s| api.call_info(s))?;
+        plugin.info(&mut store)?;
         let params = DatasetParams {
             seed: req.seed,
             count: req.count,
             options,
             files,
         };
-        let source = guarded(&mut store, CALL_DEADLINE_TICKS, |s| {
-            api.source().call_constructor(s, &params)
-        })?;
+        let source = plugin.open(&mut store, &params)?;
         let mut samples = Vec::new();
         loop {
-            let batch = guarded(&mut store, CALL_DEADLINE_TICKS, |s| {
-                api.source().call_next_batch(s, source, BATCH)
-            })?
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .with_context(|| format!("dataset {name}"))?;
+            let batch = plugin
+                .next_batch(&mut store, source)?
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .with_context(|| format!("dataset {name}"))?;
             if batch.is_empty() {
                 break;
             }
-            samples.extend(batch.into_iter().map(|s| Sample {
-                prompt: convert_prompt(s.prompt),
-                input_tokens: s.input_tokens,
-                output_tokens: s.output_tokens,
-                timestamp: s.timestamp,
-            }));
+            samples.extend(batch);
             if req.count > 0 && samples.len() as u64 >= req.count {
                 samples.truncate(req.count as usize);
                 break;
@@ -319,10 +462,10 @@ struct Grant {
 }
 
 impl Grant {
-    /// The grant for `path` and the name the reader opens it by. With `with_listed` (the
-    /// `audio` reader, whose list names its clips), the files a JSONL list names by relative
-    /// path inside its own folder are granted too, at the same relative paths.
-    fn new(path: &Path, with_listed: bool) -> anyhow::Result<(Grant, String)> {
+    /// The grant for `path` and the name the reader opens it by. With `listed` fields (see
+    /// [`listed_fields`]), the files a JSONL list names in them by relative path inside its own
+    /// folder are granted too, at the same relative paths.
+    fn new(path: &Path, listed: &[&str]) -> anyhow::Result<(Grant, String)> {
         let meta = std::fs::metadata(path)
             .with_context(|| format!("dataset path {}: cannot open", path.display()))?;
         let abs = std::fs::canonicalize(path)
@@ -345,9 +488,9 @@ impl Grant {
             .to_string_lossy()
             .into_owned();
         grant.add(&abs, Path::new(&name))?;
-        if with_listed {
+        if !listed.is_empty() {
             let folder = abs.parent().context("a file has a parent directory")?;
-            for rel in listed_files(&abs) {
+            for rel in listed_files(&abs, listed) {
                 if rel == Path::new(&name) {
                     continue;
                 }
@@ -418,19 +561,55 @@ fn private_dir() -> anyhow::Result<PathBuf> {
     anyhow::bail!("cannot create a private folder in {}", base.display())
 }
 
-/// The relative paths a JSONL list names in its `"audio"` fields: no absolute paths, no `..`.
-fn listed_files(list: &Path) -> Vec<PathBuf> {
+/// The JSONL fields in which a reader's list names files to read with it: the `audio` reader's
+/// clips, the `images` reader's images (a path or a list of paths).
+fn listed_fields(reader: &str) -> &'static [&'static str] {
+    match reader {
+        "audio" => &["audio"],
+        "images" => &["image", "images"],
+        _ => &[],
+    }
+}
+
+/// The relative paths a JSONL list names in its `fields` (a string or a list of strings): no
+/// absolute paths, no `..` (a leading `./` is fine).
+fn listed_files(list: &Path, fields: &[&str]) -> Vec<PathBuf> {
     let Ok(text) = std::fs::read_to_string(list) else {
         return Vec::new();
     };
     text.lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter_map(|v| v.get("audio").and_then(|a| a.as_str()).map(PathBuf::from))
+        .flat_map(|v| {
+            let mut paths = Vec::new();
+            for field in fields {
+                match v.get(field) {
+                    Some(serde_json::Value::String(s)) => paths.push(PathBuf::from(s)),
+                    Some(serde_json::Value::Array(items)) => {
+                        paths.extend(items.iter().filter_map(|i| i.as_str()).map(PathBuf::from))
+                    }
+                    _ => {}
+                }
+            }
+            paths
+        })
         .filter(|p| {
-            p.components()
-                .all(|c| matches!(c, std::path::Component::Normal(_)))
+            p.components().all(|c| {
+                matches!(
+                    c,
+                    std::path::Component::Normal(_) | std::path::Component::CurDir
+                )
+            })
         })
         .collect()
+}
+
+fn convert_role(role: dtypes::Role) -> BRole {
+    match role {
+        dtypes::Role::System => BRole::System,
+        dtypes::Role::User => BRole::User,
+        dtypes::Role::Assistant => BRole::Assistant,
+        dtypes::Role::Tool => BRole::Tool,
+    }
 }
 
 fn convert_prompt(p: dtypes::Prompt) -> BPrompt {
@@ -440,12 +619,7 @@ fn convert_prompt(p: dtypes::Prompt) -> BPrompt {
             messages
                 .into_iter()
                 .map(|m| BChatMessage {
-                    role: match m.role {
-                        dtypes::Role::System => BRole::System,
-                        dtypes::Role::User => BRole::User,
-                        dtypes::Role::Assistant => BRole::Assistant,
-                        dtypes::Role::Tool => BRole::Tool,
-                    },
+                    role: convert_role(m.role),
                     content: m.content,
                 })
                 .collect(),
@@ -456,5 +630,27 @@ fn convert_prompt(p: dtypes::Prompt) -> BPrompt {
             reference: a.reference,
             duration_s: a.duration_s,
         }),
+        dtypes::Prompt::Multimodal(messages) => BPrompt::Multimodal(
+            messages
+                .into_iter()
+                .map(|m| BMultimodalMessage {
+                    role: convert_role(m.role),
+                    parts: m
+                        .parts
+                        .into_iter()
+                        .map(|part| match part {
+                            dtypes::ContentPart::Text(t) => BContentPart::Text(t),
+                            dtypes::ContentPart::Image(i) => BContentPart::Image(BImage {
+                                data: i.data,
+                                mime_type: i.mime_type,
+                                url: i.url,
+                                width: i.width,
+                                height: i.height,
+                            }),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        ),
     }
 }

@@ -9,6 +9,7 @@
 pub mod backend;
 mod cache;
 pub mod dataset;
+mod legacy;
 pub mod native;
 mod pins;
 mod pool;
@@ -27,10 +28,13 @@ pub use cache::load_timing;
 pub use dataset::{DatasetFactory, DatasetRequest};
 pub use pins::{Pin, Pins};
 
-/// The WIT package this host implements; components must share its major version.
+/// The WIT package this host implements; components must share its major version, or be
+/// built for an earlier one this host still runs ([`LEGACY_WIT_VERSIONS`]).
 pub const WIT_PACKAGE: &str = "llmb:plugin";
-pub const WIT_VERSION: &str = "1.0.0";
-const WIT_MAJOR: u64 = 1;
+pub const WIT_VERSION: &str = "2.0.0";
+const WIT_MAJOR: u64 = 2;
+/// Earlier contracts whose components still load, converted at the boundary (`legacy.rs`).
+pub const LEGACY_WIT_VERSIONS: &[&str] = &["1.0.0"];
 
 /// The unit of deadlines given in ticks (dataset readers: 6,000 ticks = 60 s), and how often
 /// the epoch advances under [`Metering::Epoch`].
@@ -352,10 +356,14 @@ pub fn load_component(bytes: &[u8], origin: Origin) -> anyhow::Result<PluginComp
             .split('.')
             .next()
             .and_then(|m| m.parse::<u64>().ok());
-        if major != Some(WIT_MAJOR) {
+        let legacy = LEGACY_WIT_VERSIONS
+            .iter()
+            .any(|v| v.split('.').next().and_then(|m| m.parse::<u64>().ok()) == major);
+        if major != Some(WIT_MAJOR) && !legacy {
             bail!(
                 "is built for WIT {WIT_PACKAGE}@{version}, but this llmb speaks \
-                 {WIT_PACKAGE}@{WIT_VERSION} (major versions must match)"
+                 {WIT_PACKAGE}@{WIT_VERSION} (and runs components built for {})",
+                LEGACY_WIT_VERSIONS.join(", ")
             );
         }
         found = Some((kind, version.to_string()));

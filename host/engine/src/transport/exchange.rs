@@ -228,9 +228,21 @@ impl Exchange<'_> {
             };
         record.output_tokens = tokens;
         record.token_source = Some(source);
-        if !outcome.reasoning.is_empty() {
-            // The usage record of the WIT carries no reasoning count, so reasoning is counted
-            // here: by a real tokenizer, else one token per frame that carried it.
+        let server_reasoning = outcome
+            .usage
+            .as_ref()
+            .and_then(|u| u.reasoning_tokens)
+            .filter(|&n| n > 0 || outcome.reasoning.is_empty());
+        if let Some(n) = server_reasoning {
+            // The server's own count (`completion_tokens_details.reasoning_tokens`): exact,
+            // and the only count when the reasoning text is hidden (OpenAI's o-series).
+            if n > 0 {
+                record.reasoning_tokens = Some(n.min(tokens));
+                record.reasoning_token_source = Some(TokenSource::Usage);
+            }
+        } else if !outcome.reasoning.is_empty() {
+            // Without the server's count, reasoning is counted here: by a real tokenizer, else
+            // one token per frame that carried it.
             let (reasoning, source) = if matches!(self.tokenizer, HostTokenizer::HuggingFace { .. })
             {
                 (
@@ -449,10 +461,12 @@ impl Exchange<'_> {
                 .map_err(|f| fail("plugin", f.to_string()))?
                 .map_err(backend_error)?;
             outcome.text = completion.text;
+            outcome.reasoning = completion.reasoning;
             outcome.finish_reason = completion.finish;
             outcome.usage = completion.usage;
             if let Some(e) = outcome.over_budget(0, self.target.limits.max_text_bytes) {
                 outcome.text.clear();
+                outcome.reasoning.clear();
                 return Err(e);
             }
             return Ok(());

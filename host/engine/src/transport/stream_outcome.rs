@@ -114,6 +114,7 @@ fn merge_usage(old: Option<Usage>, new: Usage) -> Usage {
             prompt_tokens: new.prompt_tokens.or(o.prompt_tokens),
             completion_tokens: new.completion_tokens.or(o.completion_tokens),
             cached_prompt_tokens: new.cached_prompt_tokens.or(o.cached_prompt_tokens),
+            reasoning_tokens: new.reasoning_tokens.or(o.reasoning_tokens),
         },
     }
 }

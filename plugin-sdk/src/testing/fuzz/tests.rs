@@ -54,6 +54,7 @@ impl Guest for Planted {
 
     fn info() -> crate::backend::BackendInfo {
         crate::backend::BackendInfo {
+            api_key_header: None,
             name: "planted".into(),
             version: "0".into(),
             description: String::new(),
