@@ -355,7 +355,8 @@ async fn cancellations_free_the_servers_slots() {
 }
 
 /// `--search concurrency`: llama.cpp has 4 slots, so a fifth request waits for a whole answer
-/// (24 tokens at ~50 ms) before its first token; the search finds 4.
+/// (40 tokens at 30-50 ms: well past the SLO's 1 s; with 24 tokens an unloaded server once
+/// answered in under 1 s and the search found 5) before its first token; the search finds 4.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the real llama.cpp server: see tests/conformance.rs"]
 async fn the_slo_search_finds_the_servers_slots() {
@@ -363,7 +364,7 @@ async fn the_slo_search_finds_the_servers_slots() {
     let mut args = real_args(dir.path(), "openai-chat");
     args.max_concurrency = None;
     args.num_prompts = 12;
-    args.random_output_len = 24;
+    args.random_output_len = 40;
     args.search = Some("concurrency".into());
     args.slo = Some("p99_ttft_ms<=1000".into());
     let outcome = llmb::search::run_search(&args, &llmb_engine::lifecycle::Cancel::new())
@@ -401,6 +402,48 @@ async fn the_anthropic_adapter_measures_llama_cpps_messages_api() {
         }
         if !no_stream {
             assert!(m.ttft.mean > 0.0 && m.itl.count > 0);
+        }
+    }
+}
+
+/// Image prompts reach llama.cpp as OpenAI content parts (chat) and Anthropic image blocks
+/// (messages). SmolLM2 has no vision projector, so the server refuses every image with its own
+/// message: llmb fails each such request with that message and keeps it. The same prompts with
+/// no image (text parts only) are answered, so the part format itself is the server's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real llama.cpp server: see tests/conformance.rs"]
+async fn image_prompts_get_llama_cpps_own_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    for backend in ["openai-chat", "anthropic"] {
+        let mut args = real_args(dir.path(), backend);
+        args.dataset_name = "random-mm".into();
+        args.num_prompts = 4;
+        args.no_preflight = true;
+        args.vllm.random_mm_bucket_config = Some("{(64, 64, 1): 1.0}".into());
+        args.result_filename = Some(format!("images-{backend}.json"));
+        let o = bench(&args).await;
+        assert_eq!(o.metrics.completed, 0, "{backend}");
+        assert_eq!(o.records.len(), 4, "{backend}");
+        for r in &o.records {
+            let e = r.error.as_ref().expect("refused");
+            assert!(
+                e.message.contains("image input is not supported"),
+                "{backend}: {e:?}"
+            );
+            assert_eq!(e.http_status, Some(500), "{backend}: {e:?}");
+        }
+
+        args.vllm.random_mm_base_items_per_request = Some(0);
+        args.result_filename = Some(format!("no-images-{backend}.json"));
+        let o = bench(&args).await;
+        assert_eq!(
+            o.metrics.failed,
+            0,
+            "{backend}: {:?}",
+            o.records.iter().find(|r| !r.success).map(|r| &r.error)
+        );
+        for r in &o.records {
+            assert!(r.server_prompt_tokens.is_some_and(|n| n >= 32), "{r:?}");
         }
     }
 }

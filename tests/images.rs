@@ -73,8 +73,11 @@ async fn random_mm_images_reach_the_server_through_every_image_adapter() {
         let outcome = bench(&random_mm_args(dir.path(), &sim, backend, 2)).await;
         let errors: Vec<_> = outcome.records.iter().map(|r| &r.error).collect();
         assert_eq!(outcome.metrics.completed, 6, "{backend}: {errors:?}");
+        // The host counts the images it sent, for the report's image throughput.
+        assert_eq!(outcome.metrics.total_input_images, 12, "{backend}");
         let mut extra = Vec::new();
         for r in &outcome.records {
+            assert_eq!(r.input_images, 2, "{backend}");
             let server = r.server_prompt_tokens.expect("usage has prompt tokens");
             // Two images of 16×16 patches each, plus the dialect's template tokens.
             extra.push(server - r.prompt_tokens);

@@ -99,6 +99,10 @@ pub struct RequestRecord {
     pub end_ns: u64,
     /// Prompt length from the dataset (tokenizer count).
     pub prompt_tokens: u32,
+    /// Images the prompt carried (vision models); the server counts their tokens, which
+    /// `server_prompt_tokens` includes and `prompt_tokens` does not.
+    #[serde(skip_serializing_if = "is_zero_u32", default)]
+    pub input_images: u32,
     /// `usage.prompt_tokens` when the server sent it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_prompt_tokens: Option<u32>,
@@ -140,6 +144,10 @@ pub struct RequestRecord {
 }
 
 fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_zero_u32(n: &u32) -> bool {
     *n == 0
 }
 

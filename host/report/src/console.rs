@@ -61,6 +61,14 @@ pub fn print_console(
     fline(out, "Benchmark duration (s):", m.duration_s)?;
     line(out, "Total input tokens:", m.total_input)?;
     line(out, "Total generated tokens:", m.total_output)?;
+    if m.total_input_images > 0 {
+        line(out, "Total input images:", m.total_input_images)?;
+        fline(
+            out,
+            "Image throughput (img/s):",
+            m.total_input_images as f64 / m.duration_s.max(f64::MIN_POSITIVE),
+        )?;
+    }
     fline(out, "Request throughput (req/s):", m.request_throughput)?;
     if let Some(goodput) = m.request_goodput {
         fline(out, "Request goodput (req/s):", goodput)?;

@@ -44,6 +44,7 @@ pub fn compute(
     let mut good = 0usize;
     let mut total_input = 0u64;
     let mut total_output = 0u64;
+    let mut total_input_images = 0u64;
     let mut token_sources = BTreeMap::new();
     let mut errors_by_kind = BTreeMap::new();
     let mut slo_misses = BTreeMap::new();
@@ -63,6 +64,7 @@ pub fn compute(
         let output_len = r.output_tokens;
         total_output += u64::from(output_len);
         total_input += u64::from(r.input_tokens());
+        total_input_images += u64::from(r.input_images);
         if let Some(source) = r.token_source {
             *token_sources.entry(source).or_insert(0usize) += 1;
         }
@@ -117,6 +119,7 @@ pub fn compute(
         failed: ordered.len() - completed,
         total_input,
         total_output,
+        total_input_images,
         duration_s,
         request_throughput: safe_div(completed as f64, duration_s),
         request_goodput: (!cfg.goodput_slos_ms.is_empty())

@@ -206,6 +206,8 @@ pub struct BenchmarkMetrics {
     pub failed: usize,
     pub total_input: u64,
     pub total_output: u64,
+    /// Images in the prompts of successful requests (vision models).
+    pub total_input_images: u64,
     pub duration_s: f64,
     pub request_throughput: f64,
     /// `None` when no `--goodput` SLO was given.

@@ -113,6 +113,7 @@ impl Live {
             .shard
             .as_ref()
             .map_or(id, |shard| shard.global_id(id));
+        let input_images = prompt_images(&prompt);
         let req = t.request(id, prompt, s.output_tokens);
         let record = RequestRecord {
             id,
@@ -122,6 +123,7 @@ impl Live {
             warmup,
             scheduled_ns: intended_ns,
             prompt_tokens,
+            input_images,
             ..Default::default()
         };
         let record = self.one(req, record).await;
@@ -322,6 +324,18 @@ fn conversation_turns(prompt: &BPrompt) -> Option<Turns> {
         .cloned()
         .collect();
     Some(Turns { preamble, users })
+}
+
+/// How many images a prompt carries.
+fn prompt_images(prompt: &BPrompt) -> u32 {
+    match prompt {
+        BPrompt::Multimodal(messages) => messages
+            .iter()
+            .flat_map(|m| &m.parts)
+            .filter(|p| matches!(p, crate::plugin::backend::ContentPart::Image(_)))
+            .count() as u32,
+        _ => 0,
+    }
 }
 
 #[cfg(test)]

@@ -206,6 +206,12 @@ pub struct LlmbExtras {
     pub ttft_from_intended_ms: Option<StatsMs>,
     #[serde(deserialize_with = "value::lenient")]
     pub e2el_from_intended_ms: Option<StatsMs>,
+    /// Images in the prompts of successful requests, when there were any.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "value::lenient"
+    )]
+    pub total_input_images: Option<u64>,
     /// Time to first answer token and the reasoning/answer split of the output.
     #[serde(
         skip_serializing_if = "Option::is_none",

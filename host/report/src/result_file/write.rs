@@ -237,6 +237,7 @@ impl LlmbExtras {
             schedule: Some(to_json(&m.schedule)),
             ttft_from_intended_ms: Some(StatsMs::of(&m.ttft_from_intended)),
             e2el_from_intended_ms: Some(StatsMs::of(&m.e2el_from_intended)),
+            total_input_images: (m.total_input_images > 0).then_some(m.total_input_images),
             reasoning: Some(ReasoningFile {
                 requests: m.reasoning.requests as u64,
                 total_reasoning_tokens: m.reasoning.total_reasoning_tokens,
