@@ -255,6 +255,19 @@ impl Distribution {
     }
 }
 
+/// Every image of every prompt.
+fn images(samples: &[Sample]) -> impl Iterator<Item = &crate::plugin::backend::Image> {
+    samples.iter().flat_map(|s| match &s.prompt {
+        Prompt::Multimodal(messages) => messages.as_slice(),
+        _ => &[],
+    })
+    .flat_map(|m| &m.parts)
+    .filter_map(|p| match p {
+        ContentPart::Image(image) => Some(image),
+        ContentPart::Text(_) => None,
+    })
+}
+
 /// Input and output lengths of the prompts a run would send.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LengthStats {
@@ -263,6 +276,9 @@ pub struct LengthStats {
     pub output: Distribution,
     pub with_timestamps: usize,
     pub conversations: usize,
+    /// Images in all prompts, and their encoded bytes (what the run will send, before base64).
+    pub images: usize,
+    pub image_bytes: u64,
 }
 
 impl LengthStats {
@@ -281,6 +297,8 @@ impl LengthStats {
                     _ => false,
                 })
                 .count(),
+            images: images(samples).count(),
+            image_bytes: images(samples).map(|i| i.data.len() as u64).sum(),
         }
     }
 
@@ -313,6 +331,16 @@ impl LengthStats {
                 out,
                 "{:<28} {}",
                 "With trace timestamps:", self.with_timestamps
+            )?;
+        }
+        if self.images > 0 {
+            writeln!(
+                out,
+                "{:<28} {} ({:.1} MiB encoded, {:.1} per prompt)",
+                "Images:",
+                self.images,
+                self.image_bytes as f64 / (1 << 20) as f64,
+                self.images as f64 / self.count.max(1) as f64
             )?;
         }
         writeln!(
