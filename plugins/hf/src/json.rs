@@ -17,6 +17,7 @@ use serde::de::{
 use serde_json::{Map, Value};
 
 use crate::files::DataFile;
+use crate::image::Media;
 use crate::rows::Cells;
 use crate::{Reading, Step};
 
@@ -79,7 +80,13 @@ impl Records<'_, '_> {
         };
         let mapping = self.reading.mapping(at, &record, self.first)?;
         self.first = false;
-        let cells = Cells::take(&mapping, |c| record.remove(c).unwrap_or(Value::Null));
+        let image = mapping
+            .image
+            .as_ref()
+            .and_then(|c| record.remove(c))
+            .map_or(Media::Null, Media::from_json);
+        let mut cells = Cells::take(&mapping, |c| record.remove(c).unwrap_or(Value::Null));
+        cells.image = image;
         self.reading.offer(&mapping, cells, &|| at.to_owned())
     }
 

@@ -29,6 +29,25 @@
 //! records have none, so each record's keys are searched, and a named column must be in the
 //! first record. Rows with an empty prompt are skipped.
 //!
+//! Vision datasets: when a row has images, the sample is a multimodal prompt: a text prompt
+//! becomes one user message of the text then the images (as vLLM sends them), a conversation
+//! gets them after the text of its first user message. The image column is `hf-image-column`,
+//! else the first of `image`, `images`, `image_url`, `image_urls` that can hold images (parquet:
+//! binary or text, the Hugging Face `Image` feature's `{bytes, path}` struct, or a list of
+//! those; JSON: a string, list or object). A cell holds one image or a list: encoded bytes
+//! (JPEG, PNG, WebP or GIF; format and size come from the header, and anything else is refused
+//! naming the file and row), an `http(s)://` URL the server fetches, or a `data:` URL; in JSON
+//! also `{"bytes": base64, "path"}`, `{"url"}` or `{"image_url": {"url"}}`. A path without bytes
+//! is refused: files a dataset refers to are not opened. A row without images stays a text or
+//! chat prompt. A conversation may also be a list of turns each a list of messages
+//! (VisionArena-Chat's `conversation`, read with its `images`), and its content parts may mark
+//! images with `{"type": "image"}` (`llava-instruct-mix-vsft`; the images still go to the first
+//! user message, and a row with such parts but no image column is refused). Rows whose text is
+//! empty are skipped even when they have images. `input_tokens` counts the text
+//! alone: what an image costs in tokens is the server's business. `hf-text-only` reads no image
+//! column and drops image parts, for a text-only run of a vision dataset. A batch stops adding samples
+//! once its images reach [`pool::BATCH_BYTES`].
+//!
 //! Files may be far larger than the plugin's memory, so records are streamed: a shuffled run
 //! with `count` N keeps a seeded uniform sample of N usable rows, an unshuffled one stops
 //! reading after N, and `count` 0 keeps every row; rows that would take more than 160 MiB stop
@@ -36,6 +55,7 @@
 //! CSV) or row (parquet).
 
 pub mod files;
+pub mod image;
 pub mod json;
 pub mod pool;
 pub mod pq;
@@ -93,7 +113,16 @@ pub fn config(params: &DatasetParams) -> Result<Config, String> {
         messages: name_option(params, "hf-messages-column")?,
         output_len: name_option(params, "hf-output-len-column")?,
         output: name_option(params, "hf-output-column")?,
+        image: name_option(params, "hf-image-column")?,
+        text_only: llmb_plugin_sdk::sampler::flag(params, "hf-text-only")?,
     };
+    if columns.image.is_some() && columns.text_only {
+        return Err(
+            "--hf-image-column and --hf-text-only exclude each other: one reads images, the \
+             other leaves them out"
+                .into(),
+        );
+    }
     if columns.prompt.is_some() && columns.messages.is_some() {
         return Err(
             "--hf-prompt-column and --hf-messages-column exclude each other: a row's prompt is \
@@ -280,6 +309,9 @@ impl Guest for HfDataset {
                 directory): parquet (snappy/gzip/lz4, not zstd/brotli), JSONL, JSON, CSV/TSV; columns auto-detected \
                 (prompt/question/instruction+input/..., messages/conversations) or set with \
                 hf-prompt-column, hf-messages-column, hf-output-len-column, hf-output-column; \
+                images (image/images/image_url/image_urls, or hf-image-column: bytes, the HF \
+                Image struct, http(s) or data: URLs, or lists of them) make vision prompts whose \
+                input tokens count the text only (hf-text-only leaves them out); \
                 hf-split, hf-subset, hf-output-len, --custom-output-len, --disable-shuffle, cycle"
                 .into(),
         }

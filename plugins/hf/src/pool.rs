@@ -7,7 +7,7 @@
 //! only when they become samples.
 
 use llmb_plugin_sdk::SplitMix64;
-use llmb_plugin_sdk::dataset::{Prompt, Sample};
+use llmb_plugin_sdk::dataset::{ContentPart, Prompt, Sample};
 use llmb_plugin_sdk::sampler::Plan;
 
 use crate::rows::{Output, Row};
@@ -15,6 +15,10 @@ use crate::rows::{Output, Row};
 /// How much the kept rows may take by default: a dataset plugin gets 256 MiB, and reading
 /// (pages, buffers, the batches handed to the host) needs the rest.
 pub const MEMORY_BUDGET: u64 = 160 << 20;
+
+/// A batch stops adding samples once its images reach this many bytes (it always holds one):
+/// a cycled row's image is copied into each sample made of it.
+pub const BATCH_BYTES: usize = 32 << 20;
 
 /// Bytes a row holds, roughly: its text plus the allocations around it.
 fn footprint(row: &Row) -> u64 {
@@ -27,10 +31,22 @@ fn footprint(row: &Row) -> u64 {
             .sum(),
         Prompt::Multimodal(messages) => messages
             .iter()
-            .flat_map(|m| &m.parts)
-            .map(|part| match part {
-                llmb_plugin_sdk::dataset::ContentPart::Text(t) => t.capacity() + OVERHEAD,
-                llmb_plugin_sdk::dataset::ContentPart::Image(i) => i.data.capacity() + OVERHEAD,
+            .map(|m| {
+                let parts: usize = m
+                    .parts
+                    .iter()
+                    .map(|part| match part {
+                        ContentPart::Text(t) => t.capacity(),
+                        ContentPart::Image(i) => {
+                            i.data.capacity()
+                                + i.mime_type.capacity()
+                                + i.url.as_ref().map_or(0, String::capacity)
+                        }
+                    })
+                    .sum();
+                parts
+                    + m.parts.capacity() * (std::mem::size_of::<ContentPart>() + OVERHEAD)
+                    + std::mem::size_of_val(m)
             })
             .sum(),
         Prompt::Audio(_) => 0,
@@ -164,6 +180,21 @@ pub fn prompt_tokens(prompt: &Prompt, count: &dyn Fn(&str) -> u32) -> u32 {
     }
 }
 
+/// The bytes of a prompt's images.
+fn image_bytes(prompt: &Prompt) -> usize {
+    match prompt {
+        Prompt::Multimodal(messages) => messages
+            .iter()
+            .flat_map(|m| &m.parts)
+            .map(|p| match p {
+                ContentPart::Image(i) => i.data.len(),
+                ContentPart::Text(_) => 0,
+            })
+            .sum(),
+        _ => 0,
+    }
+}
+
 impl Pool {
     /// `rows` in draw order; `count` 0 produces each once, more than there are rows only with
     /// `cycle`.
@@ -212,11 +243,16 @@ impl Pool {
         }
     }
 
-    /// Up to `max` more samples; an empty batch means the run is complete.
+    /// Up to `max` more samples, fewer once their images reach [`BATCH_BYTES`]; an empty batch
+    /// means the run is complete.
     pub fn next_batch(&mut self, max: u32, count: &dyn Fn(&str) -> u32) -> Vec<Sample> {
         let n = (self.total - self.produced).min(u64::from(max)) as usize;
         let mut out = Vec::with_capacity(n);
+        let mut bytes = 0;
         for _ in 0..n {
+            if bytes >= BATCH_BYTES {
+                break;
+            }
             let i = (self.produced % self.rows.len() as u64) as usize;
             let measured = match self.measured[i] {
                 Some(m) => m,
@@ -232,6 +268,7 @@ impl Pool {
             } else {
                 self.rows[i].prompt.clone()
             };
+            bytes += image_bytes(&prompt);
             out.push(Sample {
                 prompt,
                 input_tokens: measured.input_tokens,

@@ -20,7 +20,8 @@ use parquet::schema::types::Type;
 use serde_json::{Map, Number, Value};
 
 use crate::files::DataFile;
-use crate::rows::Cells;
+use crate::image::{Media, parquet_type_holds_images};
+use crate::rows::{Cells, ColumnSet};
 use crate::{Reading, Step};
 
 /// The open file, shared by the readers parquet asks for. `File::try_clone`, which the crate's
@@ -524,6 +525,25 @@ impl PageReader for CheckedPages {
     }
 }
 
+/// A file's top-level columns, with their types for spotting image columns.
+struct Columns<'a>(&'a [parquet::schema::types::TypePtr]);
+
+impl ColumnSet for Columns<'_> {
+    fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|f| f.name() == name)
+    }
+
+    fn names(&self) -> Vec<&str> {
+        self.0.iter().map(|f| f.name()).collect()
+    }
+
+    fn may_hold_images(&self, name: &str) -> bool {
+        self.0
+            .iter()
+            .any(|f| f.name() == name && parquet_type_holds_images(f))
+    }
+}
+
 /// Reads one parquet file into `reading`.
 pub fn read(file: &DataFile, reading: &mut Reading) -> Result<Step, String> {
     let name = &file.name;
@@ -539,12 +559,7 @@ pub fn read(file: &DataFile, reading: &mut Reading) -> Result<Step, String> {
     let reader = SerializedFileReader::new(shared)
         .map_err(|e| format!("{name}: not a readable parquet file: {e}"))?;
     let schema = reader.metadata().file_metadata().schema();
-    let columns: Vec<String> = schema
-        .get_fields()
-        .iter()
-        .map(|f| f.name().to_owned())
-        .collect();
-    let mapping = reading.mapping(name, columns.as_slice(), true)?;
+    let mapping = reading.mapping(name, &Columns(schema.get_fields()), true)?;
     let used = mapping.used();
     for group in reader.metadata().row_groups() {
         for chunk in group.columns() {
@@ -584,12 +599,18 @@ pub fn read(file: &DataFile, reading: &mut Reading) -> Result<Step, String> {
             let at = || format!("{name}: row {number}");
             let row = row.map_err(|e| format!("{}: {e}", at()))?;
             let mut fields: Vec<(String, Field)> = row.into_columns();
-            let cells = Cells::take(&mapping, |column| {
+            let image = mapping
+                .image
+                .as_ref()
+                .and_then(|c| fields.iter().position(|(n, _)| n == c))
+                .map_or(Media::Null, |i| Media::from_field(fields.swap_remove(i).1));
+            let mut cells = Cells::take(&mapping, |column| {
                 fields
                     .iter()
                     .position(|(n, _)| n == column)
                     .map_or(Value::Null, |i| json(fields.swap_remove(i).1))
             });
+            cells.image = image;
             if reading.offer(&mapping, cells, &at)? == Step::Stop {
                 return Ok(Step::Stop);
             }

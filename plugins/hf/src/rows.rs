@@ -5,8 +5,10 @@
 //! parquet fields are converted, CSV cells arrive as strings (a messages cell holding JSON text
 //! is parsed), JSON values are taken as they are.
 
-use llmb_plugin_sdk::dataset::{ChatMessage, Prompt, Role};
+use llmb_plugin_sdk::dataset::{ChatMessage, ContentPart, Image, MultimodalMessage, Prompt, Role};
 use serde_json::Value;
+
+use crate::image::{IMAGE_COLUMNS, Media};
 
 /// Prompt columns tried in order when `hf-prompt-column` is not given.
 pub const PROMPT_COLUMNS: [&str; 7] = [
@@ -39,6 +41,10 @@ pub struct Columns {
     pub output_len: Option<String>,
     /// `hf-output-column`.
     pub output: Option<String>,
+    /// `hf-image-column`.
+    pub image: Option<String>,
+    /// `hf-text-only`: images are not read, and image parts of messages are dropped.
+    pub text_only: bool,
 }
 
 /// The columns one file is read through, resolved against the columns it has.
@@ -54,6 +60,10 @@ pub struct Mapping {
     pub output_len: Option<String>,
     /// Reference reply column; not read when `hf-output-len` fixes the length.
     pub output: Option<String>,
+    /// Image column (vision datasets): its images join the prompt.
+    pub image: Option<String>,
+    /// `hf-text-only`: no image column, and image parts of messages are dropped.
+    pub text_only: bool,
 }
 
 impl Mapping {
@@ -66,6 +76,7 @@ impl Mapping {
             &self.messages,
             &self.output_len,
             &self.output,
+            &self.image,
         ]
         .into_iter()
         .flatten()
@@ -83,6 +94,10 @@ pub trait ColumnSet {
     fn has(&self, name: &str) -> bool;
     /// The names, for error messages.
     fn names(&self) -> Vec<&str>;
+    /// Whether column `name` (which it has) may hold images, for auto-detection.
+    fn may_hold_images(&self, _name: &str) -> bool {
+        true
+    }
 }
 
 impl ColumnSet for [String] {
@@ -102,6 +117,10 @@ impl ColumnSet for serde_json::Map<String, Value> {
 
     fn names(&self) -> Vec<&str> {
         self.keys().map(String::as_str).collect()
+    }
+
+    fn may_hold_images(&self, name: &str) -> bool {
+        self.get(name).is_some_and(crate::image::json_holds_images)
     }
 }
 
@@ -186,10 +205,34 @@ pub fn resolve<C: ColumnSet + ?Sized>(
         at,
     )?;
     let output = explicit(columns, &wanted.output, "hf-output-column", strict, at)?;
+    mapping.image = match explicit(columns, &wanted.image, "hf-image-column", strict, at)? {
+        Some(name) => {
+            if [&mapping.prompt, &mapping.input, &mapping.messages]
+                .iter()
+                .any(|c| c.as_deref() == Some(name.as_str()))
+            {
+                return Err(format!(
+                    "{at}: --hf-image-column names {name:?}, the column the prompt is read from"
+                ));
+            }
+            Some(name)
+        }
+        None if wanted.text_only => None,
+        None => IMAGE_COLUMNS
+            .iter()
+            .find(|c| columns.has(c) && columns.may_hold_images(c))
+            .map(|c| (*c).to_owned()),
+    };
+    mapping.text_only = wanted.text_only;
     if fixed_output {
         return Ok(mapping);
     }
-    let taken = [&mapping.prompt, &mapping.input, &mapping.messages];
+    let taken = [
+        &mapping.prompt,
+        &mapping.input,
+        &mapping.messages,
+        &mapping.image,
+    ];
     mapping.output_len = output_len.or_else(|| first_of(columns, &OUTPUT_LEN_COLUMNS, &taken));
     mapping.output = output.or_else(|| first_of(columns, &OUTPUT_COLUMNS, &taken));
     Ok(mapping)
@@ -203,6 +246,9 @@ pub struct Cells {
     pub messages: Value,
     pub output_len: Value,
     pub output: Value,
+    /// The image column's cell: not taken by [`Cells::take`], each format converts its own
+    /// (parquet binary stays bytes).
+    pub image: Media,
 }
 
 impl Cells {
@@ -235,6 +281,7 @@ impl Cells {
             messages: next(),
             output_len: next(),
             output: next(),
+            image: Media::Null,
         }
     }
 }
@@ -291,9 +338,10 @@ pub fn role(name: &str) -> Option<Role> {
     }
 }
 
-/// A message's content: a string, null (a tool call's empty content), or OpenAI content parts
-/// of which only text ones are accepted.
-fn content(value: Option<&Value>, at: &str) -> Result<String, String> {
+/// A message's content: a string, null (a tool call's empty content), or content parts of
+/// which text ones are taken and `{"type": "image"}` placeholders (the images are in the image
+/// column, as in `HuggingFaceH4/llava-instruct-mix-vsft`) are counted in `placeholders`.
+fn content(value: Option<&Value>, at: &str, placeholders: &mut usize) -> Result<String, String> {
     match value {
         None => Err(format!("{at}: no \"content\" (or \"value\")")),
         Some(Value::Null) => Ok(String::new()),
@@ -303,6 +351,7 @@ fn content(value: Option<&Value>, at: &str) -> Result<String, String> {
             for part in parts {
                 match (part.get("type").and_then(Value::as_str), part.get("text")) {
                     (Some("text") | None, Some(Value::String(t))) => texts.push(t.as_str()),
+                    (Some("image"), _) => *placeholders += 1,
                     (kind, _) => {
                         return Err(format!(
                             "{at}: a content part of type {:?}; llmb's hf reader sends text only",
@@ -318,8 +367,15 @@ fn content(value: Option<&Value>, at: &str) -> Result<String, String> {
 }
 
 /// Parses a conversation (`[{"role", "content"}]` or `[{"from", "value"}]`); a string cell is
-/// JSON text holding the list.
-fn conversation(value: Value, column: &str, at: &str) -> Result<Vec<ChatMessage>, String> {
+/// JSON text holding the list. A list of turns, each a list of messages (VisionArena's
+/// `conversation`), reads as the turns' messages one after the other.
+/// Image placeholders in the messages' content parts are counted in `placeholders`.
+fn conversation(
+    value: Value,
+    column: &str,
+    at: &str,
+    placeholders: &mut usize,
+) -> Result<Vec<ChatMessage>, String> {
     let value = match value {
         Value::String(s) if s.trim().is_empty() => return Ok(Vec::new()),
         Value::String(s) => serde_json::from_str(&s).map_err(|e| {
@@ -337,6 +393,17 @@ fn conversation(value: Value, column: &str, at: &str) -> Result<Vec<ChatMessage>
             ));
         }
     };
+    let items: Vec<Value> = if items.iter().any(Value::is_array) {
+        items
+            .into_iter()
+            .flat_map(|item| match item {
+                Value::Array(turn) => turn,
+                other => vec![other],
+            })
+            .collect()
+    } else {
+        items
+    };
     items
         .iter()
         .enumerate()
@@ -348,7 +415,11 @@ fn conversation(value: Value, column: &str, at: &str) -> Result<Vec<ChatMessage>
                 .and_then(Value::as_str)
                 .ok_or_else(|| format!("{at}: no \"role\" (or \"from\") string"))?;
             let role = role(name).ok_or_else(|| format!("{at}: unknown role {name:?}"))?;
-            let content = content(m.get("content").or_else(|| m.get("value")), &at)?;
+            let content = content(
+                m.get("content").or_else(|| m.get("value")),
+                &at,
+                placeholders,
+            )?;
             Ok(ChatMessage { role, content })
         })
         .collect()
@@ -385,7 +456,7 @@ fn reference(value: Value, column: &Option<String>, at: &str) -> Result<Option<S
     let reply = match value {
         Value::Array(_) => {
             let column = column.as_deref().unwrap_or_default();
-            conversation(value, column, at)?
+            conversation(value, column, at, &mut 0)?
                 .into_iter()
                 .rev()
                 .find(|m| matches!(m.role, Role::Assistant))
@@ -394,6 +465,54 @@ fn reference(value: Value, column: &Option<String>, at: &str) -> Result<Option<S
         other => Some(text(other, column, at)?),
     };
     Ok(reply.filter(|r| !r.trim().is_empty()))
+}
+
+/// A prompt with a row's images: none leaves it as it is; a text prompt becomes one user
+/// message of the text then the images (as vLLM sends them); a conversation gets them after
+/// the text of its first user message, where a chat dataset's image belongs.
+fn with_images(prompt: Prompt, images: Vec<Image>) -> Prompt {
+    if images.is_empty() {
+        return prompt;
+    }
+    let text_parts = |text: String| {
+        if text.is_empty() {
+            Vec::new()
+        } else {
+            vec![ContentPart::Text(text)]
+        }
+    };
+    let mut images = Some(images);
+    let mut attach = |parts: &mut Vec<ContentPart>| {
+        if let Some(images) = images.take() {
+            parts.extend(images.into_iter().map(ContentPart::Image));
+        }
+    };
+    match prompt {
+        Prompt::Text(text) => {
+            let mut parts = text_parts(text);
+            attach(&mut parts);
+            Prompt::Multimodal(vec![MultimodalMessage {
+                role: Role::User,
+                parts,
+            }])
+        }
+        Prompt::Chat(messages) => Prompt::Multimodal(
+            messages
+                .into_iter()
+                .map(|m| {
+                    let mut parts = text_parts(m.content);
+                    if matches!(m.role, Role::User) {
+                        attach(&mut parts);
+                    }
+                    MultimodalMessage {
+                        role: m.role,
+                        parts,
+                    }
+                })
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 /// Makes a record's row; `None` when its prompt is empty (the caller counts those). `at` names
@@ -406,7 +525,16 @@ pub fn row(
 ) -> Result<Option<Row>, String> {
     let mut trailing = None;
     let prompt = if let Some(column) = &mapping.messages {
-        let mut messages = conversation(cells.messages, column, at)?;
+        let mut placeholders = 0;
+        let mut messages = conversation(cells.messages, column, at, &mut placeholders)?;
+        if placeholders > 0 && mapping.image.is_none() && !mapping.text_only {
+            return Err(format!(
+                "{at}: column {column:?}: the conversation has image parts but no image column \
+                 ({}) was found; name it with --hf-image-column, or pass hf-text-only to send \
+                 the text alone",
+                IMAGE_COLUMNS.join(", ")
+            ));
+        }
         if messages.is_empty() {
             return Ok(None);
         }
@@ -432,6 +560,14 @@ pub fn row(
             (false, false) => format!("{main}{ALPACA_SEPARATOR}{input}"),
         };
         Prompt::Text(joined)
+    };
+    let prompt = match &mapping.image {
+        Some(column) => with_images(
+            prompt,
+            crate::image::images(cells.image, column, at)
+                .map_err(|e| format!("{e} (hf-text-only sends the text alone)"))?,
+        ),
+        None => prompt,
     };
     if fixed_output {
         return Ok(Some(Row {

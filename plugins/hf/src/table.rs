@@ -7,6 +7,7 @@ use std::io::BufReader;
 use serde_json::Value;
 
 use crate::files::DataFile;
+use crate::image::Media;
 use crate::rows::Cells;
 use crate::{Reading, Step};
 
@@ -52,13 +53,18 @@ pub fn read(file: &DataFile, delimiter: u8, reading: &mut Reading) -> Result<Ste
     let mapping = reading.mapping(name, columns.as_slice(), true)?;
     let mut record = csv::StringRecord::new();
     while rows.read_record(&mut record).map_err(|e| error(name, &e))? {
-        let cells = Cells::take(&mapping, |c| {
+        let cell = |c: &str| {
             columns
                 .iter()
                 .position(|col| col == c)
                 .and_then(|i| record.get(i))
-                .map_or(Value::Null, |s| Value::String(s.to_owned()))
+        };
+        let mut cells = Cells::take(&mapping, |c| {
+            cell(c).map_or(Value::Null, |s| Value::String(s.to_owned()))
         });
+        if let Some(c) = &mapping.image {
+            cells.image = cell(c).map_or(Media::Null, |s| Media::Text(s.to_owned()));
+        }
         let at = || format!("{name}:{}", line(record.position()));
         if reading.offer(&mapping, cells, &at)? == Step::Stop {
             return Ok(Step::Stop);

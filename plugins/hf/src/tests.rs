@@ -10,6 +10,7 @@ use super::*;
 use crate::files::{in_split, split_name};
 
 mod formats;
+mod images;
 mod prompts;
 mod selection;
 
