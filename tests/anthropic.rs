@@ -158,8 +158,8 @@ async fn errors_fail_requests_with_the_servers_message() {
     .await;
     let dir = tempfile::tempdir().unwrap();
 
-    // llmb sends --api-key as a Bearer token, which the simulator takes like other servers
-    // do; a wrong one is refused in Anthropic's words.
+    // The adapter names Anthropic's `x-api-key` header, so llmb sends --api-key there (the
+    // simulator takes it, and Bearer too); a wrong one is refused in Anthropic's words.
     let mut args = args_for(dir.path(), &sim);
     args.num_prompts = 2;
     args.api_key = Some("k3y".into());
@@ -235,4 +235,69 @@ async fn errors_fail_requests_with_the_servers_message() {
     );
     assert!(!records[4].success, "a dropped stream is a failure");
     sim.shutdown().await;
+}
+
+/// The head of the first request a one-shot listener on 127.0.0.1 receives (it answers 401).
+fn first_request_head() -> (std::net::SocketAddr, std::thread::JoinHandle<String>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = std::thread::spawn(move || {
+        // Reachability checks connect and send nothing, and probes (`GET /v1/models`) are not
+        // the measured request: the first POST is the one.
+        let (mut s, head) = loop {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            if head.starts_with(b"POST") {
+                break (s, head);
+            }
+            let _ = s.write_all(
+                b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+        };
+        let body = r#"{"type":"error","error":{"type":"authentication_error","message":"no"}}"#;
+        let _ = write!(
+            s,
+            "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        String::from_utf8_lossy(&head).to_ascii_lowercase()
+    });
+    (addr, handle)
+}
+
+/// The key goes where the adapter says (`x-api-key` for Anthropic), never as Bearer too;
+/// `--api-key-header authorization` brings Bearer back for servers that take only that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_goes_in_the_header_the_adapter_names() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, want, unwanted) in [
+        (None, "x-api-key: k3y", "authorization:"),
+        (
+            Some("authorization"),
+            "authorization: bearer k3y",
+            "x-api-key:",
+        ),
+    ] {
+        let (addr, head) = first_request_head();
+        let mut args = quick_args(dir.path());
+        args.backend = "anthropic".into();
+        args.base_url = Some(format!("http://{addr}"));
+        args.model = Some("m".into());
+        args.no_preflight = true;
+        args.no_server_tokenize = true;
+        args.num_prompts = 1;
+        args.api_key = Some("k3y".into());
+        args.api_key_header = flag.map(Into::into);
+        let outcome = bench(&args).await;
+        assert_eq!(outcome.metrics.failed, 1);
+        let head = head.join().unwrap();
+        assert!(head.contains(want), "{flag:?}: {head}");
+        assert!(!head.contains(unwanted), "{flag:?}: {head}");
+    }
 }

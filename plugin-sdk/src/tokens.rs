@@ -68,6 +68,14 @@ pub fn sample_len(rng: &mut SplitMix64, len: u32, ratio: f64) -> u32 {
     rng.range_inclusive(lo, hi) as u32
 }
 
+/// An output length drawn as vLLM draws it: [`sample_len`]'s range with its lower end raised to
+/// 1 (vLLM never samples a 0-token output), so a short length is not drawn more often.
+pub fn sample_output_len(rng: &mut SplitMix64, len: u32, ratio: f64) -> u32 {
+    let lo = ((len as f64 * (1.0 - ratio)).floor() as u64).max(1);
+    let hi = ((len as f64 * (1.0 + ratio)).ceil() as u64).max(lo);
+    rng.range_inclusive(lo, hi) as u32
+}
+
 /// Fresh draws before giving up on an exact length: a tokenizer whose merges keep moving the
 /// count around one draw usually settles on another.
 pub const ATTEMPTS: usize = 16;

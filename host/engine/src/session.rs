@@ -210,10 +210,13 @@ async fn prepare(config: &RunConfig) -> anyhow::Result<Prepared> {
     }
     // `--api-key-header` wins; else the header the adapter names (Anthropic's `x-api-key`);
     // else `Authorization: Bearer`.
+    // `--api-key-header authorization` asks for the Bearer form back from an adapter that
+    // names another header (vLLM's Anthropic route takes only Bearer).
     let key_header = server
         .api_key_header
         .clone()
-        .or_else(|| info.api_key_header.clone());
+        .or_else(|| info.api_key_header.clone())
+        .filter(|h| !h.trim().eq_ignore_ascii_case("authorization"));
     let target = Target {
         base_url: base_url.clone(),
         endpoint: server.endpoint.clone(),

@@ -172,6 +172,15 @@ async fn tokenize(state: &SimState, req: Request<Incoming>) -> Response<SimBody>
             Ok(p) => p,
             Err(e) => return bad_request(&e),
         };
+        // Image headers are trusted for their size: a prompt past the context is refused
+        // before its ids are made, as generation refuses it.
+        if u64::from(prompt.tokens) > MAX_MODEL_LEN {
+            return bad_request(&format!(
+                "This model's maximum context length is {MAX_MODEL_LEN} tokens. However, your \
+                 request has {} input tokens.",
+                prompt.tokens
+            ));
+        }
         let mut ids = words.encode(&prompt.text);
         ids.resize(prompt.tokens as usize, TEMPLATE_TOKEN_ID);
         ids

@@ -11,9 +11,9 @@
 //! cache_creation_input_tokens + cache_read_input_tokens` (what OpenAI's `prompt_tokens`
 //! counts), the cached ones `cache_read_input_tokens`.
 //!
-//! The API key: Anthropic's API reads `x-api-key`, while llmb sends `--api-key` as
-//! `Authorization: Bearer` and an adapter may not set credentials (nor does it see the key);
-//! pass `--header x-api-key=KEY` to a server that wants the Anthropic header.
+//! The API key: Anthropic's API reads `x-api-key`, so `info` names that header and the host
+//! puts `--api-key` there (an adapter never sees the key). `--api-key-header authorization`
+//! sends it as `Authorization: Bearer` instead, for servers such as vLLM that take only that.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -237,8 +237,14 @@ fn messages(prompt: &Prompt) -> Result<(Option<String>, Value), String> {
                             ContentPart::Text(t) => json!({ "type": "text", "text": t }),
                             ContentPart::Image(image) => json!({
                                 "type": "image",
-                                "source": match &image.url {
-                                    Some(url) => json!({ "type": "url", "url": url }),
+                                "source": match image.url.as_deref().map(split_data_url) {
+                                    // Anthropic's `url` source takes http(s) URLs only.
+                                    Some(Some((media_type, data))) => json!({
+                                        "type": "base64",
+                                        "media_type": media_type,
+                                        "data": data,
+                                    }),
+                                    Some(None) => json!({ "type": "url", "url": image.url }),
                                     None => json!({
                                         "type": "base64",
                                         "media_type": image.mime_type,
@@ -257,6 +263,13 @@ fn messages(prompt: &Prompt) -> Result<(Option<String>, Value), String> {
     }
 }
 
+/// A `data:MEDIA;base64,DATA` URL as its media type and base64 data.
+fn split_data_url(url: &str) -> Option<(&str, &str)> {
+    let (head, data) = url.strip_prefix("data:")?.split_once(',')?;
+    let media_type = head.strip_suffix(";base64")?;
+    Some((media_type, data))
+}
+
 impl Guest for Adapter {
     type ResponseParser = Parser;
 
@@ -266,7 +279,7 @@ impl Guest for Adapter {
             api_key_header: Some("x-api-key".into()),
             name: "anthropic".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: "Anthropic Messages API POST /v1/messages (system apart from messages, anthropic-version 2023-06-01; named SSE events, text_delta and thinking_delta, usage in message_start and message_delta; no ignore_eos, output lengths cannot be forced; option thinking-budget=N (at least 1024); send the key with the key goes in x-api-key unless --api-key-header says otherwise)".into(),
+            description: "Anthropic Messages API POST /v1/messages (system apart from messages, anthropic-version 2023-06-01; named SSE events, text_delta and thinking_delta, usage in message_start and message_delta; no ignore_eos, output lengths cannot be forced; option thinking-budget=N (at least 1024); the key goes in x-api-key, as Anthropic wants; --api-key-header authorization sends it as Bearer)".into(),
             default_endpoint: "/v1/messages".into(),
             framing: Framing::Sse,
             supports_ignore_eos: false,

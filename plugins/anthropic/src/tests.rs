@@ -394,3 +394,49 @@ fn http_errors_carry_the_server_message() {
 fn fuzz() {
     llmb_plugin_sdk::testing::fuzz::adapter::<Adapter>(&[TEXT, THINKING, TOOL, BODY, OVERLOADED]);
 }
+
+#[test]
+fn images_are_image_blocks_and_data_urls_become_base64_sources() {
+    let image = |url: Option<&str>| {
+        ContentPart::Image(Image {
+            data: b"abc".to_vec(),
+            mime_type: "image/png".into(),
+            url: url.map(Into::into),
+            width: None,
+            height: None,
+        })
+    };
+    let mut r = GenRequest {
+        id: 1,
+        model: "claude".into(),
+        prompt: Prompt::Multimodal(vec![MultimodalMessage {
+            role: Role::User,
+            parts: vec![
+                ContentPart::Text("Compare.".into()),
+                image(None),
+                image(Some("data:image/jpeg;base64,/9j/AA==")),
+                image(Some("https://example.com/cat.jpg")),
+            ],
+        }]),
+        max_tokens: 8,
+        ignore_eos: false,
+        streaming: true,
+        include_usage: true,
+        temperature: None,
+        extra_body: None,
+    };
+    let v = body_of(&Adapter::build_request(r.clone()).unwrap());
+    assert_eq!(
+        v["messages"][0]["content"],
+        serde_json::json!([
+            {"type": "text", "text": "Compare."},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "YWJj"}},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "/9j/AA=="}},
+            {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}},
+        ])
+    );
+    // The API key's header is Anthropic's.
+    assert_eq!(Adapter::info().api_key_header.as_deref(), Some("x-api-key"));
+    r.prompt = Prompt::Text("t".into());
+    assert!(Adapter::build_request(r).is_ok());
+}

@@ -104,6 +104,15 @@ struct OutputPart {
     text: String,
 }
 
+/// The text of every part of `kind`, in order.
+fn texts<'a>(parts: &'a [OutputPart], kind: &str) -> Vec<&'a str> {
+    parts
+        .iter()
+        .filter(|p| p.kind == kind)
+        .map(|p| p.text.as_str())
+        .collect()
+}
+
 impl ResponseObject {
     fn usage(&self) -> Option<Usage> {
         self.usage.as_ref().map(|u| Usage {
@@ -155,6 +164,12 @@ fn input(prompt: &Prompt) -> Result<Value, String> {
                     Role::Assistant => "assistant",
                     Role::User | Role::Tool => "user",
                 };
+                // An assistant turn of the history is output: its text as one string (the
+                // API takes no `input_*` parts, and no images, in that role).
+                if role == "assistant" {
+                    let text = llmb_plugin_sdk::media::message_text(m);
+                    return json!({ "role": role, "content": text });
+                }
                 let parts: Vec<Value> = m
                     .parts
                     .iter()
@@ -242,7 +257,7 @@ impl Guest for Adapter {
         })
     }
 
-    /// The text is every `output_text` part of every message item; the reasoning is every
+    /// The text is every `output_text` part of every message item; the reasoning is each
     /// reasoning item's `reasoning_text` parts, or its summary when the server gives only that.
     fn parse_body(
         status: u16,
@@ -273,9 +288,14 @@ impl Guest for Adapter {
             .output
             .iter()
             .filter(|item| item.kind == "reasoning")
-            .flat_map(|item| item.content.iter().chain(&item.summary))
-            .filter(|part| part.kind == "reasoning_text" || part.kind == "summary_text")
-            .map(|part| part.text.as_str())
+            .flat_map(|item| {
+                let full = texts(&item.content, "reasoning_text");
+                if full.is_empty() {
+                    texts(&item.summary, "summary_text")
+                } else {
+                    full
+                }
+            })
             .collect();
         Ok(Completion {
             reasoning,
@@ -568,6 +588,36 @@ data: {"type":"response.completed","sequence_number":5,"response":{"id":"resp_1"
                    "input": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
                    "reasoning": {"effort": "low"}, "store": false})
         );
+        // Images: `input_text`/`input_image` parts for the user; an assistant turn of the
+        // history is its text (the API takes no input parts in that role).
+        let (_, v) = request(|r| {
+            r.prompt = Prompt::Multimodal(vec![
+                MultimodalMessage {
+                    role: Role::Assistant,
+                    parts: vec![ContentPart::Text("Earlier.".into())],
+                },
+                MultimodalMessage {
+                    role: Role::User,
+                    parts: vec![
+                        ContentPart::Text("What is it?".into()),
+                        ContentPart::Image(Image {
+                            data: b"abc".to_vec(),
+                            mime_type: "image/png".into(),
+                            url: None,
+                            width: Some(1),
+                            height: Some(1),
+                        }),
+                    ],
+                },
+            ]);
+        })
+        .unwrap();
+        assert_eq!(
+            v["input"],
+            json!([{"role": "assistant", "content": "Earlier."},
+                   {"role": "user", "content": [{"type": "input_text", "text": "What is it?"},
+                       {"type": "input_image", "image_url": "data:image/png;base64,YWJj"}]}])
+        );
         assert!(request(|r| r.extra_body = Some("null".into())).is_err());
         assert!(
             Adapter::configure(vec![Kv {
@@ -661,6 +711,11 @@ data: {"type":"response.completed","sequence_number":5,"response":{"id":"resp_1"
             (u.prompt_tokens, u.completion_tokens, u.cached_prompt_tokens),
             (Some(14), Some(6), Some(0))
         );
+        // Reasoning: the full text when the server gives it, the summary only without it.
+        let both = br#"{"object":"response","status":"completed","output":[{"type":"reasoning","content":[{"type":"reasoning_text","text":"a b"}],"summary":[{"type":"summary_text","text":"ab"}]},{"type":"reasoning","summary":[{"type":"summary_text","text":" c"}]},{"type":"message","role":"assistant","content":[{"type":"output_text","text":"Paris"}]}],"usage":{"input_tokens":3,"output_tokens":4,"output_tokens_details":{"reasoning_tokens":3}}}"#;
+        let c = Adapter::parse_body(200, Vec::new(), both.to_vec()).unwrap();
+        assert_eq!((c.reasoning.as_str(), c.text.as_str()), ("a b c", "Paris"));
+        assert_eq!(c.usage.unwrap().reasoning_tokens, Some(3));
         let failed = br#"{"id":"resp_1","object":"response","status":"failed","error":{"code":"server_error","message":"boom"},"output":[],"usage":null}"#;
         let e = Adapter::parse_body(200, Vec::new(), failed.to_vec()).unwrap_err();
         assert_eq!(e.message, "boom");

@@ -21,7 +21,9 @@ use llmb_plugin_sdk::dataset::{
     ContentPart, DatasetInfo, DatasetParams, Guest, GuestSource, Image, MultimodalMessage, Prompt,
     Role, Sample, parse_option,
 };
-use llmb_plugin_sdk::tokens::{HostTokenizer, Tokenizer, Vocab, random_text_after, sample_len};
+use llmb_plugin_sdk::tokens::{
+    HostTokenizer, Tokenizer, Vocab, random_text_after, sample_len, sample_output_len,
+};
 
 pub mod noise;
 pub mod options;
@@ -107,7 +109,7 @@ impl State {
         let mut bytes = 0;
         while out.len() < max as usize && self.produced < count && bytes < self.batch_bytes {
             let input_len = sample_len(&mut self.rng, t.input_len, t.range_ratio);
-            let output_len = sample_len(&mut self.rng, t.output_len, t.range_ratio).max(1);
+            let output_len = sample_output_len(&mut self.rng, t.output_len, t.range_ratio);
             let target = self.prefix.len() + input_len as usize;
             let (text, input_tokens) =
                 random_text_after(tok, &self.vocab, &mut self.rng, &self.prefix, target);

@@ -10,7 +10,9 @@ use llmb_plugin_sdk::SplitMix64;
 use llmb_plugin_sdk::dataset::{
     DatasetInfo, DatasetParams, Guest, GuestSource, Prompt, Sample, parse_option,
 };
-use llmb_plugin_sdk::tokens::{HostTokenizer, Vocab, random_text_after, sample_len};
+use llmb_plugin_sdk::tokens::{
+    HostTokenizer, Vocab, random_text_after, sample_len, sample_output_len,
+};
 
 pub struct Random;
 
@@ -94,7 +96,7 @@ impl GuestSource for RandomSource {
         let mut out = Vec::with_capacity(n as usize);
         for _ in 0..n {
             let input_len = sample_len(&mut st.rng, c.input_len, c.range_ratio);
-            let output_len = sample_len(&mut st.rng, c.output_len, c.range_ratio).max(1);
+            let output_len = sample_output_len(&mut st.rng, c.output_len, c.range_ratio);
             let target = st.prefix.len() + input_len as usize;
             let (text, input_tokens) =
                 random_text_after(&HostTokenizer, &st.vocab, &mut st.rng, &st.prefix, target);
@@ -131,7 +133,7 @@ mod tests {
                 let c = config(p)?;
                 let mut rng = SplitMix64::new(p.seed);
                 sample_len(&mut rng, c.input_len, c.range_ratio);
-                sample_len(&mut rng, c.output_len, c.range_ratio);
+                sample_output_len(&mut rng, c.output_len, c.range_ratio);
                 Ok(())
             },
         );

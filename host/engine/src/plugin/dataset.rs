@@ -577,6 +577,8 @@ fn listed_files(list: &Path, fields: &[&str]) -> Vec<PathBuf> {
     let Ok(text) = std::fs::read_to_string(list) else {
         return Vec::new();
     };
+    // A list saved with a byte-order mark (Windows editors) is read as the readers read it.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     text.lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .flat_map(|v| {
@@ -652,5 +654,25 @@ fn convert_prompt(p: dtypes::Prompt) -> BPrompt {
                 })
                 .collect(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_list_grants_the_files_its_lines_name_and_nothing_outside() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("list.jsonl");
+        // A byte-order mark (Windows editors) must not hide the first line's file.
+        std::fs::write(
+            &list,
+            "\u{feff}{\"image\": \"a.png\"}\n{\"images\": [\"./b.png\", \"../c.png\", \"/etc/passwd\"]}\n",
+        )
+        .unwrap();
+        let files = listed_files(&list, listed_fields("images"));
+        assert_eq!(files, [PathBuf::from("a.png"), PathBuf::from("./b.png")]);
+        assert!(listed_files(&list, listed_fields("random")).is_empty());
     }
 }
