@@ -107,10 +107,7 @@ fn marked(prompt: &crate::plugin::backend::Prompt) -> crate::plugin::backend::Pr
 /// The model ids at `/v1/models`, when the server lists any.
 async fn served_models(p: &Preflight<'_>) -> Option<Vec<String>> {
     let uri: hyper::Uri = format!("{}/v1/models", p.target.base_url).parse().ok()?;
-    let mut req = hyper::Request::get(uri);
-    if let Some(auth) = &p.target.authorization {
-        req = req.header(hyper::header::AUTHORIZATION, auth.clone());
-    }
+    let req = p.target.with_credentials(hyper::Request::get(uri));
     let resp = tokio::time::timeout(
         Duration::from_secs(10),
         p.client.request(req.body(Default::default()).ok()?),

@@ -49,10 +49,7 @@ pub struct ModelListing {
 
 pub async fn list_models(client: &HttpClient, target: &Target) -> anyhow::Result<ModelListing> {
     let uri: hyper::Uri = format!("{}/v1/models", target.base_url).parse()?;
-    let mut req = hyper::Request::get(uri);
-    if let Some(auth) = &target.authorization {
-        req = req.header(hyper::header::AUTHORIZATION, auth.clone());
-    }
+    let req = target.with_credentials(hyper::Request::get(uri));
     let resp = tokio::time::timeout(
         Duration::from_secs(30),
         client.request(req.body(Default::default())?),

@@ -163,6 +163,24 @@ impl Target {
         Ok((uri, userinfo))
     }
 
+    /// `req` with the user's headers and credentials, for the requests llmb makes by itself
+    /// (`/v1/models` probes): a server that wants a key wants it there too.
+    pub fn with_credentials(
+        &self,
+        mut req: hyper::http::request::Builder,
+    ) -> hyper::http::request::Builder {
+        for (name, value) in &self.headers {
+            req = req.header(name, value);
+        }
+        if let Some((name, key)) = &self.api_key_header {
+            req = req.header(name, key);
+        }
+        if let Some(auth) = &self.authorization {
+            req = req.header(hyper::header::AUTHORIZATION, auth);
+        }
+        req
+    }
+
     /// The key as the value of header `name` (`--api-key-header`), sensitive and registered as a
     /// secret like [`Target::bearer`]'s.
     pub fn key_header(name: &str, api_key: &str) -> anyhow::Result<(HeaderName, HeaderValue)> {
