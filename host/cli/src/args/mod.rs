@@ -750,11 +750,13 @@ pub struct BenchArgs {
     /// message.
     #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = llmb_engine::transport::limits::parse_size)]
     pub max_frame_bytes: u64,
-    /// API key (or OPENAI_API_KEY); sent as a bearer token, never printed or saved.
+    /// API key (or OPENAI_API_KEY); sent as a bearer token, or in the header the adapter names
+    /// (the anthropic adapter: `x-api-key`); never printed or saved.
     #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// Send --api-key as it is in this header instead of `Authorization: Bearer` (Anthropic's
-    /// `x-api-key`, Azure OpenAI's `api-key`).
+    /// Send --api-key as it is in this header instead of `Authorization: Bearer` (Azure
+    /// OpenAI's `api-key`); `authorization` sends it as Bearer even where the adapter names
+    /// another header (vLLM's Anthropic route).
     #[arg(long, value_name = "HEADER")]
     pub api_key_header: Option<String>,
     /// Ask the server to ignore EOS so outputs have exactly the requested length.
