@@ -259,15 +259,7 @@ impl Distribution {
 fn images(samples: &[Sample]) -> impl Iterator<Item = &crate::plugin::backend::Image> {
     samples
         .iter()
-        .flat_map(|s| match &s.prompt {
-            Prompt::Multimodal(messages) => messages.as_slice(),
-            _ => &[],
-        })
-        .flat_map(|m| &m.parts)
-        .filter_map(|p| match p {
-            ContentPart::Image(image) => Some(image),
-            ContentPart::Text(_) => None,
-        })
+        .flat_map(|s| crate::plugin::backend::prompt_images(&s.prompt))
 }
 
 /// Input and output lengths of the prompts a run would send.

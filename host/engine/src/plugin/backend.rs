@@ -37,6 +37,21 @@ pub use bindings::llmb::plugin::types::{
     StreamEvent, Usage,
 };
 
+/// Every image a prompt carries, in order.
+pub fn prompt_images(prompt: &Prompt) -> impl Iterator<Item = &Image> {
+    let messages = match prompt {
+        Prompt::Multimodal(messages) => messages.as_slice(),
+        _ => &[],
+    };
+    messages
+        .iter()
+        .flat_map(|m| &m.parts)
+        .filter_map(|part| match part {
+            ContentPart::Image(image) => Some(image),
+            ContentPart::Text(_) => None,
+        })
+}
+
 /// Response headers or trailers as the adapter sees them.
 pub type Headers = Vec<(String, String)>;
 
@@ -86,33 +101,8 @@ impl PluginStore for BackendState {
 impl bindings::llmb::plugin::types::Host for BackendState {}
 impl backend_v1::llmb::plugin::types::Host for BackendState {}
 
-impl bindings::llmb::plugin::host_log::Host for BackendState {
-    fn log(&mut self, level: bindings::llmb::plugin::host_log::Level, message: String) {
-        use bindings::llmb::plugin::host_log::Level;
-        let (label, is_error) = match level {
-            Level::Debug => ("debug", false),
-            Level::Info => ("info", false),
-            Level::Warn => ("warn", false),
-            Level::Error => ("error", true),
-        };
-        let name = self.name.clone();
-        self.log.log(&name, label, &message, is_error);
-    }
-}
-
-impl backend_v1::llmb::plugin::host_log::Host for BackendState {
-    fn log(&mut self, level: backend_v1::llmb::plugin::host_log::Level, message: String) {
-        use backend_v1::llmb::plugin::host_log::Level;
-        let (label, is_error) = match level {
-            Level::Debug => ("debug", false),
-            Level::Info => ("info", false),
-            Level::Warn => ("warn", false),
-            Level::Error => ("error", true),
-        };
-        let name = self.name.clone();
-        self.log.log(&name, label, &message, is_error);
-    }
-}
+impl_host_log!(BackendState, bindings::llmb::plugin::host_log);
+impl_host_log!(BackendState, backend_v1::llmb::plugin::host_log);
 
 /// A compiled backend plugin, linked and ready to instantiate.
 pub struct BackendFactory {

@@ -91,69 +91,33 @@ impl PluginStore for DatasetState {
 impl dtypes::Host for DatasetState {}
 impl dataset_v1::llmb::plugin::types::Host for DatasetState {}
 
-impl dataset_v1::llmb::plugin::host_log::Host for DatasetState {
-    fn log(&mut self, level: dataset_v1::llmb::plugin::host_log::Level, message: String) {
-        use dataset_v1::llmb::plugin::host_log::Level;
-        let (label, is_error) = match level {
-            Level::Debug => ("debug", false),
-            Level::Info => ("info", false),
-            Level::Warn => ("warn", false),
-            Level::Error => ("error", true),
-        };
-        let name = self.name.clone();
-        self.log.log(&name, label, &message, is_error);
-    }
+/// Implements one WIT version's `tokenizer` import with the host tokenizer.
+macro_rules! impl_tokenizer_host {
+    ($($iface:ident)::+) => {
+        impl $($iface)::+::Host for DatasetState {
+            fn count(&mut self, text: String) -> u32 {
+                self.tokenizer.count(&text)
+            }
+            fn encode(&mut self, text: String) -> Vec<u32> {
+                self.tokenizer.encode(&text)
+            }
+            fn decode(&mut self, tokens: Vec<u32>) -> String {
+                self.tokenizer.decode(&tokens)
+            }
+            fn vocab_size(&mut self) -> u32 {
+                self.tokenizer.vocab_size()
+            }
+            fn special_ids(&mut self) -> Vec<u32> {
+                self.tokenizer.special_ids()
+            }
+        }
+    };
 }
 
-impl dataset_v1::llmb::plugin::tokenizer::Host for DatasetState {
-    fn count(&mut self, text: String) -> u32 {
-        self.tokenizer.count(&text)
-    }
-    fn encode(&mut self, text: String) -> Vec<u32> {
-        self.tokenizer.encode(&text)
-    }
-    fn decode(&mut self, tokens: Vec<u32>) -> String {
-        self.tokenizer.decode(&tokens)
-    }
-    fn vocab_size(&mut self) -> u32 {
-        self.tokenizer.vocab_size()
-    }
-    fn special_ids(&mut self) -> Vec<u32> {
-        self.tokenizer.special_ids()
-    }
-}
-
-impl bindings::llmb::plugin::host_log::Host for DatasetState {
-    fn log(&mut self, level: bindings::llmb::plugin::host_log::Level, message: String) {
-        use bindings::llmb::plugin::host_log::Level;
-        let (label, is_error) = match level {
-            Level::Debug => ("debug", false),
-            Level::Info => ("info", false),
-            Level::Warn => ("warn", false),
-            Level::Error => ("error", true),
-        };
-        let name = self.name.clone();
-        self.log.log(&name, label, &message, is_error);
-    }
-}
-
-impl bindings::llmb::plugin::tokenizer::Host for DatasetState {
-    fn count(&mut self, text: String) -> u32 {
-        self.tokenizer.count(&text)
-    }
-    fn encode(&mut self, text: String) -> Vec<u32> {
-        self.tokenizer.encode(&text)
-    }
-    fn decode(&mut self, tokens: Vec<u32>) -> String {
-        self.tokenizer.decode(&tokens)
-    }
-    fn vocab_size(&mut self) -> u32 {
-        self.tokenizer.vocab_size()
-    }
-    fn special_ids(&mut self) -> Vec<u32> {
-        self.tokenizer.special_ids()
-    }
-}
+impl_host_log!(DatasetState, bindings::llmb::plugin::host_log);
+impl_host_log!(DatasetState, dataset_v1::llmb::plugin::host_log);
+impl_tokenizer_host!(bindings::llmb::plugin::tokenizer);
+impl_tokenizer_host!(dataset_v1::llmb::plugin::tokenizer);
 
 /// A linked dataset component: of the current WIT, or of 1.0 (`legacy.rs`).
 enum DatasetPre {
@@ -212,39 +176,31 @@ impl DatasetBindings {
         store: &mut Store<DatasetState>,
         source: wasmtime::component::ResourceAny,
     ) -> anyhow::Result<Result<Vec<Sample>, String>> {
+        // Both versions' samples have the same fields; only the prompt type differs.
+        macro_rules! read {
+            ($plugin:expr, $prompt:path) => {
+                guarded(store, CALL_DEADLINE_TICKS, |s| {
+                    $plugin
+                        .llmb_plugin_dataset()
+                        .source()
+                        .call_next_batch(s, source, BATCH)
+                })?
+                .map(|batch| {
+                    batch
+                        .into_iter()
+                        .map(|s| Sample {
+                            prompt: $prompt(s.prompt),
+                            input_tokens: s.input_tokens,
+                            output_tokens: s.output_tokens,
+                            timestamp: s.timestamp,
+                        })
+                        .collect()
+                })
+            };
+        }
         Ok(match self {
-            DatasetBindings::Current(p) => guarded(store, CALL_DEADLINE_TICKS, |s| {
-                p.llmb_plugin_dataset()
-                    .source()
-                    .call_next_batch(s, source, BATCH)
-            })?
-            .map(|batch| {
-                batch
-                    .into_iter()
-                    .map(|s| Sample {
-                        prompt: convert_prompt(s.prompt),
-                        input_tokens: s.input_tokens,
-                        output_tokens: s.output_tokens,
-                        timestamp: s.timestamp,
-                    })
-                    .collect()
-            }),
-            DatasetBindings::Legacy(p) => guarded(store, CALL_DEADLINE_TICKS, |s| {
-                p.llmb_plugin_dataset()
-                    .source()
-                    .call_next_batch(s, source, BATCH)
-            })?
-            .map(|batch| {
-                batch
-                    .into_iter()
-                    .map(|s| Sample {
-                        prompt: legacy::dataset_prompt_from_v1(s.prompt),
-                        input_tokens: s.input_tokens,
-                        output_tokens: s.output_tokens,
-                        timestamp: s.timestamp,
-                    })
-                    .collect()
-            }),
+            DatasetBindings::Current(p) => read!(p, convert_prompt),
+            DatasetBindings::Legacy(p) => read!(p, legacy::dataset_prompt_from_v1),
         })
     }
 }

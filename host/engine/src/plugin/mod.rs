@@ -6,6 +6,27 @@
 //! provides (the WASI basics Rust's std needs, the host log and, for datasets, the tokenizer and
 //! a read-only filesystem holding only the files the user named).
 
+/// Implements one WIT version's `host-log` import for a plugin store (a type with `name` and
+/// `log` fields): every version declares the same interface, but each binding has its own
+/// trait and level enum.
+macro_rules! impl_host_log {
+    ($state:ty, $($iface:ident)::+) => {
+        impl $($iface)::+::Host for $state {
+            fn log(&mut self, level: $($iface)::+::Level, message: String) {
+                use $($iface)::+::Level;
+                let (label, is_error) = match level {
+                    Level::Debug => ("debug", false),
+                    Level::Info => ("info", false),
+                    Level::Warn => ("warn", false),
+                    Level::Error => ("error", true),
+                };
+                let name = self.name.clone();
+                self.log.log(&name, label, &message, is_error);
+            }
+        }
+    };
+}
+
 pub mod backend;
 mod cache;
 pub mod dataset;

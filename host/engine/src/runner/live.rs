@@ -113,7 +113,7 @@ impl Live {
             .shard
             .as_ref()
             .map_or(id, |shard| shard.global_id(id));
-        let input_images = prompt_images(&prompt);
+        let input_images = crate::plugin::backend::prompt_images(&prompt).count() as u32;
         let req = t.request(id, prompt, s.output_tokens);
         let record = RequestRecord {
             id,
@@ -324,18 +324,6 @@ fn conversation_turns(prompt: &BPrompt) -> Option<Turns> {
         .cloned()
         .collect();
     Some(Turns { preamble, users })
-}
-
-/// How many images a prompt carries.
-fn prompt_images(prompt: &BPrompt) -> u32 {
-    match prompt {
-        BPrompt::Multimodal(messages) => messages
-            .iter()
-            .flat_map(|m| &m.parts)
-            .filter(|p| matches!(p, crate::plugin::backend::ContentPart::Image(_)))
-            .count() as u32,
-        _ => 0,
-    }
 }
 
 #[cfg(test)]

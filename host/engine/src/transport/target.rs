@@ -169,14 +169,18 @@ impl Target {
         &self,
         mut req: hyper::http::request::Builder,
     ) -> hyper::http::request::Builder {
-        for (name, value) in &self.headers {
-            req = req.header(name, value);
-        }
-        if let Some((name, key)) = &self.api_key_header {
-            req = req.header(name, key);
-        }
-        if let Some(auth) = &self.authorization {
-            req = req.header(hyper::header::AUTHORIZATION, auth);
+        // Inserted (a later one replaces an earlier one of the same name) in `request`'s order,
+        // so a probe carries exactly what a measured request carries.
+        if let Some(headers) = req.headers_mut() {
+            for (name, value) in &self.headers {
+                headers.insert(name.clone(), value.clone());
+            }
+            if let Some((name, key)) = &self.api_key_header {
+                headers.insert(name.clone(), key.clone());
+            }
+            if let Some(auth) = &self.authorization {
+                headers.insert(hyper::header::AUTHORIZATION, auth.clone());
+            }
         }
         req
     }

@@ -190,7 +190,9 @@ fn over_time(measured: &[&RequestRecord]) -> anyhow::Result<String> {
         .collect();
     let note = match (steady.window, &steady.note) {
         (Some((a, b)), _) => format!(
-            "Windows of {width:.2} s from the first send; shaded: the steady state, {a:.2} s to              {b:.2} s (after the first wave was answered, before the drain): {:.2} req/s, {:.1}              output tok/s, TTFT p99 {:.1} ms in it.",
+            "Windows of {width:.2} s from the first send; shaded: the steady state, {a:.2} s to \
+             {b:.2} s (after the first wave was answered, before the drain): {:.2} req/s, {:.1} \
+             output tok/s, TTFT p99 {:.1} ms in it.",
             steady.stats.request_throughput,
             steady.stats.output_throughput,
             steady.stats.ttft.summary.p99
