@@ -64,15 +64,18 @@ impl Vocab {
 /// `[floor(len*(1-ratio)), ceil(len*(1+ratio))]` (`--random-range-ratio`).
 pub fn sample_len(rng: &mut SplitMix64, len: u32, ratio: f64) -> u32 {
     let lo = (len as f64 * (1.0 - ratio)).floor() as u64;
-    let hi = (len as f64 * (1.0 + ratio)).ceil() as u64;
-    rng.range_inclusive(lo, hi) as u32
+    // A length past u32 would wrap silently; the longest is kept instead.
+    let hi = ((len as f64 * (1.0 + ratio)).ceil() as u64).min(u64::from(u32::MAX));
+    rng.range_inclusive(lo.min(hi), hi) as u32
 }
 
 /// An output length drawn as vLLM draws it: [`sample_len`]'s range with its lower end raised to
 /// 1 (vLLM never samples a 0-token output), so a short length is not drawn more often.
 pub fn sample_output_len(rng: &mut SplitMix64, len: u32, ratio: f64) -> u32 {
     let lo = ((len as f64 * (1.0 - ratio)).floor() as u64).max(1);
-    let hi = ((len as f64 * (1.0 + ratio)).ceil() as u64).max(lo);
+    let hi = ((len as f64 * (1.0 + ratio)).ceil() as u64)
+        .min(u64::from(u32::MAX))
+        .max(lo);
     rng.range_inclusive(lo, hi) as u32
 }
 

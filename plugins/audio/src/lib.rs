@@ -84,25 +84,9 @@ pub fn wav_duration(bytes: &[u8]) -> Option<f64> {
     None
 }
 
-/// Refuses audio paths that cannot lie inside the list's directory: empty, absolute (Unix, UNC
-/// or drive-letter), or with a `..` component.
+/// Refuses audio paths that cannot lie inside the list's directory.
 pub fn check_audio_path(path: &str) -> Result<(), String> {
-    if path.trim().is_empty() {
-        return Err("the \"audio\" path is empty".into());
-    }
-    let bytes = path.as_bytes();
-    let drive = bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':';
-    if path.starts_with('/') || path.starts_with('\\') || drive {
-        return Err(format!(
-            "the audio path {path:?} is absolute; give it relative to the list's directory"
-        ));
-    }
-    if path.split(['/', '\\']).any(|c| c == "..") {
-        return Err(format!(
-            "the audio path {path:?} leaves the list's directory (\"..\"); only files under it can be read"
-        ));
-    }
-    Ok(())
+    llmb_plugin_sdk::media::check_relative_path(path, "audio")
 }
 
 /// The file name sent with the upload: servers read the format from its extension.

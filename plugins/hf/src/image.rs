@@ -172,20 +172,7 @@ impl Media {
     }
 }
 
-/// The MIME type a URL's extension suggests; empty when it says nothing (the server fetches
-/// the image and reads its type itself).
-pub fn url_mime(url: &str) -> String {
-    let path = url.split(['?', '#']).next().unwrap_or(url);
-    let ext = path.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
-    match ext.as_deref() {
-        Some("jpg" | "jpeg") => "image/jpeg",
-        Some("png") => "image/png",
-        Some("webp") => "image/webp",
-        Some("gif") => "image/gif",
-        _ => "",
-    }
-    .to_owned()
-}
+pub use llmb_plugin_sdk::media::url_mime;
 
 /// Bytes made into an image: format and size from the header.
 pub fn decode(data: Vec<u8>) -> Result<Image, String> {
@@ -196,31 +183,14 @@ pub fn decode(data: Vec<u8>) -> Result<Image, String> {
             MAX_IMAGE_BYTES >> 20
         ));
     }
-    let not_image = "not a JPEG, PNG, WebP or GIF image";
-    let mime = match imagesize::image_type(&data).map_err(|_| not_image.to_owned())? {
-        imagesize::ImageType::Jpeg => "image/jpeg",
-        imagesize::ImageType::Png => "image/png",
-        imagesize::ImageType::Webp => "image/webp",
-        imagesize::ImageType::Gif => "image/gif",
-        #[allow(unreachable_patterns)]
-        _ => return Err(not_image.into()),
-    };
-    let size = imagesize::blob_size(&data)
-        .map_err(|e| format!("cannot read its size from the {mime} header: {e}"))?;
-    let side = |n: usize| u32::try_from(n).ok().filter(|&n| n > 0);
-    match (side(size.width), side(size.height)) {
-        (Some(width), Some(height)) => Ok(Image {
-            data,
-            mime_type: mime.into(),
-            url: None,
-            width: Some(width),
-            height: Some(height),
-        }),
-        _ => Err(format!(
-            "its {mime} header gives a size of {}x{}",
-            size.width, size.height
-        )),
-    }
+    let header = llmb_plugin_sdk::media::image_header(&mut std::io::Cursor::new(&data))?;
+    Ok(Image {
+        data,
+        mime_type: header.mime.into(),
+        url: None,
+        width: Some(header.width),
+        height: Some(header.height),
+    })
 }
 
 fn one(media: Media) -> Result<Image, String> {

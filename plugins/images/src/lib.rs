@@ -47,13 +47,7 @@ pub const MAX_FILE_BYTES: u64 = 64 << 20;
 const USAGE: &str = "the images dataset needs --dataset-path: a folder of images, an image \
     file, or a JSONL list of {\"prompt\": \"...\", \"image\": \"a.png\"} lines";
 
-/// What a file's header says.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Header {
-    pub mime: &'static str,
-    pub width: u32,
-    pub height: u32,
-}
+pub use llmb_plugin_sdk::media::{ImageHeader as Header, url_mime};
 
 /// The format (by content) and size of the image at `path`, from its first bytes.
 pub fn probe(path: &Path) -> Result<Header, String> {
@@ -66,49 +60,7 @@ pub fn probe(path: &Path) -> Result<Header, String> {
             MAX_FILE_BYTES >> 20
         ));
     }
-    let mut reader = std::io::BufReader::new(file);
-    let not_image = "not a JPEG, PNG, WebP or GIF image";
-    let kind = imagesize::reader_type(&mut reader).map_err(|_| not_image.to_owned())?;
-    let mime = match kind {
-        imagesize::ImageType::Jpeg => "image/jpeg",
-        imagesize::ImageType::Png => "image/png",
-        imagesize::ImageType::Webp => "image/webp",
-        imagesize::ImageType::Gif => "image/gif",
-        _ => return Err(not_image.into()),
-    };
-    let size = kind
-        .reader_size(&mut reader)
-        .map_err(|e| format!("cannot read its size from the {mime} header: {e}"))?;
-    let side = |n: usize| u32::try_from(n).ok().filter(|&n| n > 0);
-    match (side(size.width), side(size.height)) {
-        (Some(width), Some(height)) => Ok(Header {
-            mime,
-            width,
-            height,
-        }),
-        _ => Err(format!(
-            "its {mime} header gives a size of {}x{}",
-            size.width, size.height
-        )),
-    }
-}
-
-/// The MIME type a URL's extension suggests; empty when it says nothing (the server fetches the
-/// image and reads its type itself).
-pub fn url_mime(url: &str) -> String {
-    if let Some(rest) = url.strip_prefix("data:") {
-        return rest.split([';', ',']).next().unwrap_or("").to_owned();
-    }
-    let path = url.split(['?', '#']).next().unwrap_or(url);
-    let ext = path.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
-    match ext.as_deref() {
-        Some("jpg" | "jpeg") => "image/jpeg",
-        Some("png") => "image/png",
-        Some("webp") => "image/webp",
-        Some("gif") => "image/gif",
-        _ => "",
-    }
-    .to_owned()
+    llmb_plugin_sdk::media::image_header(&mut std::io::BufReader::new(file))
 }
 
 /// One image of a request, checked.

@@ -34,30 +34,15 @@ pub fn is_image_name(name: &str) -> bool {
         .is_some_and(|(_, ext)| EXTENSIONS.iter().any(|e| ext.eq_ignore_ascii_case(e)))
 }
 
-/// Refuses image paths that cannot lie inside the list's folder: empty, absolute (Unix, UNC or
-/// drive-letter), with a `..` component, or a URL (which belongs in `"image_url"`).
+/// Refuses image paths that cannot lie inside the list's folder
+/// ([`llmb_plugin_sdk::media::check_relative_path`]), and URLs, which belong in `"image_url"`.
 pub fn check_path(path: &str) -> Result<(), String> {
-    if path.trim().is_empty() {
-        return Err("an image path is empty".into());
-    }
     if path.starts_with("http://") || path.starts_with("https://") || path.starts_with("data:") {
         return Err(format!(
             "{path:?} is a URL, not a file: give URLs as \"image_url\""
         ));
     }
-    let bytes = path.as_bytes();
-    let drive = bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':';
-    if path.starts_with('/') || path.starts_with('\\') || drive {
-        return Err(format!(
-            "the image path {path:?} is absolute; give it relative to the list's folder"
-        ));
-    }
-    if path.split(['/', '\\']).any(|c| c == "..") {
-        return Err(format!(
-            "the image path {path:?} leaves the list's folder (\"..\"); only files under it can be read"
-        ));
-    }
-    Ok(())
+    llmb_plugin_sdk::media::check_relative_path(path, "image")
 }
 
 /// A string or an array of strings under `key` (absent or null: none).
