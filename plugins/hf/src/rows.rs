@@ -496,8 +496,8 @@ fn with_images(prompt: Prompt, images: Vec<Image>) -> Prompt {
                 parts,
             }])
         }
-        Prompt::Chat(messages) => Prompt::Multimodal(
-            messages
+        Prompt::Chat(messages) => {
+            let mut messages: Vec<MultimodalMessage> = messages
                 .into_iter()
                 .map(|m| {
                     let mut parts = text_parts(m.content);
@@ -509,8 +509,19 @@ fn with_images(prompt: Prompt, images: Vec<Image>) -> Prompt {
                         parts,
                     }
                 })
-                .collect(),
-        ),
+                .collect();
+            // A conversation with no user turn still sends its images, as a user turn of
+            // their own, rather than dropping them.
+            let mut rest = Vec::new();
+            attach(&mut rest);
+            if !rest.is_empty() {
+                messages.push(MultimodalMessage {
+                    role: Role::User,
+                    parts: rest,
+                });
+            }
+            Prompt::Multimodal(messages)
+        }
         other => other,
     }
 }

@@ -157,11 +157,25 @@ pub fn parse_image_limit(text: &str) -> Result<u32, String> {
     let image = obj
         .get("image")
         .ok_or("no \"image\" limit (the images are what this dataset makes)")?;
-    image
+    let limit = image
         .as_u64()
         .and_then(|n| u32::try_from(n).ok())
-        .ok_or_else(|| format!("the \"image\" limit must be a non-negative integer, not {image}"))
+        .ok_or_else(|| {
+            format!("the \"image\" limit must be a non-negative integer, not {image}")
+        })?;
+    // One request is generated whole inside the sandbox: billions of images would exhaust it
+    // instead of failing with a reason.
+    if limit > MAX_IMAGES_PER_REQUEST {
+        return Err(format!(
+            "the \"image\" limit {limit} is more than the {MAX_IMAGES_PER_REQUEST} images one \
+             request can carry here"
+        ));
+    }
+    Ok(limit)
 }
+
+/// The most images one generated request may carry (vLLM's default limit is 255).
+pub const MAX_IMAGES_PER_REQUEST: u32 = 1024;
 
 /// vLLM's range of images per request: `[floor(n*(1-r)), ceil(n*(1+r))]`, its top clamped to
 /// `limit`; an error when the bottom is above the top.
