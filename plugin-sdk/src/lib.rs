@@ -19,6 +19,7 @@ pub mod sampler;
 pub mod testing;
 pub mod tokenize;
 pub mod tokens;
+pub mod whole_body;
 
 /// Bindings for the `backend-plugin` world (adapters).
 pub mod backend_bindings {

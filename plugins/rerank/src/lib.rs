@@ -37,6 +37,7 @@ use llmb_plugin_sdk::backend::*;
 use llmb_plugin_sdk::errors::protocol;
 use llmb_plugin_sdk::json::{is_error_object, merge_extra_body};
 use llmb_plugin_sdk::openai::{self, AUDIO_NOT_SUPPORTED};
+use llmb_plugin_sdk::whole_body::{WholeBody, describe, in_band_error};
 use serde_json::{Value, json};
 
 /// Documents a text prompt is split into when `documents` is not given.
@@ -98,7 +99,7 @@ pub struct Adapter;
 /// Per-request state: the body so far, and whether `finish` already answered.
 #[derive(Default)]
 pub struct Parser {
-    state: RefCell<(Vec<u8>, bool)>,
+    body: WholeBody,
 }
 
 /// `text` split on word boundaries into a query and up to `documents` documents of nearly
@@ -140,38 +141,6 @@ fn query_and_documents(prompt: &Prompt, documents: u32) -> Result<(String, Vec<S
         Prompt::Audio(_) => Err(AUDIO_NOT_SUPPORTED.into()),
         Prompt::Multimodal(_) => Err(llmb_plugin_sdk::media::IMAGES_NOT_SUPPORTED.into()),
     }
-}
-
-/// What a JSON value is, in a few words, for the error of an answer that is not a ranking.
-fn describe(v: &Value) -> String {
-    match v {
-        Value::Object(o) => match o.get("object").and_then(Value::as_str) {
-            Some(kind) => format!("an object of type {kind:?}"),
-            None => {
-                let keys: Vec<&str> = o.keys().take(6).map(String::as_str).collect();
-                format!("an object with keys [{}]", keys.join(", "))
-            }
-        },
-        Value::Array(a) => format!("a JSON array of {} items", a.len()),
-        Value::String(_) => "a JSON string".into(),
-        Value::Number(_) => "a number".into(),
-        Value::Bool(_) => "a boolean".into(),
-        Value::Null => "null".into(),
-    }
-}
-
-/// An error object in a 2xx body: classified by the code it carries when that is an HTTP
-/// status, with no HTTP status of its own.
-fn in_band_error(status: u16, body: &[u8], v: &Value) -> BackendError {
-    let code = v
-        .pointer("/error/code")
-        .or_else(|| v.get("code"))
-        .and_then(Value::as_u64)
-        .filter(|c| (400..600).contains(c))
-        .map_or(status, |c| c as u16);
-    let mut err = openai::map_error(code, body);
-    err.http_status = None;
-    err
 }
 
 fn as_u32(v: Option<&Value>) -> Option<u32> {
@@ -438,36 +407,13 @@ impl GuestResponseParser for Parser {
         Self::default()
     }
 
-    /// Raw framing: every frame is a read's bytes, kept until the body ends.
     fn feed(&self, batch: FrameBatch) -> Vec<StreamEvent> {
-        let mut state = self.state.borrow_mut();
-        for (_, _, data) in batch.iter() {
-            state.0.extend_from_slice(data);
-        }
-        Vec::new()
+        self.body.feed(&batch)
     }
 
-    /// The whole body: its usage, one empty delta (the answer's arrival) and the end.
     fn finish(&self, _trailers: Headers) -> Vec<StreamEvent> {
-        let mut state = self.state.borrow_mut();
-        if std::mem::replace(&mut state.1, true) {
-            return Vec::new();
-        }
-        let body = std::mem::take(&mut state.0);
-        match parse_ranking(200, &body) {
-            Ok((_, prompt_tokens)) => vec![
-                StreamEvent::Usage(usage(prompt_tokens)),
-                StreamEvent::Delta(Delta {
-                    frame: 0,
-                    text: String::new(),
-                    reasoning: String::new(),
-                    tokens: None,
-                    index: 0,
-                }),
-                StreamEvent::Done,
-            ],
-            Err(e) => vec![StreamEvent::Error(e)],
-        }
+        self.body
+            .finish(|body| parse_ranking(200, body).map(|(_, prompt_tokens)| usage(prompt_tokens)))
     }
 }
 
