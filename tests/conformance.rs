@@ -447,3 +447,36 @@ async fn image_prompts_get_llama_cpps_own_refusal() {
         }
     }
 }
+
+/// llama.cpp also serves OpenAI's Responses API (`/v1/responses`): the `openai-responses`
+/// adapter, written from OpenAI's documentation and tested on llmb's simulator, measures it
+/// streamed and whole with the server's usage. llama.cpp ends an answer cut at
+/// `max_output_tokens` with status `completed` (OpenAI says `incomplete`), which the adapter
+/// reports as the server spelled it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real llama.cpp server: see tests/conformance.rs"]
+async fn the_responses_adapter_measures_llama_cpps_responses_api() {
+    let dir = tempfile::tempdir().unwrap();
+    for no_stream in [false, true] {
+        let mut args = real_args(dir.path(), "openai-responses");
+        args.no_stream = no_stream;
+        args.result_filename = Some(format!("responses-{no_stream}.json"));
+        let o = bench(&args).await;
+        assert_eq!(
+            o.metrics.failed,
+            0,
+            "{WHY}: {:?}",
+            o.records.iter().find(|r| !r.success)
+        );
+        for r in &o.records {
+            assert_eq!(r.token_source, Some(TokenSource::Usage), "{r:?}");
+            assert!(r.output_tokens >= 1 && r.output_tokens <= r.requested_output_tokens);
+            assert!(r.server_prompt_tokens.is_some_and(|n| n > 0), "{r:?}");
+            assert!(!r.generated_text.is_empty());
+            assert!(r.finish_reason.is_some(), "{r:?}");
+        }
+        if !no_stream {
+            assert!(o.metrics.ttft.mean > 0.0 && o.metrics.itl.count > 0);
+        }
+    }
+}
