@@ -833,7 +833,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "MICROSECONDS", default_value_t = llmb_engine::plugin::DEFAULT_CALL_BUDGET_US)]
     pub plugin_call_budget: u64,
     /// How a call past --plugin-call-budget is caught: `epoch` (wall clock, checked at every
-    /// function entry and loop head, ticking every 10 ms: the fastest) or `fuel` (instructions
+    /// function entry and loop head, ticking every 50 ms: the fastest) or `fuel` (instructions
     /// counted: a budget means the same on a loaded machine, but parsing costs ~40% more).
     #[arg(long, value_name = "epoch|fuel", default_value = "epoch", value_parser = ["epoch", "fuel"])]
     pub plugin_metering: String,

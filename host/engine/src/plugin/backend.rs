@@ -65,7 +65,7 @@ pub enum ParserHandle {
 
 /// Work allowed to instantiation, `info` and `configure` (1 s); calls on the hot path (feed,
 /// build-request, ...) get `--plugin-call-budget` instead.
-const CALL_DEADLINE_TICKS: u64 = 100;
+const CALL_DEADLINE_TICKS: u64 = super::ticks_in(std::time::Duration::from_secs(1));
 
 /// What a backend instance's store holds: an empty WASI context (no environment, no arguments,
 /// no preopened directory), of which only the basics are linked (no filesystem, no sockets).

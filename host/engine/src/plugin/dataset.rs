@@ -34,7 +34,7 @@ use bindings::exports::llmb::plugin::dataset::DatasetParams;
 use bindings::llmb::plugin::types as dtypes;
 
 /// Reading a big file may take a while; a call that runs 60 s is stuck.
-const CALL_DEADLINE_TICKS: u64 = 6000;
+const CALL_DEADLINE_TICKS: u64 = super::ticks_in(std::time::Duration::from_secs(60));
 const BATCH: u32 = 512;
 
 /// One prompt ready for the scheduler.

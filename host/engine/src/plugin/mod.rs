@@ -57,9 +57,18 @@ const WIT_MAJOR: u64 = 2;
 /// Earlier contracts whose components still load, converted at the boundary (`legacy.rs`).
 pub const LEGACY_WIT_VERSIONS: &[&str] = &["1.0.0"];
 
-/// The unit of deadlines given in ticks (dataset readers: 6,000 ticks = 60 s), and how often
-/// the epoch advances under [`Metering::Epoch`].
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// The unit of deadlines given in ticks, and how often the epoch advances under
+/// [`Metering::Epoch`]. Each tick wakes a thread, which on a 2-core VM costs about 26 µs of CPU
+/// (`/proc/PID/task/TID/schedstat` during `llmb bench`): at 10 ms that thread alone was 8% of
+/// the client's CPU at 16 streams. At 50 ms it is under 2%, and a spinning plugin is still
+/// stopped within about three ticks (the deadline of two, then its CPU budget).
+pub const EPOCH_TICK: Duration = Duration::from_millis(50);
+
+/// `d` in whole [`EPOCH_TICK`]s (at least one), for deadlines written as durations.
+pub const fn ticks_in(d: Duration) -> u64 {
+    let ticks = d.as_millis() / EPOCH_TICK.as_millis();
+    if ticks == 0 { 1 } else { ticks as u64 }
+}
 /// Fuel (about one unit per WebAssembly instruction) standing for one microsecond of plugin
 /// work. `llmb selfbench --parse-only` measures the `openai-chat` parser at 11,000-13,000 fuel
 /// per 260-byte chunk and 5-9 fuel per ns of wall time (most wasm locals live in registers), so
