@@ -328,9 +328,13 @@ impl Exchange<'_> {
 
         let wire;
         let checkin;
-        let send = self
-            .client
-            .send_within(request, self.target.limits.header_timeout);
+        // On the heap while the request goes out: inline, this future (with a connect, a TLS
+        // handshake and HTTP/2's client in it) would stay in every request's task for the whole
+        // stream, twice over (a local moved into `timeout_at` keeps its own slot).
+        let send = Box::pin(
+            self.client
+                .send_within(request, self.target.limits.header_timeout),
+        );
         let response = match tokio::time::timeout_at(deadline, send).await {
             Err(_) => return Err(timeout_error()),
             Ok(Err(SendError::HeaderTimeout(t))) => {

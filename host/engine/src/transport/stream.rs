@@ -66,6 +66,77 @@ fn to_plugin_batch(batch: &mut Batch) -> FrameBatch {
             .collect(),
     }
 }
+/// `--timeout` and `--read-idle-timeout` over a whole stream with one timer. A timer per frame
+/// (`tokio::time::timeout`) inserts into and removes from the runtime's timer wheel once per
+/// token; this one stays armed and is moved only when it fires before either limit is really
+/// reached (the stream made progress since it was set), about once per idle timeout.
+struct StreamTimer {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    deadline: tokio::time::Instant,
+    idle: std::time::Duration,
+    /// When the latest bytes of the body arrived; `None` until the first did.
+    last_progress: Option<tokio::time::Instant>,
+}
+
+impl StreamTimer {
+    fn new(deadline: tokio::time::Instant, idle: std::time::Duration) -> Self {
+        Self {
+            sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            deadline,
+            idle,
+            last_progress: None,
+        }
+    }
+
+    /// Bytes of the body arrived at `at`: the idle limit now runs from there.
+    fn progressed(&mut self, at: Instant) {
+        let at = tokio::time::Instant::from_std(at);
+        if self.last_progress.is_none() {
+            let due = self.due_after(at);
+            self.sleep.as_mut().reset(due);
+        }
+        self.last_progress = Some(at);
+    }
+
+    fn due_after(&self, progress: tokio::time::Instant) -> tokio::time::Instant {
+        self.deadline.min(progress + self.idle)
+    }
+
+    /// The body's next frame, or the failure of whichever limit came first.
+    async fn next_frame(
+        &mut self,
+        body: &mut hyper::body::Incoming,
+        timeout: std::time::Duration,
+    ) -> Result<Option<Result<hyper::body::Frame<bytes::Bytes>, hyper::Error>>, RequestError> {
+        loop {
+            tokio::select! {
+                biased;
+                frame = body.frame() => return Ok(frame),
+                () = self.sleep.as_mut() => {
+                    let due = match self.last_progress {
+                        Some(at) => self.due_after(at),
+                        None => self.deadline,
+                    };
+                    if tokio::time::Instant::now() < due {
+                        self.sleep.as_mut().reset(due);
+                        continue;
+                    }
+                    return Err(match self.last_progress {
+                        Some(at) if at + self.idle <= self.deadline => fail(
+                            "timeout",
+                            format!(
+                                "the response stalled: no bytes for {:?} (--read-idle-timeout)",
+                                self.idle
+                            ),
+                        ),
+                        _ => fail("timeout", format!("stream incomplete after {timeout:?}")),
+                    });
+                }
+            }
+        }
+    }
+}
+
 impl Exchange<'_> {
     /// Reads the stream to its end. Frames still pending when it fails are parsed before the
     /// failure is returned, so a failed stream keeps every delta that arrived.
@@ -153,14 +224,9 @@ impl Exchange<'_> {
         let mut framer = BodyFramer::new(framing_kind(self.target.framing), limits.max_frame_bytes);
         let mut ended = false;
         let mut received: u64 = 0;
+        let mut timer = StreamTimer::new(deadline, limits.read_idle_timeout);
         while !ended {
-            let whole = || {
-                fail(
-                    "timeout",
-                    format!("stream incomplete after {:?}", self.target.timeout),
-                )
-            };
-            let first = self.next_frame(body, deadline, received > 0, whole).await?;
+            let first = timer.next_frame(body, self.target.timeout).await?;
             let now = Instant::now();
             // Everything already buffered is framed now.
             let mut next = Some(first);
@@ -219,6 +285,9 @@ impl Exchange<'_> {
                 if !ended {
                     next = body.frame().now_or_never();
                 }
+            }
+            if received > 0 {
+                timer.progressed(now);
             }
             if ended {
                 let pending = &mut outcome.pending;
