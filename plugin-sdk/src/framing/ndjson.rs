@@ -42,7 +42,7 @@ impl NdjsonFramer {
             return;
         }
         let mut rest = bytes;
-        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+        while let Some(end) = memchr::memchr(b'\n', rest) {
             if self.buf.len() + end > self.max_frame {
                 return self.overflow_line();
             }

@@ -57,7 +57,7 @@ impl SseFramer {
         if std::mem::take(&mut self.cr) && rest.first() == Some(&b'\n') {
             rest = &rest[1..];
         }
-        while let Some(end) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+        while let Some(end) = memchr::memchr2(b'\n', b'\r', rest) {
             if self.buf.len() + end > self.max_frame {
                 return self.overflow_line();
             }
@@ -131,7 +131,7 @@ impl SseFramer {
         if line[0] == b':' {
             return;
         }
-        let (field, value) = match line.iter().position(|&b| b == b':') {
+        let (field, value) = match memchr::memchr(b':', line) {
             Some(i) => {
                 let v = &line[i + 1..];
                 (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
