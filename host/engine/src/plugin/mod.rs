@@ -156,7 +156,8 @@ pub struct PluginSummary {
 /// How a plugin call that runs too long is stopped (`--plugin-metering`).
 ///
 /// `llmb selfbench --parse-only` on a 2-core machine, 32 chat chunks per call: no metering
-/// 1.65× native, epoch 2.06×, fuel 2.27× (585, 738 and 812 ns per chunk). So the default is
+/// 1.65× native, epoch 2.06×, fuel 2.27× (585, 738 and 812 ns per chunk; with plugins built at
+/// a higher inline threshold since, none 710 and epoch 780-830 ns). So the default is
 /// epoch: a wall-clock deadline checked at function entries and loop heads, stopping a spinning
 /// plugin within a tick of its budget. Fuel counts instructions instead, so a budget means the
 /// same on a loaded machine (a preempted thread is not charged); choose it when budgets must
