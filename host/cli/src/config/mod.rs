@@ -33,7 +33,6 @@ pub enum Server<'a> {
 pub fn run_config(args: &BenchArgs, server: Server<'_>) -> anyhow::Result<RunConfig> {
     let metrics = metrics_config(args)?;
     anyhow::ensure!(args.num_prompts > 0, "--num-prompts must be at least 1");
-    anyhow::ensure!(args.timeout > 0.0, "--timeout must be positive");
     if args.max_concurrency == Some(0) {
         bail!("--max-concurrency must be at least 1");
     }
@@ -41,10 +40,6 @@ pub fn run_config(args: &BenchArgs, server: Server<'_>) -> anyhow::Result<RunCon
         args.trace_speed > 0.0 && args.trace_speed.is_finite(),
         "--trace-speed must be a positive number, got {}",
         args.trace_speed
-    );
-    anyhow::ensure!(
-        args.think_time >= 0.0 && args.think_time.is_finite(),
-        "--think-time must be a non-negative number of seconds"
     );
     if args.num_clients == Some(0) {
         bail!("--num-clients must be at least 1");
@@ -68,18 +63,6 @@ pub fn run_config(args: &BenchArgs, server: Server<'_>) -> anyhow::Result<RunCon
         args.plugin_call_budget > 0,
         "--plugin-call-budget must be at least 1 µs"
     );
-    anyhow::ensure!(
-        args.pool_idle_timeout >= 0.0 && args.pool_idle_timeout.is_finite(),
-        "--pool-idle-timeout must be a number of seconds >= 0"
-    );
-    anyhow::ensure!(
-        args.connect_timeout > 0.0 && args.connect_timeout.is_finite(),
-        "--connect-timeout must be a positive number of seconds"
-    );
-    anyhow::ensure!(
-        args.server_metrics_interval > 0.0 && args.server_metrics_interval.is_finite(),
-        "--server-metrics-interval must be a positive number of seconds"
-    );
     cancel_plan(args)?;
     let stages = stages(args)?;
     let (base_url, simulated, model) = match server {
@@ -97,6 +80,11 @@ pub fn run_config(args: &BenchArgs, server: Server<'_>) -> anyhow::Result<RunCon
             Some(args.model.clone().unwrap_or_else(|| model.to_string())),
         ),
     };
+    let interval = seconds(
+        "--server-metrics-interval",
+        args.server_metrics_interval,
+        false,
+    )?;
     let server_metrics = args
         .server_metrics_url
         .as_ref()
@@ -106,7 +94,7 @@ pub fn run_config(args: &BenchArgs, server: Server<'_>) -> anyhow::Result<RunCon
             } else {
                 u.clone()
             },
-            interval: Duration::from_secs_f64(args.server_metrics_interval),
+            interval,
             selection: args.server_metrics.clone(),
         });
     let server = ServerConfig {
@@ -115,11 +103,11 @@ pub fn run_config(args: &BenchArgs, server: Server<'_>) -> anyhow::Result<RunCon
         headers,
         api_key: args.api_key.clone(),
         api_key_header: args.api_key_header.clone(),
-        timeout: Duration::from_secs_f64(args.timeout),
+        timeout: seconds("--timeout", args.timeout, false)?,
         limits: limits(args)?,
         pool: PoolSettings {
-            idle_timeout: Duration::from_secs_f64(args.pool_idle_timeout),
-            connect_timeout: Duration::from_secs_f64(args.connect_timeout),
+            idle_timeout: seconds("--pool-idle-timeout", args.pool_idle_timeout, true)?,
+            connect_timeout: seconds("--connect-timeout", args.connect_timeout, false)?,
             insecure_tls: args.vllm.insecure,
             warm: !args.no_warm_connections,
             ..PoolSettings::default()
@@ -158,7 +146,7 @@ pub fn run_config(args: &BenchArgs, server: Server<'_>) -> anyhow::Result<RunCon
             // Sampling flags under --extra-body; a bad --extra-body was refused above.
             extra_body: crate::config::vllm::request_extra_body(args)
                 .unwrap_or_else(|_| args.extra_body.clone()),
-            think_time: Duration::from_secs_f64(args.think_time),
+            think_time: seconds("--think-time", args.think_time, true)?,
             streaming: !args.no_stream,
             lora: args.vllm.lora(args.seed),
             request_id_prefix: args.vllm.request_id_prefix.clone(),
@@ -443,15 +431,25 @@ pub fn user_headers(args: &BenchArgs) -> anyhow::Result<Vec<(HeaderName, HeaderV
         .collect()
 }
 
+/// Longest duration a flag may give: a billion seconds (31 years). Past it, adding the flag to a
+/// clock reading overflows (`--timeout 1e19` panicked) or the conversion does (`1e30`).
+const MAX_FLAG_SECONDS: f64 = 1e9;
+
+/// A duration flag in seconds: finite, positive (or zero where `zero_ok`), at most
+/// [`MAX_FLAG_SECONDS`]; anything else is an error naming the flag.
+fn seconds(flag: &str, v: f64, zero_ok: bool) -> anyhow::Result<Duration> {
+    let least_ok = if zero_ok { v >= 0.0 } else { v > 0.0 };
+    anyhow::ensure!(
+        least_ok && v <= MAX_FLAG_SECONDS,
+        "{flag} must be a {} number of seconds, at most {MAX_FLAG_SECONDS:e} (got {v})",
+        if zero_ok { "non-negative" } else { "positive" }
+    );
+    Ok(Duration::from_secs_f64(v))
+}
+
 /// The per-request bounds of `--header-timeout`, `--read-idle-timeout` and the size flags.
 pub fn limits(args: &BenchArgs) -> anyhow::Result<transport::Limits> {
-    let secs = |flag: &str, v: f64| {
-        anyhow::ensure!(
-            v > 0.0 && v.is_finite(),
-            "{flag} must be a positive number of seconds"
-        );
-        Ok(Duration::from_secs_f64(v))
-    };
+    let secs = |flag: &str, v: f64| seconds(flag, v, false);
     Ok(transport::Limits {
         header_timeout: args
             .header_timeout
@@ -547,6 +545,39 @@ mod tests {
             crate::args::Command::Bench(args) => *args,
             _ => unreachable!(),
         }
+    }
+
+    #[test]
+    fn duration_flags_beyond_a_clock_are_errors_naming_the_flag() {
+        // `--timeout 1e30` panicked converting, `--read-idle-timeout 1e19` adding to a clock.
+        for (flag, value) in [
+            ("--timeout", "1e30"),
+            ("--timeout", "1e19"),
+            ("--read-idle-timeout", "1e19"),
+            ("--connect-timeout", "inf"),
+            ("--think-time", "NaN"),
+            ("--pool-idle-timeout", "1e12"),
+            ("--server-metrics-interval", "0"),
+        ] {
+            let args = bench(&["--base-url", "http://127.0.0.1:1", flag, value]);
+            let err = super::run_config(&args, super::Server::Given)
+                .err()
+                .unwrap_or_else(|| panic!("{flag} {value} was accepted"));
+            assert!(format!("{err:#}").contains(flag), "{flag} {value}: {err:#}");
+        }
+        let ok = bench(&[
+            "--think-time",
+            "0",
+            "--pool-idle-timeout",
+            "0",
+            "--timeout",
+            "1e9",
+        ]);
+        assert_eq!(
+            super::seconds("--think-time", ok.think_time, true).unwrap(),
+            std::time::Duration::ZERO
+        );
+        assert!(super::seconds("--timeout", ok.timeout, false).is_ok());
     }
 
     #[test]
