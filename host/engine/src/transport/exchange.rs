@@ -6,9 +6,6 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::BodyExt;
-
 use crate::plugin::backend::{GenRequest, PooledBackend};
 use crate::records::{RequestError, RequestRecord, TokenSource};
 use crate::tokenizer::HostTokenizer;
@@ -16,6 +13,7 @@ use crate::tokenizer::HostTokenizer;
 use super::client::HttpClient;
 use super::errors::{backend_error, chain, fail};
 use super::pool::SendError;
+use super::stream::BodyTimer;
 use super::stream_outcome::StreamOutcome;
 use super::target::Target;
 use super::wire::WireLog;
@@ -85,32 +83,6 @@ pub struct Exchange<'a> {
 impl Exchange<'_> {
     pub(super) fn ns(&self, at: Instant) -> u64 {
         at.saturating_duration_since(self.t0).as_nanos() as u64
-    }
-
-    /// The body's next frame, waiting no later than `deadline` (`--timeout`) and, once the body
-    /// has `begun`, no longer than `--read-idle-timeout`; `whole` words the `--timeout` failure.
-    pub(super) async fn next_frame(
-        &self,
-        body: &mut hyper::body::Incoming,
-        deadline: tokio::time::Instant,
-        begun: bool,
-        whole: impl FnOnce() -> RequestError,
-    ) -> Result<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>, RequestError> {
-        let idle = self.target.limits.read_idle_timeout;
-        let stall_at = tokio::time::Instant::now() + idle;
-        let until = if begun {
-            deadline.min(stall_at)
-        } else {
-            deadline
-        };
-        match tokio::time::timeout_at(until, body.frame()).await {
-            Ok(frame) => Ok(frame),
-            Err(_) if begun && stall_at <= deadline => Err(fail(
-                "timeout",
-                format!("the response stalled: no bytes for {idle:?} (--read-idle-timeout)"),
-            )),
-            Err(_) => Err(whole()),
-        }
     }
 
     /// The failure for a body past `--max-response-bytes`.
@@ -388,10 +360,9 @@ impl Exchange<'_> {
         if !(200..300).contains(&status) {
             let mut bytes = Vec::new();
             // Best effort: what arrives within the idle timeout, up to MAX_ERROR_BODY.
-            while let Ok(Some(Ok(frame))) = self
-                .next_frame(&mut body, deadline, true, timeout_error)
-                .await
-            {
+            let mut timer = BodyTimer::new(deadline, self.target.limits.read_idle_timeout);
+            timer.progressed(Instant::now());
+            while let Ok(Some(Ok(frame))) = timer.next_frame(&mut body, timeout_error).await {
                 if let Ok(data) = frame.into_data() {
                     bytes.extend_from_slice(&data[..data.len().min(MAX_ERROR_BODY - bytes.len())]);
                     if bytes.len() >= MAX_ERROR_BODY {
@@ -426,11 +397,8 @@ impl Exchange<'_> {
                 )));
             }
             let mut collected = Vec::with_capacity(declared.unwrap_or(0) as usize);
-            let mut begun = false;
-            while let Some(frame) = self
-                .next_frame(&mut body, deadline, begun, timeout_error)
-                .await?
-            {
+            let mut timer = BodyTimer::new(deadline, self.target.limits.read_idle_timeout);
+            while let Some(frame) = timer.next_frame(&mut body, timeout_error).await? {
                 let frame = frame.map_err(|e| {
                     fail(
                         "connection",
@@ -438,7 +406,7 @@ impl Exchange<'_> {
                     )
                 })?;
                 if let Ok(data) = frame.into_data() {
-                    begun = true;
+                    timer.progressed(Instant::now());
                     if (collected.len() + data.len()) as u64 > max {
                         return Err(self.too_large("the response body"));
                     }

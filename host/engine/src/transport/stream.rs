@@ -66,11 +66,12 @@ fn to_plugin_batch(batch: &mut Batch) -> FrameBatch {
             .collect(),
     }
 }
-/// `--timeout` and `--read-idle-timeout` over a whole stream with one timer. A timer per frame
-/// (`tokio::time::timeout`) inserts into and removes from the runtime's timer wheel once per
-/// token; this one stays armed and is moved only when it fires before either limit is really
-/// reached (the stream made progress since it was set), about once per idle timeout.
-struct StreamTimer {
+/// `--timeout` and `--read-idle-timeout` over a whole body with one timer (streamed, whole or an
+/// error's). A timer per frame (`tokio::time::timeout`) inserts into and removes from the
+/// runtime's timer wheel once per token; this one stays armed and is moved only when it fires
+/// before either limit is really reached (the body made progress since it was set), about once
+/// per idle timeout.
+pub(super) struct BodyTimer {
     sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
     deadline: tokio::time::Instant,
     idle: std::time::Duration,
@@ -78,8 +79,8 @@ struct StreamTimer {
     last_progress: Option<tokio::time::Instant>,
 }
 
-impl StreamTimer {
-    fn new(deadline: tokio::time::Instant, idle: std::time::Duration) -> Self {
+impl BodyTimer {
+    pub(super) fn new(deadline: tokio::time::Instant, idle: std::time::Duration) -> Self {
         Self {
             sleep: Box::pin(tokio::time::sleep_until(deadline)),
             deadline,
@@ -89,7 +90,7 @@ impl StreamTimer {
     }
 
     /// Bytes of the body arrived at `at`: the idle limit now runs from there.
-    fn progressed(&mut self, at: Instant) {
+    pub(super) fn progressed(&mut self, at: Instant) {
         let at = tokio::time::Instant::from_std(at);
         if self.last_progress.is_none() {
             let due = self.due_after(at);
@@ -102,11 +103,12 @@ impl StreamTimer {
         self.deadline.min(progress + self.idle)
     }
 
-    /// The body's next frame, or the failure of whichever limit came first.
-    async fn next_frame(
+    /// The body's next frame, or the failure of whichever limit came first (`whole` words the
+    /// `--timeout` one).
+    pub(super) async fn next_frame(
         &mut self,
         body: &mut hyper::body::Incoming,
-        timeout: std::time::Duration,
+        whole: impl FnOnce() -> RequestError,
     ) -> Result<Option<Result<hyper::body::Frame<bytes::Bytes>, hyper::Error>>, RequestError> {
         loop {
             tokio::select! {
@@ -129,7 +131,7 @@ impl StreamTimer {
                                 self.idle
                             ),
                         ),
-                        _ => fail("timeout", format!("stream incomplete after {timeout:?}")),
+                        _ => whole(),
                     });
                 }
             }
@@ -224,9 +226,15 @@ impl Exchange<'_> {
         let mut framer = BodyFramer::new(framing_kind(self.target.framing), limits.max_frame_bytes);
         let mut ended = false;
         let mut received: u64 = 0;
-        let mut timer = StreamTimer::new(deadline, limits.read_idle_timeout);
+        let mut timer = BodyTimer::new(deadline, limits.read_idle_timeout);
+        let whole = || {
+            fail(
+                "timeout",
+                format!("stream incomplete after {:?}", self.target.timeout),
+            )
+        };
         while !ended {
-            let first = timer.next_frame(body, self.target.timeout).await?;
+            let first = timer.next_frame(body, whole).await?;
             let now = Instant::now();
             // Everything already buffered is framed now.
             let mut next = Some(first);
