@@ -3,7 +3,7 @@
 //! the asked length by the tokenizer the metrics use.
 
 use crate::SplitMix64;
-use crate::dataset::tokenizer;
+use crate::dataset::{DatasetParams, parse_option, tokenizer};
 
 /// The tokenizer the prompts are measured with. Behind a trait so the generators run natively in
 /// tests, where the host's tokenizer import does not exist.
@@ -242,5 +242,35 @@ mod tests {
     fn a_vocabulary_of_only_special_tokens_is_refused() {
         assert!(Vocab::new(2, &[1, 0]).is_err());
         assert!(Vocab::new(0, &[]).is_err());
+    }
+}
+
+/// The text options of vLLM's random datasets (`random`, `random-mm`), as both readers take them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RandomText {
+    pub count: u64,
+    pub input_len: u32,
+    pub output_len: u32,
+    pub range_ratio: f64,
+    pub prefix_len: u32,
+}
+
+impl RandomText {
+    /// Reads `random-input-len`, `random-output-len`, `random-range-ratio` and
+    /// `random-prefix-len` with vLLM's defaults (1024, 128, 0, 0).
+    pub fn from_params(params: &DatasetParams) -> Result<Self, String> {
+        let range_ratio: f64 = parse_option(params, "random-range-ratio", 0.0)?;
+        if !(0.0..1.0).contains(&range_ratio) {
+            return Err(format!(
+                "--random-range-ratio must be in [0, 1), got {range_ratio}"
+            ));
+        }
+        Ok(Self {
+            count: params.count,
+            input_len: parse_option(params, "random-input-len", 1024)?,
+            output_len: parse_option(params, "random-output-len", 128)?,
+            range_ratio,
+            prefix_len: parse_option(params, "random-prefix-len", 0)?,
+        })
     }
 }

@@ -189,6 +189,16 @@ fn anthropic_error(status: Option<u16>, v: &Value) -> BackendError {
     err
 }
 
+/// The Messages API role of a chat turn: a system turn goes into the request's `system` field
+/// (`None` here), a tool result is the user's turn.
+fn message_role(role: Role) -> Option<&'static str> {
+    match role {
+        Role::System => None,
+        Role::Assistant => Some("assistant"),
+        Role::User | Role::Tool => Some("user"),
+    }
+}
+
 /// The prompt as Anthropic's top-level `system` text (system messages joined by blank lines)
 /// and its `messages`. A tool message without a tool call to answer is sent as a user message.
 fn messages(prompt: &Prompt) -> Result<(Option<String>, Value), String> {
@@ -204,11 +214,7 @@ fn messages(prompt: &Prompt) -> Result<(Option<String>, Value), String> {
             let messages = chat
                 .iter()
                 .filter_map(|m| {
-                    let role = match m.role {
-                        Role::System => return None,
-                        Role::Assistant => "assistant",
-                        Role::User | Role::Tool => "user",
-                    };
+                    let role = message_role(m.role)?;
                     Some(json!({ "role": role, "content": m.content }))
                 })
                 .collect();
@@ -225,11 +231,7 @@ fn messages(prompt: &Prompt) -> Result<(Option<String>, Value), String> {
             let messages = chat
                 .iter()
                 .filter_map(|m| {
-                    let role = match m.role {
-                        Role::System => return None,
-                        Role::Assistant => "assistant",
-                        Role::User | Role::Tool => "user",
-                    };
+                    let role = message_role(m.role)?;
                     let blocks: Vec<Value> = m
                         .parts
                         .iter()

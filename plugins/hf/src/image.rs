@@ -9,6 +9,7 @@
 //! feature stored by reference, a local file name) is refused: the reader does not open files a
 //! dataset refers to.
 
+use crate::rows::kind;
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use llmb_plugin_sdk::dataset::Image;
@@ -38,17 +39,6 @@ pub enum Media {
     List(Vec<Media>),
     /// Something that is no image (a number, an object without `bytes`, `url` or `path`).
     Other(String),
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "text",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// Base64 with or without padding, as data URLs and JSON exports write it.

@@ -304,7 +304,8 @@ pub struct Row {
     pub output: Output,
 }
 
-fn kind(value: &Value) -> &'static str {
+/// What a JSON cell is, in the words of an error ("the content is a number, not text").
+pub(crate) fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

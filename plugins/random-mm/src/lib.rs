@@ -19,10 +19,10 @@ use std::cell::RefCell;
 use llmb_plugin_sdk::SplitMix64;
 use llmb_plugin_sdk::dataset::{
     ContentPart, DatasetInfo, DatasetParams, Guest, GuestSource, Image, MultimodalMessage, Prompt,
-    Role, Sample, parse_option,
+    Role, Sample,
 };
 use llmb_plugin_sdk::tokens::{
-    HostTokenizer, Tokenizer, Vocab, random_text_after, sample_len, sample_output_len,
+    HostTokenizer, RandomText, Tokenizer, Vocab, random_text_after, sample_len, sample_output_len,
 };
 
 pub mod noise;
@@ -40,36 +40,9 @@ pub struct RandomMmSource {
     state: RefCell<Result<State, String>>,
 }
 
-/// The text half of a request, as the `random` reader reads it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Text {
-    pub count: u64,
-    pub input_len: u32,
-    pub output_len: u32,
-    pub range_ratio: f64,
-    pub prefix_len: u32,
-}
-
-/// Reads `random-input-len`, `random-output-len`, `random-range-ratio` and `random-prefix-len`.
-pub fn text_config(params: &DatasetParams) -> Result<Text, String> {
-    let range_ratio: f64 = parse_option(params, "random-range-ratio", 0.0)?;
-    if !(0.0..1.0).contains(&range_ratio) {
-        return Err(format!(
-            "--random-range-ratio must be in [0, 1), got {range_ratio}"
-        ));
-    }
-    Ok(Text {
-        count: params.count,
-        input_len: parse_option(params, "random-input-len", 1024)?,
-        output_len: parse_option(params, "random-output-len", 128)?,
-        range_ratio,
-        prefix_len: parse_option(params, "random-prefix-len", 0)?,
-    })
-}
-
 /// One run's generator.
 pub struct State {
-    text: Text,
+    text: RandomText,
     images: Images,
     vocab: Vocab,
     rng: SplitMix64,
@@ -81,7 +54,7 @@ pub struct State {
 impl State {
     /// A generator over `vocab` (the host tokenizer's in the plugin, a test one natively).
     pub fn new(params: &DatasetParams, vocab: Vocab) -> Result<Self, String> {
-        let text = text_config(params)?;
+        let text = RandomText::from_params(params)?;
         let images = Images::from_params(params)?;
         let mut rng = SplitMix64::new(params.seed ^ 0x5EED_0000_0000_0A11);
         let prefix = vocab.sample(&mut rng, text.prefix_len as usize);
@@ -381,7 +354,7 @@ mod tests {
                 options::BUCKETS_KEY,
             ],
             |p| {
-                let t = text_config(p)?;
+                let t = RandomText::from_params(p)?;
                 let images = Images::from_params(p)?;
                 let mut rng = SplitMix64::new(p.seed);
                 sample_len(&mut rng, t.input_len, t.range_ratio);

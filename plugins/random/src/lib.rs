@@ -7,11 +7,9 @@
 use std::cell::RefCell;
 
 use llmb_plugin_sdk::SplitMix64;
-use llmb_plugin_sdk::dataset::{
-    DatasetInfo, DatasetParams, Guest, GuestSource, Prompt, Sample, parse_option,
-};
+use llmb_plugin_sdk::dataset::{DatasetInfo, DatasetParams, Guest, GuestSource, Prompt, Sample};
 use llmb_plugin_sdk::tokens::{
-    HostTokenizer, Vocab, random_text_after, sample_len, sample_output_len,
+    HostTokenizer, RandomText, Vocab, random_text_after, sample_len, sample_output_len,
 };
 
 pub struct Random;
@@ -22,40 +20,15 @@ pub struct RandomSource {
 }
 
 struct State {
-    config: Config,
+    config: RandomText,
     vocab: Vocab,
     rng: SplitMix64,
     produced: u64,
     prefix: Vec<u32>,
 }
 
-#[derive(Clone, Copy)]
-struct Config {
-    count: u64,
-    input_len: u32,
-    output_len: u32,
-    range_ratio: f64,
-    prefix_len: u32,
-}
-
-fn config(params: &DatasetParams) -> Result<Config, String> {
-    let range_ratio: f64 = parse_option(params, "random-range-ratio", 0.0)?;
-    if !(0.0..1.0).contains(&range_ratio) {
-        return Err(format!(
-            "--random-range-ratio must be in [0, 1), got {range_ratio}"
-        ));
-    }
-    Ok(Config {
-        count: params.count,
-        input_len: parse_option(params, "random-input-len", 1024)?,
-        output_len: parse_option(params, "random-output-len", 128)?,
-        range_ratio,
-        prefix_len: parse_option(params, "random-prefix-len", 0)?,
-    })
-}
-
 fn open(params: &DatasetParams) -> Result<State, String> {
-    let config = config(params)?;
+    let config = RandomText::from_params(params)?;
     let vocab = Vocab::host()?;
     let mut rng = SplitMix64::new(params.seed ^ 0x5EED_0000_0000_0001);
     let prefix = vocab.sample(&mut rng, config.prefix_len as usize);
@@ -130,7 +103,7 @@ mod tests {
                 "random-prefix-len",
             ],
             |p| {
-                let c = config(p)?;
+                let c = RandomText::from_params(p)?;
                 let mut rng = SplitMix64::new(p.seed);
                 sample_len(&mut rng, c.input_len, c.range_ratio);
                 sample_output_len(&mut rng, c.output_len, c.range_ratio);
