@@ -191,6 +191,18 @@ fn unnamed_events_and_usage_without_message_delta() {
 }
 
 #[test]
+fn a_stream_without_message_start_keeps_its_output_and_no_prompt_count() {
+    // llama.cpp leaves `message_start` out when the first token is an incomplete UTF-8
+    // sequence (recorded with Hebrew and Japanese output, `LLMB_RECORD_TRANSCRIPTS`): the answer
+    // and its output count stand, and no prompt count is made up.
+    let body = "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"\u{5e7}\u{5d5}\"}}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"max_tokens\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":16}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    let out = split_invariant(body.as_bytes());
+    assert_eq!(out.text(), "\u{5e7}\u{5d5}");
+    assert_eq!(out.usage, Some((None, Some(16), None)));
+    assert_eq!(out.done, 1);
+}
+
+#[test]
 fn in_stream_errors_fail_the_request_with_their_kind() {
     for (kind, expected) in [
         ("overloaded_error", ErrorKind::Overloaded),
