@@ -305,9 +305,23 @@ async fn connections_are_opened_before_timing_unless_asked_not_to() {
         assert!(written >= r.sent_ns, "{r:?}");
         assert!(r.first_byte_ns.is_some_and(|f| f >= written), "{r:?}");
         assert!(r.delta_ns[0] >= written, "{r:?}");
+        // A read waits in the socket at most from the request written to the response's end.
+        if let Some(w) = r.read_wait_max_ns {
+            assert!(w <= r.end_ns - written, "{r:?}");
+        }
     }
     assert_eq!(phases.write.count, 8);
     assert_eq!(phases.wait.count, 8);
+    let stamped = warm
+        .records
+        .iter()
+        .filter(|r| r.read_wait_max_ns.is_some())
+        .count();
+    assert_eq!(phases.read_wait.count, stamped);
+    // Kernel receive stamps (Linux) give each request its longest read wait.
+    if cfg!(target_os = "linux") {
+        assert!(stamped > 0, "no record carries a read wait");
+    }
 
     args.no_warm_connections = true;
     let cold = bench(&args).await;

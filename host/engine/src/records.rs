@@ -93,6 +93,12 @@ pub struct RequestRecord {
     /// HTTP/2, when the response head was handed over).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_byte_ns: Option<u64>,
+    /// The longest any read of the response waited in the socket: from the kernel's receive
+    /// stamp of its bytes to the read (Linux, plain TCP). Stamps are arrival times either way,
+    /// but chunks that arrived less than this apart may have shared one read and so the stamp
+    /// of the last of them: a long wait means the client was too busy to time this one closely.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub read_wait_max_ns: Option<u64>,
     /// Arrival time of every frame that carried a delta; the first one is the TTFT point.
     pub delta_ns: Vec<u64>,
     /// When the response ended (body finished or the request failed).

@@ -263,7 +263,7 @@ fn print_extras(info: &RunInfo, m: &BenchmarkMetrics, out: &mut dyn Write) -> st
             "Input tokens, sent vs server usage:"
         )?;
     }
-    print_http_phases(out, &m.http_phases)?;
+    print_http_phases(out, &m.http_phases, m.itl.median)?;
     print_reasoning(out, m)?;
     if m.total_output == 0 && m.completed > 0 {
         // Embeddings, rerank, score: the work is the input.
@@ -660,6 +660,7 @@ pub fn rounds_json(rounds: &[&BenchmarkMetrics]) -> Value {
 fn print_http_phases(
     out: &mut dyn Write,
     h: &llmb_engine::metrics::HttpPhases,
+    itl_median_ms: f64,
 ) -> std::io::Result<()> {
     let warmed = match h.connections_warmed {
         Some(n) => format!("{n} (--no-warm-connections to start cold)"),
@@ -683,11 +684,60 @@ fn print_http_phases(
         phase(out, "Request write (sent to written):", &h.write)?;
         phase(out, "Wait (written to first byte):", &h.wait)?;
     }
+    if h.read_wait.count > 0 {
+        phase(out, "Read wait (in socket, longest/request):", &h.read_wait)?;
+        // Chunks a token gap apart share a read only when the read is later than the gap.
+        if h.read_wait.summary.p99 > itl_median_ms.max(READ_WAIT_NOTE_MS) {
+            writeln!(
+                out,
+                "{:<40} llmb read 1% of responses {:.1}+ ms late, more than the median ITL: \
+                 stamps are kernel arrival times, but chunks that arrived closer together than \
+                 that can share one read's stamp, so some TTFT and ITL are late by up to that \
+                 (fewer streams, or more --client-threads and cores, keep them exact)",
+                "", h.read_wait.summary.p99
+            )?;
+        }
+    }
     Ok(())
 }
 
+/// A read wait p99 beyond this (ms) and the median ITL gets the note that the client was behind.
+const READ_WAIT_NOTE_MS: f64 = 1.0;
+
 #[cfg(test)]
 mod tests {
+    use llmb_engine::metrics::{HttpPhases, MetricStats};
+
+    fn phases_text(read_wait_s: &[f64], itl_median_ms: f64) -> String {
+        let phases = HttpPhases {
+            read_wait: MetricStats::from_seconds(read_wait_s, &[50.0, 99.0]),
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        super::print_http_phases(&mut out, &phases, itl_median_ms).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_read_wait_longer_than_the_token_gap_is_called_out() {
+        let late = phases_text(&[0.001, 0.040], 10.0);
+        assert!(
+            late.contains("Read wait (in socket, longest/request):"),
+            "{late}"
+        );
+        // Percentiles interpolate as numpy's do: p99 of 1 and 40 ms is 39.61.
+        assert!(
+            late.contains("39.6+ ms late, more than the median ITL"),
+            "{late}"
+        );
+        // Late, but within the gap between tokens: no chunks shared a stamp.
+        let within_gap = phases_text(&[0.001, 0.004], 10.0);
+        assert!(within_gap.contains("Read wait"), "{within_gap}");
+        assert!(!within_gap.contains("ms late"), "{within_gap}");
+        // Without kernel stamps there is no line at all.
+        assert!(!phases_text(&[], 10.0).contains("Read wait"));
+    }
+
     #[test]
     fn titles_center_like_python_format() {
         assert_eq!(

@@ -378,7 +378,7 @@ impl PieceLog {
 /// The connection's I/O reports here (through the engine's `ObservedIo`, as the client's
 /// stamps do).
 impl WireObserver for ConnSendLog {
-    fn read(&self, _bytes: &[u8], _arrival: Option<Instant>) {
+    fn read(&self, _bytes: &[u8], _arrival: Option<llmb_engine::transport::rx_stamp::Arrival>) {
         self.read_request_bytes();
     }
 

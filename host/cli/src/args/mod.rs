@@ -454,9 +454,15 @@ pub struct SelfbenchArgs {
     /// Concurrent streams of the side-by-side levels (bare hyper client against llmb).
     #[arg(long, value_delimiter = ',', default_value = "16,256,1000,10000")]
     pub streams: Vec<usize>,
-    /// A short run: side-by-side levels 16 and 256 only, and no schedule-keeping section.
+    /// A short run: side-by-side levels 16 and 256 only, one round, and no schedule-keeping
+    /// section.
     #[arg(long)]
     pub quick: bool,
+    /// Rounds of each side-by-side level (bare then llmb, each against a fresh simulator); the
+    /// table shows each side's median round and the spread of the per-round ratio. One run on
+    /// a shared machine moves the ratio by ±0.3 or more at low concurrency.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub rounds: u32,
     /// Seconds each WASM event-throughput thread parses.
     #[arg(long, default_value_t = 1.0)]
     pub wasm_seconds: f64,

@@ -74,6 +74,7 @@ pub async fn run(args: SelfbenchArgs) -> anyhow::Result<()> {
     );
     side_by_side::run(
         &levels(&args),
+        if args.quick { 1 } else { args.rounds as usize },
         args.output_len,
         pinning.sim_cpu,
         if pinning.sim_cpu.is_some() {

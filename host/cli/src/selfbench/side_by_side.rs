@@ -44,12 +44,67 @@ struct LlmbFigures {
     warmed: Option<usize>,
 }
 
-/// One row of the table; either side may have failed outright.
+/// One row of the table: each side's median round (either side may have failed outright) and
+/// the llmb/bare ratio of every round.
 struct Level {
     streams: usize,
     requests: usize,
     bare: anyhow::Result<(BareOutcome, MemoryUse)>,
     llmb: anyhow::Result<(LlmbFigures, MemoryUse)>,
+    round_ratios: Vec<f64>,
+}
+
+/// The round whose CPU per token is the median (the upper one of an even count).
+fn median_round<T>(mut rounds: Vec<T>, us: impl Fn(&T) -> f64) -> Option<T> {
+    rounds.sort_by(|a, b| us(a).total_cmp(&us(b)));
+    let mid = rounds.len() / 2;
+    rounds.into_iter().nth(mid)
+}
+
+/// `rounds` rounds of one level, bare then llmb in each; stops at the first failure, which
+/// then stands for its side.
+async fn run_level(
+    streams: usize,
+    rounds: usize,
+    output_len: u32,
+    sim_cpu: Option<usize>,
+) -> Level {
+    let requests = requests_for(streams);
+    let (mut bares, mut llmbs, mut round_ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let mut failure: (Option<anyhow::Error>, Option<anyhow::Error>) = (None, None);
+    for _ in 0..rounds {
+        let bare = run_bare(streams, requests, output_len, sim_cpu).await;
+        let llmb = run_llmb(streams, requests, output_len, sim_cpu).await;
+        match (bare, llmb) {
+            (Ok(b), Ok(l)) => {
+                round_ratios
+                    .push(us_per_token(l.0.cpu, l.0.tokens) / us_per_token(b.0.cpu, b.0.tokens));
+                bares.push(b);
+                llmbs.push(l);
+            }
+            (b, l) => {
+                failure = (b.err(), l.err());
+                break;
+            }
+        }
+    }
+    let bare = match failure.0 {
+        Some(e) => Err(e),
+        None => median_round(bares, |(b, _)| us_per_token(b.cpu, b.tokens))
+            .ok_or_else(|| anyhow::anyhow!("no round finished (llmb failed first)")),
+    };
+    let llmb = match failure.1 {
+        Some(e) => Err(e),
+        None => median_round(llmbs, |(l, _)| us_per_token(l.cpu, l.tokens))
+            .ok_or_else(|| anyhow::anyhow!("no round finished (the bare client failed first)")),
+    };
+    Level {
+        streams,
+        requests,
+        bare,
+        llmb,
+        round_ratios,
+    }
 }
 
 async fn run_bare(
@@ -134,9 +189,13 @@ fn us_per_token(cpu: Duration, tokens: u64) -> f64 {
     cpu.as_secs_f64() * 1e6 / tokens.max(1) as f64
 }
 
-fn print_header(pinned: &str) {
+fn print_header(pinned: &str, rounds: usize) {
     println!(
         "\n== client CPU per streamed token, side by side (simulator in a separate process, pinned: {pinned}) =="
+    );
+    println!(
+        "{rounds} round(s) per level, bare then llmb in each; each side's figures are its median round, \
+         `ratios` the lowest and highest llmb/bare of single rounds."
     );
     println!(
         "64-token chat streams unless --output-len says otherwise; simulator TTFT {} ms, ITL {} ms, no batch slowdown.\n\
@@ -147,7 +206,7 @@ fn print_header(pinned: &str) {
         TIMING.ttft_ms, TIMING.itl_ms
     );
     println!(
-        "{:>7} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6} {:>11} {:>10}",
+        "{:>7} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6} {:>11} {:>10} {:>11}",
         "streams",
         "requests",
         "tokens",
@@ -160,7 +219,8 @@ fn print_header(pinned: &str) {
         "peak MiB",
         "warm",
         "wall s b/l",
-        "failed b/l"
+        "failed b/l",
+        "ratios"
     );
 }
 
@@ -170,7 +230,7 @@ fn print_row(level: &Level) {
             let bare_us = us_per_token(bare.cpu, bare.tokens);
             let llmb_us = us_per_token(llmb.cpu, llmb.tokens);
             println!(
-                "{:>7} {:>8} {:>9} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.1} {:>9.1} {:>9.1} {:>6} {:>11} {:>10}",
+                "{:>7} {:>8} {:>9} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.1} {:>9.1} {:>9.1} {:>6} {:>11} {:>10} {:>11}",
                 level.streams,
                 level.requests,
                 llmb.tokens,
@@ -184,6 +244,7 @@ fn print_row(level: &Level) {
                 llmb.warmed.map_or("-".to_string(), |n| n.to_string()),
                 format!("{:.1}/{:.1}", bare.wall.as_secs_f64(), llmb.wall_s),
                 format!("{}/{}", bare.failed, llmb.failed),
+                ratio_range(&level.round_ratios),
             );
         }
         _ => println!(
@@ -278,28 +339,53 @@ fn print_targets(levels: &[Level]) {
     }
 }
 
-/// Runs every level (bare first, then llmb, each against a fresh simulator) and prints the
-/// table row by row as levels finish.
+/// `lo–hi` of the per-round ratios.
+fn ratio_range(ratios: &[f64]) -> String {
+    let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if ratios.is_empty() {
+        "-".to_string()
+    } else {
+        format!("{lo:.2}-{hi:.2}")
+    }
+}
+
+/// Runs every level (`rounds` rounds of bare then llmb, each against a fresh simulator) and
+/// prints the table row by row as levels finish.
 pub async fn run(
     levels: &[usize],
+    rounds: usize,
     output_len: u32,
     sim_cpu: Option<usize>,
     pinned: &str,
 ) -> anyhow::Result<()> {
-    print_header(pinned);
+    print_header(pinned, rounds);
     let mut done = Vec::new();
     for &streams in levels {
-        let requests = requests_for(streams);
-        let level = Level {
-            streams,
-            requests,
-            bare: run_bare(streams, requests, output_len, sim_cpu).await,
-            llmb: run_llmb(streams, requests, output_len, sim_cpu).await,
-        };
+        let level = run_level(streams, rounds.max(1), output_len, sim_cpu).await;
         print_row(&level);
         print_problems(&level);
         done.push(level);
     }
     print_targets(&done);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_round_and_the_ratio_spread() {
+        let rounds = vec![(3, 9.0), (1, 7.0), (2, 8.0), (4, 30.0)];
+        // Four rounds: the upper of the middle two.
+        assert_eq!(median_round(rounds, |r| r.1), Some((3, 9.0)));
+        assert_eq!(
+            median_round(vec![(1, 7.0), (2, 8.0), (3, 9.0)], |r| r.1),
+            Some((2, 8.0))
+        );
+        assert_eq!(median_round(Vec::<(u8, f64)>::new(), |r| r.1), None);
+        assert_eq!(ratio_range(&[1.7, 1.5, 2.1]), "1.50-2.10");
+        assert_eq!(ratio_range(&[]), "-");
+    }
 }

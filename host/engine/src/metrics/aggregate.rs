@@ -240,6 +240,10 @@ fn http_phases(ordered: &[&RequestRecord]) -> HttpPhases {
             Some(r.first_byte_ns?.saturating_sub(written) as f64 * S)
         })
         .collect();
+    let read_wait: Vec<f64> = ordered
+        .iter()
+        .filter_map(|r| r.read_wait_max_ns.map(|ns| ns as f64 * S))
+        .collect();
     let of = |v: &[f64]| MetricStats::from_seconds(v, &[50.0, 99.0]);
     HttpPhases {
         connections_warmed: None,
@@ -248,5 +252,6 @@ fn http_phases(ordered: &[&RequestRecord]) -> HttpPhases {
         tls: of(&tls),
         write: of(&write),
         wait: of(&wait),
+        read_wait: of(&read_wait),
     }
 }

@@ -164,6 +164,9 @@ pub struct HttpPhases {
     /// From the request written to the first response byte read: the server's time to answer
     /// plus the network both ways.
     pub wait: MetricStats,
+    /// Each request's longest read wait (`read_wait_max_ns`): how far behind the client was
+    /// reading its response. Chunks that arrived closer together than this may share a stamp.
+    pub read_wait: MetricStats,
 }
 
 /// How much of the output was thinking and how long it delayed the answer, for models that

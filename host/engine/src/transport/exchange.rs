@@ -69,6 +69,12 @@ pub(super) fn last_read(wire: Option<&WireLog>) -> Instant {
         .unwrap_or_else(Instant::now)
 }
 
+/// The record's `read_wait_max_ns`, read before the connection goes back to the pool.
+fn longest_read_wait_ns(wire: Option<&WireLog>) -> Option<u64> {
+    wire.and_then(|w| w.times().longest_read_wait)
+        .map(|d| d.as_nanos() as u64)
+}
+
 /// Largest error body kept for the error message.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 /// Everything `execute` needs besides the request itself.
@@ -419,6 +425,7 @@ impl Exchange<'_> {
                 }
             }
             record.end_ns = self.ns(last_read(wire.as_deref()));
+            record.read_wait_max_ns = longest_read_wait_ns(wire.as_deref());
             if let Some(mut t) = transcript.take() {
                 t.reads
                     .push(String::from_utf8_lossy(&collected).into_owned());
@@ -459,6 +466,7 @@ impl Exchange<'_> {
                 outcome,
             )
             .await;
+        record.read_wait_max_ns = longest_read_wait_ns(wire.as_deref());
         if let Some(t) = outcome.transcript.take() {
             transcript::save(&t);
         }

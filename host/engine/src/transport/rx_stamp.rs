@@ -12,23 +12,33 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+/// When a read's bytes reached the machine, and how long they then waited for the read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arrival {
+    /// The kernel's receive stamp of the last packet the read copied.
+    pub at: Instant,
+    /// From that stamp to the read's return: time in the socket buffer while the client was
+    /// busy elsewhere. Chunks that arrived apart within this time share the one stamp.
+    pub waited: Duration,
+}
+
 /// Something read from a connection that may know when its last read's bytes arrived.
 pub trait ReadArrival {
     /// When the bytes of the latest read reached the machine, if known (then forgotten).
-    fn take_arrival(&mut self) -> Option<Instant> {
+    fn take_arrival(&mut self) -> Option<Arrival> {
         None
     }
 }
 
 impl<T: ReadArrival + ?Sized> ReadArrival for Box<T> {
-    fn take_arrival(&mut self) -> Option<Instant> {
+    fn take_arrival(&mut self) -> Option<Arrival> {
         (**self).take_arrival()
     }
 }
 
 /// Over TLS, the stamp of the TCP read that completed the decrypted bytes.
 impl<T: ReadArrival> ReadArrival for tokio_rustls::client::TlsStream<T> {
-    fn take_arrival(&mut self) -> Option<Instant> {
+    fn take_arrival(&mut self) -> Option<Arrival> {
         self.get_mut().0.take_arrival()
     }
 }
@@ -37,7 +47,7 @@ impl<T: ReadArrival> ReadArrival for tokio_rustls::client::TlsStream<T> {
 pub struct RxStampedTcp {
     tcp: TcpStream,
     stamps: bool,
-    last: Option<Instant>,
+    last: Option<Arrival>,
 }
 
 impl RxStampedTcp {
@@ -113,21 +123,25 @@ fn recv_stamped(
     Ok((n as usize, stamp))
 }
 
-/// A wall-clock kernel stamp as an `Instant`: now, less how long ago the stamp was by the wall
+/// A wall-clock kernel stamp as an [`Arrival`]: now, less how long ago the stamp was by the wall
 /// clock (the two clocks only need to agree over that short interval).
 #[cfg(target_os = "linux")]
-fn to_instant(stamp: libc::timespec) -> Option<Instant> {
+fn to_arrival(stamp: libc::timespec) -> Option<Arrival> {
     let (now, wall) = (Instant::now(), SystemTime::now());
     let at = UNIX_EPOCH + Duration::new(stamp.tv_sec as u64, stamp.tv_nsec as u32);
     let ago = wall.duration_since(at).ok()?;
     // A stamp from before this connection's last second is not believed.
-    (ago < Duration::from_secs(1))
-        .then(|| now.checked_sub(ago))
-        .flatten()
+    if ago >= Duration::from_secs(1) {
+        return None;
+    }
+    Some(Arrival {
+        at: now.checked_sub(ago)?,
+        waited: ago,
+    })
 }
 
 impl ReadArrival for RxStampedTcp {
-    fn take_arrival(&mut self) -> Option<Instant> {
+    fn take_arrival(&mut self) -> Option<Arrival> {
         self.last.take()
     }
 }
@@ -150,19 +164,30 @@ impl AsyncRead for RxStampedTcp {
             // SAFETY: recvmsg only writes into the unfilled part, and `assume_init` covers
             // exactly the bytes it reported.
             let unfilled = unsafe { buf.unfilled_mut() };
-            match this
-                .tcp
-                .try_io(tokio::io::Interest::READABLE, || recv_stamped(fd, unfilled))
-            {
-                Ok((n, stamp)) => {
-                    unsafe { buf.assume_init(n) };
-                    buf.advance(n);
-                    this.last = stamp.and_then(to_instant);
-                    return Poll::Ready(Ok(()));
+            let room = unfilled.len();
+            // A short read drained the socket (edge-triggered epoll): it is handed back as
+            // WouldBlock so tokio clears the readiness it saw before the read, as its own
+            // `TcpStream::poll_read` does, instead of a second `recvmsg` that fails with EAGAIN.
+            let mut drained = None;
+            let read = this.tcp.try_io(tokio::io::Interest::READABLE, || {
+                let (n, stamp) = recv_stamped(fd, unfilled)?;
+                if n > 0 && n < room {
+                    drained = Some((n, stamp));
+                    return Err(io::ErrorKind::WouldBlock.into());
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+                Ok((n, stamp))
+            });
+            let (n, stamp) = match (read, drained) {
+                (_, Some(got)) => got,
+                (Ok(got), None) => got,
+                (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                (Err(e), None) => return Poll::Ready(Err(e)),
+            };
+            // SAFETY: recvmsg initialized the first `n` unfilled bytes.
+            unsafe { buf.assume_init(n) };
+            buf.advance(n);
+            this.last = stamp.and_then(to_arrival);
+            return Poll::Ready(Ok(()));
         }
     }
 
@@ -235,11 +260,18 @@ mod tests {
                 break;
             }
         }
-        let (written, arrived, read_at) = stamped.expect("no read carried a kernel stamp");
+        let (written, arrival, read_at) = stamped.expect("no read carried a kernel stamp");
+        let arrived = arrival.at;
         assert!(
             read_at.duration_since(arrived) >= Duration::from_millis(25),
             "stamped {:?} before the read",
             read_at.duration_since(arrived)
+        );
+        // The wait is the time in the socket buffer: the 30 ms sleep, give or take the clocks.
+        assert!(
+            arrival.waited >= Duration::from_millis(25) && arrival.waited < Duration::from_secs(1),
+            "waited {:?}",
+            arrival.waited
         );
         assert!(
             arrived.saturating_duration_since(written) < Duration::from_millis(5)

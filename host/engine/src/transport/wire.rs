@@ -10,6 +10,11 @@
 //! TLS decryption, hyper's decoding, the hand-over to the request's task, framing and the
 //! adapter. Where the kernel gives no stamp it is the time the read returned.
 //!
+//! What it cannot undo: a read later than the gap between two chunks takes both, under the
+//! stamp of the last packet (and the kernel coalesces packets queued on a socket, keeping the
+//! newer stamp), so the earlier chunk is stamped late by up to the read's wait. The
+//! [`WireLog`] keeps the longest wait of each response for its record (`read_wait_max_ns`).
+//!
 //! To tell which read completed which body bytes, [`ResponseFraming`] follows the HTTP/1.1
 //! response framing (head, `Content-Length` or chunked encoding) over the raw bytes, the same way
 //! for the client's reads and for the simulator's writes (`llmb sim --send-log`).
@@ -19,11 +24,11 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::rx_stamp::ReadArrival;
+use super::rx_stamp::{Arrival, ReadArrival};
 
 /// Largest response head followed; beyond it the framing is given up (stamps fall back to the
 /// time the frame reached the request).
@@ -292,6 +297,8 @@ struct Exchange {
     first_byte: Option<Instant>,
     /// The latest read of the response.
     last_read: Option<Instant>,
+    /// The longest any read of the response waited in the socket (kernel stamps only).
+    longest_wait: Option<Duration>,
     stamps: VecDeque<ReadStamp>,
 }
 
@@ -308,6 +315,9 @@ pub struct WireTimes {
     pub request_written: Option<Instant>,
     pub first_byte: Option<Instant>,
     pub last_read: Option<Instant>,
+    /// The longest time a read's bytes waited in the socket before the read (from the kernel's
+    /// receive stamp); `None` where reads carry no kernel stamp.
+    pub longest_read_wait: Option<Duration>,
 }
 
 impl WireLog {
@@ -327,13 +337,17 @@ impl WireLog {
             x.stamps.clear();
             x.first_byte = None;
             x.last_read = None;
+            x.longest_wait = None;
         }
         x.request_written = Some(at);
     }
 
-    fn read_at(&self, at: Instant, bytes: &[u8]) {
+    fn read_at(&self, at: Instant, waited: Option<Duration>, bytes: &[u8]) {
         let mut x = self.lock();
         x.writing = false;
+        if let Some(w) = waited {
+            x.longest_wait = Some(x.longest_wait.map_or(w, |l| l.max(w)));
+        }
         x.first_byte.get_or_insert(at);
         x.last_read = Some(at);
         let before = x.framing.body_bytes();
@@ -354,6 +368,7 @@ impl WireLog {
             request_written: x.request_written,
             first_byte: x.first_byte,
             last_read: x.last_read,
+            longest_read_wait: x.longest_wait,
         }
     }
 
@@ -376,8 +391,11 @@ impl WireLog {
 }
 
 impl WireObserver for WireLog {
-    fn read(&self, bytes: &[u8], arrival: Option<Instant>) {
-        self.read_at(arrival.unwrap_or_else(Instant::now), bytes);
+    fn read(&self, bytes: &[u8], arrival: Option<Arrival>) {
+        match arrival {
+            Some(a) => self.read_at(a.at, Some(a.waited), bytes),
+            None => self.read_at(Instant::now(), None, bytes),
+        }
     }
 
     fn wrote(&self, _bufs: &[io::IoSlice<'_>], _n: usize) {
@@ -409,13 +427,13 @@ impl WireWatch {
 /// simulator's send log (`llmb sim --send-log`).
 pub trait WireObserver {
     /// `bytes` were read; `arrival` is when they reached the machine, if the socket knows.
-    fn read(&self, bytes: &[u8], arrival: Option<Instant>);
+    fn read(&self, bytes: &[u8], arrival: Option<Arrival>);
     /// The first `n` bytes across `bufs` were written (a plain write is one slice).
     fn wrote(&self, bufs: &[io::IoSlice<'_>], n: usize);
 }
 
 impl<O: WireObserver + ?Sized> WireObserver for Arc<O> {
-    fn read(&self, bytes: &[u8], arrival: Option<Instant>) {
+    fn read(&self, bytes: &[u8], arrival: Option<Arrival>) {
         (**self).read(bytes, arrival)
     }
 
@@ -559,22 +577,31 @@ mod tests {
         let log = WireLog::new();
         let t = Instant::now();
         let later = |ms| t + std::time::Duration::from_millis(ms);
+        let waited = |ms| Some(Duration::from_millis(ms));
         log.wrote_at(later(0));
         log.read_at(
             later(1),
+            waited(0),
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
         );
-        log.read_at(later(2), b"4\r\nab");
-        log.read_at(later(3), b"cd\r\n2\r\nef\r\n");
+        log.read_at(later(2), waited(7), b"4\r\nab");
+        log.read_at(later(3), waited(2), b"cd\r\n2\r\nef\r\n");
         let times = log.times();
         assert_eq!(times.first_byte, Some(later(1)));
+        assert_eq!(times.longest_read_wait, waited(7));
         assert_eq!(log.arrival_of(4), Some(later(3)));
         assert_eq!(log.arrival_of(6), Some(later(3)));
         assert_eq!(log.arrival_of(7), None);
-        // The next request on the connection starts a fresh exchange.
+        // The next request on the connection starts a fresh exchange, its waits too.
         log.wrote_at(later(4));
-        log.read_at(later(5), b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nx");
+        assert_eq!(log.times().longest_read_wait, None);
+        log.read_at(
+            later(5),
+            None,
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nx",
+        );
         assert_eq!(log.arrival_of(1), Some(later(5)));
         assert_eq!(log.times().request_written, Some(later(4)));
+        assert_eq!(log.times().longest_read_wait, None);
     }
 }

@@ -54,6 +54,7 @@ fn write_rows<W: std::io::Write>(
         "tls_ms",
         "write_ms",
         "wait_ms",
+        "read_wait_max_ms",
         "prompt_tokens",
         "server_prompt_tokens",
         "cached_prompt_tokens",
@@ -105,6 +106,7 @@ fn write_rows<W: std::io::Write>(
                 .written_ns
                 .zip(r.first_byte_ns)
                 .map(|(w, f)| ms(ns_to_s(f.saturating_sub(w))))),
+            opt(r.read_wait_max_ns.map(|w| ms(ns_to_s(w)))),
             r.prompt_tokens.to_string(),
             opt(r.server_prompt_tokens.map(|n| n.to_string())),
             opt(r.cached_prompt_tokens.map(|n| n.to_string())),

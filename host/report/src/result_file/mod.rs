@@ -353,6 +353,10 @@ pub struct HttpPhasesMs {
     pub write: StatsMs,
     /// Request written to the first response byte read.
     pub wait: StatsMs,
+    /// Each request's longest read wait, kernel arrival to the read; absent where reads carry
+    /// no kernel stamp (and in older files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_wait: Option<StatsMs>,
 }
 
 /// One conversation turn of a multi-turn run.

@@ -312,6 +312,8 @@ impl LlmbExtras {
                 tls: StatsMs::of(&m.http_phases.tls),
                 write: StatsMs::of(&m.http_phases.write),
                 wait: StatsMs::of(&m.http_phases.wait),
+                read_wait: (m.http_phases.read_wait.count > 0)
+                    .then(|| StatsMs::of(&m.http_phases.read_wait)),
             }),
             plugin_time_us: Some(to_json(&m.plugin_time)),
             plugin_faults: Some(
