@@ -318,6 +318,15 @@ async fn connections_are_opened_before_timing_unless_asked_not_to() {
         .filter(|r| r.read_wait_max_ns.is_some())
         .count();
     assert_eq!(phases.read_wait.count, stamped);
+    // The run lasts until its last response ended (no warmup: measured from the start), not
+    // until the record collector, which takes records in batches, woke to see it.
+    let last_end = warm.records.iter().map(|r| r.end_ns).max().unwrap();
+    assert_eq!(
+        (warm.metrics.duration_s * 1e9).round() as u64,
+        last_end,
+        "duration {} s",
+        warm.metrics.duration_s
+    );
     // Kernel receive stamps (Linux) give each request its longest read wait.
     if cfg!(target_os = "linux") {
         assert!(stamped > 0, "no record carries a read wait");

@@ -272,12 +272,24 @@ impl RecordWriter {
         &self.path
     }
 
+    /// Appends one record and flushes it to the file.
     pub fn write(&mut self, record: &RequestRecord) -> std::io::Result<()> {
+        self.append(record)?;
+        self.flush()
+    }
+
+    /// Appends one record to the buffer: for a batch taken in one wake-up, flushed once with
+    /// [`RecordWriter::flush`].
+    pub fn append(&mut self, record: &RequestRecord) -> std::io::Result<()> {
         // Server messages may quote a secret back (an echoed key or URL): never saved.
         let line = serde_json::to_string(record)?;
         self.out
             .write_all(crate::secrets::scrub(&line).as_bytes())?;
-        self.out.write_all(b"\n")?;
+        self.out.write_all(b"\n")
+    }
+
+    /// Hands what was appended to the file.
+    pub fn flush(&mut self) -> std::io::Result<()> {
         self.out.flush()
     }
 }

@@ -202,6 +202,7 @@ impl Runner {
             _ => None,
         };
         let mut failed = 0usize;
+        let mut last_end_ns: Option<u64> = None;
         let mut grace_deadline: Option<tokio::time::Instant> = None;
         let progress = self.show_progress.then(|| progress_bar(expected));
         loop {
@@ -211,27 +212,39 @@ impl Runner {
                     None => std::future::pending().await,
                 }
             };
+            let mut took = false;
             tokio::select! {
                 rec = rx.recv() => {
                     let Some(rec) = rec else { break };
-                    faults.observe(&rec, &cancel);
-                    if let Some(why) = slo_watch.as_mut().and_then(|w| w.observe(&rec)) {
-                        let cause = StopCause::SloMissed(why);
-                        if cancel.stop(cause.clone()) {
-                            eprintln!("\nStopping the stage: {cause}");
-                            cancel.cut(cause);
+                    // Everything already queued is taken in the same wake-up.
+                    let mut next = Some(rec);
+                    let mut taken = 0u64;
+                    while let Some(rec) = next.take().or_else(|| rx.try_recv().ok()) {
+                        taken += 1;
+                        faults.observe(&rec, &cancel);
+                        if let Some(why) = slo_watch.as_mut().and_then(|w| w.observe(&rec)) {
+                            let cause = StopCause::SloMissed(why);
+                            if cancel.stop(cause.clone()) {
+                                eprintln!("\nStopping the stage: {cause}");
+                                cancel.cut(cause);
+                            }
                         }
+                        if let Some(w) = writer.as_mut() {
+                            w.append(&rec).with_context(|| format!("cannot write {}", w.path().display()))?;
+                        }
+                        failed += usize::from(!rec.success);
+                        last_end_ns = last_end_ns.max(Some(rec.end_ns));
+                        records.push(rec);
                     }
                     if let Some(w) = writer.as_mut() {
-                        w.write(&rec).with_context(|| format!("cannot write {}", w.path().display()))?;
+                        w.flush().with_context(|| format!("cannot write {}", w.path().display()))?;
                     }
-                    failed += usize::from(!rec.success);
-                    records.push(rec);
                     if let Some(bar) = &progress {
-                        bar.inc(1);
+                        bar.inc(taken);
                         let rate = records.len() as f64 / t0.elapsed().as_secs_f64().max(1e-9);
                         bar.set_message(format!("{failed} failed, {rate:.1} req/s"));
                     }
+                    took = true;
                 }
                 // The drain: what is in flight may finish within the grace period.
                 _ = cancel.stopped(), if grace_deadline.is_none() && !cancel.is_cut() => {
@@ -243,8 +256,19 @@ impl Runner {
                     grace_deadline = None;
                 }
             }
+            // Records come in at most once per pause: each wake-up of this loop (on the thread
+            // that called `block_on`, so file writes never hold up a runtime worker) is a futex
+            // wake and a context switch, one per record without the pause (20,000 req/s: 48k
+            // switches against 14k, `perf stat`).
+            if took && !cancel.is_stopping() {
+                tokio::time::sleep(COLLECT_PAUSE).await;
+            }
         }
-        let elapsed = t0.elapsed();
+        // The run ends with its last response, not when this loop woke to see it (up to a
+        // pause later).
+        let elapsed = last_end_ns
+            .map_or_else(|| t0.elapsed(), Duration::from_nanos)
+            .min(t0.elapsed());
         let interrupted = cancel.is_stopping();
         if let Some(p) = pacer {
             tokio::task::spawn_blocking(move || p.join())
@@ -269,6 +293,10 @@ impl Runner {
         })
     }
 }
+
+/// How long the collector sleeps after taking records in, so a busy run wakes it at most
+/// ~500 times a second instead of once per record. Records still reach the file within it.
+const COLLECT_PAUSE: Duration = Duration::from_millis(2);
 
 /// The live progress line: completed of expected, failures, rate and elapsed time (indicatif
 /// redraws at most 20 times a second, so the receive loop pays only an atomic increment).
