@@ -15,6 +15,12 @@ use llmb_engine::records::RequestRecord;
 use super::child::{ChildSim, SimTiming};
 use crate::args::BenchArgs;
 
+/// A TTFT error beyond this counts as late in the `late/shared` column.
+const LATE_TTFT_NS: i64 = 1_000_000;
+/// A first-token stamp this close to a later token's write is that token's arrival: the first
+/// chunk was read together with it.
+const SAME_WRITE_NS: i64 = 50_000;
+
 /// Token indexes past this in a send log are refused rather than allocated for.
 const MAX_TOKENS_PER_REQUEST: usize = 1 << 20;
 
@@ -69,6 +75,10 @@ struct Errors {
     unmatched: usize,
     /// Each request's longest read wait (kernel arrival to read): how far behind llmb was.
     read_wait: Vec<i64>,
+    /// TTFT errors over [`LATE_TTFT_NS`], and how many of those stamps are a later token's
+    /// write (within [`SAME_WRITE_NS`]): a first chunk read together with the ones after it.
+    late_ttft: usize,
+    late_ttft_shared: usize,
 }
 
 /// Pairs each successful record with the log. A chat stream's deltas are the role chunk, one
@@ -87,9 +97,18 @@ fn compare(records: &[RequestRecord], sent: &HashMap<String, SentTimes>, t0_mono
             errors.unmatched += 1;
             continue;
         };
-        errors
-            .ttft
-            .push((t0_mono + first_delta) as i64 - first_piece as i64);
+        let stamp = (t0_mono + first_delta) as i64;
+        let ttft_error = stamp - first_piece as i64;
+        errors.ttft.push(ttft_error);
+        if ttft_error > LATE_TTFT_NS {
+            errors.late_ttft += 1;
+            let shared = s
+                .tokens_ns
+                .iter()
+                .skip(1)
+                .any(|&w| (stamp - w as i64).abs() <= SAME_WRITE_NS);
+            errors.late_ttft_shared += usize::from(shared);
+        }
         // The role chunk comes first; the token deltas follow it one for one.
         let tokens = &s.tokens_ns;
         let Some(deltas) = r.delta_ns.get(1..1 + tokens.len()) else {
@@ -161,7 +180,7 @@ pub async fn run(levels: &[usize], output_len: u32, sim_cpu: Option<usize>) -> a
         "\n== stamp accuracy: llmb's TTFT and ITL against the simulator's send log (µs, |error|) =="
     );
     println!(
-        "{:<8} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>11} {:>9} {:>7}",
+        "{:<8} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>11} {:>12} {:>9} {:>7}",
         "streams",
         "requests",
         "TTFT p50",
@@ -171,6 +190,7 @@ pub async fn run(levels: &[usize], output_len: u32, sim_cpu: Option<usize>) -> a
         "ITL p99",
         "ITL max",
         "wait p99",
+        "late/shared",
         "unpaired",
         "failed"
     );
@@ -179,7 +199,7 @@ pub async fn run(levels: &[usize], output_len: u32, sim_cpu: Option<usize>) -> a
             .await
             .with_context(|| format!("stamp accuracy at {streams} streams"))?;
         println!(
-            "{:<8} {:>9} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>11.1} {:>9} {:>7}",
+            "{:<8} {:>9} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>11.1} {:>12} {:>9} {:>7}",
             streams,
             e.ttft.len(),
             abs_percentile_us(&e.ttft, 50.0),
@@ -189,6 +209,7 @@ pub async fn run(levels: &[usize], output_len: u32, sim_cpu: Option<usize>) -> a
             abs_percentile_us(&e.itl, 99.0),
             abs_percentile_us(&e.itl, 100.0),
             abs_percentile_us(&e.read_wait, 99.0),
+            format!("{}/{}", e.late_ttft, e.late_ttft_shared),
             e.unmatched,
             failed
         );
@@ -197,7 +218,9 @@ pub async fn run(levels: &[usize], output_len: u32, sim_cpu: Option<usize>) -> a
         "wait p99: each request's longest read wait (kernel receive stamp to llmb's read), p99 \
          over requests. Stamps are arrival times, but chunks that arrived closer together than \
          the wait can share one read and the last one's stamp: errors above a token gap come \
-         from a client that fell behind, not from a late stamp."
+         from a client that fell behind, not from a late stamp. late/shared: TTFT errors over \
+         1 ms, and how many of those stamps fall within 50 µs of a later token's write (the first \
+         chunk read together with it)."
     );
     println!(
         "Targets: TTFT error p99 < 200 µs at 16 streams, < 1,000 µs at 256 and 1,000; \
@@ -243,6 +266,27 @@ mod tests {
         assert_eq!(e.itl, vec![-10_000, 30_000]);
         assert_eq!(e.unmatched, 1);
         assert_eq!(abs_percentile_us(&e.itl, 100.0), 30.0);
+        assert_eq!((e.late_ttft, e.late_ttft_shared), (0, 0));
+
+        // Read late with token 2 (written at 21,000 µs): all deltas carry its arrival.
+        let shared = RequestRecord {
+            id: 7,
+            success: true,
+            delta_ns: vec![20_905_000, 20_905_000, 20_905_000, 20_905_000],
+            ..Default::default()
+        };
+        let e = compare(&[shared], &sent, t0_mono);
+        assert_eq!(e.ttft, vec![20_005_000]);
+        assert_eq!((e.late_ttft, e.late_ttft_shared), (1, 1));
+        // Late, but at no token's write: late, not shared.
+        let late = RequestRecord {
+            id: 7,
+            success: true,
+            delta_ns: vec![15_900_000, 15_900_000, 15_900_000, 20_950_000],
+            ..Default::default()
+        };
+        let e = compare(&[late], &sent, t0_mono);
+        assert_eq!((e.late_ttft, e.late_ttft_shared), (1, 0));
     }
 
     #[test]

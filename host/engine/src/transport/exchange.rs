@@ -377,6 +377,7 @@ impl Exchange<'_> {
                 }
             }
             record.end_ns = self.ns(Instant::now());
+            record.read_wait_max_ns = longest_read_wait_ns(wire.as_deref());
             let err = adapter
                 .map_error(status, &resp_headers, &bytes)
                 .map_err(|f| fail("plugin", f.to_string()))?;

@@ -128,7 +128,12 @@ fn recv_stamped(
 #[cfg(target_os = "linux")]
 fn to_arrival(stamp: libc::timespec) -> Option<Arrival> {
     let (now, wall) = (Instant::now(), SystemTime::now());
-    let at = UNIX_EPOCH + Duration::new(stamp.tv_sec as u64, stamp.tv_nsec as u32);
+    // A stamp the kernel could not mean (negative, nanoseconds out of range) is not believed.
+    let secs = u64::try_from(stamp.tv_sec).ok()?;
+    let nanos = u32::try_from(stamp.tv_nsec)
+        .ok()
+        .filter(|&n| n < 1_000_000_000)?;
+    let at = UNIX_EPOCH.checked_add(Duration::new(secs, nanos))?;
     let ago = wall.duration_since(at).ok()?;
     // A stamp from before this connection's last second is not believed.
     if ago >= Duration::from_secs(1) {
@@ -235,6 +240,33 @@ impl AsyncWrite for RxStampedTcp {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn timespec(secs: i64, nanos: i64) -> libc::timespec {
+        // SAFETY: timespec is plain data; zeroed is a valid value.
+        let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+        ts.tv_sec = secs as _;
+        ts.tv_nsec = nanos as _;
+        ts
+    }
+
+    #[test]
+    fn stamps_the_kernel_could_not_mean_are_not_believed() {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let (secs, nanos) = (now.as_secs() as i64, i64::from(now.subsec_nanos()));
+        let fresh = to_arrival(timespec(secs, nanos)).expect("a stamp of just now");
+        assert!(fresh.waited < Duration::from_millis(100), "{fresh:?}");
+        // Negative, nanoseconds out of range, beyond any clock, in the future, too old.
+        for (s, n) in [
+            (-1, 0),
+            (secs, 1_000_000_000),
+            (secs, -1),
+            (i64::MAX, 0),
+            (secs + 60, 0),
+            (secs - 2, nanos),
+        ] {
+            assert_eq!(to_arrival(timespec(s, n)), None, "{s} s {n} ns");
+        }
+    }
 
     #[tokio::test]
     async fn reads_carry_the_kernels_receive_stamp() {
