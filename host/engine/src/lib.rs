@@ -20,6 +20,7 @@ pub mod cpu;
 pub mod fd_limit;
 pub mod input_tokens;
 pub mod lifecycle;
+pub mod memory;
 pub mod merge;
 pub mod metrics;
 pub mod outcome;

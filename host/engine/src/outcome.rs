@@ -127,6 +127,9 @@ pub struct BenchOutcome {
     pub result_path: Option<PathBuf>,
     /// CPU time the whole process used while requests were in flight.
     pub client_cpu: Duration,
+    /// This process's RSS as the stage's connections were about to open (plugins, dataset and
+    /// tokenizer already loaded) and its peak until the last response ended.
+    pub client_memory: crate::memory::MemoryUse,
     /// The server's Prometheus metrics over the stage (`--server-metrics-url`).
     pub server_metrics: Option<crate::server_metrics::ServerMetrics>,
     /// Why the stage stopped early (Ctrl-C, `--max-plugin-faults`), and in which phase.

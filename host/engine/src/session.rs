@@ -450,6 +450,8 @@ async fn run_stage(
         ),
         None => None,
     };
+    // From here on, memory growth is the stage's: connections, requests in flight, records.
+    let memory = crate::memory::PeakWatch::start();
     let connections_warmed = if config.server.pool.warm {
         let count = connections_to_warm(&plan, stage);
         // Best effort: a server that refuses connections fails the requests themselves, each
@@ -491,6 +493,7 @@ async fn run_stage(
         None => None,
     };
     let client_cpu = crate::cpu::process_cpu().saturating_sub(cpu_before);
+    let client_memory = memory.finish();
     let measured = executed.elapsed.saturating_sub(executed.measured_from);
     let mut metrics =
         crate::metrics::compute(&executed.records, measured.as_secs_f64(), &config.metrics);
@@ -520,6 +523,7 @@ async fn run_stage(
         records_path,
         result_path: None,
         client_cpu,
+        client_memory,
         server_metrics,
         stop_reason,
         t0_monotonic_ns: crate::clock::instant_to_monotonic_ns(executed.t0),
@@ -617,6 +621,7 @@ fn stopped_in_prepare(
         records_path,
         result_path: None,
         client_cpu: Duration::ZERO,
+        client_memory: crate::memory::MemoryUse::default(),
         server_metrics: None,
         stop_reason: Some(stop_reason(cancel, "prepare")),
         t0_monotonic_ns: crate::clock::monotonic_ns(),

@@ -96,6 +96,7 @@ pub(crate) fn stage() -> BenchOutcome {
         records_path: None,
         result_path: None,
         client_cpu: std::time::Duration::ZERO,
+        client_memory: llmb_engine::memory::MemoryUse::default(),
         server_metrics: None,
         stop_reason: None,
         t0_monotonic_ns: 0,

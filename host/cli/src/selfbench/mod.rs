@@ -16,7 +16,6 @@
 mod accuracy;
 mod bare;
 mod child;
-mod memory;
 mod parse;
 mod schedule;
 mod side_by_side;

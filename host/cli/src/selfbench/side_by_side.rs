@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::bare::{self, BareOutcome};
 use super::child::{ChildSim, SimTiming};
-use super::memory::{MemoryUse, PeakWatch};
 use crate::args::BenchArgs;
+use llmb_engine::memory::{MemoryUse, PeakWatch};
 
 /// The issue's scenario: 64-token chat streams, TTFT 20 ms, ITL 10 ms (no batch slowdown, so
 /// every level sees the same ITL).
@@ -144,10 +144,12 @@ async fn run_llmb(
     bench.disable_tqdm = true;
     bench.api_key = None;
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let watch = PeakWatch::start();
-    let outcome = crate::bench::run(&bench, stop_rx).await;
-    let memory = watch.finish();
-    let outcome = outcome.map_err(|e| with_sim_log(e, &sim))?;
+    let outcome = crate::bench::run(&bench, stop_rx)
+        .await
+        .map_err(|e| with_sim_log(e, &sim))?;
+    // From where the stage's connections open, like the bare side's figure: the plugins,
+    // dataset and tokenizer loaded before are the same at every level, not per stream.
+    let memory = outcome.client_memory;
     let figures = LlmbFigures {
         cpu: outcome.client_cpu,
         tokens: outcome.metrics.total_output,
@@ -202,7 +204,8 @@ fn print_header(pinned: &str, rounds: usize) {
          bare: one hyper HTTP/1.1 connection per stream, opened before timing (their CPU is the `conn` column, not in `bare`);\n\
          llmb: `client_cpu` as `llmb bench` reports it (session.rs: CPU of runner.execute, after llmb opened (warmed)\n\
          `warm` connections; with `-` it did not warm and connecting is in its figure).\n\
-         µs = CPU µs per streamed token; KiB = (peak RSS − RSS before the run) / streams; peak MiB = llmb's peak RSS.",
+         µs = CPU µs per streamed token; KiB = (peak RSS − RSS before the connections open) / streams (llmb: after it loaded\n\
+         plugins, dataset and tokenizer, which are the same at every level); peak MiB = llmb's peak RSS.",
         TIMING.ttft_ms, TIMING.itl_ms
     );
     println!(

@@ -1,5 +1,6 @@
-//! Resident memory of this process across one run: the RSS before it and the peak during it,
-//! so the growth can be charged to the streams in flight.
+//! Resident memory of the client process across one stage: the RSS when its timed phase is
+//! about to begin and the peak during it, so the growth can be charged to the streams in
+//! flight rather than to the plugins, dataset and tokenizer loaded once before.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
