@@ -7,8 +7,8 @@
 //! 2. WASM event throughput with every core parsing at once (`parse`).
 //! 3. The floor to compare with: a bare hyper/tokio streaming client (`bare`) and `llmb bench`
 //!    at 16, 256, 1,000 and 10,000 concurrent streams, CPU per streamed token and memory per
-//!    stream in flight (`side_by_side`, `memory`), against a simulator in a separate process
-//!    pinned to its own core (`child`).
+//!    stream in flight (`side_by_side`, with `llmb_engine::memory`), against a simulator in a
+//!    separate process pinned to its own core (`child`).
 //! 4. Stamp accuracy: llmb's TTFT and ITL against the simulator's own send log, at up to 1,000
 //!    streams (`accuracy`).
 //! 5. Schedule keeping at 1,000 and 10,000 req/s (`schedule`).
