@@ -197,13 +197,14 @@ async fn errors_fail_requests_with_the_servers_message() {
             "please __sim_fault:overloaded__",
             "please __sim_fault:error_event__",
             "please __sim_fault:drop__",
+            "please __sim_fault:no_start_event__",
         ],
     );
     args.model = Some("llmb-sim".into());
     args.dataset_name = "custom".into();
     args.dataset_path = Some(path);
     args.disable_shuffle = true;
-    args.num_prompts = 5;
+    args.num_prompts = 6;
     let outcome = bench(&args).await;
     let mut records = outcome.records.clone();
     records.sort_by_key(|r| r.sample);
@@ -234,6 +235,15 @@ async fn errors_fail_requests_with_the_servers_message() {
         ("server".into(), "simulated in-stream error".into(), None)
     );
     assert!(!records[4].success, "a dropped stream is a failure");
+    // A stream without `message_start`, as llama.cpp sends one now and then: the answer and its
+    // output count (from `message_delta`) are kept; the prompt count the server never sent is
+    // unknown, not zero.
+    let r = &records[5];
+    assert!(r.success, "{:?}", r.error);
+    assert!(r.first_answer_ns.is_some() && r.output_tokens > 0, "{r:?}");
+    assert_eq!(r.token_source, Some(TokenSource::Usage), "{r:?}");
+    assert_eq!(r.server_prompt_tokens, None, "{r:?}");
+    assert!(records[0].server_prompt_tokens.is_some_and(|n| n > 0));
     sim.shutdown().await;
 }
 

@@ -94,18 +94,27 @@ pub(crate) fn whole_body(
 }
 
 /// `message_start` (the input usage, one output token so far), the first block's
-/// `content_block_start`, and a `ping`, as the API sends them before the first delta.
+/// `content_block_start`, and a `ping`, as the API sends them before the first delta. Without
+/// `message_start` when `skip_start` (the `no_start_event` fault): llama.cpp (as
+/// llama-cpp-python 0.3.36 vendors it) opens a `/v1/messages` stream with `content_block_start`
+/// when its first token is an incomplete UTF-8 sequence (an emoji, Japanese), and its
+/// `message_delta` carries only the output count.
 pub(crate) fn preamble(
     id: &str,
     model_json: &str,
     prompt_tokens: u32,
     cached: u32,
     thinking: bool,
+    skip_start: bool,
 ) -> String {
-    let mut out = format!(
-        "event: message_start\ndata: {{\"type\":\"message_start\",\"message\":{{\"id\":\"{id}\",\"type\":\"message\",\"role\":\"assistant\",\"model\":{model_json},\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{}}}}}\n\n",
-        usage(prompt_tokens, cached, 1)
-    );
+    let mut out = if skip_start {
+        String::new()
+    } else {
+        format!(
+            "event: message_start\ndata: {{\"type\":\"message_start\",\"message\":{{\"id\":\"{id}\",\"type\":\"message\",\"role\":\"assistant\",\"model\":{model_json},\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{}}}}}\n\n",
+            usage(prompt_tokens, cached, 1)
+        )
+    };
     block_start(&mut out, 0, thinking);
     out.push_str("event: ping\ndata: {\"type\":\"ping\"}\n\n");
     out

@@ -17,6 +17,7 @@
 //! | `stall` | two tokens (half a body without streaming), then silence with the connection open |
 //! | `huge` | a body of [`HUGE_BODY_BYTES`] as fast as the socket takes it: one endless SSE event when streaming |
 //! | `endless` | tokens at the configured pace that never finish (without streaming: no answer, as a server generating forever never sends its head) |
+//! | `no_start_event` | an Anthropic stream without its `message_start` (so without the input usage), as llama.cpp sends one whose first token is an incomplete UTF-8 sequence; the other dialects answer normally |
 //!
 //! This module holds the markers ([`Fault`]), the bodies of the faults that are not a stream
 //! ([`FaultBody`]) and the connection a `reset` ends ([`ResettableStream`]); the responses they
@@ -60,6 +61,7 @@ pub enum Fault {
     Stall,
     Huge,
     Endless,
+    NoStartEvent,
 }
 
 const MARKERS: &[(&str, Fault)] = &[
@@ -76,6 +78,7 @@ const MARKERS: &[(&str, Fault)] = &[
     ("__sim_fault:stall__", Fault::Stall),
     ("__sim_fault:huge__", Fault::Huge),
     ("__sim_fault:endless__", Fault::Endless),
+    ("__sim_fault:no_start_event__", Fault::NoStartEvent),
 ];
 
 impl Fault {

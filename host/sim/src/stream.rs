@@ -133,6 +133,7 @@ impl Generation {
                     self.prompt_tokens,
                     self.cached_tokens.unwrap_or(0),
                     self.reasoning_tokens > 0,
+                    self.fault == Fault::NoStartEvent,
                 ))
             }
             Step::Role => {
