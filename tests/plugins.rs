@@ -338,3 +338,54 @@ fn a_missing_plugin_file_names_the_path() {
         .unwrap();
     assert!(format!("{e:#}").contains("/nonexistent/adapter.wasm"));
 }
+
+/// `llmb selfbench --parse-only` drives the embedded `openai-chat` adapter as WASM and natively
+/// on real chat chunks and prints each row it promises: the per-call batches, the minimal chunk
+/// that isolates the boundary's cost, and the multi-core event throughput. Speed itself is the
+/// command's to print, not this test's to assert.
+#[test]
+fn selfbench_parse_section_prints_every_row() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_llmb"))
+        .args([
+            "selfbench",
+            "--parse-only",
+            "--events",
+            "640",
+            "--wasm-seconds",
+            "0.2",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = |first: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(first))
+            .unwrap_or_else(|| panic!("no row {first}:\n{text}"))
+            .split_whitespace()
+            .skip(1)
+            .take(3)
+            .map(|v| v.parse::<f64>().unwrap())
+            .collect::<Vec<_>>()
+    };
+    for batch in ["1", "8", "32"] {
+        let [native, wasm, ratio] = row(batch)[..] else {
+            unreachable!()
+        };
+        assert!(native > 0.0 && wasm > 0.0, "{text}");
+        // Printed rounded: the ratio of the rounded figures is within a percent of it.
+        assert!(
+            (ratio - wasm / native).abs() <= 0.01 + 0.01 * ratio,
+            "{text}"
+        );
+    }
+    assert!(
+        text.contains("minimal chunk (41 B, 32 per call): native "),
+        "{text}"
+    );
+    assert!(text.contains("events/s"), "{text}");
+}

@@ -22,13 +22,22 @@ fn chat_chunk(i: usize) -> Vec<u8> {
     .into_bytes()
 }
 
-/// `batch` chat chunks laid out as the transport hands them to a parser: one buffer and the
-/// span of each frame in it.
-fn frames(batch: usize) -> (Vec<u8>, Vec<(u32, u32)>) {
+/// The smallest chunk that still yields a delta: next to nothing to parse, so what a WASM event
+/// costs beyond the native parser's is the component-model crossing and the metering checks.
+fn minimal_chunk(i: usize) -> Vec<u8> {
+    format!("{{\"choices\":[{{\"delta\":{{\"content\":\" t{i}\"}}}}]}}").into_bytes()
+}
+
+/// Which chunk a measurement feeds.
+type Chunk = fn(usize) -> Vec<u8>;
+
+/// `batch` chunks laid out as the transport hands them to a parser: one buffer and the span of
+/// each frame in it.
+fn frames(batch: usize, chunk: Chunk) -> (Vec<u8>, Vec<(u32, u32)>) {
     let mut data = Vec::new();
     let mut spans = Vec::new();
     for i in 0..batch {
-        let chunk = chat_chunk(i);
+        let chunk = chunk(i);
         spans.push((data.len() as u32, chunk.len() as u32));
         data.extend_from_slice(&chunk);
     }
@@ -36,8 +45,8 @@ fn frames(batch: usize) -> (Vec<u8>, Vec<(u32, u32)>) {
 }
 
 /// The host-side batch the WASM adapter is fed.
-fn wasm_batch(batch: usize) -> FrameBatch {
-    let (data, spans) = frames(batch);
+fn wasm_batch(batch: usize, chunk: Chunk) -> FrameBatch {
+    let (data, spans) = frames(batch, chunk);
     FrameBatch {
         data,
         frames: spans
@@ -52,8 +61,8 @@ fn wasm_batch(batch: usize) -> FrameBatch {
 }
 
 /// The same batch for the natively compiled parser.
-fn native_batch(batch: usize) -> llmb_plugin_sdk::backend::FrameBatch {
-    let (data, spans) = frames(batch);
+fn native_batch(batch: usize, chunk: Chunk) -> llmb_plugin_sdk::backend::FrameBatch {
+    let (data, spans) = frames(batch, chunk);
     llmb_plugin_sdk::backend::FrameBatch {
         data,
         frames: spans
@@ -117,9 +126,10 @@ fn parse_cost(
     pool: &Arc<BackendPool>,
     events: usize,
     batch: usize,
+    chunk: Chunk,
 ) -> anyhow::Result<(f64, f64, f64)> {
-    let wasm_frames = wasm_batch(batch);
-    let native_frames = native_batch(batch);
+    let wasm_frames = wasm_batch(batch, chunk);
+    let native_frames = native_batch(batch, chunk);
     let calls = events.div_ceil(batch);
     let mut best_native = f64::MAX;
     let mut best_wasm = f64::MAX;
@@ -154,10 +164,10 @@ pub fn print_parse_cost(
         "wasm/lib"
     );
     for batch in [1usize, 8, 32] {
-        let (native, wasm, fuel) = parse_cost(pool, events, batch)?;
+        let (native, wasm, fuel) = parse_cost(pool, events, batch, chat_chunk)?;
         let lib = match native_adapter {
             Some(lib_pool) => {
-                let frames = wasm_batch(batch);
+                let frames = wasm_batch(batch, chat_chunk);
                 let calls = events.div_ceil(batch);
                 let mut best = f64::MAX;
                 for _ in 0..3 {
@@ -183,6 +193,14 @@ pub fn print_parse_cost(
             ratio
         );
     }
+    let (native, wasm, _) = parse_cost(pool, events, 32, minimal_chunk)?;
+    println!(
+        "minimal chunk ({} B, 32 per call): native {native:.0} ns, wasm {wasm:.0} ns per event; \
+         the {:.0} ns between them is what a WASM event costs besides parsing (the component-model \
+         crossing, metering checks)",
+        minimal_chunk(0).len(),
+        wasm - native
+    );
     if native_adapter.is_none() {
         println!(
             "(native-lib: pass --native-plugin target/release/libllmb_plugin_openai_chat.so, \
@@ -202,7 +220,7 @@ pub fn print_parse_cost(
 /// Events one thread parses in `seconds` through its own checked-out adapter, in calls of
 /// 32 frames (a busy stream's per-read batch).
 fn parse_for(pool: &Arc<BackendPool>, seconds: f64) -> anyhow::Result<u64> {
-    let frames = wasm_batch(32);
+    let frames = wasm_batch(32, chat_chunk);
     let mut adapter = pool.checkout()?;
     let mut parser = adapter.new_parser(200, &Vec::new())?;
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
