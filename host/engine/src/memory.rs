@@ -87,9 +87,9 @@ impl PeakWatch {
         }
     }
 
-    pub fn finish(self) -> MemoryUse {
+    pub fn finish(mut self) -> MemoryUse {
         let now = rss_bytes();
-        let peak = match self.sampler {
+        let peak = match self.sampler.take() {
             None => hwm_bytes().unwrap_or(now),
             Some((stop, handle)) => {
                 stop.store(true, Ordering::Relaxed);
@@ -99,6 +99,15 @@ impl PeakWatch {
         MemoryUse {
             baseline: self.baseline,
             peak: peak.max(now),
+        }
+    }
+}
+
+/// A stage that fails before [`PeakWatch::finish`] still stops the sampling thread.
+impl Drop for PeakWatch {
+    fn drop(&mut self) {
+        if let Some((stop, _)) = &self.sampler {
+            stop.store(true, Ordering::Relaxed);
         }
     }
 }
