@@ -61,8 +61,8 @@ fn median_round<T>(mut rounds: Vec<T>, us: impl Fn(&T) -> f64) -> Option<T> {
     rounds.into_iter().nth(mid)
 }
 
-/// `rounds` rounds of one level, bare then llmb in each; stops at the first failure, which
-/// then stands for its side.
+/// `rounds` rounds of one level, bare then llmb in each; stops after the first round in which
+/// a side fails: that failure stands for its side, the other side keeps what it measured.
 async fn run_level(
     streams: usize,
     rounds: usize,
@@ -71,32 +71,35 @@ async fn run_level(
 ) -> Level {
     let requests = requests_for(streams);
     let (mut bares, mut llmbs, mut round_ratios) = (Vec::new(), Vec::new(), Vec::new());
-    let mut failure: (Option<anyhow::Error>, Option<anyhow::Error>) = (None, None);
+    let (mut bare_failed, mut llmb_failed) = (None, None);
     for _ in 0..rounds {
         let bare = run_bare(streams, requests, output_len, sim_cpu).await;
         let llmb = run_llmb(streams, requests, output_len, sim_cpu).await;
-        match (bare, llmb) {
-            (Ok(b), Ok(l)) => {
-                round_ratios
-                    .push(us_per_token(l.0.cpu, l.0.tokens) / us_per_token(b.0.cpu, b.0.tokens));
-                bares.push(b);
-                llmbs.push(l);
-            }
-            (b, l) => {
-                failure = (b.err(), l.err());
-                break;
-            }
+        if let (Ok(b), Ok(l)) = (&bare, &llmb) {
+            round_ratios
+                .push(us_per_token(l.0.cpu, l.0.tokens) / us_per_token(b.0.cpu, b.0.tokens));
+        }
+        match bare {
+            Ok(b) => bares.push(b),
+            Err(e) => bare_failed = Some(e),
+        }
+        match llmb {
+            Ok(l) => llmbs.push(l),
+            Err(e) => llmb_failed = Some(e),
+        }
+        if bare_failed.is_some() || llmb_failed.is_some() {
+            break;
         }
     }
-    let bare = match failure.0 {
+    let bare = match bare_failed {
         Some(e) => Err(e),
         None => median_round(bares, |(b, _)| us_per_token(b.cpu, b.tokens))
-            .ok_or_else(|| anyhow::anyhow!("no round finished (llmb failed first)")),
+            .ok_or_else(|| anyhow::anyhow!("no round ran")),
     };
-    let llmb = match failure.1 {
+    let llmb = match llmb_failed {
         Some(e) => Err(e),
         None => median_round(llmbs, |(l, _)| us_per_token(l.cpu, l.tokens))
-            .ok_or_else(|| anyhow::anyhow!("no round finished (the bare client failed first)")),
+            .ok_or_else(|| anyhow::anyhow!("no round ran")),
     };
     Level {
         streams,
