@@ -263,7 +263,10 @@ fn print_extras(info: &RunInfo, m: &BenchmarkMetrics, out: &mut dyn Write) -> st
             "Input tokens, sent vs server usage:"
         )?;
     }
-    print_http_phases(out, &m.http_phases, m.itl.median)?;
+    // ITL exists only for streams of several chunks, the only responses whose chunks can share
+    // a read's stamp.
+    let itl_median_ms = (m.itl.count > 0).then_some(m.itl.median);
+    print_http_phases(out, &m.http_phases, itl_median_ms)?;
     print_reasoning(out, m)?;
     if m.total_output == 0 && m.completed > 0 {
         // Embeddings, rerank, score: the work is the input.
@@ -660,7 +663,7 @@ pub fn rounds_json(rounds: &[&BenchmarkMetrics]) -> Value {
 fn print_http_phases(
     out: &mut dyn Write,
     h: &llmb_engine::metrics::HttpPhases,
-    itl_median_ms: f64,
+    itl_median_ms: Option<f64>,
 ) -> std::io::Result<()> {
     let warmed = match h.connections_warmed {
         Some(n) => format!("{n} (--no-warm-connections to start cold)"),
@@ -686,8 +689,11 @@ fn print_http_phases(
     }
     if h.read_wait.count > 0 {
         phase(out, "Read wait (in socket, longest/request):", &h.read_wait)?;
-        // Chunks a token gap apart share a read only when the read is later than the gap.
-        if h.read_wait.summary.p99 > itl_median_ms.max(READ_WAIT_NOTE_MS) {
+        // Chunks a token gap apart share a read only when the read is later than the gap; a
+        // whole body has one stamp, its last packet's, however late it is read.
+        if let Some(itl) = itl_median_ms
+            && h.read_wait.summary.p99 > itl.max(READ_WAIT_NOTE_MS)
+        {
             writeln!(
                 out,
                 "{:<40} llmb read 1% of responses {:.1}+ ms late, more than the median ITL: \
@@ -708,7 +714,7 @@ const READ_WAIT_NOTE_MS: f64 = 1.0;
 mod tests {
     use llmb_engine::metrics::{HttpPhases, MetricStats};
 
-    fn phases_text(read_wait_s: &[f64], itl_median_ms: f64) -> String {
+    fn phases_text(read_wait_s: &[f64], itl_median_ms: Option<f64>) -> String {
         let phases = HttpPhases {
             read_wait: MetricStats::from_seconds(read_wait_s, &[50.0, 99.0]),
             ..Default::default()
@@ -720,7 +726,7 @@ mod tests {
 
     #[test]
     fn a_read_wait_longer_than_the_token_gap_is_called_out() {
-        let late = phases_text(&[0.001, 0.040], 10.0);
+        let late = phases_text(&[0.001, 0.040], Some(10.0));
         assert!(
             late.contains("Read wait (in socket, longest/request):"),
             "{late}"
@@ -731,11 +737,15 @@ mod tests {
             "{late}"
         );
         // Late, but within the gap between tokens: no chunks shared a stamp.
-        let within_gap = phases_text(&[0.001, 0.004], 10.0);
+        let within_gap = phases_text(&[0.001, 0.004], Some(10.0));
         assert!(within_gap.contains("Read wait"), "{within_gap}");
         assert!(!within_gap.contains("ms late"), "{within_gap}");
+        // Whole bodies (no ITL): the wait is shown, but nothing shared a stamp.
+        let whole = phases_text(&[0.001, 0.040], None);
+        assert!(whole.contains("Read wait"), "{whole}");
+        assert!(!whole.contains("ms late"), "{whole}");
         // Without kernel stamps there is no line at all.
-        assert!(!phases_text(&[], 10.0).contains("Read wait"));
+        assert!(!phases_text(&[], Some(10.0)).contains("Read wait"));
     }
 
     #[test]
