@@ -248,20 +248,15 @@ mod tests {
         .unwrap();
         let sent = read_send_log(&log).unwrap();
         let t0_mono = 100_000;
-        let record = RequestRecord {
-            id: 7,
+        let record = |id, delta_ns: &[u64]| RequestRecord {
+            id,
             success: true,
-            // Mapped onto the monotonic clock: 1,030 µs, then 11,020 and 21,050 µs.
-            delta_ns: vec![930_000, 930_000, 10_920_000, 20_950_000],
+            delta_ns: delta_ns.to_vec(),
             ..Default::default()
         };
-        let unknown = RequestRecord {
-            id: 8,
-            success: true,
-            delta_ns: vec![1],
-            ..Default::default()
-        };
-        let e = compare(&[record, unknown], &sent, t0_mono);
+        // Mapped onto the monotonic clock: 1,030 µs, then 11,020 and 21,050 µs.
+        let on_time = record(7, &[930_000, 930_000, 10_920_000, 20_950_000]);
+        let e = compare(&[on_time, record(8, &[1])], &sent, t0_mono);
         assert_eq!(e.ttft, vec![30_000]);
         assert_eq!(e.itl, vec![-10_000, 30_000]);
         assert_eq!(e.unmatched, 1);
@@ -269,22 +264,12 @@ mod tests {
         assert_eq!((e.late_ttft, e.late_ttft_shared), (0, 0));
 
         // Read late with token 2 (written at 21,000 µs): all deltas carry its arrival.
-        let shared = RequestRecord {
-            id: 7,
-            success: true,
-            delta_ns: vec![20_905_000, 20_905_000, 20_905_000, 20_905_000],
-            ..Default::default()
-        };
+        let shared = record(7, &[20_905_000, 20_905_000, 20_905_000, 20_905_000]);
         let e = compare(&[shared], &sent, t0_mono);
         assert_eq!(e.ttft, vec![20_005_000]);
         assert_eq!((e.late_ttft, e.late_ttft_shared), (1, 1));
         // Late, but at no token's write: late, not shared.
-        let late = RequestRecord {
-            id: 7,
-            success: true,
-            delta_ns: vec![15_900_000, 15_900_000, 15_900_000, 20_950_000],
-            ..Default::default()
-        };
+        let late = record(7, &[15_900_000, 15_900_000, 15_900_000, 20_950_000]);
         let e = compare(&[late], &sent, t0_mono);
         assert_eq!((e.late_ttft, e.late_ttft_shared), (1, 0));
     }
